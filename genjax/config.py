@@ -1,0 +1,409 @@
+"""Experiment configuration: frozen dataclasses, config files, dotted overrides, validation.
+
+An experiment is an `Experiment` tree of frozen dataclasses. A config file is a Python file
+whose `get_config(arg=None)` returns one (`path/to/file.py:arg` passes `arg`). Command-line
+overrides use the dotted form TPU users know, `--config.train.steps=100`; each value is
+converted to the type of the field it replaces and the result is validated before anything is
+compiled.
+
+The `model` field holds the family's own model dataclass (each family module defines `Config`).
+This module imports nothing of genjax: callers that read a saved `config.json` back pass the
+mapping from family name to model class.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import os
+import types
+import typing
+from typing import Any, Literal, Mapping, Optional, Sequence, Tuple, Union
+
+
+class ConfigError(ValueError):
+  """A configuration a user can fix; the message says what and how."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment tree
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """Which dataset and how examples are prepared.
+
+  `name` is a TFDS name (mnist, fashion_mnist, binarized_mnist, tiny_shakespeare, cifar10), one
+  built by genjax from them (stacked_mnist), or `digits` (scikit-learn's bundled 8x8 digits, no
+  download). `manual_dir` holds the raw files TFDS would download (or a folder with one
+  sub-folder per dataset; the GENJAX_MANUAL_DIR environment variable is the fallback).
+  """
+
+  name: str = "digits"
+  data_dir: Optional[str] = None
+  manual_dir: Optional[str] = None
+  train_split: str = "train"
+  eval_split: str = "test"
+  binarize: Literal["none", "dynamic", "threshold"] = "none"
+  flip: bool = False
+  block_size: int = 256
+  tokenizer: Literal["char", "byte"] = "char"
+  in_memory_max_mb: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Optim:
+  """The optax optimizer and learning-rate schedule."""
+
+  name: Literal["adam", "adamw", "sgd"] = "adam"
+  learning_rate: float = 1e-3
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  weight_decay: float = 0.0
+  schedule: Literal["constant", "warmup_cosine", "piecewise"] = "constant"
+  warmup_steps: int = 0
+  # Cosine decays to learning_rate * end_lr_ratio over `decay_steps` (default: train.steps).
+  end_lr_ratio: float = 0.1
+  decay_steps: Optional[int] = None
+  # Piecewise constant: at step boundaries[i] the rate is multiplied by scales[i].
+  boundaries: Tuple[int, ...] = ()
+  scales: Tuple[float, ...] = ()
+  grad_clip_norm: Optional[float] = None
+  grad_accum_steps: int = 1
+  ema_decay: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  """The loop: how long, how big, how often to log, evaluate and checkpoint."""
+
+  steps: int = 1000
+  batch_size: int = 128  # the global batch, over all devices and hosts
+  seed: int = 0
+  log_every: int = 50
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  async_checkpoints: bool = True
+  compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+  steps_per_call: int = 1  # >1 runs several train steps inside one jitted lax.scan
+  progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallel:
+  """Data parallelism: `jit` (NamedSharding on a ("data",) mesh) or `pmap`."""
+
+  mode: Literal["jit", "pmap"] = "jit"
+  num_devices: Optional[int] = None  # None: every device of every process
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+  """Periodic evaluation and sample pictures."""
+
+  num_batches: int = 4
+  batch_size: Optional[int] = None  # default: train.batch_size
+  num_samples: int = 64  # images in each sample grid / text samples per eval
+  sample_length: int = 256  # tokens per text sample
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """One experiment: the family and its model config, data, optimizer, loop, parallelism."""
+
+  name: str = "default"
+  family: str = "vae"
+  model: Any = None
+  data: Data = Data()
+  optim: Optim = Optim()
+  train: Train = Train()
+  parallel: Parallel = Parallel()
+  eval: Eval = Eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading config files
+# ----------------------------------------------------------------------------------------------
+
+
+def load_config_file(spec: str) -> Experiment:
+  """Loads `path.py` or `path.py:arg` and returns the `Experiment` its `get_config` builds."""
+  path, _, arg = spec.partition(":")
+  if not path.endswith(".py"):
+    raise ConfigError(f"--config must name a Python file (experiments/NAME.py[:arg]), got {spec!r}.")
+  if not os.path.isfile(path):
+    here = os.path.dirname(path) or "."
+    known = sorted(f for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(here) else []
+    close = difflib.get_close_matches(os.path.basename(path), known, n=3)
+    hint = f" Did you mean: {', '.join(os.path.join(here, c) for c in close)}?" if close else ""
+    raise ConfigError(f"Config file {path!r} does not exist.{hint}")
+  module_spec = importlib.util.spec_from_file_location(f"genjax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path!r} has no get_config() function returning an Experiment.")
+  exp = module.get_config(arg) if arg else module.get_config()
+  if not isinstance(exp, Experiment):
+    raise ConfigError(f"{path}: get_config() returned {type(exp).__name__}, expected genjax.config.Experiment.")
+  return exp
+
+
+# ----------------------------------------------------------------------------------------------
+# Dotted overrides
+# ----------------------------------------------------------------------------------------------
+
+
+def _field_types(cls) -> dict:
+  return typing.get_type_hints(cls)
+
+
+def _type_name(tp) -> str:
+  if typing.get_origin(tp) is Literal:
+    return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+  if isinstance(tp, type):
+    return tp.__name__
+  return str(tp).replace("typing.", "")
+
+
+def convert_value(text: str, tp, where: str):
+  """Converts the command-line string `text` to type `tp` (the field's annotation)."""
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (Union, types.UnionType):
+    if type(None) in args and text.strip().lower() in ("none", "null"):
+      return None
+    errors = []
+    for option in (a for a in args if a is not type(None)):
+      try:
+        return convert_value(text, option, where)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{where}: cannot convert {text!r}.")
+  if origin is Literal:
+    if text in args:
+      return text
+    raise ConfigError(f"{where}={text!r} is not allowed: expected {_type_name(tp)}.")
+  if tp is bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"{where}={text!r}: expected a boolean (true or false).")
+  if tp is int:
+    try:
+      value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+      raise ConfigError(f"{where}={text!r}: expected an integer, e.g. {where}=100.")
+    return int(value)
+  if tp is float:
+    try:
+      return float(text)
+    except ValueError:
+      raise ConfigError(f"{where}={text!r}: expected a number, e.g. {where}=0.001.") from None
+  if tp is str:
+    return text
+  if origin in (tuple, Tuple):
+    items = [s for s in text.strip().strip("()[]").split(",") if s.strip()]
+    inner = args[0] if args else str
+    return tuple(convert_value(s.strip(), inner, where) for s in items)
+  raise ConfigError(f"{where}: fields of type {_type_name(tp)} cannot be set from the command line.")
+
+
+def _closest(name: str, options: Sequence[str]) -> str:
+  close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+  return f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(options)}."
+
+
+def override(exp: Experiment, key: str, text: str) -> Experiment:
+  """Returns `exp` with the dotted field `key` (e.g. "train.steps") set from the string `text`."""
+  parts = key.split(".")
+  return _override(exp, parts, text, prefix="")
+
+
+def _override(node, parts: list, text: str, prefix: str):
+  if not dataclasses.is_dataclass(node):
+    raise ConfigError(f"--config.{prefix.rstrip('.')} is a value, not a group: cannot set {'.'.join(parts)} inside it.")
+  names = [f.name for f in dataclasses.fields(node)]
+  head, rest = parts[0], parts[1:]
+  where = f"--config.{prefix}{head}"
+  if head not in names:
+    raise ConfigError(f"Unknown config key {where}.{_closest(head, names)}")
+  current = getattr(node, head)
+  if rest:
+    return dataclasses.replace(node, **{head: _override(current, rest, text, prefix + head + ".")})
+  if dataclasses.is_dataclass(current):
+    raise ConfigError(f"{where} is a group of settings; set one of its fields, e.g. {where}.{dataclasses.fields(current)[0].name}=...")
+  tp = _field_types(type(node))[head]
+  if tp is Any:
+    raise ConfigError(f"{where} cannot be set from the command line.")
+  return dataclasses.replace(node, **{head: convert_value(text, tp, where)})
+
+
+def apply_overrides(exp: Experiment, overrides: Mapping[str, str] | Sequence[str]) -> Experiment:
+  """Applies `{"train.steps": "100"}` or `["--config.train.steps=100", ...]` overrides."""
+  if not isinstance(overrides, Mapping):
+    pairs = {}
+    for item in overrides:
+      body = item[len("--config."):] if item.startswith("--config.") else item
+      if "=" not in body:
+        raise ConfigError(f"Override {item!r} has no value: write --config.a.b=VALUE.")
+      key, _, value = body.partition("=")
+      pairs[key] = value
+    overrides = pairs
+  for key, value in overrides.items():
+    exp = override(exp, key, value)
+  return exp
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_types(node, prefix: str):
+  """Checks every field holds a value of its annotated type (config files are Python too)."""
+  hints = _field_types(type(node))
+  for f in dataclasses.fields(node):
+    value, tp, where = getattr(node, f.name), hints[f.name], f"{prefix}{f.name}"
+    if dataclasses.is_dataclass(value):
+      _check_types(value, where + ".")
+      continue
+    if tp is Any:
+      continue
+    if not _is_instance(value, tp):
+      raise ConfigError(f"config.{where} = {value!r} has type {type(value).__name__}; expected {_type_name(tp)}.")
+
+
+def _is_instance(value, tp) -> bool:
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (Union, types.UnionType):
+    return any(_is_instance(value, a) for a in args)
+  if origin is Literal:
+    return value in args
+  if tp is type(None):
+    return value is None
+  if tp is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if tp is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if origin in (tuple, Tuple):
+    return isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value) if args else isinstance(value, tuple)
+  if isinstance(tp, type):
+    return isinstance(value, tp)
+  return True
+
+
+def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: int = 1) -> Experiment:
+  """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid."""
+  _check_types(exp, "")
+  if exp.model is None or not dataclasses.is_dataclass(exp.model):
+    raise ConfigError(f"config.model must be the family's model dataclass (genjax.families.{exp.family}.Config), got {exp.model!r}.")
+  t, o, p = exp.train, exp.optim, exp.parallel
+  positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
+              "train.eval_every": t.eval_every, "train.checkpoint_every": t.checkpoint_every,
+              "train.keep_checkpoints": t.keep_checkpoints, "train.steps_per_call": t.steps_per_call,
+              "optim.grad_accum_steps": o.grad_accum_steps, "eval.num_samples": exp.eval.num_samples,
+              "data.block_size": exp.data.block_size}
+  for where, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f"config.{where} = {value} must be a positive integer.")
+  if o.learning_rate <= 0:
+    raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
+  if o.weight_decay < 0:
+    raise ConfigError(f"config.optim.weight_decay = {o.weight_decay} must be >= 0.")
+  if not 0 <= o.b1 < 1 or not 0 <= o.b2 < 1:
+    raise ConfigError(f"config.optim.b1/b2 = {o.b1}/{o.b2} must lie in [0, 1).")
+  if o.ema_decay is not None and not 0 < o.ema_decay < 1:
+    raise ConfigError(f"config.optim.ema_decay = {o.ema_decay} must lie in (0, 1), or be None for no EMA.")
+  if o.grad_clip_norm is not None and o.grad_clip_norm <= 0:
+    raise ConfigError(f"config.optim.grad_clip_norm = {o.grad_clip_norm} must be > 0, or None for no clipping.")
+  if len(o.boundaries) != len(o.scales):
+    raise ConfigError(f"config.optim.boundaries ({len(o.boundaries)}) and optim.scales ({len(o.scales)}) must have the same length.")
+  if o.schedule == "warmup_cosine" and o.warmup_steps >= (o.decay_steps or t.steps):
+    raise ConfigError(f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}.")
+  if p.num_devices is not None and p.num_devices <= 0:
+    raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
+  if num_devices is not None:
+    if p.num_devices is not None and p.num_devices > num_devices:
+      raise ConfigError(f"config.parallel.num_devices = {p.num_devices} but only {num_devices} devices exist.")
+    n = p.num_devices or num_devices
+    if t.batch_size % n:
+      lo, hi = t.batch_size // n * n, -(-t.batch_size // n) * n
+      raise ConfigError(
+          f"config.train.batch_size = {t.batch_size} does not divide over {n} devices: "
+          f"use a multiple of {n} (e.g. --config.train.batch_size={hi}{f' or {lo}' if lo else ''}) "
+          f"or set --config.parallel.num_devices.")
+    eval_batch = exp.eval.batch_size or t.batch_size
+    if eval_batch % n:
+      raise ConfigError(f"config.eval.batch_size = {eval_batch} does not divide over {n} devices: use a multiple of {n}.")
+  if num_processes > 1 and t.batch_size % num_processes:
+    raise ConfigError(f"config.train.batch_size = {t.batch_size} does not divide over {num_processes} processes.")
+  return exp
+
+
+# ----------------------------------------------------------------------------------------------
+# config.json
+# ----------------------------------------------------------------------------------------------
+
+
+def to_dict(exp: Experiment) -> dict:
+  """A JSON-ready dict of the whole tree (tuples become lists)."""
+  return dataclasses.asdict(exp)
+
+
+def to_json(exp: Experiment) -> str:
+  return json.dumps(to_dict(exp), indent=2, sort_keys=True)
+
+
+def _from_dict(cls, data: Mapping, where: str):
+  hints = _field_types(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(data) - names
+  if unknown:
+    raise ConfigError(f"Saved config has unknown keys {sorted(unknown)} under {where or 'the top level'}: written by another genjax version?")
+  kwargs = {}
+  for f in dataclasses.fields(cls):
+    if f.name not in data:
+      continue
+    value, tp = data[f.name], hints[f.name]
+    if dataclasses.is_dataclass(tp):
+      value = _from_dict(tp, value, f"{where}{f.name}.")
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[f.name] = value
+  return cls(**kwargs)
+
+
+def from_dict(data: Mapping, model_classes: Mapping[str, type]) -> Experiment:
+  """Rebuilds an `Experiment` from `to_dict` output; `model_classes` maps family -> Config."""
+  data = dict(data)
+  family = data.get("family", "vae")
+  if family not in model_classes:
+    raise ConfigError(f"Saved config names family {family!r}; known families: {', '.join(sorted(model_classes))}.")
+  model = _from_dict(model_classes[family], data.pop("model") or {}, "model.")
+  exp = _from_dict(Experiment, data, "")
+  return dataclasses.replace(exp, model=model)
+
+
+def diff(a: Experiment, b: Experiment, prefix: str = "") -> list:
+  """The dotted names of fields whose values differ between two experiments."""
+  out = []
+  da, db = to_dict(a), to_dict(b)
+
+  def walk(x, y, path):
+    if isinstance(x, dict) and isinstance(y, dict):
+      for k in sorted(set(x) | set(y)):
+        walk(x.get(k), y.get(k), f"{path}{k}.")
+    elif x != y:
+      out.append(path.rstrip("."))
+
+  walk(da, db, prefix)
+  return out
