@@ -1,0 +1,60 @@
+"""What the command-line entry points share: turning failures into one clear paragraph, and
+joining a multi-host run. Imports no JAX at module level so flags can set XLA options first."""
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser):
+  group = parser.add_argument_group("devices and hosts")
+  group.add_argument("--cpu_devices", type=int, default=None,
+                     help="simulate N devices on the CPU (sets XLA_FLAGS before JAX starts)")
+  group.add_argument("--coordinator_address", default=None,
+                     help="host:port of process 0, for a multi-process run (jax.distributed.initialize)")
+  group.add_argument("--num_processes", type=int, default=None, help="number of processes in the run")
+  group.add_argument("--process_id", type=int, default=None, help="this process's index")
+
+
+def setup_devices(args):
+  """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected."""
+  if args.cpu_devices:
+    if args.cpu_devices <= 0:
+      fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}".strip()
+  import jax
+  explicit = [args.coordinator_address, args.num_processes, args.process_id]
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      fail("A multi-process run needs all three of --coordinator_address, --num_processes and --process_id.")
+    if not 0 <= args.process_id < args.num_processes:
+      fail(f"--process_id={args.process_id} must lie in [0, --num_processes={args.num_processes}).")
+    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
+  elif _cluster_detected():
+    jax.distributed.initialize()  # TPU pods, SLURM, Open MPI, ...: JAX reads the environment
+
+
+def _cluster_detected() -> bool:
+  env = os.environ
+  return (("SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
+          or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+          or len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1)
+
+
+def fail(message: str, code: int = 2):
+  """Prints one paragraph (no traceback) and exits with `code`."""
+  text = textwrap.fill(" ".join(str(message).split()), width=100)
+  print(f"error: {text}", file=sys.stderr)
+  sys.exit(code)
+
+
+def configure_logging():
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  for noisy in ("absl", "jax._src.xla_bridge", "orbax", "jax"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)

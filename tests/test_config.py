@@ -1,0 +1,131 @@
+"""Configs: overrides are typed, unknown keys name the closest, impossible values say the fix."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from genjax import config as config_lib
+from genjax.config import ConfigError, Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyModel:
+  width: int = 8
+  kind: str = "mlp"
+
+
+def exp(**train):
+  return Experiment(model=ToyModel(), train=config_lib.Train(**train))
+
+
+def test_override_converts_to_field_types():
+  e = config_lib.apply_overrides(exp(), ["--config.train.steps=100", "--config.optim.learning_rate=3e-4",
+                                         "--config.data.flip=true", "--config.optim.grad_clip_norm=1",
+                                         "--config.optim.boundaries=10,20", "--config.model.width=16"])
+  assert e.train.steps == 100 and isinstance(e.train.steps, int)
+  assert e.optim.learning_rate == pytest.approx(3e-4)
+  assert e.data.flip is True
+  assert e.optim.grad_clip_norm == 1.0 and isinstance(e.optim.grad_clip_norm, float)
+  assert e.optim.boundaries == (10, 20)
+  assert e.model.width == 16
+  assert exp().train.steps != 100  # the original is untouched (frozen, replaced)
+
+
+def test_optional_accepts_none():
+  e = config_lib.apply_overrides(exp(), {"optim.ema_decay": "0.999"})
+  assert e.optim.ema_decay == 0.999
+  assert config_lib.apply_overrides(e, {"optim.ema_decay": "None"}).optim.ema_decay is None
+
+
+def test_unknown_key_names_closest():
+  with pytest.raises(ConfigError, match=r"--config.train.stpes.*Did you mean steps"):
+    config_lib.apply_overrides(exp(), ["--config.train.stpes=10"])
+  with pytest.raises(ConfigError, match=r"Unknown config key --config.trian.*Did you mean train"):
+    config_lib.apply_overrides(exp(), ["--config.trian.steps=10"])
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("train.steps", "ten", "expected an integer"),
+    ("train.steps", "1.5", "expected an integer"),
+    ("optim.learning_rate", "fast", "expected a number"),
+    ("data.flip", "maybe", "expected a boolean"),
+    ("parallel.mode", "tpu", "one of 'jit', 'pmap'"),
+    ("train", "3", "is a group of settings"),
+])
+def test_wrong_types_say_what_is_expected(key, value, expected):
+  with pytest.raises(ConfigError, match=expected):
+    config_lib.apply_overrides(exp(), {key: value})
+
+
+def test_missing_value():
+  with pytest.raises(ConfigError, match="has no value"):
+    config_lib.apply_overrides(exp(), ["--config.train.steps"])
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"optim.learning_rate": "-0.1"}, "learning_rate = -0.1 must be > 0"),
+    ({"train.steps": "0"}, "train.steps = 0 must be a positive integer"),
+    ({"train.batch_size": "-4"}, "batch_size = -4 must be a positive"),
+    ({"optim.ema_decay": "1.5"}, "ema_decay"),
+    ({"optim.boundaries": "10,20", "optim.scales": "0.1"}, "same length"),
+])
+def test_impossible_values(changes, expected):
+  with pytest.raises(ConfigError, match=expected):
+    config_lib.validate(config_lib.apply_overrides(exp(), changes), num_devices=1)
+
+
+def test_batch_must_divide_over_devices():
+  with pytest.raises(ConfigError, match=r"batch_size = 100 does not divide over 8 devices.*batch_size=104 or 96"):
+    config_lib.validate(exp(batch_size=100), num_devices=8)
+  assert config_lib.validate(exp(batch_size=96), num_devices=8).train.batch_size == 96
+
+
+def test_type_check_of_config_files():
+  bad = dataclasses.replace(exp(), train=config_lib.Train(steps="100"))
+  with pytest.raises(ConfigError, match=r"train.steps = '100' has type str; expected int"):
+    config_lib.validate(bad)
+
+
+def test_config_file_with_argument(tmp_path):
+  path = tmp_path / "exp.py"
+  path.write_text(
+      "import dataclasses\nfrom genjax.config import Experiment, Train\n"
+      "@dataclasses.dataclass(frozen=True)\nclass M:\n  width: int = 1\n"
+      "def get_config(arg=None):\n  return Experiment(name=arg or 'plain', model=M(), train=Train(steps=7))\n")
+  assert config_lib.load_config_file(str(path)).name == "plain"
+  assert config_lib.load_config_file(f"{path}:small").name == "small"
+  with pytest.raises(ConfigError, match="does not exist"):
+    config_lib.load_config_file(str(tmp_path / "nope.py"))
+
+
+def test_json_round_trip_and_diff():
+  e = config_lib.apply_overrides(exp(), {"optim.boundaries": "5,9", "model.width": "3"})
+  data = json.loads(config_lib.to_json(e))
+  back = config_lib.from_dict(data, {"vae": ToyModel})
+  assert back == e
+  assert config_lib.diff(e, config_lib.apply_overrides(e, {"train.seed": "4"})) == ["train.seed"]
+
+
+KEYS = ["train.steps", "train.batch_size", "optim.learning_rate", "data.flip", "parallel.mode",
+        "optim.ema_decay", "optim.boundaries", "model.width", "train", "nope", "train.nope", "data.name"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.one_of(st.sampled_from(KEYS), st.text(max_size=20)), value=st.text(max_size=20))
+def test_random_overrides_never_crash_unclearly(key, value):
+  """Any override string either applies with the field's type or raises ConfigError."""
+  try:
+    e = config_lib.apply_overrides(exp(), {key: value})
+  except ConfigError as err:
+    assert str(err)
+    return
+  field_value = e
+  for part in key.split("."):
+    field_value = getattr(field_value, part)
+  hints = {"train.steps": int, "train.batch_size": int, "optim.learning_rate": float, "data.flip": bool,
+           "parallel.mode": str, "model.width": int, "data.name": str, "optim.boundaries": tuple}
+  if key in hints:
+    assert isinstance(field_value, hints[key])
