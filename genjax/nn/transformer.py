@@ -1,0 +1,82 @@
+"""Pre-LayerNorm transformer blocks (GPT-2 style) shared by the families.
+
+Shapes: B batch, L length, D width, F = mlp_ratio * D.
+
+Dropout here takes one PRNG key per example (`keys_B`, e.g. from
+genjax.train.parallel.example_keys) instead of Flax's per-call rng, so that a batch split over
+devices under pmap draws exactly the masks one device would draw for the whole batch.
+"""
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from genjax.nn.attention import Cache, SelfAttention
+
+
+def example_dropout(x_Bx: jax.Array, rate: float, keys_B: Optional[jax.Array], site: int) -> jax.Array:
+  """Inverted dropout with an independent mask per example: example b's mask is drawn from
+  fold_in(keys_B[b], site), so every dropout site in a model (numbered by `site`) differs.
+  No-op when rate is 0 or keys_B is None (evaluation)."""
+  if rate == 0.0 or keys_B is None:
+    return x_Bx
+  if not 0.0 < rate < 1.0:
+    raise ValueError(f"dropout rate must lie in [0, 1), got {rate}.")
+  shape = x_Bx.shape[1:]
+  keep_Bx = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, site), 1.0 - rate, shape))(keys_B)
+  return jnp.where(keep_Bx, x_Bx / (1.0 - rate), 0).astype(x_Bx.dtype)
+
+
+class MLP(nn.Module):
+  """Dense(D -> F), GELU, Dense(F -> D)."""
+
+  mlp_ratio: int = 4
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  init_std: float = 0.02
+  out_init_std: float = 0.02
+
+  @nn.compact
+  def __call__(self, x_BxLxD):
+    D = x_BxLxD.shape[-1]
+    h_BxLxF = nn.Dense(self.mlp_ratio * D, use_bias=self.use_bias, dtype=self.dtype,
+                       kernel_init=nn.initializers.normal(self.init_std), name="fc")(x_BxLxD)
+    # Exact (erf) GELU, as nanoGPT's nn.GELU(); GPT-2 used the tanh approximation.
+    h_BxLxF = jax.nn.gelu(h_BxLxF, approximate=False)
+    return nn.Dense(D, use_bias=self.use_bias, dtype=self.dtype,
+                    kernel_init=nn.initializers.normal(self.out_init_std), name="proj")(h_BxLxF)
+
+
+class Block(nn.Module):
+  """x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)), each branch with dropout.
+
+  __call__(x f[B,L,D], positions i32[L], cache=None, dropout_keys_B=None, site=0)
+    -> (x f[B,L,D], cache or None). `site` numbers this block's two dropout sites (site, site+1).
+  """
+
+  num_heads: int
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  causal: bool = True
+  use_bias: bool = True
+  rotary: bool = False
+  dtype: Any = jnp.float32
+  attention_implementation: Optional[str] = "auto"
+  out_init_std: float = 0.02
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_L, cache: Optional[Cache] = None,
+               dropout_keys_B: Optional[jax.Array] = None, site: int = 0):
+    h_BxLxD = nn.LayerNorm(use_bias=self.use_bias, dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    h_BxLxD, cache = SelfAttention(self.num_heads, causal=self.causal, use_bias=self.use_bias,
+                                   rotary=self.rotary, dtype=self.dtype,
+                                   implementation=self.attention_implementation,
+                                   out_init_std=self.out_init_std, name="attn")(h_BxLxD, positions_L, cache)
+    x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site)
+    h_BxLxD = nn.LayerNorm(use_bias=self.use_bias, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h_BxLxD = MLP(self.mlp_ratio, use_bias=self.use_bias, dtype=self.dtype,
+                  out_init_std=self.out_init_std, name="mlp")(h_BxLxD)
+    x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site + 1)
+    return x_BxLxD, cache

@@ -1,0 +1,72 @@
+"""Self-attention, rotary positions and the key/value cache (genjax.nn.attention)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax.nn import attention
+
+
+def numpy_causal_attention(q, k, v):
+  """Reference multi-head causal attention in float64: q, k, v [B,L,N,H] -> [B,L,N,H]."""
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  L, H = q.shape[1], q.shape[-1]
+  scores = np.einsum("blnh,bsnh->bnls", q, k) / np.sqrt(H)
+  scores = np.where(np.tril(np.ones((L, L), bool))[None, None], scores, -np.inf)
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  return np.einsum("bnls,bsnh->blnh", weights, v)
+
+
+def test_module_matches_numpy_causal_attention():
+  module = attention.SelfAttention(num_heads=2, use_bias=True)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 8))
+  variables = module.init(jax.random.key(1), x, jnp.arange(5))
+  y, cache = module.apply(variables, x, jnp.arange(5))
+  assert cache is None
+  p = variables["params"]
+  qkv = np.einsum("bld,dtnh->bltnh", x, p["qkv"]["kernel"]) + np.asarray(p["qkv"]["bias"])
+  o = numpy_causal_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+  expected = np.einsum("blnh,nhd->bld", o, p["out"]["kernel"]) + np.asarray(p["out"]["bias"])
+  np.testing.assert_allclose(np.asarray(y), expected, atol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+  q = jax.random.normal(jax.random.key(0), (1, 1, 1, 16))
+  k = jax.random.normal(jax.random.key(1), (1, 1, 1, 16))
+  def score(pq, pk):
+    rq = attention.rotary(q, jnp.array([pq]))
+    rk = attention.rotary(k, jnp.array([pk]))
+    return float(jnp.sum(rq * rk))
+  assert score(3, 1) == pytest.approx(score(10, 8), abs=1e-4)
+  assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
+  # A rotation keeps the norm.
+  np.testing.assert_allclose(jnp.linalg.norm(attention.rotary(q, jnp.array([7]))), jnp.linalg.norm(q), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_cache_prefill_then_decode_matches_full_pass(rotary):
+  module = attention.SelfAttention(num_heads=2, rotary=rotary)
+  L, P = 7, 3
+  x = jax.random.normal(jax.random.key(0), (2, L, 8))
+  variables = module.init(jax.random.key(1), x, jnp.arange(L))
+  full, _ = module.apply(variables, x, jnp.arange(L))
+  cache = attention.init_cache(2, L, 2, 4)
+  first, cache = module.apply(variables, x[:, :P], jnp.arange(P), cache)
+  outs = [first]
+  for t in range(P, L):
+    y, cache = module.apply(variables, x[:, t:t + 1], jnp.array([t]), cache)
+    outs.append(y)
+  assert int(cache["index"]) == L
+  np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
+
+
+def test_implementation_choice_and_errors():
+  assert attention.pick_implementation("auto", jnp.float32, 64) == "xla"
+  assert attention.pick_implementation("xla", jnp.bfloat16, 64) == "xla"
+  with pytest.raises(ValueError, match="unknown"):
+    attention.pick_implementation("flash", jnp.float32, 64)
+  if jax.default_backend() != "gpu":
+    with pytest.raises(ValueError, match="needs a GPU"):
+      attention.pick_implementation("cudnn", jnp.bfloat16, 64)
