@@ -1,0 +1,128 @@
+"""Samplers for a trained denoiser, each a whole reverse loop in one `lax.scan`, by name.
+
+A sampler is called as
+
+  sampler(model_fn, sched, rng, shape, *, num_steps, eta, clip_denoised, variance) -> x0 f32[shape]
+
+where `model_fn(x_BxHxWxC, t_B) -> (x0_hat, eps_hat)` evaluates the network once (classifier-free
+guidance already folded in). The loop body is traced once, so a sampler costs exactly one
+`model_fn` evaluation per step, inside whatever `jax.jit` the caller wraps it in:
+
+  "ddpm"       ancestral sampling of Ho et al. 2020 (Algorithm 2), all T steps.
+  "ddim"       Song et al. 2021, eq. 12, on num_steps time steps; eta = 0 is deterministic, eta = 1
+               on all T steps is the same Markov chain as "ddpm" with the "fixedsmall" variance.
+  "dpmpp_2m"   DPM-Solver++(2M) of Lu et al. 2022 (Algorithm 2, multistep second order in the
+               data prediction), on num_steps time steps; the last step is first order.
+
+With clip_denoised, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it, so that each
+sampler's (x0_hat, eps_hat) pair stays consistent with x_t.
+"""
+
+from typing import Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.families.diffusion.objectives import eps_from_x0, p_mean_variance
+from genjax.families.diffusion.schedules import Schedule, at
+
+
+def timesteps(T: int, num_steps: int) -> np.ndarray:
+  """num_steps time-step indices from T-1 (pure noise) down to 0, evenly spaced: int32[num_steps]."""
+  if not 1 <= num_steps <= T:
+    raise ValueError(f"num_steps = {num_steps} must lie in [1, T = {T}].")
+  return np.round(np.linspace(T - 1, 0, num_steps)).astype(np.int32)
+
+
+def _denoise(model_fn, sched, x, t, clip_denoised):
+  t_B = jnp.full((x.shape[0],), t, jnp.int32)
+  x0_hat, eps_hat = model_fn(x, t_B)
+  if clip_denoised:
+    x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+    eps_hat = eps_from_x0(sched, x0_hat, x, t_B)
+  return x0_hat, eps_hat, t_B
+
+
+def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, clip_denoised=True,
+         variance="fixedlarge"):
+  """Ancestral sampling through all T steps: x_{t-1} = mu(x_t, x0_hat) + sigma_t z (no noise at t=0)."""
+  T = sched.num_timesteps
+  if num_steps not in (None, T):
+    raise ValueError(f"The ddpm sampler runs all T = {T} steps (asked for {num_steps}); use "
+                     f"sampler=ddim or dpmpp_2m for fewer steps.")
+  init_rng, loop_rng = jax.random.split(rng)
+
+  def step(x, t):
+    x0_hat, _, t_B = _denoise(model_fn, sched, x, t, clip_denoised)
+    mean, log_var = p_mean_variance(sched, x0_hat, x, t_B, variance)
+    z = jax.random.normal(jax.random.fold_in(loop_rng, t), x.shape)
+    return mean + (t > 0) * jnp.exp(0.5 * log_var) * z, None
+
+  x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape), jnp.arange(T - 1, -1, -1))
+  return x
+
+
+def ddim(model_fn, sched: Schedule, rng, shape, *, num_steps=50, eta=0.0, clip_denoised=True,
+         variance=None):
+  """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z, with
+  s = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev); ab_prev = 1 after the last step."""
+  T = sched.num_timesteps
+  ts = timesteps(T, num_steps or T)
+  ts_prev = np.append(ts[1:], -1).astype(np.int32)
+  ab = sched.alphas_cumprod
+  init_rng, loop_rng = jax.random.split(rng)
+
+  def step(x, t_and_prev):
+    t, t_prev = t_and_prev
+    x0_hat, eps_hat, _ = _denoise(model_fn, sched, x, t, clip_denoised)
+    ab_t = ab[t]
+    ab_prev = jnp.where(t_prev >= 0, ab[jnp.maximum(t_prev, 0)], 1.0)
+    sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+    z = jax.random.normal(jax.random.fold_in(loop_rng, t), x.shape)
+    direction = jnp.sqrt(jnp.maximum(1 - ab_prev - sigma ** 2, 0.0)) * eps_hat
+    return jnp.sqrt(ab_prev) * x0_hat + direction + sigma * z, None
+
+  x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape), (jnp.asarray(ts), jnp.asarray(ts_prev)))
+  return x
+
+
+def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, clip_denoised=True,
+             variance=None):
+  """DPM-Solver++(2M). With lambda = log(alpha / sigma), alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
+  and h = lambda_next - lambda_t, the step from t to the next time step is
+    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D,
+  where D = x0_hat (first order, first step) or (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev with
+  r = h_prev / h (second order). The final step goes to sigma = 0 and returns x0_hat."""
+  T = sched.num_timesteps
+  ts = timesteps(T, num_steps or T)
+  ts_next = np.append(ts[1:], ts[-1]).astype(np.int32)  # the last entry is unused: the step returns x0_hat
+  is_last = np.arange(len(ts)) == len(ts) - 1
+  alpha, sigma = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
+  lam = jnp.log(alpha) - jnp.log(sigma)
+
+  def step(carry, inputs):
+    x, x0_prev, h_prev, first = carry
+    t, t_next, last = inputs
+    x0_hat, _, _ = _denoise(model_fn, sched, x, t, clip_denoised)
+    h = lam[t_next] - lam[t]
+    r = h_prev / jnp.where(last, 1.0, h)
+    second = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev
+    d = jnp.where(first, x0_hat, second)
+    x_next = sigma[t_next] / sigma[t] * x - alpha[t_next] * jnp.expm1(-h) * d
+    x_next = jnp.where(last, x0_hat, x_next)
+    return (x_next, x0_hat, h, jnp.zeros((), bool)), None
+
+  x_T = jax.random.normal(rng, shape)
+  carry = (x_T, jnp.zeros(shape), jnp.ones(()), jnp.ones((), bool))
+  (x, _, _, _), _ = jax.lax.scan(step, carry, (jnp.asarray(ts), jnp.asarray(ts_next), jnp.asarray(is_last)))
+  return x
+
+
+SAMPLERS: Dict[str, Callable] = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
+
+
+def get(name: str) -> Callable:
+  if name not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {name!r}: expected one of {', '.join(SAMPLERS)}.")
+  return SAMPLERS[name]
