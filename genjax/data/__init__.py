@@ -1,0 +1,82 @@
+"""Datasets for genjax: `load(exp.data, split) -> Dataset`.
+
+A `Dataset` has `.info` (a `DataInfo`), `.num_examples`, and two ways to read it:
+
+- `.batch(step, global_batch, seed, process_index=0, process_count=1)`: this process's share of
+  the training batch of `step`, a pure function of its arguments (see `genjax.data.datasets`),
+  so a resumed run reads the same batches as an uninterrupted one.
+- `.eval_batches(global_batch, num_batches=None, process_index=0, process_count=1)`: the split
+  in stored order, the last batch padded, with "mask" (1 real, 0 padding).
+
+Batches are dicts of numpy arrays: images {"image": f32[B, H, W, C] in [-1, 1], "label": i32[B]},
+text {"tokens": i32[B, block_size + 1]}. Datasets:
+
+| name | kind | shape | classes | splits |
+| --- | --- | --- | --- | --- |
+| digits (default, no download) | image | 8x8x1 | 10 | train (1500), test (297), all |
+| mnist, fashion_mnist | image | 28x28x1 | 10 | train (60000), test (10000) |
+| binarized_mnist | image, binary | 28x28x1 | none (label 0) | train (50000), validation, test (10000 each) |
+| stacked_mnist (built from mnist) | image | 28x28x3 | 1000 | train (60000), test (10000) |
+| cifar10 | image | 32x32x3 | 10 | train (50000), test (10000) |
+| tiny_shakespeare | text | block_size | char 65 / byte 256 | train, validation, test, nanogpt_train, nanogpt_val, all |
+
+TFDS datasets are read from prepared array_record files without TensorFlow; see
+`genjax.data.tfds_io` for where raw files go and `python -m genjax.data.prepare` to prepare.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from typing import Union
+
+from genjax.data import sources, tokenizers
+from genjax.data.datasets import ImageDataset, TextDataset
+from genjax.data.info import DataInfo
+from genjax.data.tfds_io import ChecksumMismatchError, DatasetNotPreparedError
+
+Dataset = Union[ImageDataset, TextDataset]
+
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "cifar10", "stacked_mnist")
+TEXT_DATASETS = ("tiny_shakespeare",)
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+
+__all__ = ["load", "pipeline_throughput", "Dataset", "ImageDataset", "TextDataset", "DataInfo",
+           "DatasetNotPreparedError", "ChecksumMismatchError", "DATASETS", "tokenizers"]
+
+
+def load(data_cfg, split: str) -> Dataset:
+  """The `split` of the dataset `data_cfg` (a genjax.config.Data) describes."""
+  name = data_cfg.name
+  if name in TEXT_DATASETS:
+    text, corpus = sources.tfds_text(name, split, data_cfg)
+    tokenizer = tokenizers.make(data_cfg.tokenizer, corpus)
+    info = DataInfo(name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size,
+                    tokenizer=tokenizer)
+    return TextDataset(info, tokenizer.encode(text), tokenizer, data_cfg.block_size)
+  if name == "digits":
+    source, num_classes = sources.digits(split), 10
+  elif name == "stacked_mnist":
+    mnist, _ = sources.tfds_images("mnist", split, data_cfg)
+    source, num_classes = sources.StackedMnistSource(mnist), 1000
+  elif name in IMAGE_DATASETS:
+    source, num_classes = sources.tfds_images(name, split, data_cfg)
+  else:
+    close = difflib.get_close_matches(name, DATASETS, n=2)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"Unknown dataset data.name={name!r}.{hint} Known: {', '.join(DATASETS)}.")
+  binary = name == "binarized_mnist" or data_cfg.binarize != "none"
+  info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
+  return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)
+
+
+def pipeline_throughput(dataset: Dataset, global_batch: int, steps: int, seed: int = 0) -> float:
+  """Training examples per second that `dataset.batch` delivers on this host (one process).
+
+  The first batch is read before timing starts (it builds the epoch's permutation).
+  """
+  dataset.batch(0, global_batch, seed)
+  start = time.perf_counter()
+  for step in range(1, steps + 1):
+    dataset.batch(step, global_batch, seed)
+  return steps * global_batch / (time.perf_counter() - start)

@@ -1,0 +1,173 @@
+"""TFDS on machines without a network: where things live, preparing offline, clear errors.
+
+Layout:
+- `data_dir` holds prepared datasets (`<data_dir>/<name>/<version>/*.array_record-*`). It is
+  `data.data_dir`, else the environment variable GENJAX_DATA_DIR, else ~/tensorflow_datasets.
+- `manual_dir` holds the raw files TFDS would download, under the file names TFDS registers
+  for them (`expected_files(name)`). It is `data.manual_dir` (the folder itself, or a folder
+  with one sub-folder per dataset), else GENJAX_MANUAL_DIR/<name>/. MNIST and Fashion-MNIST
+  use the same file names, so each dataset needs its own folder.
+
+Preparing (`prepare`) writes the array_record format and needs TensorFlow, imported lazily by
+TFDS only there; reading a prepared dataset with `tfds.data_source` does not import it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from typing import List, NamedTuple, Optional
+
+TFDS_DATASETS = ("mnist", "fashion_mnist", "binarized_mnist", "tiny_shakespeare", "cifar10")
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A TFDS dataset is neither prepared nor preparable; the message says which files go where."""
+
+
+class ChecksumMismatchError(ValueError):
+  """A raw file in manual_dir is not the one TFDS registers (size or SHA-256 differ)."""
+
+
+class RawFile(NamedTuple):
+  filename: str  # the name TFDS looks for in manual_dir
+  url: str
+  size: int  # bytes
+  sha256: str
+
+
+def import_tfds():
+  """Imports tensorflow_datasets (without TensorFlow).
+
+  tensorflow_datasets 4.9 lazily imports the `importlib_resources` backport when it builds a
+  dataset, without declaring it as a dependency. Python >= 3.11's `importlib.resources` has the
+  API it uses (`abc.Traversable`), so it stands in when the backport is not installed.
+  """
+  if importlib.util.find_spec("importlib_resources") is None:
+    sys.modules.setdefault("importlib_resources", importlib.resources)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def data_dir_for(data_cfg) -> str:
+  """Where prepared TFDS datasets live: data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets."""
+  path = data_cfg.data_dir or os.environ.get("GENJAX_DATA_DIR") or "~/tensorflow_datasets"
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def manual_dir_for(data_cfg, name: str) -> Optional[str]:
+  """The folder holding `name`'s raw files, or None when neither config nor environment say."""
+  if data_cfg.manual_dir:
+    root = os.path.abspath(os.path.expanduser(data_cfg.manual_dir))
+    # Either the dataset's own folder, or a folder with one sub-folder per dataset.
+    return os.path.join(root, name) if os.path.isdir(os.path.join(root, name)) else root
+  if os.environ.get("GENJAX_MANUAL_DIR"):
+    return os.path.join(os.path.abspath(os.path.expanduser(os.environ["GENJAX_MANUAL_DIR"])), name)
+  return None
+
+
+def expected_files(name: str) -> List[RawFile]:
+  """The raw files TFDS downloads for `name`, with the names it looks for in manual_dir."""
+  tfds = import_tfds()
+  infos = tfds.builder_cls(name).url_infos or {}
+  return sorted((RawFile(info.filename or url.rsplit("/", 1)[-1], url, int(info.size), info.checksum)
+                 for url, info in infos.items()), key=lambda f: f.filename)
+
+
+def missing_files(name: str, manual_dir: Optional[str]) -> List[RawFile]:
+  """The expected raw files that are not in `manual_dir` (all of them when it is None)."""
+  files = expected_files(name)
+  if manual_dir is None:
+    return files
+  return [f for f in files if not os.path.isfile(os.path.join(manual_dir, f.filename))]
+
+
+def tensorflow_available() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
+def prepare_command(names, data_dir: str, manual_root: Optional[str]) -> str:
+  names = [names] if isinstance(names, str) else list(names)
+  manual = f" --manual_dir {manual_root}" if manual_root else " --manual_dir MANUAL_DIR"
+  return f"python -m genjax.data.prepare --datasets {','.join(names)} --data_dir {data_dir}{manual}"
+
+
+def not_prepared_message(name: str, data_dir: str, manual_dir: Optional[str], reason: str) -> str:
+  folder = manual_dir or f"MANUAL_DIR/{name}"
+  files = expected_files(name)
+  missing = {f.filename for f in missing_files(name, manual_dir)}
+  lines = [f"Dataset {name!r} is not prepared in {data_dir} ({reason}).",
+           f"Put these files (the names TFDS expects) in {folder}/:"]
+  for f in files:
+    state = "missing" if f.filename in missing else "present"
+    lines.append(f"  {f.filename:32s} {f.size:>11,d} bytes  sha256 {f.sha256}  [{state}]  from {f.url}")
+  manual_root = os.path.dirname(manual_dir.rstrip("/")) if manual_dir else None
+  lines.append("then prepare it (needs tensorflow-cpu, only for this step):")
+  lines.append(f"  {prepare_command(name, data_dir, manual_root)}")
+  lines.append("or set data.manual_dir / GENJAX_MANUAL_DIR (a folder with one sub-folder per dataset) "
+               "and genjax prepares it on first use.")
+  return "\n".join(lines)
+
+
+def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
+  """Prepares `name` as array_record in `data_dir` from the raw files in `manual_dir`.
+
+  Returns the prepared builder. Raises DatasetNotPreparedError when files or TensorFlow are
+  missing and ChecksumMismatchError when a raw file is not the registered one.
+  """
+  tfds = import_tfds()
+  missing = missing_files(name, manual_dir)
+  if missing:
+    raise DatasetNotPreparedError(not_prepared_message(
+        name, data_dir, manual_dir, f"missing raw files: {', '.join(f.filename for f in missing)}"))
+  if not tensorflow_available():
+    raise DatasetNotPreparedError(not_prepared_message(
+        name, data_dir, manual_dir, "preparing needs TensorFlow: pip install tensorflow-cpu"))
+  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  if builder.is_prepared():
+    return builder
+  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
+  os.makedirs(data_dir, exist_ok=True)
+  # Extracted copies of the raw files are only needed while preparing: keep them out of data_dir.
+  with tempfile.TemporaryDirectory(prefix=f"genjax-{name}-", dir=data_dir) as download_dir:
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    try:
+      builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    except download_manager.NonMatchingChecksumError as e:
+      files = "\n".join(f"  {f.filename}: {f.size:,d} bytes, sha256 {f.sha256}, from {f.url}"
+                        for f in expected_files(name))
+      raise ChecksumMismatchError(
+          f"A raw file for {name!r} in {manual_dir} does not match the size/SHA-256 TFDS registers "
+          f"(a truncated or different download?). TFDS said: {e}\nReplace it with a fresh copy of:\n"
+          f"{files}\nthen rerun: {prepare_command(name, data_dir, os.path.dirname(manual_dir))}") from e
+  return builder
+
+
+def open_builder(name: str, data_cfg):
+  """The prepared TFDS builder of `name`, preparing it first when its raw files are at hand."""
+  tfds = import_tfds()
+  data_dir = data_dir_for(data_cfg)
+  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    manual_dir = manual_dir_for(data_cfg, name)
+    if missing_files(name, manual_dir) or not tensorflow_available():
+      reason = "no raw files found" if manual_dir is None else "cannot prepare it automatically"
+      if manual_dir and not tensorflow_available():
+        reason = "preparing needs TensorFlow: pip install tensorflow-cpu"
+      raise DatasetNotPreparedError(not_prepared_message(name, data_dir, manual_dir, reason))
+    start = time.time()
+    print(f"genjax: preparing {name} in {data_dir} from {manual_dir} ...", file=sys.stderr, flush=True)
+    builder = prepare(name, data_dir, manual_dir)
+    print(f"genjax: prepared {name} in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
+  file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+  if str(file_format) != "array_record":
+    raise DatasetNotPreparedError(
+        f"Dataset {name!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
+        "array_record (random access without TensorFlow). Prepare it into another data_dir: "
+        f"{prepare_command(name, os.path.join(data_dir, 'array_record'), None)}")
+  return builder
+
