@@ -23,7 +23,7 @@ from genjax.data.datasets import ArraySource, ImageSource
 
 # scikit-learn's digits (1797 8x8 images, 16 gray levels) in its stored order: the first 1500
 # are the training split, the last 297 the test split. The stored order is by writer block, so
-# the test writers are unseen in training; every class has at least 28 test examples.
+# the test writers are unseen in training; each class has 27 to 33 test examples.
 DIGITS_NUM_TRAIN = 1500
 
 
