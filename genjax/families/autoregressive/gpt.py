@@ -91,9 +91,8 @@ class GPT(nn.Module):
 
 def decay_mask(params):
   """AdamW decays the matmul weights only: not biases, LayerNorm scales or the embeddings."""
-  def decays(path, p):
-    names = {getattr(k, "key", None) for k in path}
-    return p.ndim >= 2 and not names & {"wte", "wpe"}
+  # By name, not by rank: the attention's qkv bias is f32[3,N,H], yet a bias.
+  decays = lambda path, p: getattr(path[-1], "key", None) in ("kernel", "head")
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -149,7 +148,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     keys_B = example_keys(rng, tokens_BxLp1.shape[0], axis_name) if config.dropout > 0 else None
     loss, grads = jax.value_and_grad(lambda p: token_nll(p, tokens_BxLp1, keys_B).mean())(state.params)
     grads, loss = mean_over_data((grads, loss), axis_name)
-    state = apply_gradients(state, grads, tx, ema_decay=ema_decay)
+    state = apply_gradients(state, grads, tx, ema_decay=ema_decay, step=state.step + 1)
     return state, metrics_of(loss)
 
   def nll_sums(state, batch):

@@ -89,7 +89,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   def train_step(state, batch, rng):
     nll, grads = jax.value_and_grad(lambda p: image_nll(p, batch["image"]).mean())(state.params)
     grads, nll = mean_over_data((grads, nll), axis_name)
-    state = apply_gradients(state, grads, tx, ema_decay=ema_decay)
+    state = apply_gradients(state, grads, tx, ema_decay=ema_decay, step=state.step + 1)
     return state, metrics_of(nll)
 
   def nll_sums(state, batch):

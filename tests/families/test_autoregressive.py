@@ -1,0 +1,278 @@
+"""The autoregressive family: GPT and gated PixelCNN (genjax.families.autoregressive)."""
+
+import logging
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax import config as C
+from genjax.config import ConfigError
+from genjax.data.info import DataInfo
+from genjax.families import autoregressive as ar
+from genjax.families.autoregressive import gpt as gpt_lib
+from genjax.families.autoregressive import pixelcnn as pixelcnn_lib
+from genjax.families.autoregressive import sampling
+from genjax.nn.transformer import example_dropout
+
+V, BLOCK = 11, 12
+TEXT = DataInfo("tiny_shakespeare", "text", (BLOCK,), vocab_size=V)
+BINARY = DataInfo("binarized_mnist", "image", (5, 5, 1), binary=True)
+
+
+def text_exp(mode="jit", **model):
+  model = {"num_layers": 2, "num_heads": 2, "width": 16, **model}
+  return C.Experiment(family="autoregressive", model=ar.Config(**model),
+                      data=C.Data(name="tiny_shakespeare", block_size=BLOCK),
+                      optim=C.Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1),
+                      train=C.Train(steps=100, batch_size=8), parallel=C.Parallel(mode=mode))
+
+
+def image_exp(**model):
+  model = {"kind": "pixelcnn", "num_layers": 3, "channels": 8, "output_channels": 16,
+           "first_kernel_size": 3, **model}
+  return C.Experiment(family="autoregressive", model=ar.Config(**model),
+                      data=C.Data(name="binarized_mnist"), train=C.Train(steps=10, batch_size=4))
+
+
+def gpt_model(**model):
+  exp = text_exp(**model)
+  c = exp.model
+  return gpt_lib.GPT(vocab_size=V, block_size=BLOCK, num_layers=c.num_layers, num_heads=c.num_heads,
+                     width=c.width, positions=c.positions, use_bias=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# GPT
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_gpt_is_causal(positions):
+  model = gpt_model(positions=positions)
+  tokens = jax.random.randint(jax.random.key(0), (1, BLOCK), 0, V)
+  params = model.init(jax.random.key(1), tokens)
+  apply = jax.jit(model.apply)
+  logits, _ = apply(params, tokens)
+  t = 5
+  changed = tokens.at[0, t].set((tokens[0, t] + 1) % V)
+  logits2, _ = apply(params, changed)
+  np.testing.assert_array_equal(logits[:, :t], logits2[:, :t])  # nothing before t moves
+  assert np.abs(logits[:, t:] - logits2[:, t:]).max(axis=-1).min() > 0  # every later position does
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_gpt_cached_decoding_matches_full_pass(positions):
+  model = gpt_model(positions=positions)
+  tokens = jax.random.randint(jax.random.key(0), (2, BLOCK), 0, V)
+  params = model.init(jax.random.key(1), tokens)
+  apply = jax.jit(model.apply)
+  full, _ = apply(params, tokens)
+  P = 4
+  caches = model.init_caches(2, BLOCK)
+  first, caches = apply(params, tokens[:, :P], jnp.arange(P), caches)
+  steps = [first]
+  for t in range(P, BLOCK):
+    logits, caches = apply(params, tokens[:, t:t + 1], jnp.array([t]), caches)
+    steps.append(logits)
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_gpt_loss_is_numpy_cross_entropy_in_nats():
+  exp = text_exp()
+  family = ar.build(exp, TEXT)
+  tokens = np.random.default_rng(0).integers(0, V, (3, BLOCK + 1)).astype(np.int32)
+  state = family.init(jax.random.key(0), {"tokens": tokens})
+  mask = np.array([1.0, 1.0, 0.0], np.float32)
+  metrics = family.eval_step(state, {"tokens": tokens, "mask": mask}, jax.random.key(1))
+  # Independent cross-entropy: numpy log-softmax in float64 of the model's logits.
+  model = gpt_lib.GPT(vocab_size=V, block_size=BLOCK, num_layers=2, num_heads=2, width=16)
+  logits, _ = model.apply({"params": state.params}, tokens[:, :-1])
+  logits = np.asarray(logits, np.float64)
+  logp = logits - logits.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  nll = -np.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  expected = nll[:2].mean()  # the masked-out third example does not count
+  assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+  assert float(metrics["bits_per_char"]) == pytest.approx(expected / math.log(2), rel=1e-5)
+  full = family.evaluate(state, [{"tokens": tokens, "mask": mask}], jax.random.key(2))
+  assert full["loss"] == pytest.approx(expected, rel=1e-5) and full["tokens"] == 2 * BLOCK
+
+
+def test_gpt_learns_a_periodic_sequence():
+  exp = text_exp()
+  family = ar.build(exp, TEXT)
+  pattern = np.arange(BLOCK + 1 + 8) % 5
+  tokens = np.stack([pattern[i:i + BLOCK + 1] for i in range(8)]).astype(np.int32)
+  state = family.init(jax.random.key(0), {"tokens": tokens})
+  step = jax.jit(family.train_step)
+  first = None
+  for i in range(100):
+    state, metrics = step(state, {"tokens": tokens}, jax.random.key(i))
+    first = float(metrics["loss"]) if first is None else first
+  assert first > 2.0 and float(metrics["loss"]) < 0.3, (first, float(metrics["loss"]))
+  assert int(state.step) == 100
+
+
+def test_gpt_weight_decay_mask():
+  family_model = gpt_model()
+  params = family_model.init(jax.random.key(0), jnp.zeros((1, BLOCK), jnp.int32))["params"]
+  mask = gpt_lib.decay_mask(params)
+  assert not mask["wte"] and not mask["wpe"]
+  assert not mask["ln_f"]["scale"] and not mask["block_0"]["attn"]["qkv"]["bias"]
+  assert not mask["block_0"]["ln_attn"]["bias"] and not mask["block_1"]["mlp"]["fc"]["bias"]
+  assert mask["block_0"]["attn"]["qkv"]["kernel"] and mask["block_1"]["mlp"]["fc"]["kernel"]
+  assert mask["block_0"]["attn"]["out"]["kernel"]
+
+
+def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
+  x = jnp.ones((8, 4, 6))
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(8))
+  whole = example_dropout(x, 0.5, keys, site=2)
+  halves = jnp.concatenate([example_dropout(x[:4], 0.5, keys[:4], site=2),
+                            example_dropout(x[4:], 0.5, keys[4:], site=2)])
+  np.testing.assert_array_equal(whole, halves)
+  assert 0.3 < float((whole == 0).mean()) < 0.7
+  assert not np.array_equal(whole, example_dropout(x, 0.5, keys, site=3))
+
+
+def test_gpt_pmap_step_equals_jit_step_with_dropout():
+  tokens = np.random.default_rng(1).integers(0, V, (4, BLOCK + 1)).astype(np.int32)
+  jit_family = ar.build(text_exp(dropout=0.3), TEXT)
+  pmap_family = ar.build(text_exp(mode="pmap", dropout=0.3), TEXT)
+  state = jit_family.init(jax.random.key(0), {"tokens": tokens})
+  rng = jax.random.key(5)
+  jit_state, jit_metrics = jax.jit(jit_family.train_step)(state, {"tokens": tokens}, rng)
+  devices = jax.devices()[:2]
+  if len(devices) < 2:
+    pytest.skip("needs 2 devices (tests/conftest.py simulates 8 CPU devices)")
+  replicate = lambda tree: jax.tree.map(lambda x: jnp.stack([x, x]), tree)
+  pmap_state, pmap_metrics = jax.pmap(pmap_family.train_step, axis_name="data", devices=devices)(
+      replicate(state), {"tokens": tokens.reshape(2, 2, BLOCK + 1)}, replicate(rng))
+  assert float(pmap_metrics["loss"][0]) == pytest.approx(float(jit_metrics["loss"]), rel=1e-5)
+  np.testing.assert_allclose(pmap_state.params["wte"][0], jit_state.params["wte"], atol=1e-6)
+
+
+def test_top_k_and_top_p_never_sample_outside_their_sets():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 20)).astype(np.float32) * 2
+  k, p = 5, 0.6
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  keys = jax.random.split(jax.random.key(0), 300)
+  draw = jax.jit(jax.vmap(lambda key, tk, tp: sampling.sample_token(key, logits, 1.0, tk, tp),
+                          in_axes=(0, None, None)))
+  for row in range(4):
+    order = np.argsort(-probs[row])
+    top_k_set = set(order[:k].tolist())
+    cum = np.cumsum(probs[row][order])
+    nucleus = set(order[: int(np.searchsorted(cum, p) + 1)].tolist())  # smallest set reaching p
+    seen_k = set(np.asarray(draw(keys, k, 1.0))[:, row].tolist())
+    seen_p = set(np.asarray(draw(keys, 0, p))[:, row].tolist())
+    assert seen_k <= top_k_set and len(seen_k) > 1
+    assert seen_p <= nucleus
+    assert len(seen_p) == len(nucleus) or min(probs[row][list(nucleus - seen_p)]) < 0.02
+  greedy = sampling.sample_token(jax.random.key(1), logits, 0.0, 0, 1.0)
+  np.testing.assert_array_equal(greedy, logits.argmax(-1))
+
+
+def test_gpt_sampling_is_one_compiled_call_and_deterministic(caplog):
+  family = ar.build(text_exp(), TEXT)
+  tokens = np.zeros((2, BLOCK + 1), np.int32)
+  variables = family.init(jax.random.key(0), {"tokens": tokens}).variables()
+  prompt = np.array([3, 1, 4])
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    a = family.sample(variables, jax.random.key(7), 4, prompt=prompt, length=8, temperature=0.8, top_k=4)
+    compiled_first = sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    b = family.sample(variables, jax.random.key(7), 4, prompt=prompt, length=8, temperature=0.8, top_k=4)
+    c = family.sample(variables, jax.random.key(8), 4, prompt=prompt, length=8, temperature=1.3, top_p=0.9)
+    compiled_again = sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records)
+  assert compiled_first == 1 and compiled_again == 0
+  assert a.shape == (4, 3 + 8) and a.dtype == jnp.int32
+  np.testing.assert_array_equal(a[:, :3], np.broadcast_to(prompt, (4, 3)))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  with pytest.raises(ValueError, match="block size"):
+    family.sample(variables, jax.random.key(0), 1, prompt=prompt, length=BLOCK)
+
+
+def test_gpt_config_errors_are_actionable():
+  with pytest.raises(ConfigError, match="divisible"):
+    ar.build(text_exp(width=15), TEXT)
+  with pytest.raises(ConfigError, match="text dataset"):
+    ar.build(text_exp(), BINARY)
+  with pytest.raises(ConfigError, match="smaller than the tokenizer"):
+    ar.build(text_exp(vocab_size=5), TEXT)
+
+
+# ------------------------------------------------------------------------------------------------
+# PixelCNN
+# ------------------------------------------------------------------------------------------------
+
+
+def test_pixelcnn_pixel_sees_exactly_the_pixels_before_it():
+  H, W = 6, 6
+  model = pixelcnn_lib.PixelCNN(num_layers=4, channels=8, kernel_size=3, first_kernel_size=3,
+                                output_channels=8)
+  x = jax.random.bernoulli(jax.random.key(0), 0.5, (1, H, W, 1)).astype(jnp.float32)
+  params = model.init(jax.random.key(1), x)
+  # d logit(pixel i) / d x(pixel j) for every pair, in one compiled Jacobian.
+  jacobian = jax.jit(jax.jacrev(lambda x: model.apply(params, x).reshape(-1)))(x).reshape(H * W, H * W)
+  order = np.arange(H * W).reshape(H, W)
+  for here in range(H * W):
+    r, c = divmod(here, W)
+    grad = np.asarray(jacobian[here]).reshape(H, W)
+    assert np.all(grad[order >= here] == 0), (r, c)  # itself and later pixels: no influence
+    # No blind spot: with 4 layers of 3x3 the receptive field covers every earlier pixel within
+    # reach, including the ones up and to the right that the original PixelCNN missed.
+    reach = (order < here) & (np.abs(np.arange(W)[None] - c) <= 3) & (r - np.arange(H)[:, None] <= 4)
+    assert np.all(grad[reach] != 0), (r, c, grad)
+
+
+def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
+  exp = image_exp()
+  family = ar.build(exp, BINARY)
+  image = np.where(np.random.default_rng(0).random((3, 5, 5, 1)) < 0.5, -1.0, 1.0).astype(np.float32)
+  state = family.init(jax.random.key(0), {"image": image})
+  model = pixelcnn_lib.PixelCNN(num_layers=3, channels=8, output_channels=16, first_kernel_size=3)
+  x = (image + 1) / 2
+  logits = np.asarray(model.apply({"params": state.params}, x), np.float64)
+  p1 = 1 / (1 + np.exp(-logits))
+  nll = -(x * np.log(p1) + (1 - x) * np.log(1 - p1)).sum(axis=(1, 2, 3))
+  mask = np.array([1.0, 0.0, 1.0], np.float32)
+  metrics = family.eval_step(state, {"image": image, "mask": mask}, None)
+  assert float(metrics["nll_nats"]) == pytest.approx((nll[0] + nll[2]) / 2, rel=1e-5)
+  full = family.evaluate(state, [{"image": image, "mask": mask}, {"image": image[:1], "mask": mask[:1]}], None)
+  assert full["nll_nats"] == pytest.approx((2 * nll[0] + nll[2]) / 3, rel=1e-5)
+  assert full["bits_per_dim"] == pytest.approx(full["nll_nats"] / (25 * math.log(2)), rel=1e-6)
+
+
+def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
+  info = DataInfo("binarized_mnist", "image", (3, 3, 1), binary=True)
+  family = ar.build(image_exp(num_layers=2), info)
+  image = -np.ones((2, 3, 3, 1), np.float32)
+  state = family.init(jax.random.key(2), {"image": image})
+  # Make the first pixel's probability far from 1/2, so the frequency test means something.
+  params = jax.tree.map(lambda p: p, state.params)
+  params["out_logits"]["bias"] = params["out_logits"]["bias"] + 1.0
+  variables = {"params": params}
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    a = family.sample(variables, jax.random.key(0), 4000)
+    b = family.sample(variables, jax.random.key(0), 4000)
+  assert sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records) == 1
+  np.testing.assert_array_equal(a, b)
+  assert set(np.unique(a).tolist()) <= {-1.0, 1.0}
+  # Pixel (0, 0) has nothing before it: its probability is the model's constant logit there.
+  logit00 = pixelcnn_lib.PixelCNN(num_layers=2, channels=8, output_channels=16, first_kernel_size=3).apply(
+      variables, jnp.zeros((1, 3, 3, 1)))[0, 0, 0, 0]
+  assert float((a[:, 0, 0, 0] > 0).mean()) == pytest.approx(float(jax.nn.sigmoid(logit00)), abs=0.03)
+
+
+def test_pixelcnn_needs_binary_images():
+  with pytest.raises(ConfigError, match="binary"):
+    ar.build(image_exp(), DataInfo("mnist", "image", (28, 28, 1)))
+  with pytest.raises(ConfigError, match="odd"):
+    ar.build(image_exp(kernel_size=4), BINARY)
