@@ -1,0 +1,144 @@
+"""The shared loop: parallel modes agree, runs resume bit-exactly, bad states fail cleanly."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from genjax import config as config_lib
+from genjax.train import loop
+from tests.train.helpers import losses, small_experiment, write_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def final_params(workdir):
+  _, _, state, _ = loop.restore(workdir)
+  return jax.device_get(state.params)
+
+
+def test_one_device_jit_mesh_and_pmap_agree(tmp_path):
+  assert jax.device_count() == 8, "tests/conftest.py should give 8 simulated devices"
+  runs = {"one": dict(mode="jit", num_devices=1), "mesh": dict(mode="jit"), "pmap": dict(mode="pmap")}
+  params, logged = {}, {}
+  for name, parallel in runs.items():
+    workdir = str(tmp_path / name)
+    loop.train(small_experiment(steps=8, checkpoint_every=8, eval_every=8, **parallel), workdir)
+    params[name], logged[name] = final_params(workdir), losses(workdir)
+  for name in ("mesh", "pmap"):
+    np.testing.assert_allclose(list(logged[name].values()), list(logged["one"].values()), rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), params[name], params["one"])
+  assert logged["one"][1] != logged["one"][8]  # the runs really trained
+
+
+def test_outputs_a_person_sees(tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = loop.train(small_experiment(steps=12, checkpoint_every=4, eval_every=6), workdir)
+  assert summary["step"] == 12
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+  assert [r["step"] for r in records if any(k.startswith("eval_") for k in r)] == [6, 12]
+  saved = json.load(open(os.path.join(workdir, "config.json")))
+  assert saved["train"]["steps"] == 12 and saved["family"] == "vae"
+  samples = os.listdir(os.path.join(workdir, "samples"))
+  assert {"step_00000006.png", "step_00000012.png"} <= set(samples)
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == [4, 8, 12]
+
+
+def test_resume_in_process_is_bit_exact(tmp_path):
+  full, part = str(tmp_path / "full"), str(tmp_path / "part")
+  loop.train(small_experiment(steps=12), full)
+  loop.train(small_experiment(steps=8), part)          # stops at 8 (checkpointed)
+  loop.train(small_experiment(steps=12), part)         # resumes from 8
+  assert losses(part) == losses(full)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
+  full, run = str(tmp_path / "full"), str(tmp_path / "run")
+  loop.train(small_experiment(steps=12), full)
+  loop.train(small_experiment(steps=8), run)
+  # truncate every file of the latest checkpoint's state
+  latest = os.path.join(run, "checkpoints", "8", "state")
+  truncated = 0
+  for folder, _, files in os.walk(latest):
+    for f in files:
+      with open(os.path.join(folder, f), "r+b") as fh:
+        fh.truncate(max(0, os.path.getsize(os.path.join(folder, f)) // 3))
+        truncated += 1
+  assert truncated
+  with caplog.at_level("WARNING", logger="genjax"):
+    loop.train(small_experiment(steps=12), run)
+  assert "cannot be read" in caplog.text
+  assert os.listdir(os.path.join(run, "checkpoints_corrupt"))  # kept, not deleted
+  assert losses(run) == losses(full)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(loop.NonFiniteLoss, match=r"Step \d+: .* is not finite.*last good checkpoint"):
+    loop.train(small_experiment(steps=200, checkpoint_every=1, eval_every=1000, learning_rate=1e12), workdir)
+  _, _, state, _ = loop.restore(workdir)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train(small_experiment(steps=4, checkpoint_every=4, eval_every=4), workdir)
+  other = small_experiment(steps=4, checkpoint_every=4, eval_every=4)
+  other = config_lib.apply_overrides(other, {"model.latents": "16", "optim.learning_rate": "0.1"})
+  with pytest.raises(config_lib.ConfigError, match=r"different experiment.*model.latents.*optim.learning_rate"):
+    loop.train(other, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4"]  # nothing lost
+
+
+def _train_command(config, workdir):
+  return [sys.executable, "-m", "genjax.train", "--config", config, "--workdir", workdir]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_logs_identical_losses(tmp_path):
+  """A real training subprocess is SIGKILLed (mid-step or mid-save) and rerun until it finishes."""
+  config = write_config(tmp_path / "exp.py", steps=40, checkpoint_every=5, eval_every=20)
+  env = {**os.environ, "PYTHONPATH": REPO}
+  full = str(tmp_path / "full")
+  subprocess.run(_train_command(config, full), check=True, env=env, capture_output=True, cwd=REPO)
+  expected = losses(full)
+  assert sorted(expected) == list(range(1, 41))
+
+  killed = str(tmp_path / "killed")
+  rng = random.Random(0)
+  kills = 0
+  for kill_after in sorted(rng.sample(range(3, 38), 2)):
+    proc = subprocess.Popen(_train_command(config, killed), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+      if max(losses(killed), default=0) >= kill_after:
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
+        break
+      time.sleep(0.01)
+    proc.wait()
+  assert kills >= 1
+  subprocess.run(_train_command(config, killed), check=True, env=env, capture_output=True, cwd=REPO)
+  assert losses(killed) == expected  # bit for bit, every step
+
+
+def test_cli_errors_are_one_paragraph(tmp_path):
+  env = {**os.environ, "PYTHONPATH": REPO}
+  config = write_config(tmp_path / "exp.py", steps=4)
+  bad = subprocess.run(_train_command(config, str(tmp_path / "w")) + ["--config.train.stpes=3"],
+                       env=env, capture_output=True, text=True, cwd=REPO)
+  assert bad.returncode == 2
+  assert "Did you mean steps" in bad.stderr and "Traceback" not in bad.stderr
+  bad = subprocess.run(_train_command(config, str(tmp_path / "w")) + ["--config.train.batch_size=12", "--cpu_devices=8"],
+                       env=env, capture_output=True, text=True, cwd=REPO)
+  assert bad.returncode == 2 and "does not divide over 8 devices" in bad.stderr and "Traceback" not in bad.stderr
