@@ -38,6 +38,7 @@ def main(argv=None) -> int:
   # stacked_mnist is mnist read differently; digits ships with scikit-learn.
   tfds_names = list(dict.fromkeys("mnist" if n == "stacked_mnist" else n for n in names if n != "digits"))
   data_dir = tfds_io.data_dir_for(Data(data_dir=args.data_dir))
+  tfds_io.import_tfds().disable_progress_bar()  # one line per dataset below instead
   total = time.time()
   for name in tfds_names:
     cfg = Data(name=name, data_dir=data_dir, manual_dir=args.manual_dir)

@@ -230,3 +230,14 @@ def test_prepare_command_prepares_into_a_fresh_folder(tmp_path):
   again = subprocess.run([sys.executable, "-m", "genjax.data.prepare", "--datasets", "tiny_shakespeare",
                           "--data_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
   assert "already prepared" in again.stdout
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+def test_load_prepares_automatically_when_the_raw_files_are_there(tmp_path):
+  cfg = real("tiny_shakespeare", data_dir=str(tmp_path), block_size=32)
+  if not tfds_io.tensorflow_available():
+    pytest.skip("preparing needs TensorFlow")
+  ds = gd.load(cfg, "nanogpt_val")
+  assert ds.num_tokens == 1115394 - int(1115394 * 0.9)
+  assert (tmp_path / "tiny_shakespeare").is_dir()
