@@ -14,7 +14,8 @@ optax optimizer, in a single jitted call:
 Which examples each discriminator update sees (`critic_batches`):
   "same"   every one of the n_critic updates uses the whole batch of real images (fresh noise);
   "split"  update i uses examples i, i + n, i + 2n, ... of the global batch (B / n_critic real
-           images each), like WGAN-GP's fresh real batch per critic iteration. The strided split
+           images each), like WGAN-GP's fresh real batch per critic iteration, and each generator
+           update uses B / n_critic noise vectors (WGAN-GP's generator batch). The strided split
            picks the same examples whether the batch is whole (jit) or cut into device shares
            (pmap), so both modes compute the same step.
 
@@ -30,11 +31,11 @@ consecutive examples concatenated along channels, so a batch of B images gives i
 """
 
 import dataclasses
+import types
 from typing import Literal, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from genjax.config import ConfigError
 from genjax.families.base import Family
@@ -113,6 +114,16 @@ def pack_images(x_BxHxWxC: jax.Array, m: int) -> jax.Array:
 
 
 def build(exp, info) -> Family:
+  """The Family the loop trains; see `functions` for what each piece does."""
+  f = functions(exp, info)
+  return Family(init=f.init, train_step=f.train_step, eval_step=f.eval_step, sample=f.sample,
+                output="image", pictures=f.pictures, notes=f.notes)
+
+
+def functions(exp, info) -> types.SimpleNamespace:
+  """All of the family's pure functions, including the single discriminator and generator
+  updates (`critic_update(state, x, y, keys, phase)`, `generator_update(state, keys, phase)`)
+  that `train_step` chains, so that tests can call them one at a time."""
   cfg: Config = exp.model
   _check(cfg, info, exp)
   axis_name = axis_name_for(exp.parallel.mode)
@@ -269,8 +280,9 @@ def build(exp, info) -> Family:
         x_i, y_i, keys_i = x_BxHxWxC, y_B, keys_B
       state, metrics_i = critic_update(state, x_i, y_i, keys_i, phase=i)
       metrics = {k: metrics.get(k, 0.0) + v / cfg.n_critic for k, v in metrics_i.items()}
+    keys_g = keys_B[:: cfg.n_critic] if cfg.critic_batches == "split" else keys_B
     for j in range(cfg.g_steps):
-      state, metrics_j = generator_update(state, keys_B, phase=cfg.n_critic + j)
+      state, metrics_j = generator_update(state, keys_g, phase=cfg.n_critic + j)
       metrics = {**metrics, "g_loss": metrics.get("g_loss", 0.0) + metrics_j["g_loss"] / cfg.g_steps}
     return state.replace(step=state.step + 1), metrics
 
@@ -337,5 +349,7 @@ def build(exp, info) -> Family:
 
   notes = (f"{cfg.arch} G/D, {cfg.loss} loss, n_critic={cfg.n_critic}, g_steps={cfg.g_steps}"
            + (", spectral norm" if cfg.spectral_norm else "") + (f", pack={cfg.pack}" if cfg.pack > 1 else ""))
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                output="image", pictures=pictures, notes=notes)
+  return types.SimpleNamespace(
+      init=init, train_step=train_step, eval_step=eval_step, sample=sample, pictures=pictures,
+      notes=notes, critic_update=critic_update, generator_update=generator_update,
+      generator=G_plain, discriminator=D_plain)
