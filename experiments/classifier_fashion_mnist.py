@@ -1,0 +1,27 @@
+"""The Fashion-MNIST classifier that evaluates generative models of clothes (domain FD).
+
+Command:   python -m genjax.train --config experiments/classifier_fashion_mnist.py \
+               --workdir $GENJAX_HOME/classifiers/fashion_mnist
+           ($GENJAX_HOME defaults to ~/.genjax; genjax.metrics.features finds the checkpoint
+           there by dataset name, or at $GENJAX_CLASSIFIER_FASHION_MNIST)
+Check:     python -m genjax.evaluate --workdir $GENJAX_HOME/classifiers/fashion_mnist
+Hardware:  2-core CPU shared with other jobs, no accelerator.
+Runtime:   see experiments/RESULTS.md.
+Target:    test accuracy >= 91% (Xiao et al., 2017, report 91-92% for small CNNs on the
+           Fashion-MNIST benchmark page); reached: see RESULTS.md.
+
+The same network and schedule as experiments/classifier_mnist.py.
+"""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "classifier_mnist_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifier_mnist.py"))
+_mnist = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mnist)
+
+
+def get_config(arg=None):
+  del arg
+  return _mnist.get_config("fashion_mnist")
