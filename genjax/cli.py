@@ -20,7 +20,7 @@ def add_distributed_flags(parser: argparse.ArgumentParser):
 
 def setup_devices(args):
   """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected."""
-  if args.cpu_devices:
+  if args.cpu_devices is not None:
     if args.cpu_devices <= 0:
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
     flags = os.environ.get("XLA_FLAGS", "")
@@ -30,14 +30,29 @@ def setup_devices(args):
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
       fail("A multi-process run needs all three of --coordinator_address, --num_processes and --process_id.")
-    if not 0 <= args.process_id < args.num_processes:
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
       fail(f"--process_id={args.process_id} must lie in [0, --num_processes={args.num_processes}).")
+    host, _, port = args.coordinator_address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      fail(f"--coordinator_address={args.coordinator_address!r} must be HOST:PORT, the address of process 0 "
+           "and a free port on it, e.g. 10.0.0.1:12345.")
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      # CPU devices of different processes talk through gloo; it must be chosen before initialize.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
+    _initialize(jax, coordinator_address=args.coordinator_address,
+                num_processes=args.num_processes, process_id=args.process_id)
   elif _cluster_detected():
-    jax.distributed.initialize()  # TPU pods, SLURM, Open MPI, ...: JAX reads the environment
+    _initialize(jax)  # TPU pods, SLURM, Open MPI, ...: JAX reads the environment
+
+
+def _initialize(jax, **kwargs):
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError, OSError) as e:  # XLA reports connection failures as RuntimeError
+    where = kwargs.get("coordinator_address") or "the address the cluster environment gives"
+    fail(f"Joining the multi-process run at {where} failed: {str(e).splitlines()[0][:300] if str(e) else e}. "
+         "Start every process with the same --coordinator_address and --num_processes, process 0 first "
+         "reachable from the others, each with its own --process_id.")
 
 
 def _cluster_detected() -> bool:

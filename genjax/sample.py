@@ -7,6 +7,7 @@ sample function when given.
 """
 
 import argparse
+import os
 import sys
 
 from genjax import cli
@@ -32,6 +33,11 @@ def main(argv=None):
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if args.num <= 0:
     cli.fail(f"--num={args.num} must be a positive number of samples.")
+  out_dir = os.path.dirname(os.path.abspath(args.out))
+  if not os.path.isdir(out_dir):
+    cli.fail(f"--out {args.out}: the folder {out_dir} does not exist. Create it or write elsewhere.")
+  if not args.out.endswith((".png", ".npy", ".txt")):
+    cli.fail(f"--out {args.out} must end in .png (image grid), .npy (raw arrays) or .txt (text).")
   cli.setup_devices(args)
   cli.configure_logging()
   import time
@@ -42,6 +48,10 @@ def main(argv=None):
     exp, family, state, info = loop.restore(args.workdir)
   except (FileNotFoundError, checkpoint.CheckpointError, ValueError) as e:
     cli.fail(e)
+  wanted = "text" if family.output == "text" else "image"
+  if args.out.endswith(".txt" if wanted == "image" else ".png"):
+    cli.fail(f"--out {args.out}: this run's family ({exp.family}) makes {wanted}s; write "
+             f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays.")
   options = {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name) is not None}
   if args.prompt is not None:
     if family.output != "text":

@@ -80,6 +80,7 @@ class Parallelism:
       self.devices = jax.local_devices()[:local]
       self.replicated = jax.sharding.SingleDeviceSharding(self.devices[0])
     self.num_devices = n if self.mode == "jit" else len(self.devices) * jax.process_count()
+    self.devices_here = [d for d in self.devices if d.process_index == jax.process_index()]
 
   # -- states: held replicated; checkpointed and sampled as one copy
   def abstract(self, abstract_state):
@@ -94,10 +95,20 @@ class Parallelism:
     return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (d,) + np.shape(x)), jax.device_get(state))
 
   def one_copy(self, state):
-    """The state as a single copy (what is checkpointed and sampled from)."""
+    """The state as a single copy (what is checkpointed). Under jit it stays a global array that
+    spans every process, so every process must take part in whatever uses it."""
     if self.mode == "jit":
       return state
     return jax.tree.map(lambda x: x[0], state)
+
+  def local_copy(self, state):
+    """One copy on this process's first device, with no tie to other processes: what process 0
+    samples from alone (a jitted call on a global array would wait for processes that never come)."""
+    def local(x):
+      if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+      return jax.device_put(x, self.devices_here[0])
+    return jax.tree.map(local, self.one_copy(state))
 
   # -- batches: each process gives its share, the global batch is sharded over the data axis
   def put_batch(self, local_batch: Dict[str, np.ndarray], stacked: bool = False):
@@ -231,13 +242,21 @@ def restore(workdir: str, step: Optional[int] = None):
 
 
 class _PreemptionFlag:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+  """Turns SIGTERM into a flag the loop checks between steps (single-process runs).
 
-  def __init__(self):
+  Multi-process runs leave SIGTERM to JAX's preemption service (started by
+  jax.distributed.initialize): it tells every process about a signal any one of them received
+  and names a common step to stop at, which `CheckpointManager.reached_preemption` reports.
+  A Python handler here would replace the service's and leave the processes disagreeing."""
+
+  def __init__(self, install: bool = True):
     self.raised = False
     self._previous = None
+    self._install = install
 
   def __enter__(self):
+    if not self._install:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: no handler, the platform's notice still works
@@ -363,7 +382,8 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
     writer.write(step, last_eval)
     if not is_chief:
       return
-    variables = parallelism.one_copy(state).variables(ema=True)
+    here = parallelism.local_copy(state)
+    variables = here.variables(ema=True)
     samples = np.asarray(jax.device_get(sample_fn(variables, sample_rng, exp.eval.num_samples)))
     sample_dir = os.path.join(workdir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
@@ -378,7 +398,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
       writer.write_image("samples", step, picture)
     if pictures_fn is not None:
       batch = next(iter(eval_ds.eval_batches(exp.eval.num_samples, 1)))
-      for name, images in pictures_fn(parallelism.one_copy(state), batch, sample_rng).items():
+      for name, images in pictures_fn(here, batch, sample_rng).items():
         writers.save_image_grid(os.path.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
 
   progress = None
@@ -392,7 +412,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   window_start, window_steps = time.perf_counter(), 0
   step = start
   try:
-    with _PreemptionFlag() as preempt:
+    with _PreemptionFlag(install=nproc == 1) as preempt:
       while step < t.steps:
         batch = queue.popleft().result()
         if next_prefetch < t.steps:
