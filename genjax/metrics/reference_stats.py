@@ -80,3 +80,57 @@ def reference_stats(data_cfg, split: str, net: FeatureNet, keep: int = DEFAULT_K
   ref = compute(dataset.eval_batches(batch_size), net, keep)
   save(path, ref)
   return ref
+
+
+def main(argv=None):
+  """python -m genjax.metrics.reference_stats --dataset mnist --split train [--compare test]
+  [--noise N] [--feature_net NAME]: computes (or reads) the cached statistics of a split and
+  prints, as JSON, the Frechet distance to another split (the floor a perfect model reaches)
+  and to N images of uniform noise in [-1, 1] (a ceiling)."""
+  import argparse
+  import json
+  import sys
+
+  import numpy as np
+
+  from genjax import cli
+  from genjax.config import Data
+
+  parser = argparse.ArgumentParser(prog="python -m genjax.metrics.reference_stats", description=main.__doc__)
+  parser.add_argument("--dataset", required=True)
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--compare", default=None, help="another split: print the FD between the two")
+  parser.add_argument("--noise", type=int, default=0, help="print the FD to this many uniform-noise images")
+  parser.add_argument("--feature_net", default=None, help="default: by dataset (genjax.metrics.features)")
+  parser.add_argument("--classifier_dir", default=None)
+  parser.add_argument("--inception_weights", default=None)
+  parser.add_argument("--cache_dir", default=None)
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  from genjax import data
+  from genjax.metrics import features, frechet
+  log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+  try:
+    net = features.get(args.feature_net or features.default_for(args.dataset),
+                       weights=args.inception_weights, classifier_dir=args.classifier_dir)
+    cfg = Data(name=args.dataset)
+    ref = reference_stats(cfg, args.split, net, cache_dir=args.cache_dir, log=log)
+    out = {"dataset": args.dataset, "split": args.split, "feature_net": net.name, "count": ref.count}
+    if args.compare:
+      other = reference_stats(cfg, args.compare, net, cache_dir=args.cache_dir, log=log)
+      out[f"fd_{args.split}_vs_{args.compare}"] = frechet.frechet_distance(ref.mean, ref.cov, other.mean, other.cov)
+    if args.noise:
+      shape = data.load(cfg, args.split).info.shape
+      rng = np.random.default_rng(args.seed)
+      stats = frechet.RunningStats(net.dim)
+      for start in range(0, args.noise, 1000):
+        images = rng.uniform(-1, 1, (min(1000, args.noise - start), *shape)).astype(np.float32)
+        stats.update(net.apply(images)[0])
+      out[f"fd_{args.split}_vs_uniform_noise"] = frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov)
+  except (FileNotFoundError, ValueError, ArithmeticError) as e:
+    cli.fail(e)
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()

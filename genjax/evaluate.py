@@ -1,0 +1,216 @@
+"""python -m genjax.evaluate --workdir DIR [--metrics fd,kid,pr,is,modes] [--num_samples N]
+                            [--feature_net NAME] [--reference_split SPLIT] ...
+
+Evaluates a trained run's latest checkpoint (EMA weights when the run kept them).
+
+Without --metrics: the family's own full evaluation on the run's evaluation split (e.g. a VAE's
+NLL bound, a transformer's bits per character, a classifier's accuracy). Image families without
+one (GANs) get the default sample metrics of their dataset: `modes` on stacked_mnist, `fd` in the
+default feature network otherwise; other families without one get their eval_step's mean over the
+whole split.
+
+With --metrics: draws --num_samples images with the family's sampler and compares them with a
+dataset split in a feature network's space:
+  fd     Frechet distance (FID with --feature_net inception)      genjax.metrics.frechet
+  kid    kernel distance, unbiased (x 1000 is customary)          genjax.metrics.kid
+  pr     precision and recall, k=3 nearest neighbours             genjax.metrics.precision_recall
+  is     Inception Score of the network's class probabilities     genjax.metrics.inception_score
+  modes  Stacked-MNIST modes and KL to uniform (MNIST classifier) genjax.metrics.stacked_mnist
+The reference statistics are cached (genjax.metrics.reference_stats). The default feature network
+is the dataset's own classifier for MNIST and Fashion-MNIST (experiments/classifier_*.py) and
+FID's Inception-v3 otherwise (weights: $GENJAX_INCEPTION_WEIGHTS or --inception_weights).
+
+The JSON result is printed and appended to WORKDIR/eval.jsonl.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+from genjax import cli
+
+METRICS = ("fd", "kid", "pr", "is", "modes")
+ALIASES = {"fid": "fd", "precision": "pr", "recall": "pr", "precision_recall": "pr", "mode": "modes"}
+
+
+def parse(argv):
+  parser = argparse.ArgumentParser(prog="python -m genjax.evaluate", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="a run of python -m genjax.train")
+  parser.add_argument("--metrics", default=None,
+                      help=f"comma-separated sample metrics: {','.join(METRICS)} (default: the family's own evaluation)")
+  parser.add_argument("--num_samples", type=int, default=None,
+                      help="samples to draw (default 10000; 26000 for modes, as PacGAN)")
+  parser.add_argument("--feature_net", default=None, help="inception, classifier_<dataset> (default: by dataset)")
+  parser.add_argument("--reference_split", default=None, help="dataset split compared with (default: the training split)")
+  parser.add_argument("--batch_size", type=int, default=None, help="sampling and evaluation batch (default: the run's eval batch)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no_ema", action="store_true", help="evaluate the raw weights, not the EMA")
+  parser.add_argument("--keep", type=int, default=10_000, help="feature vectors kept for kid and pr")
+  parser.add_argument("--inception_weights", default=None, help="path of pt_inception-2015-12-05-6726825d.pth")
+  parser.add_argument("--classifier_dir", default=None, help="workdir of the classifier run used as feature network")
+  parser.add_argument("--cache_dir", default=None, help="reference statistics cache (default $GENJAX_HOME/reference_stats)")
+  parser.add_argument("--no_log", action="store_true", help="do not append the result to WORKDIR/eval.jsonl")
+  cli.add_distributed_flags(parser)
+  args = parser.parse_args(argv)
+  metrics = []
+  if args.metrics is not None:
+    for name in (m.strip().lower() for m in args.metrics.split(",") if m.strip()):
+      name = ALIASES.get(name, name)
+      if name not in METRICS:
+        import difflib
+        close = difflib.get_close_matches(name, METRICS + tuple(ALIASES), n=1)
+        cli.fail(f"Unknown metric {name!r}{f' (did you mean {close[0]}?)' if close else ''}. "
+                 f"--metrics takes a comma-separated list of {', '.join(METRICS)}; leave it out for "
+                 "the family's own evaluation.")
+      if name not in metrics:
+        metrics.append(name)
+    if not metrics:
+      cli.fail("--metrics is empty: name at least one of " + ", ".join(METRICS) + ".")
+  if args.num_samples is not None and args.num_samples < 2:
+    cli.fail(f"--num_samples={args.num_samples}: at least 2 samples are needed.")
+  if not os.path.isdir(args.workdir):
+    cli.fail(f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
+             f"--workdir DIR` run wrote (it holds config.json and checkpoints/).")
+  return args, metrics
+
+
+def family_evaluation(exp, family, state, args) -> dict:
+  """The family's `evaluate` over the whole evaluation split, else its eval_step's mean."""
+  import jax
+  import numpy as np
+  from genjax import data
+  dataset = data.load(exp.data, exp.data.eval_split)
+  batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
+  rng = jax.random.key(args.seed)
+  if args.no_ema:
+    state = state.replace(ema_params=None)
+  if family.evaluate is not None:
+    result = family.evaluate(state, dataset.eval_batches(batch_size), rng)
+    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in result.items()}
+  step = jax.jit(family.eval_step)
+  totals, weight = {}, 0.0
+  for i, batch in enumerate(dataset.eval_batches(batch_size)):
+    w = float(np.sum(batch["mask"]))
+    for k, v in step(state, batch, jax.random.fold_in(rng, i)).items():
+      totals[k] = totals.get(k, 0.0) + w * float(v)
+    weight += w
+  return {k: v / weight for k, v in totals.items()} | {"num_examples": int(weight)}
+
+
+def draw_samples(family, variables, rng, num: int, batch_size: int):
+  """Yields batches of samples (numpy, in [-1, 1]) totalling exactly `num`."""
+  import jax
+  import numpy as np
+  sample = jax.jit(lambda v, r: family.sample(v, r, batch_size))
+  for i, start in enumerate(range(0, num, batch_size)):
+    images = np.asarray(jax.device_get(sample(variables, jax.random.fold_in(rng, i))))
+    yield images[:num - start]
+
+
+def sample_metrics(exp, family, state, info, metrics, args, log) -> dict:
+  import jax
+  import numpy as np
+  from genjax.metrics import (features, frechet, inception_score, kid, precision_recall,
+                              reference_stats, stacked_mnist)
+  if family.output != "image" or info.kind != "image":
+    raise ValueError(f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
+                     "Leave out --metrics for its own evaluation (e.g. bits per character).")
+  if exp.family == "classifier":
+    raise ValueError("The classifier family is not a generative model and has no samples: leave out "
+                     "--metrics to get its test accuracy.")
+  num = args.num_samples or (stacked_mnist.PACGAN_NUM_SAMPLES if metrics == ["modes"] else 10_000)
+  batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
+  net_options = {"weights": args.inception_weights, "classifier_dir": args.classifier_dir}
+  feature_metrics = [m for m in metrics if m != "modes"]
+  net = ref = None
+  if feature_metrics:
+    net = features.get(args.feature_net or features.default_for(exp.data.name), **net_options)
+    split = args.reference_split or exp.data.train_split
+    ref = reference_stats.reference_stats(exp.data, split, net, keep=args.keep,
+                                          cache_dir=args.cache_dir, log=log)
+  counter = None
+  if "modes" in metrics:
+    if info.shape[-1] != 3:
+      raise ValueError(f"modes counts Stacked-MNIST modes in 3-channel samples; {exp.data.name} has shape {info.shape}.")
+    mnist = features.get("classifier_mnist", classifier_dir=args.classifier_dir)
+    counter = stacked_mnist.ModeCounter(lambda x: np.argmax(mnist.apply(x)[1], -1))
+
+  variables = state.variables(ema=not args.no_ema)
+  stats = frechet.RunningStats(net.dim) if net else None
+  kept, probs, drawn = [], [], 0
+  start = time.perf_counter()
+  for images in draw_samples(family, variables, jax.random.key(args.seed), num, batch_size):
+    if not np.isfinite(images).all():
+      raise ValueError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
+    if net is not None:
+      feats, logits = net.apply(images)
+      stats.update(feats)
+      if drawn < args.keep:
+        kept.append(feats[:args.keep - drawn])
+      if "is" in metrics:
+        probs.append(np.asarray(jax.nn.softmax(logits, -1)))
+    if counter is not None:
+      counter.update(images)
+    drawn += len(images)
+    log(f"  {drawn}/{num} samples ({time.perf_counter() - start:.0f}s)")
+
+  result = {}
+  if "fd" in metrics:
+    result["fd"] = frechet.frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov)
+  if "kid" in metrics:
+    result.update(kid.kernel_distance(ref.features, np.concatenate(kept), seed=args.seed))
+  if "pr" in metrics:
+    real = ref.features[:args.keep]
+    result.update(precision_recall.precision_recall(real, np.concatenate(kept)[:len(real)]))
+  if "is" in metrics:
+    result.update(inception_score.inception_score(np.concatenate(probs)))
+  if counter is not None:
+    modes = counter.result()
+    result.update({"modes": modes["modes"], "kl": modes["kl"]})
+  details = {"num_samples": num}
+  if net is not None:
+    details.update({"feature_net": net.name, "reference": f"{exp.data.name}/{args.reference_split or exp.data.train_split}",
+                    "reference_count": ref.count})
+  return {"metrics": result, **details}
+
+
+def main(argv=None):
+  args, metrics = parse(sys.argv[1:] if argv is None else argv)
+  cli.setup_devices(args)
+  cli.configure_logging()
+  import jax
+  from genjax import data
+  from genjax.metrics import features
+  from genjax.train import checkpoint, loop
+  log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
+  start = time.perf_counter()
+  try:
+    exp, family, state, info = loop.restore(args.workdir)
+    if not metrics and family.evaluate is None and family.output == "image" and exp.family != "classifier":
+      metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
+      log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
+    if metrics:
+      out = sample_metrics(exp, family, state, info, metrics, args, log)
+    else:
+      out = {"metrics": family_evaluation(exp, family, state, args), "split": exp.data.eval_split}
+  except (FileNotFoundError, checkpoint.CheckpointError, features.FeatureNetError, ValueError,
+          ArithmeticError, NotImplementedError, data.DatasetNotPreparedError) as e:
+    cli.fail(e)
+  record = {"workdir": os.path.abspath(args.workdir), "experiment": exp.name, "family": exp.family,
+            "dataset": exp.data.name, "step": int(jax.device_get(state.step)),
+            "ema": not args.no_ema and state.ema_params is not None, **out,
+            "seconds": round(time.perf_counter() - start, 1),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+  text = json.dumps(record)
+  print(text)
+  if not args.no_log and jax.process_index() == 0:
+    with open(os.path.join(args.workdir, "eval.jsonl"), "a") as f:
+      f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,138 @@
+"""python -m genjax.evaluate: clear errors, and the whole path on the bundled 8x8 digits
+(a few-step classifier as the feature network, a few-step VAE as the model)."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "genjax.evaluate", *args], capture_output=True,
+                        text=True, cwd=ROOT, timeout=300)
+
+
+def assert_one_paragraph_error(result, *words):
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert result.stderr.startswith("error: ")
+  for word in words:
+    assert word in result.stderr
+
+
+def test_missing_workdir_is_a_clear_error(tmp_path):
+  result = run_cli("--workdir", str(tmp_path / "nowhere"))
+  assert_one_paragraph_error(result, "does not exist", "genjax.train")
+
+
+def test_unknown_metric_is_a_clear_error(tmp_path):
+  result = run_cli("--workdir", str(tmp_path), "--metrics", "fd,fidd")
+  assert_one_paragraph_error(result, "'fidd'", "did you mean fid")
+
+
+def test_folder_without_a_run_is_a_clear_error(tmp_path):
+  result = run_cli("--workdir", str(tmp_path))
+  assert_one_paragraph_error(result, "config.json")
+
+
+def _config(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _quick(exp, steps):
+  return dataclasses.replace(
+      exp, optim=dataclasses.replace(exp.optim, warmup_steps=2),
+      train=dataclasses.replace(exp.train, steps=steps, batch_size=64, eval_every=steps,
+                                checkpoint_every=steps, log_every=steps, progress=False,
+                                async_checkpoints=False),
+      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=64, num_samples=4))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  from genjax.train import loop, writers
+  root = tmp_path_factory.mktemp("runs")
+  classifier = _quick(_config("classifier_mnist").get_config("digits"), 40)
+  vae = _quick(_config("default").get_config(), 20)
+  vae = dataclasses.replace(vae, model=dataclasses.replace(vae.model, eval_samples=10, eval_chunk=10))
+  # The classifier has no samples (an empty batch); the loop's picture grid needs >= 1 image.
+  grid = writers.image_grid
+  writers.image_grid = lambda images, *a, **k: grid(images if len(images) else np.zeros((1, 8, 8, 1)), *a, **k)
+  try:
+    loop.train(classifier, str(root / "classifier"))
+  finally:
+    writers.image_grid = grid
+  loop.train(vae, str(root / "vae"))
+  return root
+
+
+def run_main(capsys, *args):
+  from genjax import evaluate
+  evaluate.main(list(args))
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
+  from genjax import data
+  from genjax.config import Data
+  from genjax.metrics import features
+  record = run_main(capsys, "--workdir", str(runs / "classifier"))
+  test = next(data.load(Data(name="digits"), "test").eval_batches(1000))
+  n = int(test["mask"].sum())
+  net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
+  _, logits = net.apply(test["image"][:n])
+  want = np.mean(np.argmax(logits, -1) == test["label"][:n])
+  assert record["metrics"]["num_examples"] == n == 297
+  assert record["metrics"]["accuracy"] == pytest.approx(want, abs=1e-9)
+  assert record["metrics"]["accuracy"] > 0.3  # far above chance (0.1) after 40 steps
+  with open(runs / "classifier" / "eval.jsonl") as f:
+    assert json.loads(f.readlines()[-1]) == record
+
+
+@pytest.mark.slow
+def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tmp_path):
+  from genjax.metrics import features, frechet, reference_stats
+  from genjax.config import Data
+  args = ["--workdir", str(runs / "vae"), "--metrics", "fd,kid,pr,is", "--feature_net", "classifier_digits",
+          "--classifier_dir", str(runs / "classifier"), "--num_samples", "150", "--keep", "150",
+          "--batch_size", "50", "--cache_dir", str(tmp_path)]
+  record = run_main(capsys, *args)
+  metrics = record["metrics"]
+  assert set(metrics) == {"fd", "kid", "kid_std", "precision", "recall", "is", "is_std"}
+  assert metrics["fd"] > 0 and 1.0 <= metrics["is"] <= 10.0
+  assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
+  assert record["num_samples"] == 150 and record["reference"] == "digits/train"
+  cache = reference_stats.cache_path("digits", "train", "classifier_digits", str(tmp_path))
+  assert os.path.exists(cache) and record["reference_count"] == 1500
+  # The cached statistics are those of the data, and the result is reproducible from the cache.
+  net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
+  ref = reference_stats.load(cache)
+  direct = reference_stats.compute(
+      __import__("genjax.data", fromlist=["load"]).load(Data(name="digits"), "train").eval_batches(256), net, keep=150)
+  np.testing.assert_allclose(ref.mean, direct.mean, rtol=1e-6, atol=1e-9)
+  assert frechet.frechet_distance(ref.mean, ref.cov, direct.mean, direct.cov) < 1e-6
+  mtime = os.path.getmtime(cache)
+  again = run_main(capsys, *args)
+  assert os.path.getmtime(cache) == mtime and again["metrics"] == metrics
+  with open(runs / "vae" / "eval.jsonl") as f:
+    assert len(f.readlines()) == 2
+
+
+@pytest.mark.slow
+def test_sample_metrics_refuse_a_classifier_run(runs, capsys):
+  from genjax import evaluate
+  with pytest.raises(SystemExit) as exit_:
+    evaluate.main(["--workdir", str(runs / "classifier"), "--metrics", "fd"])
+  assert exit_.value.code != 0
+  assert "not a generative model" in capsys.readouterr().err
