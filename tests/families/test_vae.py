@@ -1,0 +1,279 @@
+"""Tests of the VAE family: the bounds against independent numpy/scipy computations, the k=5000
+estimator against an exact likelihood, sampling, masking, and pmap == one device."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
+from genjax.data.info import DataInfo
+from genjax.families import vae
+
+BINARY_2x2 = DataInfo("tiny", "image", (2, 2, 1), binary=True)
+GREY_2x2 = DataInfo("tiny", "image", (2, 2, 1))
+
+
+def make(info, **model):
+  exp = Experiment(model=vae.Config(**model), train=Train(steps=10, batch_size=16))
+  return exp, vae.make_model(exp, info)
+
+
+def init_variables(model, info, seed=0):
+  return model.init(jax.random.key(seed), jnp.zeros((1, *info.shape)),
+                    [jnp.zeros((1, 1, z)) for z in model.config.latents])
+
+
+def random_params(variables, seed, scale=0.7):
+  """Replaces every parameter with N(0, scale^2) values so no term is trivially zero."""
+  leaves, tree = jax.tree.flatten(variables)
+  rng = np.random.default_rng(seed)
+  return jax.tree.unflatten(tree, [jnp.asarray(rng.normal(0, scale, l.shape), jnp.float32) for l in leaves])
+
+
+# ----------------------------------------------------------------------------------------------
+# The ELBO of a tiny model, computed again with numpy
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_terms(p, x_BxD, eps_BxKxZ, likelihood, num_bins=256):
+  """The 1-hidden-layer tanh VAE written out in numpy: (recon f64[B], kl f64[B], log_w f64[B,K])."""
+  enc = p["x_encoder"]["Dense_0"]
+  x_in = (x_BxD + 1) / 2 if likelihood == "bernoulli" else x_BxD  # Bernoulli models see {0,1}
+  h = np.tanh(x_in @ enc["kernel"] + enc["bias"])
+  out = h @ p["q_heads_0"]["kernel"] + p["q_heads_0"]["bias"]
+  z_dim = out.shape[-1] // 2
+  mu, log_sd = out[:, :z_dim], out[:, z_dim:]
+  z = mu[:, None] + np.exp(log_sd)[:, None] * eps_BxKxZ
+  dec = p["decoder_mlp"]["Dense_0"]
+  hd = np.tanh(z @ dec["kernel"] + dec["bias"])
+  o = hd @ p["decoder_out"]["kernel"] + p["decoder_out"]["bias"]
+  if likelihood == "bernoulli":
+    probs = 1 / (1 + np.exp(-o))
+    log_px = np.sum(stats.bernoulli.logpmf(x_in[:, None], probs), -1)
+  else:  # discretized logistic, scale output interleaved with the mean per pixel
+    mean, log_s = o[..., 0::2], np.maximum(o[..., 1::2], vae.MIN_LOG_SCALE)
+    x = x_BxD[:, None]
+    half = 1 / (num_bins - 1)
+    upper = np.where(x > 1 - half, 1.0, stats.logistic.cdf(x + half, mean, np.exp(log_s)))
+    lower = np.where(x < -1 + half, 0.0, stats.logistic.cdf(x - half, mean, np.exp(log_s)))
+    log_px = np.sum(np.log(upper - lower), -1)
+  log_pz = np.sum(stats.norm.logpdf(z), -1)
+  log_qz = np.sum(stats.norm.logpdf(z, mu[:, None], np.exp(log_sd)[:, None]), -1)
+  kl = np.sum(0.5 * (mu ** 2 + np.exp(2 * log_sd) - 1) - log_sd, -1)
+  return log_px.mean(1), kl, log_px + log_pz - log_qz
+
+
+@pytest.mark.parametrize("likelihood,info", [("bernoulli", BINARY_2x2), ("logistic", GREY_2x2)])
+def test_elbo_and_iwae_match_numpy(likelihood, info):
+  _, model = make(info, hidden=(3,), latents=(2,), likelihood=likelihood, num_bins=5)
+  variables = random_params(init_variables(model, info), seed=1)
+  rng = np.random.default_rng(0)
+  if info.binary:
+    x = np.sign(rng.normal(size=(4, 2, 2, 1))).astype(np.float32)
+  else:  # on the 5-level grid, including both edge bins
+    x = rng.choice(np.linspace(-1, 1, 5), size=(4, 2, 2, 1)).astype(np.float32)
+  eps = rng.normal(size=(4, 3, 2)).astype(np.float32)
+  terms = model.apply(variables, jnp.asarray(x), [jnp.asarray(eps)])
+  got = vae.elbo_terms(terms)
+  p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+  recon, kl, log_w = numpy_terms(p64, x.reshape(4, -1).astype(np.float64), eps.astype(np.float64), likelihood, 5)
+  np.testing.assert_allclose(got["recon"], recon, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(got["kl"], kl, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got["elbo"], recon - kl, rtol=1e-5, atol=1e-4)
+  iwae = np.log(np.mean(np.exp(log_w), 1))
+  np.testing.assert_allclose(vae.iwae_bound(terms), iwae, rtol=1e-5, atol=1e-4)
+
+
+def test_discretized_logistic_is_a_distribution_with_the_stated_mean():
+  mean = jnp.array([0.3, 1.4, -0.9, 0.0]).reshape(4, 1, 1, 1)
+  log_scale = jnp.log(jnp.array([0.2, 0.5, 0.05, 3.0])).reshape(4, 1, 1, 1)
+  for bins in (17, 256):
+    levels = np.linspace(-1, 1, bins)
+    probs = np.stack([np.exp(vae.discretized_logistic_log_prob(jnp.full(mean.shape, v), mean, log_scale, bins))
+                      for v in levels], -1)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(vae.discretized_logistic_mean(mean, log_scale, bins).ravel(),
+                               (probs * levels).sum(-1), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# The IWAE bound
+# ----------------------------------------------------------------------------------------------
+
+
+def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
+  _, model = make(BINARY_2x2, hidden=(8,), latents=(2,))
+  variables = random_params(init_variables(model, BINARY_2x2), seed=2, scale=1.0)
+  x = jnp.asarray(np.sign(np.random.default_rng(1).normal(size=(64, 2, 2, 1))), jnp.float32)
+  keys = jax.random.split(jax.random.key(3), 64)
+  bounds = {}
+  for k in (1, 5, 50):
+    # 40 independent draws per example so the expectation over samples is well estimated.
+    def mean_bound(r, k=k):
+      eps = vae.draw_eps(model, jax.vmap(lambda key: jax.random.fold_in(key, r))(keys), k)
+      return jnp.mean(vae.iwae_bound(model.apply(variables, x, eps)))
+    bounds[k] = float(jnp.mean(jax.jit(jax.vmap(mean_bound))(jnp.arange(40))))
+  # Each sample set: log mean w >= mean log w (Jensen), exactly, not just in expectation.
+  terms = model.apply(variables, x, vae.draw_eps(model, keys, 50))
+  assert np.all(np.asarray(vae.iwae_bound(terms)) >= np.asarray(jnp.mean(vae.log_weights(terms), 1)) - 1e-5)
+  assert bounds[1] < bounds[5] < bounds[50], bounds
+  assert bounds[50] - bounds[1] > 0.05, bounds  # a visible gap for this mismatched posterior
+
+
+def test_two_layer_elbo_is_the_k1_iwae_bound():
+  info = DataInfo("t", "image", (4, 4, 1), binary=True)
+  _, model = make(info, hidden=(6, 6), latents=(4, 2))
+  variables = random_params(init_variables(model, info), seed=3, scale=0.5)
+  assert set(variables["params"]) >= {"q_nets_0", "p_nets_0", "q_heads_1", "p_heads_0"}
+  x = jnp.asarray(np.sign(np.random.default_rng(2).normal(size=(5, 4, 4, 1))), jnp.float32)
+  terms = model.apply(variables, x, vae.draw_eps(model, jax.random.split(jax.random.key(0), 5), 1))
+  np.testing.assert_allclose(vae.elbo_terms(terms)["elbo"], vae.iwae_bound(terms), rtol=1e-6, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# The k=5000 estimator on a linear-Gaussian model, whose log p(x) is exact
+# ----------------------------------------------------------------------------------------------
+
+
+def test_importance_sampled_nll_matches_exact_linear_gaussian():
+  """Decoder x = W z + b + N(0, diag(s^2)), z ~ N(0, I): the marginal is N(b, W W^T + diag(s^2))."""
+  info = DataInfo("t", "image", (2, 2, 1))
+  _, model = make(info, hidden=(), latents=(2,), likelihood="gaussian", scale="learned")
+  variables = random_params(init_variables(model, info), seed=4, scale=0.6)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+  w, b = p["decoder_out"]["kernel"], p["decoder_out"]["bias"]  # [Z, D], [D]
+  noise_var = np.exp(2 * p["pixel_log_scale"].reshape(-1))
+  cov = w.T @ w + np.diag(noise_var)
+  # The encoder: the exact posterior N(S W Psi^-1 (x - b), S), S = (I + W Psi^-1 W^T)^-1, with its
+  # mean perturbed and its (diagonal) std widened, so importance sampling has work to do.
+  post_cov = np.linalg.inv(np.eye(2) + (w / noise_var) @ w.T)
+  mean_kernel = (w / noise_var).T @ post_cov + np.random.default_rng(6).normal(0, 0.1, (4, 2))
+  log_std = np.log(np.sqrt(np.diag(post_cov))) + 0.4
+  q_kernel = np.concatenate([mean_kernel, np.zeros((4, 2))], 1)
+  q_bias = np.concatenate([-b @ mean_kernel, log_std])
+  params = {**variables["params"], "q_heads_0": {"kernel": jnp.asarray(q_kernel, jnp.float32),
+                                                 "bias": jnp.asarray(q_bias, jnp.float32)}}
+  variables = {"params": params}
+  x = np.random.default_rng(5).multivariate_normal(b, cov, size=6).astype(np.float32)
+  exact = stats.multivariate_normal(b, cov).logpdf(x.astype(np.float64))
+  keys = jax.random.split(jax.random.key(7), 6)
+  estimate = jax.jit(lambda v, x, k: vae.importance_sampled_log_px(model, v, x, k, 5000, 500))(
+      variables, jnp.asarray(x.reshape(6, 2, 2, 1)), keys)
+  np.testing.assert_allclose(estimate, exact, atol=0.03)
+  # The elbo with the same (mismatched) encoder is visibly lower: the test would see a bound.
+  elbo = vae.elbo_terms(model.apply(variables, jnp.asarray(x.reshape(6, 2, 2, 1)),
+                                    vae.draw_eps(model, keys, 200)))["elbo"]
+  assert np.all(np.asarray(elbo) < exact - 0.05)
+  # Unbiasedness of the importance-sampled p(x) itself (not its log): E[p_hat / p] = 1 for any k.
+  def log_p_hat(r):
+    rkeys = jax.vmap(lambda key: jax.random.fold_in(key, 1000 + r))(keys)
+    return vae.iwae_bound(model.apply(variables, jnp.asarray(x.reshape(6, 2, 2, 1)), vae.draw_eps(model, rkeys, 10)))
+  ratios = np.exp(np.asarray(jax.jit(jax.vmap(log_p_hat))(jnp.arange(300)), np.float64) - exact).ravel()
+  assert abs(ratios.mean() - 1.0) < 4 * ratios.std() / np.sqrt(ratios.size) + 1e-3, ratios.mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# The family's functions: sampling, training, evaluation, pictures, pmap
+# ----------------------------------------------------------------------------------------------
+
+
+def binary_batch(n, shape=(4, 4, 1), seed=0):
+  proto = np.sign(np.random.default_rng(1234).normal(size=(3, *shape)))  # the same three prototypes
+  rng = np.random.default_rng(seed)  # pick one per example and flip 10% of its pixels: learnable
+  x = proto[rng.integers(0, 3, n)] * np.where(rng.random((n, *shape)) < 0.1, -1, 1)
+  return {"image": x.astype(np.float32), "label": np.zeros(n, np.int32)}
+
+
+INFO_4x4 = DataInfo("t", "image", (4, 4, 1), binary=True)
+
+
+def tiny_exp(**model):
+  model = {"hidden": (16,), "latents": (2,), "eval_samples": 40, "eval_chunk": 20, "eval_step_samples": 5, **model}
+  return Experiment(model=vae.Config(**model),
+                    optim=Optim(learning_rate=3e-3), train=Train(steps=100, batch_size=16))
+
+
+def test_sample_shapes_range_and_determinism():
+  fam = vae.build(tiny_exp(), INFO_4x4)
+  state = fam.init(jax.random.key(0), binary_batch(4))
+  sample = jax.jit(fam.sample, static_argnums=2)
+  a = sample(state.variables(), jax.random.key(1), 7)
+  b = sample(state.variables(), jax.random.key(1), 7)
+  c = sample(state.variables(), jax.random.key(2), 7)
+  assert a.shape == (7, 4, 4, 1) and a.dtype == jnp.float32
+  assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
+  exp = tiny_exp()
+  fam = vae.build(exp, INFO_4x4)
+  state = fam.init(jax.random.key(0), binary_batch(4))
+  step = jax.jit(fam.train_step)
+  first = None
+  for i in range(100):
+    state, metrics = step(state, binary_batch(16, seed=i), jax.random.key(i))
+    first = first or float(metrics["loss"])
+    assert set(metrics) == {"loss", "elbo", "kl", "recon"}
+  assert int(state.step) == 100
+  assert float(metrics["loss"]) < first - 3.0, (first, float(metrics["loss"]))
+  np.testing.assert_allclose(metrics["elbo"], metrics["recon"] - metrics["kl"], rtol=1e-5)
+
+  test = binary_batch(6, seed=99)
+  padded = {"image": np.concatenate([test["image"], np.ones((2, 4, 4, 1), np.float32)]),
+            "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
+  exact = {"image": test["image"], "mask": np.ones(6, np.float32)}
+  out_padded = fam.evaluate(state, [padded], jax.random.key(5))
+  out_exact = fam.evaluate(state, [exact], jax.random.key(5))
+  assert out_padded["num_examples"] == 6
+  for name in ("nll", "elbo", "kl", "recon"):
+    np.testing.assert_allclose(out_padded[name], out_exact[name], rtol=1e-5)
+  assert out_exact["nll"] <= -out_exact["elbo"] + 0.5  # IW estimate is tighter than the ELBO
+  np.testing.assert_allclose(out_exact["bits_per_dim"], out_exact["nll"] / (16 * np.log(2)), rtol=1e-6)
+
+  eval_metrics = jax.jit(fam.eval_step)(state, padded, jax.random.key(6))
+  assert set(eval_metrics) == {"elbo", "kl", "recon", "nll_k5"}
+
+  pictures = jax.jit(fam.pictures)(state, binary_batch(64, seed=3), jax.random.key(0))
+  assert pictures["reconstructions"].shape == (64, 4, 4, 1)
+  np.testing.assert_array_equal(pictures["reconstructions"][:8], binary_batch(64, seed=3)["image"][:8])
+  assert pictures["latent_traversal"].shape == (225, 4, 4, 1)
+
+
+def test_config_errors_are_raised_before_compiling():
+  with pytest.raises(ConfigError, match="binarize"):
+    vae.build(tiny_exp(likelihood="bernoulli"), GREY_2x2)
+  with pytest.raises(ConfigError, match="divisible by 4"):
+    vae.build(tiny_exp(architecture="conv"), DataInfo("t", "image", (6, 6, 1)))
+  with pytest.raises(ConfigError, match="eval_chunk"):
+    vae.build(tiny_exp(eval_samples=50, eval_chunk=20), INFO_4x4)
+
+
+@pytest.mark.parametrize("model", [dict(), dict(architecture="conv", conv_channels=(4, 8), hidden=(8,),
+                                               objective="iwae", train_samples=3)])
+def test_pmap_step_equals_one_device_step(model):
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
+  one = vae.build(tiny_exp(**model), INFO_4x4)
+  exp_pmap = dataclasses.replace(tiny_exp(**model), parallel=Parallel(mode="pmap"))
+  many = vae.build(exp_pmap, INFO_4x4)
+  state = one.init(jax.random.key(0), binary_batch(4))
+  batch = binary_batch(16, seed=1)
+  step_one = jax.jit(one.train_step)
+  step_many = jax.pmap(many.train_step, axis_name="data", in_axes=(0, 0, None))
+  state_many = jax.tree.map(lambda a: jnp.stack([a] * 8), state)  # one copy per device
+  for i in range(2):
+    rng = jax.random.key(10 + i)
+    state, m1 = step_one(state, batch, rng)
+    shards = jax.tree.map(lambda a: a.reshape(8, 2, *a.shape[1:]), batch)
+    state_many, m8 = step_many(state_many, shards, rng)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state_many.params)):
+    np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(b)[7], a, rtol=1e-4, atol=1e-5)
+  for name in m1:
+    np.testing.assert_allclose(np.asarray(m8[name])[0], m1[name], rtol=1e-4)
