@@ -116,6 +116,17 @@ def test_gpt_learns_a_periodic_sequence():
   assert int(state.step) == 100
 
 
+def test_gpt_bfloat16_compute_keeps_float32_params_and_logits():
+  model = gpt_lib.GPT(vocab_size=V, block_size=BLOCK, num_layers=1, num_heads=2, width=16, dtype=jnp.bfloat16)
+  tokens = jnp.zeros((1, BLOCK), jnp.int32)
+  params = model.init(jax.random.key(0), tokens)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  logits, _ = model.apply(params, tokens)
+  assert logits.dtype == jnp.float32
+  reference, _ = model.replace(dtype=jnp.float32).apply(params, tokens)
+  np.testing.assert_allclose(logits, reference, atol=0.05)  # bfloat16 rounding, same function
+
+
 def test_gpt_weight_decay_mask():
   family_model = gpt_model()
   params = family_model.init(jax.random.key(0), jnp.zeros((1, BLOCK), jnp.int32))["params"]

@@ -176,11 +176,15 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     return {"loss": loss, bits_name: loss / math.log(2.0), "tokens": count}
 
   @jax.jit
-  def _generate(params, rng, prompt_BxP, temperature, top_k, top_p, capacity_T):
-    # capacity_T: an empty i32[T] whose length is the number of new tokens (a static shape).
-    length = capacity_T.shape[0]
+  def _generate(params, rng, prompt_BxP, temperature, top_k, top_p, length_T):
+    # length_T: an empty i32[T] whose length is the number of new tokens (a static shape).
+    length = length_T.shape[0]
     step_fn = lambda tokens, positions, caches: model.apply({"params": params}, tokens, positions, caches)
-    caches = model.init_caches(prompt_BxP.shape[0], prompt_BxP.shape[1] + length)
+    # The cache always spans the whole block (or more, for rotary positions past it): every
+    # step attends over the same number of slots, so a token costs the same whatever the
+    # length asked for or already generated.
+    capacity = max(block_size, prompt_BxP.shape[1] + length)
+    caches = model.init_caches(prompt_BxP.shape[0], capacity)
     return sampling.generate_tokens(step_fn, caches, rng, prompt_BxP, length, temperature, top_k, top_p)
 
   default_start = _start_token(info)
