@@ -217,22 +217,30 @@ def build(exp: Experiment, info: DataInfo) -> Family:
                               clip_denoised=cfg.clip_denoised, variance=cfg.variance)
     return jnp.clip(x, -1.0, 1.0)
 
-  def sample(variables, rng, n, *, sampler=None, num_steps=None, eta=None, guidance_scale=None, labels=None):
-    """n images f32[n, H, W, C] in [-1, 1], one compiled call. Defaults come from the config;
-    labels (class-conditional models) default to 0, 1, ..., num_classes - 1, 0, 1, ..."""
+  def sample(variables, rng, n, *, sampler=None, num_steps=None, eta=None, guidance_scale=None,
+             labels=None, label=None):
+    """n images f32[n, H, W, C] in [-1, 1], one compiled call (it may also be traced inside the
+    caller's jit). Defaults come from the config. Class-conditional models draw class `label`
+    (an int, for every image) or `labels` (int[n]); by default 0, 1, ..., num_classes - 1, 0, 1, ..."""
     sampler = sampler or cfg.sampler
     samplers.get(sampler)
     num_steps = int(num_steps or cfg.sample_steps or T)
+    samplers.timesteps(T, num_steps)
     guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
-    if guidance_scale != 1.0 and not num_classes:
-      raise ValueError("guidance_scale != 1 needs a class-conditional model (model.class_conditional=True).")
+    if not num_classes and (guidance_scale != 1.0 or labels is not None or label is not None):
+      raise ValueError("labels and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
     if num_classes:
-      labels = jnp.arange(n) % num_classes if labels is None else jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))
-      if int(jnp.max(labels)) >= num_classes or int(jnp.min(labels)) < 0:
-        raise ValueError(f"labels must lie in [0, {num_classes}).")
+      if label is not None:
+        labels = np.full((n,), label)
+      if labels is None:
+        labels = np.arange(n) % num_classes
+      if not isinstance(labels, jax.core.Tracer):
+        labels = np.broadcast_to(np.asarray(labels), (n,))
+        if labels.min() < 0 or labels.max() >= num_classes:
+          raise ValueError(f"labels must lie in [0, {num_classes}), got {sorted(set(labels.tolist()))}.")
     else:
-      labels = jnp.zeros((n,), jnp.int32)
-    return _sample(variables, rng, labels.astype(jnp.int32), n=int(n), sampler=sampler, num_steps=num_steps,
+      labels = np.zeros((n,), np.int32)
+    return _sample(variables, rng, jnp.asarray(labels, jnp.int32), n=int(n), sampler=sampler, num_steps=num_steps,
                    eta=float(cfg.eta if eta is None else eta), guidance_scale=guidance_scale)
 
   evals = lambda s, steps: steps * (2 if s != 1.0 else 1)
