@@ -1,0 +1,494 @@
+"""Throughput, FLOPs, MFU, compile time, memory, sampling and checkpoint costs of every family.
+
+    python -m genjax.bench [--quick] [--only NAME,...] [--out FILE.json] [--no-loop]
+
+For the standard config of each family (the experiments/ files, built with
+genjax.config.load_config_file) the benchmark compiles the train step exactly as the loop does
+(genjax.train.loop.Parallelism: jit over a one-device mesh, state donated), feeds it synthetic
+batches of the right shapes (no dataset needed) and reports, per config:
+
+  train_examples_per_s  examples (tokens for text: train_tokens_per_s) per second, steady state
+  flops_per_step        model FLOPs of one step from XLA's own cost analysis of the compiled step
+  matmul_flops_per_s    this device's measured matmul rate in the step's compute dtype, this run
+  mfu_measured          flops_per_step * steps/s / matmul rate;  mfu_peak: against the data sheet
+                        (H100/H200 989 TFLOP/s bf16 dense, A100 312; none on CPU)
+  peak_memory_bytes     device.memory_stats()["peak_bytes_in_use"]; on CPU (no stats) the
+                        process's peak RSS, which is cumulative over the run (memory_source says)
+  compile_s, first_step_s   lowering+compilation, and init + compile + the first step
+  pipeline_*            examples/s of Dataset.batch on this host (the config's dataset when it is
+                        prepared, else the embedded digits, as `pipeline_dataset` says) and its
+                        ratio to the train step's consumption (must stay > 1)
+  sample_*              sampling: seconds per image, per token at two lengths (GPT: flat with a
+                        KV cache), DDIM's cost per U-Net evaluation and its fixed overhead
+  checkpoint_*          seconds the loop is blocked by an asynchronous Checkpoints.save of the
+                        state vs the whole save's time
+  loop_*                (full mode, dataset prepared) a short genjax.train.loop.train run's steady
+                        steps/s and the fraction of wall time spent outside the compiled step
+
+On a CPU the standard batches take minutes per step for the largest models, so the benchmark
+uses `cpu_batch` there (printed as `batch`); FLOPs/MFU are per step of that batch. `--quick`
+shrinks every model to test size and runs a few steps: it is what CI runs (tests/test_bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import config as config_lib
+from genjax import families
+from genjax.data.info import DataInfo
+
+# Data-sheet dense peaks in FLOP/s by (device kind substring, dtype).
+PEAK_FLOPS = {
+    ("h200", "bfloat16"): 989e12, ("h100", "bfloat16"): 989e12, ("a100", "bfloat16"): 312e12,
+    ("h200", "float32"): 67e12, ("h100", "float32"): 67e12, ("a100", "float32"): 19.5e12,
+}
+
+# The shapes of the datasets the standard configs read, so no dataset is needed for the step.
+DATA_SHAPES = {
+    "mnist": dict(kind="image", shape=(28, 28, 1), num_classes=10),
+    "fashion_mnist": dict(kind="image", shape=(28, 28, 1), num_classes=10),
+    "binarized_mnist": dict(kind="image", shape=(28, 28, 1), num_classes=None, binary=True),
+    "cifar10": dict(kind="image", shape=(32, 32, 3), num_classes=10),
+    "stacked_mnist": dict(kind="image", shape=(28, 28, 3), num_classes=1000),
+    "digits": dict(kind="image", shape=(8, 8, 1), num_classes=10),
+    "tiny_shakespeare": dict(kind="text", vocab_size=65),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One benchmarked config: a config file spec (relative to the repo root), or a builder for
+  standard models that have no config file yet; the batch used on CPU; the test-size model."""
+
+  config: Optional[str]
+  cpu_batch: int
+  quick: Callable[[Any], Any]  # model Config -> test-size model Config
+  build: Optional[Callable[[], config_lib.Experiment]] = None
+  vocab_size: Optional[int] = None  # text data with a tokenizer other than char
+  note: str = ""
+
+
+def _gpt2_small() -> config_lib.Experiment:
+  """GPT-2 small (124M: 12 layers, 12 heads, width 768, block 1024, vocabulary 50304 as in
+  nanoGPT), with nanoGPT's train_gpt2 optimiser, bfloat16 compute, batch 8 x 1024 per step."""
+  base = _load("experiments/gpt_shakespeare_char.py")
+  return dataclasses.replace(
+      base, name="gpt2_small",
+      model=dataclasses.replace(base.model, num_layers=12, num_heads=12, width=768, dropout=0.0,
+                                vocab_size=50304),
+      data=dataclasses.replace(base.data, block_size=1024, tokenizer="byte"),
+      optim=dataclasses.replace(base.optim, learning_rate=6e-4, b2=0.95, warmup_steps=2000),
+      train=dataclasses.replace(base.train, steps=600_000, batch_size=8, compute_dtype="bfloat16"))
+
+
+def _sngan_cifar10() -> config_lib.Experiment:
+  """SNGAN ResNet for CIFAR-10 (Miyato et al. 2018, appendix B.4): G 256 channels x 3 up-blocks,
+  D 128 channels x 4 blocks, spectral norm, hinge loss, n_critic 5, Adam(2e-4, 0, 0.9), batch 64."""
+  from genjax.families import gan
+  base = _load("experiments/dcgan_mnist.py")
+  return dataclasses.replace(
+      base, name="sngan_cifar10",
+      model=gan.Config(arch="sngan_resnet", latent_dim=128, latent_dist="normal",
+                       g_widths=(256, 256, 256, 256), d_widths=(128, 128, 128, 128),
+                       g_norm="batch", d_norm="none", spectral_norm=True, loss="hinge", n_critic=5),
+      data=config_lib.Data(name="cifar10"),
+      optim=config_lib.Optim(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9),
+      train=dataclasses.replace(base.train, steps=50_000, batch_size=64))
+
+
+def _vae_conv() -> config_lib.Experiment:
+  """The convolutional VAE on MNIST (stride-2 4x4 convolutions 32, 64, dense 256, 32 latents)."""
+  from genjax.families import vae
+  base = _load("experiments/vae_binarized_mnist.py:vae")
+  return dataclasses.replace(
+      base, name="vae_conv_mnist",
+      model=dataclasses.replace(base.model, architecture="conv", conv_channels=(32, 64), hidden=(256,),
+                                latents=(32,), activation="relu"),
+      train=dataclasses.replace(base.train, batch_size=128, steps_per_call=1))
+
+
+def _tiny_gpt(m):
+  return dataclasses.replace(m, num_layers=2, num_heads=2, width=64, dropout=0.0)
+
+
+def _tiny_unet(m):
+  return dataclasses.replace(m, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0)
+
+
+def _tiny_gan(m):
+  if m.arch == "dcgan":
+    return dataclasses.replace(m, g_widths=(64, 32, 16, 8), d_widths=(8, 16, 32, 64), latent_dim=16)
+  return dataclasses.replace(m, g_widths=(32, 32, 32, 32), d_widths=(32, 32, 32, 32), latent_dim=16, n_critic=1)
+
+
+def _tiny_vae(m):
+  return dataclasses.replace(m, hidden=(32,), latents=(8,), conv_channels=(8, 16),
+                             train_samples=min(m.train_samples, 4))
+
+
+BENCHMARKS: Dict[str, Entry] = {
+    "gpt_shakespeare_char": Entry("experiments/gpt_shakespeare_char.py", cpu_batch=8, quick=_tiny_gpt),
+    "gpt2_small": Entry(None, cpu_batch=1, quick=_tiny_gpt, build=_gpt2_small, vocab_size=50257,
+                        note="GPT-2 small built in genjax.bench (no experiments/ file yet)"),
+    "ddpm_mnist": Entry("experiments/ddpm_mnist.py", cpu_batch=16, quick=_tiny_unet),
+    "ddpm_cifar10": Entry("experiments/ddpm_cifar10.py", cpu_batch=4, quick=_tiny_unet),
+    "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=_tiny_gan),
+    "sngan_cifar10": Entry(None, cpu_batch=10, quick=_tiny_gan, build=_sngan_cifar10,
+                           note="SNGAN built in genjax.bench (no experiments/ file yet)"),
+    "vae_conv_mnist": Entry(None, cpu_batch=128, quick=_tiny_vae, build=_vae_conv,
+                            note="conv VAE built in genjax.bench (no experiments/ file yet)"),
+    "iwae_binarized_mnist": Entry("experiments/vae_binarized_mnist.py:iwae", cpu_batch=20, quick=_tiny_vae),
+}
+
+
+def _repo_path(spec: str) -> str:
+  """experiments/X.py[:arg] relative to the working directory, else to the package's checkout."""
+  path, sep, arg = spec.partition(":")
+  if not os.path.exists(path):
+    candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    if os.path.exists(candidate):
+      path = candidate
+  return path + sep + arg
+
+
+def _load(spec: str) -> config_lib.Experiment:
+  return config_lib.load_config_file(_repo_path(spec))
+
+
+def experiment_for(name: str, quick: bool, on_cpu: bool) -> config_lib.Experiment:
+  """The benchmarked Experiment: the standard config, its batch cut to `cpu_batch` on a CPU,
+  shrunk to test size in quick mode; one device; no steps_per_call (one step per call)."""
+  entry = BENCHMARKS[name]
+  exp = entry.build() if entry.build else _load(entry.config)
+  train = dataclasses.replace(exp.train, steps_per_call=1, progress=False)
+  data = exp.data
+  if quick:
+    exp = dataclasses.replace(exp, model=entry.quick(exp.model))
+    train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, 10 if exp.family == "gan" else 8))
+    if data.name in DATA_SHAPES and DATA_SHAPES[data.name]["kind"] == "text":
+      data = dataclasses.replace(data, block_size=32)
+  elif on_cpu:
+    train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.cpu_batch))
+  return dataclasses.replace(exp, train=train, data=data,
+                             parallel=config_lib.Parallel(mode="jit", num_devices=1))
+
+
+def synthetic_info(exp: config_lib.Experiment, entry: Entry) -> DataInfo:
+  spec = dict(DATA_SHAPES[exp.data.name])
+  if spec["kind"] == "text":
+    return DataInfo(name=exp.data.name, kind="text", shape=(exp.data.block_size,),
+                    vocab_size=entry.vocab_size or spec["vocab_size"])
+  binary = spec.pop("binary", False) or exp.data.binarize != "none"
+  return DataInfo(name=exp.data.name, binary=binary, **spec)
+
+
+def synthetic_batch(info: DataInfo, batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
+  """A batch of the right shapes and ranges: tokens in [0, V), images in [-1, 1] (binary: +-1)."""
+  r = np.random.default_rng(seed)
+  if info.kind == "text":
+    return {"tokens": r.integers(0, info.vocab_size, (batch, info.shape[0] + 1), dtype=np.int32)}
+  image = r.uniform(-1, 1, (batch, *info.shape)).astype(np.float32)
+  if info.binary:
+    image = np.where(image > 0, 1.0, -1.0).astype(np.float32)
+  return {"image": image, "label": r.integers(0, info.num_classes or 1, (batch,), dtype=np.int32)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], Any], min_time: float, min_reps: int, max_reps: int) -> float:
+  """Best-of seconds per call of fn() (which must block), after one warm-up call."""
+  fn()
+  best, total, reps = math.inf, 0.0, 0
+  while reps < min_reps or (total < min_time and reps < max_reps):
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    best, total, reps = min(best, dt), total + dt, reps + 1
+  return best
+
+
+def matmul_rate(dtype: str, device, n: int = 2048, min_time: float = 1.0) -> float:
+  """FLOP/s of an n x n x n matmul in `dtype` on `device` (best of several)."""
+  a = jax.device_put(jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype), device)
+  b = jax.device_put(jnp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype), device)
+  f = jax.jit(jnp.matmul)
+  seconds = _timed(lambda: f(a, b).block_until_ready(), min_time, 3, 50)
+  return 2.0 * n ** 3 / seconds
+
+
+def data_sheet_peak(device, dtype: str) -> Optional[float]:
+  kind = getattr(device, "device_kind", "").lower()
+  for (name, dt), peak in PEAK_FLOPS.items():
+    if name in kind and dt == dtype:
+      return peak
+  return None
+
+
+def cost_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per device program
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
+
+
+def peak_memory(device) -> Dict[str, Any]:
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001 - backends without stats raise various errors
+    stats = None
+  if stats and "peak_bytes_in_use" in stats:
+    return {"peak_memory_bytes": int(stats["peak_bytes_in_use"]), "memory_source": "device.memory_stats"}
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+  return {"peak_memory_bytes": int(rss), "memory_source": "process peak RSS (no device stats; cumulative)"}
+
+
+def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[str, Any]:
+  """Compiles the loop's step for `exp` and times it on one synthetic batch."""
+  from genjax.train import loop
+  par = loop.Parallelism(exp)
+  B = exp.train.batch_size
+  host_batch = synthetic_batch(info, B)
+  t0 = time.perf_counter()
+  state = jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0), loop.example_batch(info))
+  state = par.put_state(state)
+  step = par.compile(family.train_step, returns_state=True)
+  batch = par.put_batch(host_batch)
+  rngs = [jax.random.fold_in(jax.random.key(1), i) for i in range(max_steps + 1)]
+  t_lower = time.perf_counter()
+  compiled = step.lower(state, batch, rngs[0]).compile()
+  compile_s = time.perf_counter() - t_lower
+  state, metrics = compiled(state, batch, rngs[0])
+  jax.block_until_ready((state, metrics))
+  first_step_s = time.perf_counter() - t0
+  # Steady state: dispatch steps back to back (as the loop does) and wait once at the end.
+  steps, t_start = 0, time.perf_counter()
+  while steps < 2 or (time.perf_counter() - t_start < min_time and steps < max_steps):
+    state, metrics = compiled(state, batch, rngs[1 + steps])
+    steps += 1
+    if steps == 2 or steps % 4 == 0:
+      jax.block_until_ready(metrics)
+  jax.block_until_ready((state, metrics))
+  seconds_per_step = (time.perf_counter() - t_start) / steps
+  loss = float(np.asarray(jax.device_get(metrics.get("loss", np.nan))).reshape(-1)[0]) if "loss" in metrics else None
+  return {"state": par.one_copy(state), "flops_per_step": cost_flops(compiled), "compile_s": compile_s,
+          "first_step_s": first_step_s, "seconds_per_step": seconds_per_step, "timed_steps": steps,
+          "examples_per_s": B / seconds_per_step, "last_loss": loss}
+
+
+def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
+  """Sampling costs: one compiled call per sample; timed after a warm-up call."""
+  variables = state.variables(ema=True)
+  rng = jax.random.key(2)
+  out: Dict[str, Any] = {}
+  block = lambda x: jax.block_until_ready(x)
+  if family.output == "text":
+    L = exp.data.block_size
+    n = 1 if L >= 1024 else 4
+    short, long = max(L // 8, 2), L - 1
+    per_token = {}
+    for length in (short, long):
+      seconds = _timed(lambda: block(family.sample(variables, rng, n, length=length)), 0.0, 1, 1)
+      per_token[length] = seconds / length
+    out.update(sample_batch=n, sample_s_per_token_short=per_token[short], sample_short_length=short,
+               sample_s_per_token_long=per_token[long], sample_long_length=long,
+               sample_per_token_long_over_short=per_token[long] / per_token[short])
+    return out
+  n = 4 if quick else 16
+  if exp.family == "diffusion":
+    guided = getattr(exp.model, "class_conditional", False) and exp.model.guidance_scale != 1.0
+    many, few = (6, 2) if quick else (50, 10)
+    times = {}
+    for steps in (many, few):
+      times[steps] = _timed(lambda: block(family.sample(variables, rng, n, sampler="ddim", num_steps=steps)),
+                            0.0, 1, 1)
+    per_eval = (times[many] - times[few]) / (many - few)
+    overhead = times[many] - many * per_eval
+    out.update(sample_batch=n, sample_ddim_steps=many, sample_ddim_s=times[many],
+               sample_s_per_image=times[many] / n, sample_unet_evals=many * (2 if guided else 1),
+               sample_s_per_step=per_eval, sample_fixed_overhead_s=overhead,
+               sample_overhead_fraction=overhead / times[many])
+    return out
+  seconds = _timed(lambda: block(family.sample(variables, rng, n)), 0.0, 1, 3)
+  out.update(sample_batch=n, sample_s_per_image=seconds / n)
+  return out
+
+
+def measure_checkpoint(state) -> Dict[str, Any]:
+  """How long Checkpoints.save blocks the loop vs. how long the whole asynchronous save takes."""
+  from genjax.train import checkpoint as ckpt_lib
+  with tempfile.TemporaryDirectory() as workdir:
+    checkpoints = ckpt_lib.Checkpoints(workdir, keep=1, async_save=True)
+    checkpoints.save(1, state, {"step": 1})  # warm-up: Orbax's first save sets up its threads
+    checkpoints.wait()
+    t0 = time.perf_counter()
+    checkpoints.save(2, state, {"step": 2})
+    blocked = time.perf_counter() - t0
+    checkpoints.wait()
+    total = time.perf_counter() - t0
+    checkpoints.close()
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  return {"checkpoint_blocked_s": blocked, "checkpoint_total_s": total, "checkpoint_bytes": int(size)}
+
+
+def measure_pipeline(exp, steps: int) -> Dict[str, Any]:
+  """Dataset.batch throughput at the config's global batch, on its dataset when prepared."""
+  from genjax import data as data_lib
+  data, used, reason = exp.data, exp.data.name, ""
+  try:
+    dataset = data_lib.load(data, data.train_split)
+  except Exception as e:  # noqa: BLE001 - not prepared here: fall back to the embedded digits
+    reason = f"{data.name} not available ({type(e).__name__}); measured on digits"
+    used = "digits"
+    dataset = data_lib.load(config_lib.Data(name="digits"), "train")
+  rate = data_lib.pipeline_throughput(dataset, exp.train.batch_size, steps)
+  return {"pipeline_dataset": used, "pipeline_examples_per_s": rate, "pipeline_note": reason}
+
+
+def measure_loop(exp, steps_per_window: int) -> Dict[str, Any]:
+  """A short genjax.train.loop.train run: its steady steps/s (log windows after the first, which
+  holds the compilation) against the isolated step's rate gives the time spent outside the step."""
+  from genjax.train import loop, writers
+  steps = 4 * steps_per_window
+  exp = dataclasses.replace(
+      exp, train=dataclasses.replace(exp.train, steps=steps, log_every=steps_per_window, eval_every=steps,
+                                     checkpoint_every=steps, progress=False),
+      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=exp.train.batch_size, num_samples=1,
+                               sample_length=min(exp.eval.sample_length, 8)))
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    loop.train(exp, workdir)
+    wall = time.perf_counter() - t0
+    rates = [r["steps_per_sec"] for r in writers.read_metrics(workdir)
+             if "steps_per_sec" in r and r["step"] > steps_per_window and r["steps_per_sec"] > 0]
+  return {"loop_steps": steps, "loop_wall_s": wall, "loop_steps_per_s": float(np.median(rates)) if rates else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------
+
+
+def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float]) -> Dict[str, Any]:
+  device = jax.devices()[0]
+  on_cpu = device.platform == "cpu"
+  entry = BENCHMARKS[name]
+  exp = experiment_for(name, quick, on_cpu)
+  info = synthetic_info(exp, entry)
+  family = families.get(exp.family).build(exp, info)
+  dtype = exp.train.compute_dtype
+  if dtype not in rates:
+    rates[dtype] = matmul_rate(dtype, device, n=512 if quick else 2048, min_time=0.2 if quick else 1.0)
+  row: Dict[str, Any] = {"name": name, "family": exp.family, "config": entry.config or "built in genjax.bench",
+                         "note": entry.note, "batch": exp.train.batch_size, "compute_dtype": dtype,
+                         "family_notes": family.notes}
+  train = measure_train(exp, family, info, min_time=0.5 if quick else 8.0, max_steps=3 if quick else 200)
+  state = train.pop("state")
+  row.update({f"train_{k}" if k in ("examples_per_s", "seconds_per_step", "timed_steps", "last_loss") else k: v
+              for k, v in train.items()})
+  if info.kind == "text":
+    row["train_tokens_per_s"] = row["train_examples_per_s"] * info.shape[0]
+  achieved = row["flops_per_step"] / row["train_seconds_per_step"]
+  row["achieved_flops_per_s"] = achieved
+  row["matmul_flops_per_s"] = rates[dtype]
+  row["mfu_measured"] = achieved / rates[dtype]
+  peak = data_sheet_peak(device, dtype)
+  row["peak_flops_per_s"] = peak
+  row["mfu_peak"] = achieved / peak if peak else None
+  row.update(peak_memory(device))
+  row.update(measure_pipeline(exp, steps=5 if quick else 50))
+  row["pipeline_over_train"] = row["pipeline_examples_per_s"] / row["train_examples_per_s"]
+  row.update(measure_sampling(exp, family, state, info, quick))
+  row.update(measure_checkpoint(state))
+  row["loop_outside_step_fraction"] = None
+  if with_loop:
+    if row["pipeline_dataset"] != exp.data.name:
+      row["loop_note"] = f"skipped: {exp.data.name} is not prepared"
+    else:
+      window = max(3, min(20, int(4.0 / row["train_seconds_per_step"])))
+      row.update(measure_loop(exp, window))
+      if row.get("loop_steps_per_s"):
+        row["loop_outside_step_fraction"] = max(0.0, 1.0 - row["loop_steps_per_s"] * row["train_seconds_per_step"])
+  return row
+
+
+COLUMNS = [
+    ("name", "{}", 22), ("batch", "{}", 5), ("train_examples_per_s", "{:.1f}", 9), ("flops_per_step", "{:.3g}", 9),
+    ("mfu_measured", "{:.2f}", 5), ("mfu_peak", "{:.3f}", 6), ("first_step_s", "{:.1f}", 6),
+    ("peak_memory_bytes", "{:.3g}", 8), ("pipeline_over_train", "{:.1f}", 8), ("sample_s_per_image", "{:.3g}", 8),
+    ("sample_s_per_token_long", "{:.3g}", 8), ("checkpoint_blocked_s", "{:.3f}", 7),
+    ("checkpoint_total_s", "{:.3f}", 7), ("loop_outside_step_fraction", "{:.3f}", 7),
+]
+HEADERS = ["config", "batch", "ex/s", "FLOP/step", "MFU", "MFUpk", "1st s", "mem B", "pipe/x", "s/img",
+           "s/tok", "ckpt_blk", "ckpt_all", "outside"]
+
+
+def format_table(rows: List[Dict[str, Any]]) -> str:
+  lines = ["  ".join(h.rjust(w) for h, (_, _, w) in zip(HEADERS, COLUMNS))]
+  for row in rows:
+    cells = []
+    for key, fmt, width in COLUMNS:
+      value = row.get(key)
+      cells.append(("-" if value is None else fmt.format(value)).rjust(width))
+    lines.append("  ".join(cells))
+  return "\n".join(lines)
+
+
+def main(argv=None) -> Dict[str, Any]:
+  parser = argparse.ArgumentParser(prog="python -m genjax.bench", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", help="test-size models, a few steps (CI)")
+  parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+  parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+  parser.add_argument("--no-loop", dest="loop", action="store_false",
+                      help="skip the short loop.train run (done in full mode on prepared datasets)")
+  args = parser.parse_args(argv)
+  names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+  unknown = [n for n in names if n not in BENCHMARKS]
+  if unknown:
+    parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}.")
+  device = jax.devices()[0]
+  rates: Dict[str, float] = {}
+  rows = []
+  for name in names:
+    t0 = time.perf_counter()
+    row = run_one(name, args.quick, args.loop and not args.quick, rates)
+    row["bench_s"] = time.perf_counter() - t0
+    rows.append(row)
+    print(f"[{name}] done in {row['bench_s']:.1f} s", file=sys.stderr, flush=True)
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
+  result = {
+      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
+      "device": {"platform": device.platform, "kind": getattr(device, "device_kind", ""),
+                 "count": jax.device_count(), "cpu_count": os.cpu_count(), "host": platform.machine()},
+      "load_average": list(load) if load else None, "jax": jax.__version__,
+      "matmul_flops_per_s": rates, "rows": rows,
+  }
+  print(format_table(rows))
+  print(f"device {device.platform} ({getattr(device, 'device_kind', '')}), load average {load}, matmul FLOP/s "
+        + ", ".join(f"{k} {v:.3g}" for k, v in rates.items()))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1, default=float)
+  return result
+
+
+if __name__ == "__main__":
+  main()
