@@ -124,8 +124,12 @@ def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_siz
         f"No trained {dataset} classifier at {workdir}. Train it once with `python -m genjax.train "
         f"--config experiments/classifier_{dataset}.py --workdir {workdir}` (or set "
         f"GENJAX_CLASSIFIER_{dataset.upper()} / GENJAX_HOME to where one was trained).")
-  from genjax.train import loop
-  exp, _, state, info = loop.restore(workdir)
+  from genjax.train import checkpoint, loop
+  try:
+    exp, _, state, info = loop.restore(workdir)
+  except (FileNotFoundError, checkpoint.CheckpointError) as e:
+    raise FeatureNetError(f"The {dataset} classifier at {workdir} cannot be read ({e}); is its training "
+                          "still running or was it stopped before the first checkpoint?") from e
   if exp.family != "classifier":
     raise FeatureNetError(f"{workdir} holds a {exp.family} run, not a classifier.")
   model = classifier.make_model(exp, info)
