@@ -57,6 +57,16 @@ class Checkpoints:
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+  def latest_meta(self) -> Optional[Tuple[int, dict]]:
+    """(step, meta) of the newest checkpoint whose meta can be read, or None; unreadable ones
+    are set aside like in `restore_latest`."""
+    for step in reversed(self.steps()):
+      try:
+        return step, self.read_meta(step)
+      except Exception as e:  # noqa: BLE001 - truncated JSON, missing folder, ...
+        self._set_aside(step, e)
+    return None
+
   def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
     """(step, state, meta) of the newest readable checkpoint, or None when there is none.
     `abstract_state` is a pytree of jax.ShapeDtypeStruct (with shardings) like the state."""

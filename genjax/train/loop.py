@@ -215,11 +215,16 @@ def restore(workdir: str, step: Optional[int] = None):
   (or `step`), as one copy on the default device; nothing but the workdir is needed."""
   exp = load_config(workdir)
   checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
-  steps = checkpoints.steps()
-  if not steps:
+  if not checkpoints.steps():
     raise FileNotFoundError(f"No checkpoint in {checkpoints.directory}: train longer than "
                             "train.checkpoint_every steps, or check the --workdir.")
-  meta = checkpoints.read_meta(step if step is not None else steps[-1])
+  if step is not None:
+    meta = checkpoints.read_meta(step)
+  else:
+    newest = checkpoints.latest_meta()  # a damaged newest checkpoint falls back to the one before
+    if newest is None:
+      raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
+    meta = newest[1]
   info = info_from_dict(meta["data_info"])
   family = families.get(exp.family).build(exp, info)
   abstract = jax.eval_shape(family.init, jax.random.key(0), example_batch(info))
