@@ -1,6 +1,6 @@
 """Throughput, FLOPs, MFU, compile time, memory, sampling and checkpoint costs of every family.
 
-    python -m genjax.bench [--quick] [--only NAME,...] [--out FILE.json] [--no-loop]
+    python -m genjax.bench [--quick] [--only NAME,...] [--out FILE.json] [--data_dir DIR] [--no-loop]
 
 For the standard config of each family (the experiments/ files, built with
 genjax.config.load_config_file) the benchmark compiles the train step exactly as the loop does
@@ -170,13 +170,13 @@ def _load(spec: str) -> config_lib.Experiment:
   return config_lib.load_config_file(_repo_path(spec))
 
 
-def experiment_for(name: str, quick: bool, on_cpu: bool) -> config_lib.Experiment:
+def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str] = None) -> config_lib.Experiment:
   """The benchmarked Experiment: the standard config, its batch cut to `cpu_batch` on a CPU,
   shrunk to test size in quick mode; one device; no steps_per_call (one step per call)."""
   entry = BENCHMARKS[name]
   exp = entry.build() if entry.build else _load(entry.config)
   train = dataclasses.replace(exp.train, steps_per_call=1, progress=False)
-  data = exp.data
+  data = dataclasses.replace(exp.data, data_dir=data_dir or exp.data.data_dir)
   if quick:
     exp = dataclasses.replace(exp, model=entry.quick(exp.model))
     train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, 10 if exp.family == "gan" else 8))
@@ -387,11 +387,12 @@ def measure_loop(exp, steps_per_window: int) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float]) -> Dict[str, Any]:
+def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
+            data_dir: Optional[str] = None) -> Dict[str, Any]:
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
   entry = BENCHMARKS[name]
-  exp = experiment_for(name, quick, on_cpu)
+  exp = experiment_for(name, quick, on_cpu, data_dir)
   info = synthetic_info(exp, entry)
   family = families.get(exp.family).build(exp, info)
   dtype = exp.train.compute_dtype
@@ -457,6 +458,9 @@ def main(argv=None) -> Dict[str, Any]:
   parser.add_argument("--quick", action="store_true", help="test-size models, a few steps (CI)")
   parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
   parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+  parser.add_argument("--data_dir", default=None,
+                      help="prepared TFDS datasets for the pipeline and loop figures (default: "
+                           "data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets)")
   parser.add_argument("--no-loop", dest="loop", action="store_false",
                       help="skip the short loop.train run (done in full mode on prepared datasets)")
   args = parser.parse_args(argv)
@@ -469,7 +473,7 @@ def main(argv=None) -> Dict[str, Any]:
   rows = []
   for name in names:
     t0 = time.perf_counter()
-    row = run_one(name, args.quick, args.loop and not args.quick, rates)
+    row = run_one(name, args.quick, args.loop and not args.quick, rates, args.data_dir)
     row["bench_s"] = time.perf_counter() - t0
     rows.append(row)
     print(f"[{name}] done in {row['bench_s']:.1f} s", file=sys.stderr, flush=True)

@@ -1,0 +1,81 @@
+"""The benchmark runs in quick mode (test-size models, a few steps) so it cannot rot: its JSON
+has every field with sane values. Speed targets are measured by `python -m genjax.bench`,
+never asserted here."""
+
+import json
+import math
+
+import jax
+import pytest
+
+from genjax import bench, families
+
+COMMON = ["batch", "train_examples_per_s", "flops_per_step", "compile_s", "first_step_s", "matmul_flops_per_s",
+          "mfu_measured", "peak_memory_bytes", "memory_source", "pipeline_examples_per_s", "pipeline_over_train",
+          "checkpoint_blocked_s", "checkpoint_total_s", "checkpoint_bytes"]
+
+
+def check_row(row):
+  for key in COMMON:
+    assert key in row and row[key] is not None, key
+  assert row["flops_per_step"] > 0
+  assert 0 < row["mfu_measured"] < 1.5
+  assert math.isclose(row["mfu_measured"],
+                      row["flops_per_step"] / row["train_seconds_per_step"] / row["matmul_flops_per_s"], rel_tol=1e-6)
+  assert math.isclose(row["train_examples_per_s"], row["batch"] / row["train_seconds_per_step"], rel_tol=1e-6)
+  assert 0 < row["compile_s"] < row["first_step_s"]
+  assert row["peak_memory_bytes"] > 0
+  assert row["pipeline_examples_per_s"] > 0 and row["pipeline_over_train"] > 0
+  # The loop is blocked for part of the save at most.
+  assert 0 < row["checkpoint_blocked_s"] <= row["checkpoint_total_s"]
+  assert row["checkpoint_bytes"] > 0
+  assert math.isfinite(row["train_last_loss"])
+
+
+def test_quick_benchmark_writes_every_field(tmp_path):
+  out = tmp_path / "bench.json"
+  result = bench.main(["--quick", "--only", "gpt_shakespeare_char", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  assert saved["quick"] is True and saved["device"]["platform"] == jax.devices()[0].platform
+  assert saved["rows"][0]["name"] == "gpt_shakespeare_char" == result["rows"][0]["name"]
+  row = saved["rows"][0]
+  check_row(row)
+  # Text: tokens/s and per-token sampling times at two lengths.
+  assert math.isclose(row["train_tokens_per_s"], row["train_examples_per_s"] * 32, rel_tol=1e-6)
+  assert row["sample_s_per_token_short"] > 0 and row["sample_s_per_token_long"] > 0
+  assert row["sample_long_length"] > row["sample_short_length"]
+  # XLA's count agrees with the analytic 6N + attention estimate to within a factor of two
+  # (the estimate leaves out layer norms, softmax, the optimizer; XLA counts them).
+  per_token = float(row["family_notes"].split("~ ")[1].split()[0])
+  assert 0.5 < row["flops_per_step"] / (per_token * 32 * row["batch"]) < 2.0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_images_and_ddim(tmp_path):
+  result = bench.main(["--quick", "--only", "ddpm_mnist,dcgan_mnist", "--out", str(tmp_path / "b.json")])
+  ddpm, dcgan = result["rows"]
+  for row in (ddpm, dcgan):
+    check_row(row)
+    assert row["sample_s_per_image"] > 0
+  assert ddpm["sample_unet_evals"] == 2 * ddpm["sample_ddim_steps"]  # guided: two evaluations per step
+  assert ddpm["sample_s_per_step"] > 0
+
+
+def test_every_standard_config_builds():
+  # Every benchmarked config loads and its family builds on the synthetic data description,
+  # in full and quick sizes (no compilation): an experiments/ file that changes shape breaks here.
+  for name, entry in bench.BENCHMARKS.items():
+    for quick in (False, True):
+      exp = bench.experiment_for(name, quick=quick, on_cpu=True)
+      info = bench.synthetic_info(exp, entry)
+      family = families.get(exp.family).build(exp, info)
+      batch = bench.synthetic_batch(info, exp.train.batch_size)
+      key = "tokens" if info.kind == "text" else "image"
+      assert batch[key].shape[0] == exp.train.batch_size
+      assert exp.parallel.num_devices == 1 and exp.train.steps_per_call == 1
+      assert family.train_step is not None
+
+
+def test_unknown_benchmark_is_refused():
+  with pytest.raises(SystemExit):
+    bench.main(["--only", "gpt3"])
