@@ -254,8 +254,8 @@ def test_config_errors_are_raised_before_compiling():
     vae.build(tiny_exp(eval_samples=50, eval_chunk=20), INFO_4x4)
 
 
-@pytest.mark.parametrize("model", [dict(), dict(architecture="conv", conv_channels=(4, 8), hidden=(8,),
-                                               objective="iwae", train_samples=3)])
+@pytest.mark.parametrize("model", [dict(), pytest.param(dict(architecture="conv", conv_channels=(4, 8), hidden=(8,),
+                                                          objective="iwae", train_samples=3), marks=pytest.mark.slow)])
 def test_pmap_step_equals_one_device_step(model):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
