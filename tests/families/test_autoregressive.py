@@ -123,7 +123,7 @@ def test_gpt_bfloat16_compute_keeps_float32_params_and_logits():
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   logits, _ = model.apply(params, tokens)
   assert logits.dtype == jnp.float32
-  reference, _ = model.replace(dtype=jnp.float32).apply(params, tokens)
+  reference, _ = model.clone(dtype=jnp.float32).apply(params, tokens)
   np.testing.assert_allclose(logits, reference, atol=0.05)  # bfloat16 rounding, same function
 
 
