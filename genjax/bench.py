@@ -314,6 +314,8 @@ def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
     return out
   n = 4 if quick else 16
   if exp.family == "diffusion":
+    # 4 sampler calls (two lengths, each warmed up): keep a CPU's share to minutes.
+    n = 4 if quick or jax.devices()[0].platform != "cpu" else 2
     guided = getattr(exp.model, "class_conditional", False) and exp.model.guidance_scale != 1.0
     many, few = (6, 2) if quick else (50, 10)
     times = {}
@@ -363,14 +365,18 @@ def measure_pipeline(exp, steps: int) -> Dict[str, Any]:
   return {"pipeline_dataset": used, "pipeline_examples_per_s": rate, "pipeline_note": reason}
 
 
-def measure_loop(exp, steps_per_window: int) -> Dict[str, Any]:
+def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[str, Any]:
   """A short genjax.train.loop.train run: its steady steps/s (log windows after the first, which
-  holds the compilation) against the isolated step's rate gives the time spent outside the step."""
+  holds the compilation) against the isolated step's rate gives the time spent outside the step.
+  `steps_per_call` is the config's own (several steps per compiled call)."""
   from genjax.train import loop, writers
+  steps_per_window = -(-steps_per_window // steps_per_call) * steps_per_call
   steps = 4 * steps_per_window
   exp = dataclasses.replace(
       exp, train=dataclasses.replace(exp.train, steps=steps, log_every=steps_per_window, eval_every=steps,
-                                     checkpoint_every=steps, progress=False),
+                                     checkpoint_every=steps, progress=False, steps_per_call=steps_per_call),
+      # The learning-rate schedule of the standard run, cut off after `steps`.
+      optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or exp.train.steps),
       eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=exp.train.batch_size, num_samples=1,
                                sample_length=min(exp.eval.sample_length, 8)))
   with tempfile.TemporaryDirectory() as workdir:
@@ -379,7 +385,8 @@ def measure_loop(exp, steps_per_window: int) -> Dict[str, Any]:
     wall = time.perf_counter() - t0
     rates = [r["steps_per_sec"] for r in writers.read_metrics(workdir)
              if "steps_per_sec" in r and r["step"] > steps_per_window and r["steps_per_sec"] > 0]
-  return {"loop_steps": steps, "loop_wall_s": wall, "loop_steps_per_s": float(np.median(rates)) if rates else None}
+  return {"loop_steps": steps, "loop_steps_per_call": steps_per_call, "loop_wall_s": wall,
+          "loop_steps_per_s": float(np.median(rates)) if rates else None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +400,7 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   on_cpu = device.platform == "cpu"
   entry = BENCHMARKS[name]
   exp = experiment_for(name, quick, on_cpu, data_dir)
+  standard = entry.build() if entry.build else _load(entry.config)
   info = synthetic_info(exp, entry)
   family = families.get(exp.family).build(exp, info)
   dtype = exp.train.compute_dtype
@@ -423,9 +431,12 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   if with_loop:
     if row["pipeline_dataset"] != exp.data.name:
       row["loop_note"] = f"skipped: {exp.data.name} is not prepared"
+    elif row["train_seconds_per_step"] > 2.0:
+      row["loop_note"] = (f"skipped: one step takes {row['train_seconds_per_step']:.1f} s, next to which the "
+                          "loop's per-step work (milliseconds) is negligible")
     else:
       window = max(3, min(20, int(4.0 / row["train_seconds_per_step"])))
-      row.update(measure_loop(exp, window))
+      row.update(measure_loop(exp, window, standard.train.steps_per_call))
       if row.get("loop_steps_per_s"):
         row["loop_outside_step_fraction"] = max(0.0, 1.0 - row["loop_steps_per_s"] * row["train_seconds_per_step"])
   return row
@@ -473,25 +484,36 @@ def main(argv=None) -> Dict[str, Any]:
   rows = []
   for name in names:
     t0 = time.perf_counter()
-    row = run_one(name, args.quick, args.loop and not args.quick, rates, args.data_dir)
+    try:
+      row = run_one(name, args.quick, args.loop and not args.quick, rates, args.data_dir)
+    except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
+      if args.quick:
+        raise
+      row = {"name": name, "error": f"{type(e).__name__}: {e}"}
+      print(f"[{name}] FAILED: {row['error']}", file=sys.stderr, flush=True)
     row["bench_s"] = time.perf_counter() - t0
+    row["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows.append(row)
     print(f"[{name}] done in {row['bench_s']:.1f} s", file=sys.stderr, flush=True)
+    result = _result(args.quick, device, rates, rows)
+    if args.out:  # after every config, so a long run's finished rows are kept
+      with open(args.out, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+  print(format_table(rows))
+  print(f"device {device.platform} ({getattr(device, 'device_kind', '')}), load average "
+        f"{result['load_average']}, matmul FLOP/s " + ", ".join(f"{k} {v:.3g}" for k, v in rates.items()))
+  return result
+
+
+def _result(quick: bool, device, rates, rows) -> Dict[str, Any]:
   load = os.getloadavg() if hasattr(os, "getloadavg") else None
-  result = {
-      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
+  return {
+      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
       "device": {"platform": device.platform, "kind": getattr(device, "device_kind", ""),
                  "count": jax.device_count(), "cpu_count": os.cpu_count(), "host": platform.machine()},
       "load_average": list(load) if load else None, "jax": jax.__version__,
       "matmul_flops_per_s": rates, "rows": rows,
   }
-  print(format_table(rows))
-  print(f"device {device.platform} ({getattr(device, 'device_kind', '')}), load average {load}, matmul FLOP/s "
-        + ", ".join(f"{k} {v:.3g}" for k, v in rates.items()))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=1, default=float)
-  return result
 
 
 if __name__ == "__main__":
