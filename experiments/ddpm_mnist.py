@@ -8,7 +8,7 @@ Command:   python -m genjax.train --config experiments/ddpm_mnist.py --workdir r
            python -m genjax.train --config experiments/ddpm_mnist.py:cpu --workdir runs/ddpm_mnist_cpu
 Hardware:  the full config is meant for one accelerator (50k steps of batch 128 with a 6.5M
            parameter U-Net: about an hour on a current GPU, untested here); the `cpu` variant
-           (1.6M parameters, 600 steps of batch 32) was run on a shared 2-core CPU, no accelerator.
+           (1.1M parameters, 600 steps of batch 32) was run on a shared 2-core CPU, no accelerator.
 Runtime:   `cpu`: see experiments/RESULTS.md for the steps it reached and the time it took.
 Result:    there is no published DDPM bits/dim for MNIST in [-1, 1] to compare with; the measured
            bits/dim (the whole variational bound with the discretized Gaussian decoder, on

@@ -62,11 +62,15 @@ class Config:
   guidance_scale: float = 1.0
   # Family.sample's defaults (python -m genjax.sample can override each).
   sampler: Literal["ddpm", "ddim", "dpmpp_2m"] = "ddpm"
-  sample_steps: Optional[int] = None  # None: all T steps
+  sample_steps: Optional[int] = None  # None: all T for ddpm, 50 for ddim, 20 for dpmpp_2m
   eta: float = 0.0  # DDIM's eta
   # Family.evaluate computes the whole bound (T network evaluations per image) on the first
   # eval_max_examples images of the split; None: the whole split.
   eval_max_examples: Optional[int] = None
+
+
+# Steps of each sampler when neither the call nor the config (for its own sampler) says.
+DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20}  # ddpm: all T
 
 
 def _check(cfg: Config, info: DataInfo):
@@ -224,7 +228,9 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     (an int, for every image) or `labels` (int[n]); by default 0, 1, ..., num_classes - 1, 0, 1, ..."""
     sampler = sampler or cfg.sampler
     samplers.get(sampler)
-    num_steps = int(num_steps or cfg.sample_steps or T)
+    if num_steps is None:  # the config's steps go with the config's sampler
+      num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(DEFAULT_STEPS.get(sampler, T), T)
+    num_steps = int(num_steps)
     samplers.timesteps(T, num_steps)
     guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
     if not num_classes and (guidance_scale != 1.0 or labels is not None or label is not None):
