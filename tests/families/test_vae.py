@@ -209,6 +209,15 @@ def test_sample_shapes_range_and_determinism():
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
 
+  tools = vae.tools(tiny_exp(), INFO_4x4)
+  x = binary_batch(3)["image"]
+  assert tools.encode(state.variables(), x).shape == (3, 2)
+  line = tools.interpolate(state.variables(), x[0], x[1], 5)
+  recon = tools.reconstruct(state.variables(), x)
+  assert line.shape == (5, 4, 4, 1)
+  np.testing.assert_allclose(line[0], recon[0], atol=1e-6)  # the ends are the reconstructions
+  np.testing.assert_allclose(line[-1], recon[1], atol=1e-6)
+
 
 def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
   exp = tiny_exp()
