@@ -90,7 +90,8 @@ def family_evaluation(exp, family, state, args) -> dict:
     state = state.replace(ema_params=None)
   if family.evaluate is not None:
     result = family.evaluate(state, dataset.eval_batches(batch_size), rng)
-    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in result.items()}
+    return {k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
+            for k, v in result.items()}
   step = jax.jit(family.eval_step)
   totals, weight = {}, 0.0
   for i, batch in enumerate(dataset.eval_batches(batch_size)):

@@ -102,7 +102,7 @@ def build(exp, info) -> Family:
     grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.extra["batch_stats"], batch, rng)
     grads, metrics = parallel.mean_over_data((grads, metrics), axis_name)
-    state = apply_gradients(state, grads, tx, exp.optim.ema_decay,
+    state = apply_gradients(state, grads, tx, exp.optim.ema_decay, step=state.step + 1,
                             extra={**state.extra, "batch_stats": batch_stats})
     return state, metrics
 
