@@ -5,10 +5,14 @@ Command:   python -m genjax.train --config experiments/classifier_mnist.py \
            ($GENJAX_HOME defaults to ~/.genjax; genjax.metrics.features finds the checkpoint
            there by dataset name, or at $GENJAX_CLASSIFIER_MNIST)
 Check:     python -m genjax.evaluate --workdir $GENJAX_HOME/classifiers/mnist
-Hardware:  2-core CPU shared with other jobs, no accelerator.
-Runtime:   see experiments/RESULTS.md (a few minutes on a free multi-core CPU).
+Hardware:  2-core CPU shared with other jobs (load average ~20), no accelerator.
+Runtime:   28.5 minutes there (0.6-0.7 steps/s); much faster on an idle machine.
 Target:    test accuracy >= 99.2% (the level of classic small CNNs, e.g. the TensorFlow
-           "Deep MNIST" tutorial's 99.2%); reached: see RESULTS.md.
+           "Deep MNIST" tutorial's 99.2%).
+Reached:   99.30% on the 10,000 test images (2026-11-24). In its features the Frechet distance
+           between the train and test splits is 0.117 (the floor for a perfect model) and between
+           the test split and 10,000 uniform-noise images 110.9:
+           python -m genjax.metrics.reference_stats --dataset mnist --split train --compare test --noise 10000
 
 About two epochs of batch 128 (1000 steps) of a batch-normalised 4-convolution network (16 and 32 channels,
 ~220k parameters; small enough to train on a shared CPU) with Adam
