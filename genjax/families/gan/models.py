@@ -106,7 +106,10 @@ class Generator(nn.Module):
     if self.arch != "dcgan" and (H % 2**doublings or W % 2**doublings):
       raise ValueError(f"The {self.arch} generator doubles the resolution {doublings} times, so the "
                        f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths.")
-    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], dtype=self.dtype)(z_BxZ.astype(self.dtype))
+    # Layers followed by BatchNorm carry no bias: BN removes it, and Adam would turn its
+    # (mathematically zero, numerically tiny) gradient into full-size random steps.
+    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm,
+                 dtype=self.dtype)(z_BxZ.astype(self.dtype))
     h = h.reshape(-1, sizes_h[0], sizes_w[0], self.widths[0])
 
     if self.arch == "sngan_resnet":
@@ -114,19 +117,21 @@ class Generator(nn.Module):
         h = GeneratorBlock(width, self.num_classes, self.momentum, self.axis_name, self.dtype)(h, y_B, train)
       h = nn.relu(self._norm(h, y_B, train))
       h = nn.Conv(C, (3, 3), dtype=self.dtype)(h)
-      return jnp.tanh(h).astype(jnp.float32)
+      return jnp.tanh(h).astype(jnp.promote_types(self.dtype, jnp.float32))
 
     h = nn.relu(self._norm(h, y_B, train))
     k = (self.kernel_size, self.kernel_size)
     out_widths = list(self.widths[1:]) + ([C] if self.arch == "dcgan" else [])
     for i, width in enumerate(out_widths):
-      h = nn.ConvTranspose(width, k, strides=(2, 2), padding="SAME", dtype=self.dtype)(h)
+      last = i == len(out_widths) - 1 and self.arch == "dcgan"
+      h = nn.ConvTranspose(width, k, strides=(2, 2), padding="SAME", use_bias=last or not self.norm,
+                           dtype=self.dtype)(h)
       h = h[:, :sizes_h[i + 1], :sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where the size is odd
-      if i < len(out_widths) - 1 or self.arch != "dcgan":
+      if not last:
         h = nn.relu(self._norm(h, y_B, train))
     if self.arch == "sngan_cnn":
       h = nn.Conv(C, (3, 3), dtype=self.dtype)(h)
-    return jnp.tanh(h).astype(jnp.float32)
+    return jnp.tanh(h).astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class GeneratorBlock(nn.Module):
@@ -143,7 +148,7 @@ class GeneratorBlock(nn.Module):
     up = lambda t: jnp.repeat(jnp.repeat(t, 2, axis=1), 2, axis=2)  # nearest-neighbour 2x
     norm = lambda: ConditionalBatchNorm(self.num_classes, self.momentum, self.axis_name)
     h = up(nn.relu(norm()(x_BxHxWxC, y_B, train)))
-    h = nn.Conv(self.width, (3, 3), dtype=self.dtype)(h)
+    h = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(h)  # BN follows
     h = nn.relu(norm()(h, y_B, train))
     h = nn.Conv(self.width, (3, 3), dtype=self.dtype)(h)
     shortcut = nn.Conv(self.width, (1, 1), dtype=self.dtype)(up(x_BxHxWxC))
@@ -193,15 +198,19 @@ class Discriminator(_SNLayers):
     if self.arch == "dcgan":
       k = (self.kernel_size, self.kernel_size)
       for i, width in enumerate(self.widths):
-        h = self.layer(nn.Conv(width, k, strides=(2, 2), padding="SAME", dtype=self.dtype), h, update_stats)
+        bias = i == 0 or not self.norm  # no bias before BatchNorm (see Generator)
+        h = self.layer(nn.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias, dtype=self.dtype),
+                       h, update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.2)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_cnn":
       for i, width in enumerate(self.widths):
-        h = self.layer(nn.Conv(width, (3, 3), dtype=self.dtype), h, update_stats)
+        h = self.layer(nn.Conv(width, (3, 3), use_bias=i == 0 or not self.norm, dtype=self.dtype), h,
+                       update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.1)
         if i < len(self.widths) - 1:
-          h = self.layer(nn.Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype), h, update_stats)
+          h = self.layer(nn.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, dtype=self.dtype),
+                         h, update_stats)
           h = nn.leaky_relu(self._norm(h, train), 0.1)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_resnet":
@@ -218,7 +227,7 @@ class Discriminator(_SNLayers):
       embed_BxF = self.layer(nn.Embed(self.num_classes, features_BxF.shape[-1], name="projection"),
                              y_B, update_stats)
       logits_B = logits_B + jnp.sum(embed_BxF.astype(self.dtype) * features_BxF, axis=-1)
-    return logits_B.astype(jnp.float32)
+    return logits_B.astype(jnp.promote_types(self.dtype, jnp.float32))  # f32 logits from bf16
 
 
 class DiscriminatorBlock(_SNLayers):
