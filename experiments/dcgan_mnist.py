@@ -7,8 +7,9 @@ Command:   python -m genjax.train --config experiments/dcgan_mnist.py --workdir 
            first): python -m genjax.evaluate --workdir runs/dcgan_mnist
 Hardware:  the full config is meant for one accelerator (23,400 steps of batch 64, 25 epochs as in
            the DCGAN-tensorflow reference code: minutes on a current GPU, untested here); the `cpu`
-           variant was run on a shared 2-core CPU, no accelerator.
-Runtime:   `cpu`: see experiments/RESULTS.md.
+           variant is for a 2-core CPU, no accelerator.
+Runtime:   `cpu`: on the 2-core CPU shared with ~6 other jobs (load ~20) steps took 9-20 s and the
+           run did not reach step 25 in 30 minutes, so it is unmeasured; see experiments/RESULTS.md.
 Result:    recognisable digits after about one epoch; the DCGAN paper reports no MNIST number, so the
            classifier Frechet distance measured here (RESULTS.md) has no published counterpart.
 
@@ -38,8 +39,7 @@ def get_config(arg=None) -> C.Experiment:
       eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
   )
   if arg == "cpu":
-    # 6-9 s per step on the 2-core CPU shared with other jobs: 300 steps (a third of an epoch)
-    # fit in the ~40 minutes available; enough for digit-like shapes, not for good samples.
+    # 300 steps (a third of an epoch): enough for digit-like shapes, not for good samples.
     exp = dataclasses.replace(exp, name="dcgan_mnist_cpu", train=dataclasses.replace(
         exp.train, steps=300, log_every=25, eval_every=150, checkpoint_every=150))
   elif arg is not None:
