@@ -16,7 +16,8 @@ Result:    full: nanoGPT (karpathy/nanoGPT README, config/train_shakespeare_char
            nanogpt_val split after 2000 steps (`python -m genjax.evaluate`, 2026-11-24), one seed:
            0.02-0.04 above the target of 1.90 / nanoGPT's figure (which averages 20 random batches).
 
-Model: 6 layers, 6 heads, width 384 (10.65M parameters), block 256, dropout 0.2, no biases,
+Model: 6 layers, 6 heads, width 384 (10.75M parameters; 10.65M without the position table, as
+nanoGPT counts), block 256, dropout 0.2, no biases,
 learned positions, tied embeddings. AdamW (b2 = 0.99, weight decay 0.1 on matmul weights only;
 nanoGPT also decays the embeddings), lr 1e-3 with 100 warmup steps and a cosine decay to 1e-4 at
 5000 steps, gradients clipped at norm 1, batch 64 x 256 characters.
