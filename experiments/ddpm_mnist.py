@@ -14,8 +14,8 @@ Runtime:   `cpu`: 0.15 steps/s there; the measured run was stopped at step 300 (
            for lack of time, so its 600 steps are untested.
 Result:    there is no published DDPM bits/dim for MNIST in [-1, 1] to compare with. At step 300
            (raw weights: the EMA still holds 22% of the initial weights) the whole bound on the
-           first 2 test images was 3.29 bits/dim (prior 0.00003, diffusion terms 1.81, decoder
-           1.48); samples are blurry strokes, a few digit-like (DDPM 1000 steps, guidance 2), not
+           first 16 test images was 2.79 bits/dim (prior 0.00003, diffusion terms 1.53, decoder
+           1.26); samples are blurry strokes, a few digit-like (DDPM 1000 steps, guidance 2), not
            yet recognisable digits. Details and dates in experiments/RESULTS.md.
 
 The U-Net for 28x28 images halves the resolution twice (28 -> 14 -> 7) with channel
