@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import math
 import os
 import types
 import typing
@@ -301,6 +302,19 @@ def _is_instance(value, tp) -> bool:
   return True
 
 
+def _float_fields(node, prefix=""):
+  for f in dataclasses.fields(node):
+    value = getattr(node, f.name)
+    if dataclasses.is_dataclass(value):
+      yield from _float_fields(value, f"{prefix}{f.name}.")
+    elif isinstance(value, float):
+      yield f"{prefix}{f.name}", value
+    elif isinstance(value, tuple):
+      for i, v in enumerate(value):
+        if isinstance(v, float):
+          yield f"{prefix}{f.name}[{i}]", v
+
+
 def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: int = 1) -> Experiment:
   """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid."""
   _check_types(exp, "")
@@ -315,6 +329,9 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
   for where, value in positive.items():
     if value <= 0:
       raise ConfigError(f"config.{where} = {value} must be a positive integer.")
+  for where, value in _float_fields(exp):
+    if value is not None and not math.isfinite(value):
+      raise ConfigError(f"config.{where} = {value} must be a finite number.")
   if o.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
   if o.weight_decay < 0:

@@ -129,3 +129,14 @@ def test_random_overrides_never_crash_unclearly(key, value):
            "parallel.mode": str, "model.width": int, "data.name": str, "optim.boundaries": tuple}
   if key in hints:
     assert isinstance(field_value, hints[key])
+
+
+@pytest.mark.parametrize("key,value", [("optim.learning_rate", "nan"), ("optim.learning_rate", "inf"),
+                                       ("model.width", "7"), ("optim.scales", "0.1,nan")])
+def test_non_finite_numbers_are_refused(key, value):
+  e = config_lib.apply_overrides(exp(), {key: value, **({"optim.boundaries": "10,20"} if key == "optim.scales" else {})})
+  if key == "model.width":
+    assert config_lib.validate(e, num_devices=1) is e
+    return
+  with pytest.raises(ConfigError, match="must be a finite number"):
+    config_lib.validate(e, num_devices=1)

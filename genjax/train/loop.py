@@ -397,7 +397,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
       with open(os.path.join(sample_dir, f"step_{step:08d}.txt"), "w") as f:
         f.write(text)
       writer.write_text("samples", step, text)
-    else:
+    elif len(samples):  # families that do not generate (the classifier) return no samples
       picture = writers.image_grid(samples)
       picture.save(os.path.join(sample_dir, f"step_{step:08d}.png"))
       writer.write_image("samples", step, picture)

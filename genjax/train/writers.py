@@ -14,6 +14,8 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1,
   """A PIL image tiling `images` f32[N,H,W,C] in [-1, 1] (C = 1 or 3; other C show channel 0
   .. 2). Small images are enlarged with nearest-neighbour so each cell is >= `min_cell` px."""
   images = np.asarray(images, np.float32)
+  if len(images) == 0:
+    raise ValueError("image_grid needs at least one image.")
   if images.ndim == 3:
     images = images[..., None]
   n, h, w, c = images.shape
