@@ -378,7 +378,7 @@ def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[st
                                      checkpoint_every=steps, progress=False, steps_per_call=steps_per_call),
       # The learning-rate schedule of the standard run, cut off after `steps`.
       optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or exp.train.steps),
-      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=exp.train.batch_size, num_samples=1,
+      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=exp.train.batch_size, num_samples=8,
                                sample_length=min(exp.eval.sample_length, 8)))
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
