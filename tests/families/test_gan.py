@@ -203,7 +203,7 @@ def test_config_errors_are_actionable():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # three compilations of a two-network step: ~30 s on a free 2-core CPU, more when shared
+@pytest.mark.slow  # three compilations of a two-network step: 88 s measured on the shared 2-core CPU
 def test_one_device_jit_and_pmap_give_the_same_parameters():
   devices = jax.devices()
   if len(devices) < 8:
