@@ -123,7 +123,7 @@ def test_vae_bfloat16_tracks_float32_on_digits():
   assert_tracks(losses["bfloat16"], losses["float32"])
 
 
-@pytest.mark.parametrize("name", ["diffusion", "gan"])
+@pytest.mark.parametrize("name", [pytest.param("diffusion", marks=pytest.mark.slow), "gan"])
 def test_conv_families_keep_float32_state_under_bfloat16(name):
   info = DataInfo(name="mnist", kind="image", shape=(8, 8, 1), num_classes=10)
   if name == "diffusion":
