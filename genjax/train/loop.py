@@ -132,7 +132,7 @@ class Parallelism:
 
   def host_metrics(self, metrics):
     metrics = jax.device_get(metrics)
-    return metrics if self.mode == "jit" else jax.tree.map(lambda x: x[0], metrics)
+    return metrics if self.mode == "jit" else jax.tree.map(lambda x: x[0], metrics)  # pmap: device 0's copy
 
 
 def scan_steps(train_step):
@@ -351,7 +351,8 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
     nonlocal last_logged
     if not pending:
       return
-    fetched = [(s, parallelism.host_metrics(m)) for s, m in pending]
+    steps, values = zip(*pending)
+    fetched = zip(steps, parallelism.host_metrics(list(values)))  # one transfer for the window
     pending.clear()
     for first, metrics in fetched:
       for k in range(K):
