@@ -40,3 +40,28 @@ class Family:
   pictures: Optional[Callable] = None
   # Optional: the parameters' FLOPs are counted by XLA; families may add notes for the bench.
   notes: str = ""
+
+
+def eval_step_from_sums(sums_fn: Callable, metrics_fn: Callable, axis_name: Optional[str]) -> Callable:
+  """An eval_step from `sums_fn(state, batch) -> (sum of per-example losses, number of real
+  examples)`: under pmap the sums are added over devices first, so padding never biases the mean;
+  `metrics_fn(mean) -> metrics`."""
+
+  def eval_step(state, batch, rng):
+    total, count = sums_fn(state, batch)
+    if axis_name is not None:
+      total, count = jax.lax.psum((total, count), axis_name)
+    return metrics_fn(total / jax.numpy.maximum(count, 1.0))
+
+  return eval_step
+
+
+def exact_mean(jitted_sums: Callable, state, batches) -> tuple:
+  """(mean loss over every real example of `batches`, count), summed on the host in float64."""
+  total, count = 0.0, 0.0
+  for batch in batches:
+    t, c = jitted_sums(state, batch)
+    total, count = total + float(t), count + float(c)
+  if count == 0:
+    raise ValueError("evaluate got no real examples (every batch was padding or none came).")
+  return total / count, count

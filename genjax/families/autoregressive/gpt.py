@@ -23,7 +23,7 @@ import flax.linen as nn
 
 from genjax.config import ConfigError, Experiment
 from genjax.data.info import DataInfo
-from genjax.families.base import Family
+from genjax.families.base import Family, eval_step_from_sums, exact_mean
 from genjax.families.autoregressive import sampling
 from genjax.nn.attention import init_cache
 from genjax.nn.transformer import Block, example_dropout
@@ -157,22 +157,11 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     mask_B = batch.get("mask", jnp.ones(nll_BxL.shape[0], jnp.float32))
     return jnp.sum(nll_BxL.sum(-1) * mask_B), jnp.sum(mask_B) * nll_BxL.shape[1]
 
-  def eval_step(state, batch, rng):
-    total, count = nll_sums(state, batch)
-    if axis_name is not None:
-      total, count = jax.lax.psum((total, count), axis_name)
-    return metrics_of(total / jnp.maximum(count, 1.0))
-
+  eval_step = eval_step_from_sums(nll_sums, metrics_of, axis_name)
   jitted_sums = jax.jit(nll_sums)
 
   def evaluate(state, batches, rng):
-    total, count = 0.0, 0.0
-    for batch in batches:
-      t, c = jitted_sums(state, batch)
-      total, count = total + float(t), count + float(c)
-    if count == 0:
-      raise ValueError("evaluate got no real examples (every batch was padding or none came).")
-    loss = total / count
+    loss, count = exact_mean(jitted_sums, state, batches)
     return {"loss": loss, bits_name: loss / math.log(2.0), "tokens": count}
 
   @jax.jit

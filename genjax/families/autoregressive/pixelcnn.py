@@ -22,7 +22,7 @@ import flax.linen as nn
 
 from genjax.config import ConfigError, Experiment
 from genjax.data.info import DataInfo
-from genjax.families.base import Family
+from genjax.families.base import Family, eval_step_from_sums, exact_mean
 from genjax.families.autoregressive import sampling
 from genjax.nn.masked_conv import GatedBlock
 from genjax.train.optim import make_optimizer
@@ -97,23 +97,12 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     mask_B = batch.get("mask", jnp.ones_like(nll_B))
     return jnp.sum(nll_B * mask_B), jnp.sum(mask_B)
 
-  def eval_step(state, batch, rng):
-    total, count = nll_sums(state, batch)
-    if axis_name is not None:
-      total, count = jax.lax.psum((total, count), axis_name)
-    return metrics_of(total / jnp.maximum(count, 1.0))
-
+  eval_step = eval_step_from_sums(nll_sums, metrics_of, axis_name)
   jitted_sums = jax.jit(nll_sums)
 
   def evaluate(state, batches, rng):
     """Exact test NLL: the mean over every real example of the batches given."""
-    total, count = 0.0, 0.0
-    for batch in batches:
-      t, c = jitted_sums(state, batch)
-      total, count = total + float(t), count + float(c)
-    if count == 0:
-      raise ValueError("evaluate got no real examples (every batch was padding or none came).")
-    nll = total / count
+    nll, count = exact_mean(jitted_sums, state, batches)
     return {"nll_nats": nll, "bits_per_dim": nll / (H * W * math.log(2.0)), "examples": count}
 
   @jax.jit
