@@ -1,5 +1,6 @@
 """The Fashion-MNIST classifier that evaluates generative models of clothes (domain FD).
 
+Results:   experiments/RESULTS.md, the "classifier ... Fashion-MNIST test" and Fashion-MNIST FD rows.
 Command:   python -m genjax.train --config experiments/classifier_fashion_mnist.py \
                --workdir $GENJAX_HOME/classifiers/fashion_mnist
            ($GENJAX_HOME defaults to ~/.genjax; genjax.metrics.features finds the checkpoint

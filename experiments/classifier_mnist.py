@@ -1,5 +1,6 @@
 """The MNIST classifier that evaluates generative models of digits (domain FD, mode counts).
 
+Results:   experiments/RESULTS.md, the "classifier ... MNIST test" and MNIST FD rows.
 Command:   python -m genjax.train --config experiments/classifier_mnist.py \
                --workdir $GENJAX_HOME/classifiers/mnist
            ($GENJAX_HOME defaults to ~/.genjax; genjax.metrics.features finds the checkpoint

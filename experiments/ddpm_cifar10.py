@@ -1,5 +1,6 @@
 """DDPM on CIFAR-10, the exact setup of Ho et al. 2020 ("Denoising Diffusion Probabilistic Models").
 
+Results:   experiments/RESULTS.md, the "DDPM CIFAR-10 U-Net" row.
 Command:   python -m genjax.train --config experiments/ddpm_cifar10.py --workdir runs/ddpm_cifar10
            (needs the CIFAR-10 archive TFDS downloads, cifar-10-binary.tar.gz, in the folder
            --config.data.manual_dir or $GENJAX_MANUAL_DIR names; it is not in this repository)

@@ -1,5 +1,6 @@
 """The default experiment: a VAE on scikit-learn's 8x8 digits (bundled, no download).
 
+Results:   experiments/RESULTS.md, the first row (vae, digits).
 Command:   python -m genjax.train --workdir /tmp/genjax-default
            (no --config: this file is the default; the same as --config experiments/default.py)
            python -m genjax.evaluate --workdir /tmp/genjax-default     (test NLL, k=5000)

@@ -1,5 +1,6 @@
 """GPT-2 small (124M parameters) on Tiny Shakespeare bytes: a throughput benchmark.
 
+Results:   experiments/RESULTS.md, the "Not yet measured" table (GPT-2 small throughput and MFU).
 Command:   python -m genjax.train --config experiments/gpt2_small.py --workdir runs/gpt2_small
            (tokens/s = steps_per_sec * 16 * 1024 in metrics.jsonl; `python -m genjax.bench` for MFU)
 Hardware:  one accelerator (bfloat16, cuDNN flash attention on GPUs). Not run here: the machine

@@ -1,5 +1,6 @@
 """Character-level GPT on Tiny Shakespeare: nanoGPT's `shakespeare_char` model.
 
+Results:   experiments/RESULTS.md, the two GPT rows (":cpu" measured; full run not yet).
 Command:   python -m genjax.train --config experiments/gpt_shakespeare_char.py --workdir runs/gpt_shakespeare_char
            python -m genjax.sample --workdir runs/gpt_shakespeare_char --num 4 --out shakespeare.txt \
                --prompt "ROMEO:" --length 250 --temperature 0.8 --top_k 200

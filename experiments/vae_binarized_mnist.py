@@ -1,6 +1,7 @@
 """The VAE and IWAE of Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016,
 arXiv:1509.00519), on dynamically binarized MNIST, with the paper's architecture and schedule.
 
+Results:   experiments/RESULTS.md, the "VAE 784-200-200-50" and "IWAE k=50" rows.
 Command:   python -m genjax.train --config experiments/vae_binarized_mnist.py[:ARG] --workdir runs/vae_mnist
            python -m genjax.evaluate --workdir runs/vae_mnist        (test NLL, k=5000, all 10000 images)
            ARG: vae (default: 1 stochastic layer, ELBO, k=1)   iwae (1 layer, IWAE bound, k=50)

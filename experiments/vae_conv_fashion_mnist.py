@@ -1,6 +1,7 @@
 """A convolutional VAE on Fashion-MNIST (28x28 grey) with a discretized logistic likelihood over the
 256 grey levels, so its test NLL is a true probability: nats per image and bits per dimension.
 
+Results:   experiments/RESULTS.md, the "Not yet measured" table.
 Command:   python -m genjax.train --config experiments/vae_conv_fashion_mnist.py --workdir runs/vae_fashion
            python -m genjax.evaluate --workdir runs/vae_fashion     (test NLL, k=5000, 10000 images)
            :cifar10 trains the same model on CIFAR-10 (32x32 colour).

@@ -2,6 +2,7 @@
 (Larochelle & Murray 2011; TFDS `binarized_mnist`: 50000 train, 10000 validation, 10000 test images,
 binarized once, so the model can overfit it, unlike dynamically binarized MNIST).
 
+Results:   experiments/RESULTS.md, the "Not yet measured" table.
 Command:   python -m genjax.train --config experiments/vae_fixed_binarized_mnist.py[:iwae] --workdir runs/vae_fixed_mnist
            python -m genjax.evaluate --workdir runs/vae_fixed_mnist     (test NLL, k=5000)
            ARG as in experiments/vae_binarized_mnist.py: vae (default), iwae, vae2, iwae2.
