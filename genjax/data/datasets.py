@@ -168,16 +168,22 @@ class ImageDataset:
                    process_count: int = 1) -> Iterator[Batch]:
     """Batches over the split in stored order (all of it, or the first `num_batches`)."""
     lo, hi = process_share(global_batch, process_index, process_count)
-    total = math.ceil(self.num_examples / global_batch)
-    if num_batches is not None:
-      total = min(total, num_batches)
-    for j in range(total):
-      g = j * global_batch + np.arange(lo, hi, dtype=np.int64)
-      real = g < self.num_examples
+    for g, real in eval_indices(self.num_examples, global_batch, num_batches, lo, hi):
       images_u8, labels = self.source.get(np.where(real, g, 0))
-      start = j * global_batch + lo
+      start = int(g[0])
       image = self._images(images_u8, lambda shape: uniform_rows((_EVAL_BINARIZE,), start, hi - lo, shape))
       yield {"image": image, "label": labels.astype(np.int32), "mask": real.astype(np.float32)}
+
+
+def eval_indices(num_examples: int, global_batch: int, num_batches: Optional[int], lo: int, hi: int):
+  """For each evaluation batch, in order: (global indices i64[hi-lo] of this process's rows,
+  bool[hi-lo] real). The last batch runs past the split; its extra rows are marked not real."""
+  total = math.ceil(num_examples / global_batch)
+  if num_batches is not None:
+    total = min(total, num_batches)
+  for j in range(total):
+    g = j * global_batch + np.arange(lo, hi, dtype=np.int64)
+    yield g, g < num_examples
 
 
 class TextDataset:
@@ -212,10 +218,5 @@ class TextDataset:
                    process_count: int = 1) -> Iterator[Batch]:
     """Consecutive non-overlapping windows in order; the last batch padded and masked."""
     lo, hi = process_share(global_batch, process_index, process_count)
-    total = math.ceil(self.num_examples / global_batch)
-    if num_batches is not None:
-      total = min(total, num_batches)
-    for j in range(total):
-      w = j * global_batch + np.arange(lo, hi, dtype=np.int64)
-      real = w < self.num_examples
+    for w, real in eval_indices(self.num_examples, global_batch, num_batches, lo, hi):
       yield {"tokens": self._windows(np.where(real, w, 0) * self.block_size), "mask": real.astype(np.float32)}
