@@ -44,6 +44,7 @@ import optax
 from genjax.config import ConfigError, Experiment
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
+from genjax.nn import conv
 from genjax.train import parallel
 from genjax.train.optim import make_optimizer
 from genjax.train.state import TrainState, apply_gradients
@@ -158,7 +159,7 @@ class ConvEncoder(nn.Module):
   def __call__(self, x):
     act = _ACTIVATIONS[self.activation]
     for ch in self.channels:
-      x = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x))
+      x = act(conv.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x))
     return MLP(self.hidden, self.activation, self.dtype)(x.reshape(x.shape[0], -1))
 
 
@@ -182,8 +183,8 @@ class ConvDecoder(nn.Module):
     x = act(nn.Dense((h // factor) * (w // factor) * self.channels[-1], dtype=self.dtype)(x))
     x = x.reshape(x.shape[0], h // factor, w // factor, self.channels[-1])
     for ch in reversed(self.channels[:-1]):
-      x = act(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x))
-    return nn.ConvTranspose(self.out_features, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)
+      x = act(conv.ConvTranspose(ch, (4, 4), (2, 2), "SAME", dtype=self.dtype)(x))
+    return conv.ConvTranspose(self.out_features, (4, 4), (2, 2), "SAME", dtype=self.dtype)(x)
 
 
 class VAE(nn.Module):

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.nn import conv
+
 SPECTRAL = "spectral"  # the variable collection of SpectralNorm's power-iteration state
 
 
@@ -124,8 +126,7 @@ class Generator(nn.Module):
     out_widths = list(self.widths[1:]) + ([C] if self.arch == "dcgan" else [])
     for i, width in enumerate(out_widths):
       last = i == len(out_widths) - 1 and self.arch == "dcgan"
-      h = nn.ConvTranspose(width, k, strides=(2, 2), padding="SAME", use_bias=last or not self.norm,
-                           dtype=self.dtype)(h)
+      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, dtype=self.dtype)(h)
       h = h[:, :sizes_h[i + 1], :sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where the size is odd
       if not last:
         h = nn.relu(self._norm(h, y_B, train))
@@ -199,7 +200,7 @@ class Discriminator(_SNLayers):
       k = (self.kernel_size, self.kernel_size)
       for i, width in enumerate(self.widths):
         bias = i == 0 or not self.norm  # no bias before BatchNorm (see Generator)
-        h = self.layer(nn.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias, dtype=self.dtype),
+        h = self.layer(conv.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias, dtype=self.dtype),
                        h, update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.2)
       features_BxF = h.reshape(h.shape[0], -1)
@@ -209,7 +210,7 @@ class Discriminator(_SNLayers):
                        update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.1)
         if i < len(self.widths) - 1:
-          h = self.layer(nn.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, dtype=self.dtype),
+          h = self.layer(conv.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, dtype=self.dtype),
                          h, update_stats)
           h = nn.leaky_relu(self._norm(h, train), 0.1)
       features_BxF = h.reshape(h.shape[0], -1)
