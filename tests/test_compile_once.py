@@ -62,7 +62,7 @@ def compile_log():
     logger.removeHandler(handler)
 
 
-@pytest.mark.parametrize("steps_per_call,step_name", [(1, "train_step"), (2, "many")])
+@pytest.mark.parametrize("steps_per_call,step_name", [(1, "train_step"), (2, "train_steps")])
 def test_train_step_compiles_once_over_a_loop_run(tmp_path, compile_log, steps_per_call, step_name):
   # 8 steps, logs every 2, two evaluations (each over two eval batches, the last one padded) and
   # two checkpoints: none of it may change the step's input shapes, shardings or dtypes.

@@ -147,6 +147,22 @@ def scan_steps(train_step):
   return many
 
 
+def keyed_steps(train_step, train_rng, steps_per_call: int):
+  """`fn(state, batch, step)`: `steps_per_call` train steps from global step `step`, step s drawing
+  its randomness from fold_in(train_rng, s). The key is derived inside the compiled call, so the
+  loop dispatches one computation per call and passes the step as a host integer."""
+  family_step, many = train_step, scan_steps(train_step)
+
+  def train_step(state, batch, step):  # the name JAX's compile log shows
+    return family_step(state, batch, jax.random.fold_in(train_rng, step))
+
+  def train_steps(state, batches, step):
+    rngs = jax.vmap(lambda i: jax.random.fold_in(train_rng, i))(step + jnp.arange(steps_per_call))
+    return many(state, batches, rngs)
+
+  return train_step if steps_per_call == 1 else train_steps
+
+
 # ----------------------------------------------------------------------------------------------
 # Building blocks shared by train, restore, sample and evaluate
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +336,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   meta_base = {"config": config_lib.to_dict(exp), "data_info": info_to_dict(info)}
   state = parallelism.put_state(state)
 
-  step_fn = parallelism.compile(family.train_step if K == 1 else scan_steps(family.train_step), True)
+  step_fn = parallelism.compile(keyed_steps(family.train_step, train_rng, K), True)
   eval_fn = parallelism.compile(family.eval_step, False)
   sample_fn = jax.jit(family.sample, static_argnums=2)
   pictures_fn = jax.jit(family.pictures) if family.pictures else None
@@ -336,11 +352,6 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
 
   def device_batch(step):
     return parallelism.put_batch(host_batch(step), stacked=K > 1)
-
-  def step_rngs(step):
-    if K == 1:
-      return jax.random.fold_in(train_rng, step)
-    return jax.vmap(lambda i: jax.random.fold_in(train_rng, i))(jnp.arange(step, step + K))
 
   pending = collections.deque()  # (first step, device metrics) not yet fetched
   last_logged, last_eval = {}, {}
@@ -424,7 +435,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
         if next_prefetch < t.steps:
           queue.append(prefetch.submit(device_batch, next_prefetch))
           next_prefetch += K
-        state, metrics = step_fn(state, batch, step_rngs(step))
+        state, metrics = step_fn(state, batch, np.int32(step))
         pending.append((step, metrics))
         step += K
         window_steps += K
@@ -435,7 +446,9 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
           flush(window_steps / (now - window_start))
           window_start, window_steps = now, 0
           if progress is not None and last_logged:
-            progress.set_postfix(loss=f"{last_logged['loss']:.4f}" if last_logged.get("loss") is not None else None)
+            shown = {k: v for k, v in last_logged.items() if v is not None}
+            shown = {"loss": shown["loss"]} if "loss" in shown else dict(list(shown.items())[:2])  # GANs: d and g
+            progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
         if step % t.eval_every == 0 or step == t.steps:
           flush(0.0)
           run_eval(step)
