@@ -47,6 +47,9 @@ def parse(argv):
   parser.add_argument("--feature_net", default=None, help="inception, classifier_<dataset> (default: by dataset)")
   parser.add_argument("--reference_split", default=None, help="dataset split compared with (default: the training split)")
   parser.add_argument("--batch_size", type=int, default=None, help="sampling and evaluation batch (default: the run's eval batch)")
+  parser.add_argument("--max_examples", type=int, default=None,
+                      help="the family's own evaluation on only the first N examples of the split "
+                           "(e.g. a diffusion model's full T-step bound, which costs T network calls per image)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_ema", action="store_true", help="evaluate the raw weights, not the EMA")
   parser.add_argument("--keep", type=int, default=10_000, help="feature vectors kept for kid and pr")
@@ -70,6 +73,10 @@ def parse(argv):
         metrics.append(name)
     if not metrics:
       cli.fail("--metrics is empty: name at least one of " + ", ".join(METRICS) + ".")
+  if args.max_examples is not None and args.max_examples < 1:
+    cli.fail(f"--max_examples={args.max_examples}: evaluate at least 1 example, or leave it out for the whole split.")
+  if args.max_examples is not None and metrics:
+    cli.fail("--max_examples limits the family's own evaluation; with --metrics use --num_samples.")
   if args.num_samples is not None and args.num_samples < 2:
     cli.fail(f"--num_samples={args.num_samples}: at least 2 samples are needed.")
   if not os.path.isdir(args.workdir):
@@ -88,18 +95,36 @@ def family_evaluation(exp, family, state, args) -> dict:
   rng = jax.random.key(args.seed)
   if args.no_ema:
     state = state.replace(ema_params=None)
+  batches = _first_examples(dataset.eval_batches(batch_size), args.max_examples)
   if family.evaluate is not None:
-    result = family.evaluate(state, dataset.eval_batches(batch_size), rng)
+    result = family.evaluate(state, batches, rng)
     return {k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
             for k, v in result.items()}
   step = jax.jit(family.eval_step)
   totals, weight = {}, 0.0
-  for i, batch in enumerate(dataset.eval_batches(batch_size)):
+  for i, batch in enumerate(batches):
     w = float(np.sum(batch["mask"]))
     for k, v in step(state, batch, jax.random.fold_in(rng, i)).items():
       totals[k] = totals.get(k, 0.0) + w * float(v)
     weight += w
   return {k: v / weight for k, v in totals.items()} | {"num_examples": int(weight)}
+
+
+def _first_examples(batches, limit):
+  """The evaluation batches with every example after the first `limit` masked out (and no batch
+  after the one that reaches it); all of them when limit is None."""
+  import numpy as np
+  if limit is None:
+    yield from batches
+    return
+  seen = 0
+  for batch in batches:
+    mask = np.asarray(batch["mask"], np.float32)
+    keep = mask * (np.cumsum(mask) <= limit - seen)
+    yield {**batch, "mask": keep.astype(np.asarray(batch["mask"]).dtype)}
+    seen += int(keep.sum())
+    if seen >= limit:
+      return
 
 
 def draw_samples(family, variables, rng, num: int, batch_size: int):

@@ -95,6 +95,25 @@ def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
 
 
 @pytest.mark.slow
+def test_max_examples_evaluates_the_first_n_examples(runs, capsys):
+  from genjax import data
+  from genjax.config import Data
+  from genjax.metrics import features
+  # 150 of the 297 test digits, in batches of 64: the cut falls inside the third batch.
+  record = run_main(capsys, "--workdir", str(runs / "classifier"), "--max_examples", "150", "--batch_size", "64",
+                    "--no_log")
+  test = next(data.load(Data(name="digits"), "test").eval_batches(1000))
+  net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
+  _, logits = net.apply(test["image"][:150])
+  assert record["metrics"]["num_examples"] == 150
+  assert record["metrics"]["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == test["label"][:150]), abs=1e-9)
+
+
+def test_max_examples_must_be_positive(tmp_path):
+  assert_one_paragraph_error(run_cli("--workdir", str(tmp_path), "--max_examples", "0"), "--max_examples=0")
+
+
+@pytest.mark.slow
 def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tmp_path):
   from genjax.metrics import features, frechet, reference_stats
   from genjax.config import Data
