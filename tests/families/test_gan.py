@@ -147,6 +147,24 @@ def test_each_update_leaves_the_other_network_untouched(model):
                     {k: v["d"] for k, v in state.extra.items() if "d" in v})
 
 
+def test_dcgan_weights_start_as_in_the_paper():
+  """DCGAN: every weight ~ N(0, 0.02) (Radford et al. 2016); SNGAN keeps the LeCun default,
+  whose scale depends on the fan-in."""
+  z = jnp.zeros((2, 100))
+  x = jnp.zeros((2, 28, 28, 1))
+  for arch, widths in (("dcgan", (512, 256, 128, 64)), ("sngan_cnn", (512, 256, 128))):
+    g = models.Generator(arch=arch, out_shape=(28, 28, 1), widths=widths).init(jax.random.key(0), z, train=False)
+    d = models.Discriminator(arch=arch, widths=(64, 128, 256, 512)).init(jax.random.key(1), x, train=False,
+                                                                       update_stats=False)
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path((g["params"], d["params"]))
+               if getattr(path[-1], "key", None) == "kernel" and leaf.size > 1000]
+    stds = np.array([float(jnp.std(k)) for k in kernels])
+    if arch == "dcgan":
+      np.testing.assert_allclose(stds, 0.02, rtol=0.1)
+    else:
+      assert np.ptp(stds) > 0.02  # fan-in scaled: far from one common value
+
+
 def test_packing_concatenates_consecutive_examples_along_channels():
   x = jnp.arange(4 * 2 * 2 * 3, dtype=jnp.float32).reshape(4, 2, 2, 3)
   packed = gan.pack_images(x, 2)

@@ -37,6 +37,13 @@ from genjax.nn import conv
 SPECTRAL = "spectral"  # the variable collection of SpectralNorm's power-iteration state
 
 
+def weight_init(arch: str):
+  """DCGAN: "all weights were initialized from a zero-centered Normal distribution with standard
+  deviation 0.02" (Radford et al. 2016, Sec. 4), as DCGAN-tensorflow does; the SNGAN networks keep
+  Flax's LeCun-normal default, the Chainer default of Miyato et al.'s code."""
+  return nn.initializers.normal(0.02) if arch == "dcgan" else nn.linear.default_kernel_init
+
+
 def halvings(size: int, times: int) -> Tuple[int, ...]:
   """The resolutions from `size` down, halving `times` times with ceil (TF "SAME" stride 2):
   halvings(28, 4) = (28, 14, 7, 4, 2)."""
@@ -110,7 +117,8 @@ class Generator(nn.Module):
                        f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths.")
     # Layers followed by BatchNorm carry no bias: BN removes it, and Adam would turn its
     # (mathematically zero, numerically tiny) gradient into full-size random steps.
-    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm,
+    init = weight_init(self.arch)
+    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm, kernel_init=init,
                  dtype=self.dtype)(z_BxZ.astype(self.dtype))
     h = h.reshape(-1, sizes_h[0], sizes_w[0], self.widths[0])
 
@@ -126,7 +134,8 @@ class Generator(nn.Module):
     out_widths = list(self.widths[1:]) + ([C] if self.arch == "dcgan" else [])
     for i, width in enumerate(out_widths):
       last = i == len(out_widths) - 1 and self.arch == "dcgan"
-      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, dtype=self.dtype)(h)
+      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=init,
+                             dtype=self.dtype)(h)
       h = h[:, :sizes_h[i + 1], :sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where the size is odd
       if not last:
         h = nn.relu(self._norm(h, y_B, train))
@@ -200,8 +209,8 @@ class Discriminator(_SNLayers):
       k = (self.kernel_size, self.kernel_size)
       for i, width in enumerate(self.widths):
         bias = i == 0 or not self.norm  # no bias before BatchNorm (see Generator)
-        h = self.layer(conv.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias, dtype=self.dtype),
-                       h, update_stats)
+        h = self.layer(conv.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias,
+                                 kernel_init=weight_init(self.arch), dtype=self.dtype), h, update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.2)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_cnn":
@@ -222,7 +231,8 @@ class Discriminator(_SNLayers):
     else:
       raise ValueError(f"unknown discriminator architecture {self.arch!r}")
 
-    logits_B = self.layer(nn.Dense(1, dtype=self.dtype), features_BxF, update_stats)[:, 0]
+    logits_B = self.layer(nn.Dense(1, kernel_init=weight_init(self.arch), dtype=self.dtype), features_BxF,
+                          update_stats)[:, 0]
     if self.num_classes is not None:
       # Projection discriminator: logit += <embed(y), features>.
       embed_BxF = self.layer(nn.Embed(self.num_classes, features_BxF.shape[-1], name="projection"),
