@@ -447,7 +447,8 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
           window_start, window_steps = now, 0
           if progress is not None and last_logged:
             shown = {k: v for k, v in last_logged.items() if v is not None}
-            shown = {"loss": shown["loss"]} if "loss" in shown else dict(list(shown.items())[:2])  # GANs: d and g
+            shown = ({"loss": shown["loss"]} if "loss" in shown else
+                     {k: v for k, v in shown.items() if k.endswith("loss")} or dict(list(shown.items())[:2]))
             progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
         if step % t.eval_every == 0 or step == t.steps:
           flush(0.0)

@@ -147,6 +147,21 @@ def test_each_update_leaves_the_other_network_untouched(model):
                     {k: v["d"] for k, v in state.extra.items() if "d" in v})
 
 
+@pytest.mark.parametrize("n_in,n_out,kernel", [(4, 7, 5), (4, 7, 4), (2, 4, 5), (7, 14, 5), (4, 7, 3)])
+def test_odd_sizes_crop_where_tf_conv2d_transpose_lands(n_in, n_out, kernel):
+  """TF's conv2d_transpose to an explicit (odd) size is the gradient of a SAME stride-2
+  convolution of that size; the generator's crop of the 2n output must equal it."""
+  dn = ("NHWC", "HWIO", "NHWC")
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 2)), jnp.float32)
+  y = jnp.asarray(rng.normal(size=(1, n_in, n_in, 2)), jnp.float32)
+  conv = lambda x: jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn)
+  want = jax.vjp(conv, jnp.zeros((1, n_out, n_out, 3)))[1](y)[0]
+  full = jax.lax.conv_transpose(y, w, (2, 2), "SAME", dimension_numbers=dn, transpose_kernel=True)
+  o = models.same_transpose_offset(n_in, n_out, kernel)
+  np.testing.assert_allclose(full[:, o:o + n_out, o:o + n_out], want, rtol=1e-5, atol=1e-5)
+
+
 def test_dcgan_weights_start_as_in_the_paper():
   """DCGAN: every weight ~ N(0, 0.02) (Radford et al. 2016); SNGAN keeps the LeCun default,
   whose scale depends on the fan-in."""

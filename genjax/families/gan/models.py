@@ -14,8 +14,8 @@ Three architectures, each a generator / discriminator pair:
                 ReLU and global sum pooling.
 
 Sizes that do not halve evenly (28 -> 14 -> 7 -> 4) follow TF's "SAME" convention: the
-transposed convolution that should go 4 -> 7 computes 8x8 and keeps the top-left 7x7, which is
-what TF's conv2d_transpose with an explicit output_shape does.
+transposed convolution that should go 4 -> 7 computes 8x8 and keeps the 7x7 window that TF's
+conv2d_transpose with an explicit output_shape computes (`same_transpose_offset`).
 
 Options shared by every discriminator: batch normalisation (`d_norm="batch"`), spectral
 normalisation of every weight (flax.linen.SpectralNorm; its power-iteration vectors live in the
@@ -51,6 +51,15 @@ def halvings(size: int, times: int) -> Tuple[int, ...]:
   for _ in range(times):
     out.append(-(-out[-1] // 2))
   return tuple(out)
+
+
+def same_transpose_offset(n_in: int, n_out: int, kernel: int, stride: int = 2) -> int:
+  """Where TF's conv2d_transpose(output size n_out) sits inside the stride * n_in output of a
+  "SAME" transposed convolution: it is the gradient of a SAME convolution of an n_out input,
+  which pads max((n_in - 1) * stride + kernel - n_out, 0) // 2 below, against that of the
+  stride * n_in input. E.g. 4 -> 7 with a 5x5 kernel is rows 1..7 of the 8, not 0..6."""
+  pad_lo = lambda size: max((n_in - 1) * stride + kernel - size, 0) // 2
+  return pad_lo(n_out) - pad_lo(stride * n_in)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +145,9 @@ class Generator(nn.Module):
       last = i == len(out_widths) - 1 and self.arch == "dcgan"
       h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=init,
                              dtype=self.dtype)(h)
-      h = h[:, :sizes_h[i + 1], :sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where the size is odd
+      off_h, off_w = (same_transpose_offset(n, m, self.kernel_size) for n, m in
+                      ((sizes_h[i], sizes_h[i + 1]), (sizes_w[i], sizes_w[i + 1])))
+      h = h[:, off_h:off_h + sizes_h[i + 1], off_w:off_w + sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where odd
       if not last:
         h = nn.relu(self._norm(h, y_B, train))
     if self.arch == "sngan_cnn":
