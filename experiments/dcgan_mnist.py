@@ -39,9 +39,9 @@ def get_config(arg=None) -> C.Experiment:
       eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
   )
   if arg == "cpu":
-    # 300 steps (a third of an epoch): enough for digit-like shapes, not for good samples.
+    # 1000 steps (1.07 epochs) of the same model: under ten minutes on a 2-core CPU.
     exp = dataclasses.replace(exp, name="dcgan_mnist_cpu", train=dataclasses.replace(
-        exp.train, steps=300, log_every=25, eval_every=150, checkpoint_every=150))
+        exp.train, steps=1000, log_every=50, eval_every=500, checkpoint_every=500))
   elif arg is not None:
     raise ValueError(f"experiments/dcgan_mnist.py takes no argument or 'cpu', got {arg!r}.")
   return exp
