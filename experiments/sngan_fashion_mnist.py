@@ -8,7 +8,10 @@ Command:   python -m genjax.train --config experiments/sngan_fashion_mnist.py[:A
            experiments/classifier_fashion_mnist.py first)
 Hardware:  meant for one accelerator (50,000 steps of batch 64: well under an hour on a current GPU
            for the CNN); not run to the end here.
-Runtime:   untested at full length; see experiments/RESULTS.md for what was run.
+Runtime:   untested at full length. `cnn` on the 2-core CPU, no accelerator: about 2 s per step
+           of batch 64 (~210 GFLOP: the 4x4 deconvolutions to 14x14x256 and 28x28x128 dominate);
+           the measured run was stopped by SIGTERM after 254 steps (8.5 min) and evaluated there
+           (RESULTS.md, 2026-11-24).
 Result:    the paper reports CIFAR-10 and STL-10 only (SN-GAN CNN: Inception score 7.42, FID 29.3
            on CIFAR-10 with the hinge loss), no Fashion-MNIST number; the measured classifier Frechet
            distance goes in RESULTS.md. The same architectures at 32x32 are the paper's CIFAR ones
