@@ -90,12 +90,13 @@ def family_evaluation(exp, family, state, args) -> dict:
   import jax
   import numpy as np
   from genjax import data
+  from genjax.data import datasets
   dataset = data.load(exp.data, exp.data.eval_split)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   rng = jax.random.key(args.seed)
   if args.no_ema:
     state = state.replace(ema_params=None)
-  batches = _first_examples(dataset.eval_batches(batch_size), args.max_examples)
+  batches = datasets.first_examples(dataset.eval_batches(batch_size), args.max_examples)
   if family.evaluate is not None:
     result = family.evaluate(state, batches, rng)
     return {k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
@@ -108,23 +109,6 @@ def family_evaluation(exp, family, state, args) -> dict:
       totals[k] = totals.get(k, 0.0) + w * float(v)
     weight += w
   return {k: v / weight for k, v in totals.items()} | {"num_examples": int(weight)}
-
-
-def _first_examples(batches, limit):
-  """The evaluation batches with every example after the first `limit` masked out (and no batch
-  after the one that reaches it); all of them when limit is None."""
-  import numpy as np
-  if limit is None:
-    yield from batches
-    return
-  seen = 0
-  for batch in batches:
-    mask = np.asarray(batch["mask"], np.float32)
-    keep = mask * (np.cumsum(mask) <= limit - seen)
-    yield {**batch, "mask": keep.astype(np.asarray(batch["mask"]).dtype)}
-    seen += int(keep.sum())
-    if seen >= limit:
-      return
 
 
 def draw_samples(family, variables, rng, num: int, batch_size: int):

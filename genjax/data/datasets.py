@@ -186,6 +186,23 @@ def eval_indices(num_examples: int, global_batch: int, num_batches: Optional[int
     yield g, g < num_examples
 
 
+def first_examples(batches, limit: Optional[int]):
+  """Evaluation batches with every real example after the first `limit` masked out (a batch
+  without "mask" counts as all real), and no batch after the one that reaches it; all of them
+  when limit is None."""
+  if limit is None:
+    yield from batches
+    return
+  seen = 0
+  for batch in batches:
+    mask = np.asarray(batch["mask"]) if "mask" in batch else np.ones(len(next(iter(batch.values()))), np.float32)
+    keep = mask * (np.cumsum(mask) <= limit - seen)
+    yield {**batch, "mask": keep.astype(mask.dtype)}
+    seen += int(keep.sum())
+    if seen >= limit:
+      return
+
+
 class TextDataset:
   """Token windows {"tokens": i32[B, block_size + 1]} (+ "mask" for eval) from one token array."""
 

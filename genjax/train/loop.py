@@ -151,16 +151,20 @@ def keyed_steps(train_step, train_rng, steps_per_call: int):
   """`fn(state, batch, step)`: `steps_per_call` train steps from global step `step`, step s drawing
   its randomness from fold_in(train_rng, s). The key is derived inside the compiled call, so the
   loop dispatches one computation per call and passes the step as a host integer."""
-  family_step, many = train_step, scan_steps(train_step)
+  family_step = train_step
 
   def train_step(state, batch, step):  # the name JAX's compile log shows
     return family_step(state, batch, jax.random.fold_in(train_rng, step))
+
+  if steps_per_call == 1:
+    return train_step
+  many = scan_steps(family_step)
 
   def train_steps(state, batches, step):
     rngs = jax.vmap(lambda i: jax.random.fold_in(train_rng, i))(step + jnp.arange(steps_per_call))
     return many(state, batches, rngs)
 
-  return train_step if steps_per_call == 1 else train_steps
+  return train_steps
 
 
 # ----------------------------------------------------------------------------------------------

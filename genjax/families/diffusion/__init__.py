@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.config import Experiment
+from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.families.diffusion import likelihood, objectives, samplers, schedules
@@ -195,11 +196,8 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     variables = state.variables(ema=True)
     totals = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
     count = 0
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(first_examples(batches, cfg.eval_max_examples)):
       mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32)), np.float64)
-      if cfg.eval_max_examples is not None:
-        keep = max(cfg.eval_max_examples - count, 0)
-        mask = mask * (np.cumsum(mask) <= keep)
       if not mask.any():
         break
       terms = jax.device_get(_full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i)))

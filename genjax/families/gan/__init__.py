@@ -352,5 +352,4 @@ def functions(exp, info) -> types.SimpleNamespace:
   return types.SimpleNamespace(
       init=init, train_step=train_step, eval_step=eval_step, sample=sample, pictures=pictures,
       notes=notes, critic_update=critic_update, generator_update=generator_update,
-      generator=G_plain, discriminator=D_plain, draw=draw, generate=generate, discriminate=discriminate,
-      collections=collections)
+      generator=G_plain, discriminator=D_plain)
