@@ -190,3 +190,17 @@ def test_unknown_dataset_suggests_a_name():
 
 def test_pipeline_throughput_is_positive():
   assert gd.pipeline_throughput(gd.load(Data(name="digits"), "train"), 64, steps=3) > 0
+
+
+def test_first_examples_masks_everything_after_the_limit():
+  from genjax.data.datasets import first_examples
+  batches = [{"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)},
+             {"x": np.arange(4), "mask": np.array([1, 1, 0, 0], np.float32)},
+             {"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)}]
+  out = list(first_examples(iter(batches), 5))
+  assert len(out) == 2  # nothing after the batch that reaches the limit
+  np.testing.assert_array_equal(out[1]["mask"], [1, 0, 0, 0])
+  assert sum(b["mask"].sum() for b in out) == 5
+  assert list(first_examples(iter(batches), None)) == batches
+  no_mask = list(first_examples(iter([{"x": np.zeros(3)}]), 2))
+  np.testing.assert_array_equal(no_mask[0]["mask"], [1, 1, 0])
