@@ -15,7 +15,7 @@ GELU MLP, learned positions, biases, tied embeddings. The tokens are UTF-8 bytes
 but the embedding table keeps 50304 rows (GPT-2's 50257 padded to a multiple of 64, as nanoGPT
 does), so the model has GPT-2 small's 124M parameters and FLOPs; the 50048 extra rows never
 appear as targets and only cost compute. Optimizer as nanoGPT's train_gpt2: AdamW lr 6e-4,
-b2 = 0.95, weight decay 0.1 (matmul weights), warmup then cosine to 6e-5, clip 1.0.
+b2 = 0.95, weight decay 0.1 (matmul weights and embeddings), warmup then cosine to 6e-5, clip 1.0.
 """
 
 from genjax import config as C

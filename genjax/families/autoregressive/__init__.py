@@ -34,6 +34,8 @@ class Config:
   # never targets, so they only cost compute.
   vocab_size: Optional[int] = None
   attention: Literal["auto", "xla", "cudnn"] = "auto"
+  # AdamW's weight decay also shrinks the token / position embeddings, as in nanoGPT.
+  decay_embeddings: bool = True
 
   # PixelCNN (gated, van den Oord et al. 2016)
   channels: int = 128

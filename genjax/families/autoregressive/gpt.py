@@ -77,7 +77,7 @@ class GPT(nn.Module):
       )(x_BxLxD, positions_L, None if caches is None else caches[i], dropout_keys_B, site=1 + 2 * i)
       new_caches.append(cache)
 
-    x_BxLxD = nn.LayerNorm(use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
+    x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
     head_VxD = wte_VxD if self.tie_embeddings else self.param("head", init, (self.vocab_size, self.width))
     logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, head_VxD.astype(self.dtype),
                               preferred_element_type=jnp.float32)
@@ -89,10 +89,13 @@ class GPT(nn.Module):
     return [init_cache(batch, capacity, self.num_heads, head_dim, self.dtype) for _ in range(self.num_layers)]
 
 
-def decay_mask(params):
-  """AdamW decays the matmul weights only: not biases, LayerNorm scales or the embeddings."""
+def decay_mask(params, decay_embeddings: bool = True):
+  """Which parameters AdamW decays: the matmul weights, and (as nanoGPT does: its
+  configure_optimizers decays every tensor of rank >= 2) the token and position embeddings;
+  never biases or LayerNorm scales."""
   # By name, not by rank: the attention's qkv bias is f32[3,N,H], yet a bias.
-  decays = lambda path, p: getattr(path[-1], "key", None) in ("kernel", "head")
+  decayed = ("kernel", "head") + (("wte", "wpe") if decay_embeddings else ())
+  decays = lambda path, p: getattr(path[-1], "key", None) in decayed
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -125,7 +128,8 @@ def build(exp: Experiment, info: DataInfo) -> Family:
               tie_embeddings=config.tie_embeddings, use_bias=config.use_bias,
               attention=config.attention, dtype=dtype)
   axis_name = axis_name_for(exp.parallel.mode)
-  tx = make_optimizer(exp.optim, exp.train.steps, decay_mask=decay_mask)
+  tx = make_optimizer(exp.optim, exp.train.steps,
+                      decay_mask=lambda params: decay_mask(params, config.decay_embeddings))
   ema_decay = exp.optim.ema_decay
   bits_name = "bits_per_char" if exp.data.tokenizer == "char" else "bits_per_byte"
 
