@@ -71,9 +71,8 @@ class GPT(nn.Module):
 
 
 model = GPT()
-params = [p for p in model.parameters()]
-decay = [p for p in params if p.dim() >= 2]
-nodecay = [p for p in params if all(p is not q for q in decay)]
+decay = [p for p in model.parameters() if p.dim() >= 2]
+nodecay = [p for p in model.parameters() if p.dim() < 2]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
                         lr=lr_max, betas=(0.9, 0.99))
 

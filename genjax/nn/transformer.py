@@ -15,6 +15,9 @@ import flax.linen as nn
 
 from genjax.nn.attention import Cache, SelfAttention
 
+# GPT-2's and nanoGPT's LayerNorm epsilon (Flax's default is 1e-6).
+LAYER_NORM_EPS = 1e-5
+
 
 def example_dropout(x_Bx: jax.Array, rate: float, keys_B: Optional[jax.Array], site: int) -> jax.Array:
   """Inverted dropout with an independent mask per example: example b's mask is drawn from
@@ -70,18 +73,17 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
   attention_implementation: Optional[str] = "auto"
   out_init_std: float = 0.02
-  norm_eps: float = 1e-5  # GPT-2's and nanoGPT's LayerNorm epsilon (Flax's default is 1e-6)
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, cache: Optional[Cache] = None,
                dropout_keys_B: Optional[jax.Array] = None, site: int = 0):
-    h_BxLxD = nn.LayerNorm(self.norm_eps, use_bias=self.use_bias, dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    h_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_attn")(x_BxLxD)
     h_BxLxD, cache = SelfAttention(self.num_heads, causal=self.causal, use_bias=self.use_bias,
                                    rotary=self.rotary, dtype=self.dtype,
                                    implementation=self.attention_implementation,
                                    out_init_std=self.out_init_std, name="attn")(h_BxLxD, positions_L, cache)
     x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site)
-    h_BxLxD = nn.LayerNorm(self.norm_eps, use_bias=self.use_bias, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
     h_BxLxD = MLP(self.mlp_ratio, use_bias=self.use_bias, dtype=self.dtype,
                   out_init_std=self.out_init_std, name="mlp")(h_BxLxD)
     x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site + 1)

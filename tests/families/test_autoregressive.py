@@ -130,7 +130,8 @@ def test_gpt_bfloat16_compute_keeps_float32_params_and_logits():
 def test_gpt_weight_decay_mask():
   family_model = gpt_model()
   params = family_model.init(jax.random.key(0), jnp.zeros((1, BLOCK), jnp.int32))["params"]
-  assert gpt_lib.decay_mask(params)["wte"] and gpt_lib.decay_mask(params)["wpe"]  # as nanoGPT
+  nanogpt_mask = gpt_lib.decay_mask(params)
+  assert nanogpt_mask["wte"] and nanogpt_mask["wpe"]
   mask = gpt_lib.decay_mask(params, decay_embeddings=False)
   assert not mask["wte"] and not mask["wpe"]
   assert not mask["ln_f"]["scale"] and not mask["block_0"]["attn"]["qkv"]["bias"]

@@ -26,7 +26,7 @@ from genjax.data.info import DataInfo
 from genjax.families.base import Family, eval_step_from_sums, exact_mean
 from genjax.families.autoregressive import sampling
 from genjax.nn.attention import init_cache
-from genjax.nn.transformer import Block, example_dropout
+from genjax.nn.transformer import LAYER_NORM_EPS, Block, example_dropout
 from genjax.train.optim import make_optimizer
 from genjax.train.parallel import axis_name_for, example_keys, mean_over_data
 from genjax.train.state import TrainState, apply_gradients
@@ -77,7 +77,7 @@ class GPT(nn.Module):
       )(x_BxLxD, positions_L, None if caches is None else caches[i], dropout_keys_B, site=1 + 2 * i)
       new_caches.append(cache)
 
-    x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
+    x_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
     head_VxD = wte_VxD if self.tie_embeddings else self.param("head", init, (self.vocab_size, self.width))
     logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, head_VxD.astype(self.dtype),
                               preferred_element_type=jnp.float32)
