@@ -9,7 +9,10 @@ Layout:
   use the same file names, so each dataset needs its own folder.
 
 Preparing (`prepare`) writes the array_record format and needs TensorFlow, imported lazily by
-TFDS only there; reading a prepared dataset with `tfds.data_source` does not import it.
+TFDS only there; reading a prepared dataset with `tfds.data_source` does not import it. When a
+run finds its dataset unprepared but its raw files at hand, `open_builder` prepares it in a
+child process (`prepare_in_child`), so TensorFlow never loads into a process that
+runs JAX: two native runtimes with their own thread pools and copies of the same libraries.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,8 +164,10 @@ def open_builder(name: str, data_cfg):
         reason = "preparing needs TensorFlow: pip install tensorflow-cpu"
       raise DatasetNotPreparedError(not_prepared_message(name, data_dir, manual_dir, reason))
     start = time.time()
-    print(f"genjax: preparing {name} in {data_dir} from {manual_dir} ...", file=sys.stderr, flush=True)
-    builder = prepare(name, data_dir, manual_dir)
+    print(f"genjax: preparing {name} in {data_dir} from {manual_dir} (a child process) ...",
+          file=sys.stderr, flush=True)
+    prepare_in_child(name, data_dir, manual_dir)
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     print(f"genjax: prepared {name} in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
   file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
   if str(file_format) != "array_record":
@@ -171,3 +177,45 @@ def open_builder(name: str, data_cfg):
         f"{prepare_command(name, os.path.join(data_dir, 'array_record'), None)}")
   return builder
 
+
+# Exit codes of the child process that prepares a dataset, and the errors they stand for.
+_CHILD_ERRORS = {3: DatasetNotPreparedError, 4: ChecksumMismatchError}
+
+
+def prepare_in_child(name: str, data_dir: str, manual_dir: Optional[str]):
+  """Runs `prepare` in a child Python process; raises its error here with the same message.
+
+  The child's output goes where this process's goes; its error message comes back through a
+  file, so a failure reads the same as an in-process one.
+  """
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+  with tempfile.TemporaryDirectory(prefix="genjax-prepare-") as scratch:
+    message_file = os.path.join(scratch, "error.txt")
+    command = [sys.executable, "-c", "import sys; from genjax.data import tfds_io; "
+               "sys.exit(tfds_io.child_main(sys.argv[1:]))", name, data_dir, manual_dir or "", message_file]
+    code = subprocess.run(command, env=env, check=False).returncode
+    if code == 0:
+      return
+    message = open(message_file).read() if os.path.exists(message_file) else ""
+    if code in _CHILD_ERRORS:
+      raise _CHILD_ERRORS[code](message)
+    raise DatasetNotPreparedError(
+        f"Preparing {name!r} in a child process failed (exit code {code}); its output is above. "
+        f"Run it by hand to see the whole error: "
+        f"{prepare_command(name, data_dir, os.path.dirname(manual_dir.rstrip('/')) if manual_dir else None)}")
+
+
+def child_main(argv) -> int:
+  """The child's side of `prepare_in_child`: prepares, or writes the error's message and exits
+  with its code."""
+  name, data_dir, manual_dir, message_file = argv
+  import_tfds().disable_progress_bar()  # the parent prints one line before and one after
+  try:
+    prepare(name, data_dir, manual_dir or None)
+  except (DatasetNotPreparedError, ChecksumMismatchError) as e:
+    with open(message_file, "w") as f:
+      f.write(str(e))
+    return next(code for code, kind in _CHILD_ERRORS.items() if isinstance(e, kind))
+  return 0

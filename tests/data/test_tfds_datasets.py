@@ -234,10 +234,32 @@ def test_prepare_command_prepares_into_a_fresh_folder(tmp_path):
 
 @pytest.mark.dataset
 @pytest.mark.slow
-def test_load_prepares_automatically_when_the_raw_files_are_there(tmp_path):
-  cfg = real("tiny_shakespeare", data_dir=str(tmp_path), block_size=32)
+def test_load_prepares_automatically_in_a_child_process(tmp_path):
+  """A run that finds its dataset unprepared prepares it in a child: TensorFlow never loads here."""
+  real("tiny_shakespeare")
   if not tfds_io.tensorflow_available():
     pytest.skip("preparing needs TensorFlow")
-  ds = gd.load(cfg, "nanogpt_val")
-  assert ds.num_tokens == 1115394 - int(1115394 * 0.9)
+  code = ("import sys; import genjax.data as gd; from genjax.config import Data\n"
+          f"ds = gd.load(Data(name='tiny_shakespeare', data_dir={str(tmp_path)!r}, block_size=32), 'nanogpt_val')\n"
+          "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+          "print('tokens', ds.num_tokens)\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"tokens {1115394 - int(1115394 * 0.9)}" in result.stdout
+  assert "(a child process)" in result.stderr
   assert (tmp_path / "tiny_shakespeare").is_dir()
+
+
+@pytest.mark.slow
+def test_a_child_preparation_error_comes_back_with_its_type_and_message(tmp_path, monkeypatch):
+  if not tfds_io.tensorflow_available():
+    pytest.skip("preparing needs TensorFlow")
+  monkeypatch.delenv("GENJAX_MANUAL_DIR", raising=False)
+  manual = tmp_path / "manual" / "tiny_shakespeare"
+  manual.mkdir(parents=True)
+  (manual / "input.txt").write_text("not the registered file\n")
+  cfg = Data(name="tiny_shakespeare", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "manual"))
+  with pytest.raises(gd.ChecksumMismatchError) as error:
+    gd.load(cfg, "test")
+  assert "input.txt" in str(error.value) and "1,115,394 bytes" in str(error.value)
+  assert (manual / "input.txt").read_text() == "not the registered file\n"  # reported, not replaced

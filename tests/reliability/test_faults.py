@@ -10,6 +10,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -302,8 +304,9 @@ def test_nan_in_a_batch_stops_naming_step_and_metric(runs, tmp_path, monkeypatch
   fault_table.record("NaN injected into a batch", CLEAN)
 
 
-def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, monkeypatch, capsys, fault_table):
-  from genjax.data import prepare, tfds_io
+def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, fault_table):
+  """The prepare command (a process of its own: it loads TensorFlow) names the damaged file."""
+  from genjax.data import tfds_io
   source = os.environ.get("GENJAX_MANUAL_DIR")
   if not source or not os.path.isdir(os.path.join(source, "mnist")):
     pytest.skip("needs the raw MNIST files: set GENJAX_MANUAL_DIR to the folder holding mnist/")
@@ -315,10 +318,11 @@ def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, monkeypatch, 
   data = bytearray(victim.read_bytes())
   data[100] ^= 0xFF
   victim.write_bytes(bytes(data))
-  monkeypatch.delenv("GENJAX_MANUAL_DIR", raising=False)
-  code = prepare.main(["--datasets", "mnist", "--manual_dir", str(tmp_path / "manual"),
-                       "--data_dir", str(tmp_path / "tfds")])
-  err = capsys.readouterr().err
+  env = {k: v for k, v in child_env(1).items() if k != "GENJAX_MANUAL_DIR"}
+  result = subprocess.run([sys.executable, "-m", "genjax.data.prepare", "--datasets", "mnist",
+                           "--manual_dir", str(tmp_path / "manual"), "--data_dir", str(tmp_path / "tfds")],
+                          env=env, capture_output=True, text=True, timeout=600)
+  code, err = result.returncode, result.stderr
   assert code == 1 and "train-labels-idx1-ubyte.gz" in err and "python -m genjax.data.prepare" in err, err
   assert "Traceback" not in err
   assert victim.read_bytes() == bytes(data)  # the file is reported, not deleted or replaced
