@@ -18,13 +18,28 @@ def add_distributed_flags(parser: argparse.ArgumentParser):
   group.add_argument("--process_id", type=int, default=None, help="this process's index")
 
 
+# XLA:CPU aborts the process (LOG(FATAL), SIGABRT) when a collective's participants do not all
+# arrive within 40 s. Simulated devices are threads sharing the host's cores, so on a small or
+# busy machine the last device can reach an all-reduce minutes after the first: a slow run, not
+# a deadlock. Simulated runs get 30 minutes before XLA gives up.
+SIMULATED_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=300",
+                              "--xla_cpu_collective_call_terminate_timeout_seconds=1800")
+
+
+def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
+  """`flags` (an XLA_FLAGS value) with `devices` simulated CPU devices and collective timeouts that
+  suit them; flags already set for those options are kept."""
+  kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
+  extra = [f for f in SIMULATED_COLLECTIVE_FLAGS if not any(k.startswith(f.split("=")[0] + "=") for k in kept)]
+  return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}", *extra])
+
+
 def setup_devices(args):
   """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected."""
   if args.cpu_devices is not None:
     if args.cpu_devices <= 0:
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
-    flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}".strip()
+    os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(args.cpu_devices, os.environ.get("XLA_FLAGS", ""))
   import jax
   explicit = [args.coordinator_address, args.num_processes, args.process_id]
   if any(v is not None for v in explicit):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from genjax.cli import simulated_devices_xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -21,7 +23,7 @@ def free_port() -> int:
 def child_env(devices: int) -> dict:
   """The environment of a child: `devices` simulated CPU devices, the repo importable."""
   return {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+          "XLA_FLAGS": simulated_devices_xla_flags(devices, os.environ.get("XLA_FLAGS", ""))}
 
 
 def train_command(config: str, workdir: str, *extra: str):

@@ -1,0 +1,57 @@
+"""Command-line plumbing: the XLA flags of simulated devices."""
+
+import os
+import signal
+import subprocess
+import sys
+
+from genjax.cli import simulated_devices_xla_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_simulated_device_flags_replace_the_count_and_keep_the_users_timeouts():
+  flags = simulated_devices_xla_flags(4, "--xla_force_host_platform_device_count=8 --xla_dump_to=/x "
+                                         "--xla_cpu_collective_call_terminate_timeout_seconds=5").split()
+  assert [f for f in flags if "device_count" in f] == ["--xla_force_host_platform_device_count=4"]
+  assert "--xla_dump_to=/x" in flags
+  assert [f for f in flags if "terminate_timeout" in f] == ["--xla_cpu_collective_call_terminate_timeout_seconds=5"]
+  assert "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300" in flags
+  fresh = simulated_devices_xla_flags(2).split()
+  assert "--xla_cpu_collective_call_terminate_timeout_seconds=1800" in fresh
+
+
+# Device 0 reaches the all-reduce 4 s after device 1.
+_STRAGGLER = """
+import time
+import jax, jax.numpy as jnp, numpy as np
+
+def pause(i):
+  if int(i) == 0:
+    time.sleep(4)
+  return np.float32(0)
+
+def step(x):
+  i = jax.lax.axis_index("d")
+  return jax.lax.psum(x + jax.pure_callback(pause, jax.ShapeDtypeStruct((), jnp.float32), i), "d")
+
+print("sum", float(jax.pmap(step, axis_name="d")(jnp.arange(2.0))[0]))
+"""
+
+
+def _run_straggler(xla_flags):
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags}
+  return subprocess.run([sys.executable, "-c", _STRAGGLER], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_collective_timeout_flags_decide_whether_xla_aborts_a_straggler():
+  """The flags this jaxlib reads: with a 2 s limit XLA kills the process (SIGABRT); with the
+  simulated-device defaults the same program waits for the straggler and finishes."""
+  short = _run_straggler(simulated_devices_xla_flags(
+      2, "--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 "
+         "--xla_cpu_collective_call_terminate_timeout_seconds=2"))
+  assert short.returncode == -signal.SIGABRT, short.stderr[-2000:]
+  assert "Termination timeout" in short.stderr
+  waited = _run_straggler(simulated_devices_xla_flags(2))
+  assert waited.returncode == 0, waited.stderr[-2000:]
+  assert "sum 1.0" in waited.stdout
