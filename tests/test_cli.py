@@ -1,13 +1,11 @@
 """Command-line plumbing: the XLA flags of simulated devices."""
 
-import os
 import signal
 import subprocess
 import sys
 
 from genjax.cli import simulated_devices_xla_flags
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.reliability.procs import child_env
 
 
 def test_simulated_device_flags_replace_the_count_and_keep_the_users_timeouts():
@@ -40,7 +38,7 @@ print("sum", float(jax.pmap(step, axis_name="d")(jnp.arange(2.0))[0]))
 
 
 def _run_straggler(xla_flags):
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags}
+  env = {**child_env(2), "XLA_FLAGS": xla_flags}
   return subprocess.run([sys.executable, "-c", _STRAGGLER], env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -100,6 +100,11 @@ def prepare_command(names, data_dir: str, manual_root: Optional[str]) -> str:
   return f"python -m genjax.data.prepare --datasets {','.join(names)} --data_dir {data_dir}{manual}"
 
 
+def _manual_root(manual_dir: Optional[str]) -> Optional[str]:
+  """The folder that holds a dataset's raw-file folder: what --manual_dir of the prepare command takes."""
+  return os.path.dirname(manual_dir.rstrip("/")) if manual_dir else None
+
+
 def not_prepared_message(name: str, data_dir: str, manual_dir: Optional[str], reason: str) -> str:
   folder = manual_dir or f"MANUAL_DIR/{name}"
   files = expected_files(name)
@@ -109,9 +114,8 @@ def not_prepared_message(name: str, data_dir: str, manual_dir: Optional[str], re
   for f in files:
     state = "missing" if f.filename in missing else "present"
     lines.append(f"  {f.filename:32s} {f.size:>11,d} bytes  sha256 {f.sha256}  [{state}]  from {f.url}")
-  manual_root = os.path.dirname(manual_dir.rstrip("/")) if manual_dir else None
   lines.append("then prepare it (needs tensorflow-cpu, only for this step):")
-  lines.append(f"  {prepare_command(name, data_dir, manual_root)}")
+  lines.append(f"  {prepare_command(name, data_dir, _manual_root(manual_dir))}")
   lines.append("or set data.manual_dir / GENJAX_MANUAL_DIR (a folder with one sub-folder per dataset) "
                "and genjax prepares it on first use.")
   return "\n".join(lines)
@@ -147,7 +151,7 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
       raise ChecksumMismatchError(
           f"A raw file for {name!r} in {manual_dir} does not match the size/SHA-256 TFDS registers "
           f"(a truncated or different download?). TFDS said: {e}\nReplace it with a fresh copy of:\n"
-          f"{files}\nthen rerun: {prepare_command(name, data_dir, os.path.dirname(manual_dir))}") from e
+          f"{files}\nthen rerun: {prepare_command(name, data_dir, _manual_root(manual_dir))}") from e
   return builder
 
 
@@ -204,7 +208,7 @@ def prepare_in_child(name: str, data_dir: str, manual_dir: Optional[str]):
     raise DatasetNotPreparedError(
         f"Preparing {name!r} in a child process failed (exit code {code}); its output is above. "
         f"Run it by hand to see the whole error: "
-        f"{prepare_command(name, data_dir, os.path.dirname(manual_dir.rstrip('/')) if manual_dir else None)}")
+        f"{prepare_command(name, data_dir, _manual_root(manual_dir))}")
 
 
 def child_main(argv) -> int:
