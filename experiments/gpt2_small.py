@@ -31,7 +31,7 @@ def get_config(arg=None) -> C.Experiment:
   return C.Experiment(
       name="gpt2_small",
       family="autoregressive",
-      model=autoregressive.Config(kind="gpt", num_layers=12, num_heads=12, width=768, dropout=0.0,
+      model=autoregressive.GPTConfig(num_layers=12, num_heads=12, width=768, dropout=0.0,
                                   use_bias=True, positions="learned", tie_embeddings=True,
                                   vocab_size=50304),
       data=C.Data(name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val",

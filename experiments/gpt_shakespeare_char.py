@@ -41,7 +41,7 @@ def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
       name="gpt_shakespeare_char",
       family="autoregressive",
-      model=autoregressive.Config(kind="gpt", num_layers=6, num_heads=6, width=384, dropout=0.2,
+      model=autoregressive.GPTConfig(num_layers=6, num_heads=6, width=384, dropout=0.2,
                                   use_bias=False, positions="learned", tie_embeddings=True),
       data=C.Data(name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val",
                   block_size=256, tokenizer="char"),

@@ -34,8 +34,8 @@ def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
       name="pixelcnn_binarized_mnist",
       family="autoregressive",
-      model=autoregressive.Config(kind="pixelcnn", num_layers=15, channels=128, kernel_size=3,
-                                  first_kernel_size=7, output_channels=512),
+      model=autoregressive.PixelCNNConfig(num_layers=15, channels=128, kernel_size=3,
+                                          first_kernel_size=7, output_channels=512),
       data=C.Data(name="binarized_mnist", train_split="train", eval_split="test"),
       optim=C.Optim(name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=500,
                     end_lr_ratio=0.05, grad_clip_norm=1.0),

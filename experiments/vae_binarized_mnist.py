@@ -27,7 +27,6 @@ Data: MNIST's 60000 training images binarized afresh each time they are read (da
 "dynamic"); the 10000 test images binarized once, the same way for every evaluation.
 """
 
-import dataclasses
 
 from genjax.config import Data, Eval, Experiment, Optim, Train
 from genjax.families import vae

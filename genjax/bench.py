@@ -4,7 +4,7 @@
 
 For the standard config of each family (the experiments/ files, built with
 genjax.config.load_config_file) the benchmark compiles the train step exactly as the loop does
-(genjax.train.loop.Parallelism: jit over a one-device mesh, state donated), feeds it synthetic
+(genjax.core.parallel.Parallelism: jit over a one-device mesh, state donated), feeds it synthetic
 batches of the right shapes (no dataset needed) and reports, per config:
 
   train_examples_per_s  examples (tokens for text: train_tokens_per_s) per second, steady state
@@ -50,7 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import config as config_lib
+from genjax import data as data_lib
 from genjax import families
+from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
 
 # Data-sheet dense peaks in FLOP/s by (device kind substring, dtype).
@@ -59,56 +61,17 @@ PEAK_FLOPS = {
     ("h200", "float32"): 67e12, ("h100", "float32"): 67e12, ("a100", "float32"): 19.5e12,
 }
 
-# The shapes of the datasets the standard configs read, so no dataset is needed for the step.
-DATA_SHAPES = {
-    "mnist": dict(kind="image", shape=(28, 28, 1), num_classes=10),
-    "fashion_mnist": dict(kind="image", shape=(28, 28, 1), num_classes=10),
-    "binarized_mnist": dict(kind="image", shape=(28, 28, 1), num_classes=None, binary=True),
-    "cifar10": dict(kind="image", shape=(32, 32, 3), num_classes=10),
-    "stacked_mnist": dict(kind="image", shape=(28, 28, 3), num_classes=1000),
-    "digits": dict(kind="image", shape=(8, 8, 1), num_classes=10),
-    "tiny_shakespeare": dict(kind="text", vocab_size=65),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One benchmarked config: a config file spec (relative to the repo root), or a builder for
-  standard models that have no config file yet; the batch used on CPU; the test-size model."""
+  """One benchmarked config: a config file spec (relative to the repo root); the batch used on
+  CPU; the test-size model."""
 
-  config: Optional[str]
+  config: str
   cpu_batch: int
   quick: Callable[[Any], Any]  # model Config -> test-size model Config
-  build: Optional[Callable[[], config_lib.Experiment]] = None
-  vocab_size: Optional[int] = None  # text data with a tokenizer other than char
+  quick_batch: int = 8  # the test-size batch (GANs: a multiple of n_critic * pack)
   note: str = ""
   cpu_bound: str = ""  # what holds the CPU step below the MFU target, printed when it is missed
-
-
-def _sngan_cifar10() -> config_lib.Experiment:
-  """SNGAN ResNet for CIFAR-10 (Miyato et al. 2018, appendix B.4): G 256 channels x 3 up-blocks,
-  D 128 channels x 4 blocks, spectral norm, hinge loss, n_critic 5, Adam(2e-4, 0, 0.9), batch 64."""
-  from genjax.families import gan
-  base = _load("experiments/dcgan_mnist.py")
-  return dataclasses.replace(
-      base, name="sngan_cifar10",
-      model=gan.Config(arch="sngan_resnet", latent_dim=128, latent_dist="normal",
-                       g_widths=(256, 256, 256, 256), d_widths=(128, 128, 128, 128),
-                       g_norm="batch", d_norm="none", spectral_norm=True, loss="hinge", n_critic=5),
-      data=config_lib.Data(name="cifar10"),
-      optim=config_lib.Optim(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9),
-      train=dataclasses.replace(base.train, steps=50_000, batch_size=64))
-
-
-def _vae_conv() -> config_lib.Experiment:
-  """The convolutional VAE on MNIST (stride-2 4x4 convolutions 32, 64, dense 256, 32 latents)."""
-  from genjax.families import vae
-  base = _load("experiments/vae_binarized_mnist.py:vae")
-  return dataclasses.replace(
-      base, name="vae_conv_mnist",
-      model=dataclasses.replace(base.model, architecture="conv", conv_channels=(32, 64), hidden=(256,),
-                                latents=(32,), activation="relu"),
-      train=dataclasses.replace(base.train, batch_size=128, steps_per_call=1))
 
 
 def _tiny_gpt(m):
@@ -132,17 +95,15 @@ def _tiny_vae(m):
 
 BENCHMARKS: Dict[str, Entry] = {
     "gpt_shakespeare_char": Entry("experiments/gpt_shakespeare_char.py", cpu_batch=8, quick=_tiny_gpt),
-    "gpt2_small": Entry("experiments/gpt2_small.py", cpu_batch=1, quick=_tiny_gpt, vocab_size=256),
+    "gpt2_small": Entry("experiments/gpt2_small.py", cpu_batch=1, quick=_tiny_gpt),
     "ddpm_mnist": Entry("experiments/ddpm_mnist.py", cpu_batch=16, quick=_tiny_unet,
                         cpu_bound="3x3 convolutions of 64-128 channels at 28x28 to 7x7: their backward pass "
                                   "(input and kernel gradients) runs at about a quarter of the matmul rate, the "
                                   "forward at about 0.4, with XLA's convolutions and with im2col products alike"),
     "ddpm_cifar10": Entry("experiments/ddpm_cifar10.py", cpu_batch=4, quick=_tiny_unet),
-    "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=_tiny_gan),
-    "sngan_cifar10": Entry(None, cpu_batch=10, quick=_tiny_gan, build=_sngan_cifar10,
-                           note="the paper's CIFAR-10 SNGAN, built here: the experiments/ SNGAN is 28x28"),
-    "vae_conv_mnist": Entry(None, cpu_batch=128, quick=_tiny_vae, build=_vae_conv,
-                            note="the conv VAE on MNIST shapes, built here from the IWAE experiment",
+    "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=_tiny_gan, quick_batch=10),
+    "sngan_cifar10": Entry("experiments/sngan_cifar10.py", cpu_batch=10, quick=_tiny_gan, quick_batch=10),
+    "vae_conv_fashion_mnist": Entry("experiments/vae_conv_fashion_mnist.py", cpu_batch=128, quick=_tiny_vae,
                             cpu_bound="a 4 GFLOP step of small layers (32-64 channels at 14x14 and 7x7): "
                                       "im2col copies, the likelihood and the update weigh as much as the matmuls"),
     "iwae_binarized_mnist": Entry("experiments/vae_binarized_mnist.py:iwae", cpu_batch=20, quick=_tiny_vae,
@@ -169,27 +130,18 @@ def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str]
   """The benchmarked Experiment: the standard config, its batch cut to `cpu_batch` on a CPU,
   shrunk to test size in quick mode; one device; no steps_per_call (one step per call)."""
   entry = BENCHMARKS[name]
-  exp = entry.build() if entry.build else _load(entry.config)
+  exp = _load(entry.config)
   train = dataclasses.replace(exp.train, steps_per_call=1, progress=False)
   data = dataclasses.replace(exp.data, data_dir=data_dir or exp.data.data_dir)
   if quick:
     exp = dataclasses.replace(exp, model=entry.quick(exp.model))
-    train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, 10 if exp.family == "gan" else 8))
-    if data.name in DATA_SHAPES and DATA_SHAPES[data.name]["kind"] == "text":
+    train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.quick_batch))
+    if data_lib.describe(data).kind == "text":
       data = dataclasses.replace(data, block_size=32)
   elif on_cpu:
     train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.cpu_batch))
   return dataclasses.replace(exp, train=train, data=data,
                              parallel=config_lib.Parallel(mode="jit", num_devices=1))
-
-
-def synthetic_info(exp: config_lib.Experiment, entry: Entry) -> DataInfo:
-  spec = dict(DATA_SHAPES[exp.data.name])
-  if spec["kind"] == "text":
-    return DataInfo(name=exp.data.name, kind="text", shape=(exp.data.block_size,),
-                    vocab_size=entry.vocab_size or spec["vocab_size"])
-  binary = spec.pop("binary", False) or exp.data.binarize != "none"
-  return DataInfo(name=exp.data.name, binary=binary, **spec)
 
 
 def synthetic_batch(info: DataInfo, batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -258,12 +210,11 @@ def peak_memory(device) -> Dict[str, Any]:
 
 def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[str, Any]:
   """Compiles the loop's step for `exp` and times it on one synthetic batch."""
-  from genjax.train import loop
-  par = loop.Parallelism(exp)
+  par = Parallelism.of(exp)
   B = exp.train.batch_size
   host_batch = synthetic_batch(info, B)
   t0 = time.perf_counter()
-  state = jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0), loop.example_batch(info))
+  state = jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0))
   state = par.put_state(state)
   step = par.compile(family.train_step, returns_state=True)
   batch = par.put_batch(host_batch)
@@ -290,39 +241,46 @@ def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[st
 
 
 def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
-  """Sampling costs: one compiled call per sample; timed after a warm-up call."""
+  """Sampling costs, one compiled call per sample, timed after a warm-up call. What is timed
+  follows the family's sampling options: per token at two lengths where they have a `length`,
+  per network evaluation at two step counts where they have `num_steps` (DDIM), per image else."""
   variables = state.variables(ema=True)
   rng = jax.random.key(2)
   out: Dict[str, Any] = {}
   block = lambda x: jax.block_until_ready(x)
-  if family.output == "text":
+  options = family.resolve_options(family.sample_options())
+  fields = {f.name for f in dataclasses.fields(options)}
+  if "length" in fields:
     L = exp.data.block_size
     n = 1 if L >= 1024 else 4
     short, long = max(L // 8, 2), L - 1
     per_token = {}
     for length in (short, long):
-      seconds = _timed(lambda: block(family.sample(variables, rng, n, length=length)), 0.0, 2, 2)
+      opts = dataclasses.replace(options, length=length)
+      seconds = _timed(lambda opts=opts: block(family.sample(variables, rng, n, opts)), 0.0, 2, 2)
       per_token[length] = seconds / length
     out.update(sample_batch=n, sample_s_per_token_short=per_token[short], sample_short_length=short,
                sample_s_per_token_long=per_token[long], sample_long_length=long,
                sample_per_token_long_over_short=per_token[long] / per_token[short])
     return out
   n = 4 if quick else 16
-  if exp.family == "diffusion":
+  if "num_steps" in fields and "sampler" in fields:
     # 4 sampler calls (two lengths, each warmed up): keep a CPU's share to minutes.
     n = 4 if quick or jax.devices()[0].platform != "cpu" else 2
-    guided = getattr(exp.model, "class_conditional", False) and exp.model.guidance_scale != 1.0
+    guided = (options.guidance_scale or 1.0) != 1.0
     many, few = (6, 2) if quick else (50, 10)
     times = {}
     for steps in (many, few):
-      times[steps] = _timed(lambda: block(family.sample(variables, rng, n, sampler="ddim", num_steps=steps)),
-                            0.0, 1, 1)
+      opts = dataclasses.replace(options, sampler="ddim", num_steps=steps)
+      times[steps] = _timed(lambda opts=opts: block(family.sample(variables, rng, n, opts)), 0.0, 1, 1)
     per_eval = (times[many] - times[few]) / (many - few)
     overhead = times[many] - many * per_eval
     out.update(sample_batch=n, sample_ddim_steps=many, sample_ddim_s=times[many],
                sample_s_per_image=times[many] / n, sample_unet_evals=many * (2 if guided else 1),
                sample_s_per_step=per_eval, sample_fixed_overhead_s=overhead,
                sample_overhead_fraction=overhead / times[many])
+    return out
+  if family.output == "none":
     return out
   sample = jax.jit(family.sample, static_argnums=2)  # one compiled call, as the loop and CLI make it
   seconds = _timed(lambda: block(sample(variables, rng, n)), 0.0, 1, 3)
@@ -332,7 +290,7 @@ def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
 
 def measure_checkpoint(state) -> Dict[str, Any]:
   """How long Checkpoints.save blocks the loop vs. how long the whole asynchronous save takes."""
-  from genjax.train import checkpoint as ckpt_lib
+  from genjax.core import checkpoint as ckpt_lib
   with tempfile.TemporaryDirectory() as workdir:
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=1, async_save=True)
     checkpoints.save(1, state, {"step": 1})  # warm-up: Orbax's first save sets up its threads
@@ -349,7 +307,6 @@ def measure_checkpoint(state) -> Dict[str, Any]:
 
 def measure_pipeline(exp, steps: int) -> Dict[str, Any]:
   """Dataset.batch throughput at the config's global batch, on its dataset when prepared."""
-  from genjax import data as data_lib
   data, used, reason = exp.data, exp.data.name, ""
   try:
     dataset = data_lib.load(data, data.train_split)
@@ -365,7 +322,7 @@ def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[st
   """A short genjax.train.loop.train run: its steady steps/s (log windows after the first, which
   holds the compilation) against the isolated step's rate gives the time spent outside the step.
   `steps_per_call` is the config's own (several steps per compiled call)."""
-  from genjax.train import loop, writers
+  from genjax.trainer import loop, writers
   steps_per_window = -(-steps_per_window // steps_per_call) * steps_per_call
   steps = 4 * steps_per_window
   exp = dataclasses.replace(
@@ -396,11 +353,11 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   on_cpu = device.platform == "cpu"
   entry = BENCHMARKS[name]
   exp = experiment_for(name, quick, on_cpu, data_dir)
-  standard = entry.build() if entry.build else _load(entry.config)
-  info = synthetic_info(exp, entry)
-  family = families.get(exp.family).build(exp, info)
+  standard = _load(entry.config)
+  info = data_lib.describe(exp.data)
+  family = families.build(exp, info)
   dtype = exp.train.compute_dtype
-  row: Dict[str, Any] = {"name": name, "family": exp.family, "config": entry.config or "built in genjax.bench",
+  row: Dict[str, Any] = {"name": name, "family": exp.family, "config": entry.config,
                          "note": entry.note, "batch": exp.train.batch_size, "compute_dtype": dtype,
                          "family_notes": family.notes}
   train = measure_train(exp, family, info, min_time=0.5 if quick else 8.0, max_steps=3 if quick else 200)

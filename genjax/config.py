@@ -319,7 +319,8 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
   """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid."""
   _check_types(exp, "")
   if exp.model is None or not dataclasses.is_dataclass(exp.model):
-    raise ConfigError(f"config.model must be the family's model dataclass (genjax.families.{exp.family}.Config), got {exp.model!r}.")
+    raise ConfigError(f"config.model must be the family's model config dataclass (e.g. genjax.families.{exp.family}.Config), "
+                      f"got {exp.model!r}.")
   t, o, p = exp.train, exp.optim, exp.parallel
   positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
               "train.eval_every": t.eval_every, "train.checkpoint_every": t.checkpoint_every,
@@ -372,8 +373,12 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
 
 
 def to_dict(exp: Experiment) -> dict:
-  """A JSON-ready dict of the whole tree (tuples become lists)."""
-  return dataclasses.asdict(exp)
+  """A JSON-ready dict of the whole tree (tuples become lists); `model_class` names the model
+  config's class (a family may have several, e.g. GPTConfig and PixelCNNConfig)."""
+  d = dataclasses.asdict(exp)
+  if exp.model is not None:
+    d["model_class"] = type(exp.model).__name__
+  return d
 
 
 def to_json(exp: Experiment) -> str:
@@ -399,13 +404,20 @@ def _from_dict(cls, data: Mapping, where: str):
   return cls(**kwargs)
 
 
-def from_dict(data: Mapping, model_classes: Mapping[str, type]) -> Experiment:
-  """Rebuilds an `Experiment` from `to_dict` output; `model_classes` maps family -> Config."""
+def from_dict(data: Mapping, model_classes: Mapping[str, Sequence[type]]) -> Experiment:
+  """Rebuilds an `Experiment` from `to_dict` output; `model_classes` maps each family to its
+  model config classes (the one named by "model_class" is used, else the first)."""
   data = dict(data)
   family = data.get("family", "vae")
   if family not in model_classes:
     raise ConfigError(f"Saved config names family {family!r}; known families: {', '.join(sorted(model_classes))}.")
-  model = _from_dict(model_classes[family], data.pop("model") or {}, "model.")
+  given = model_classes[family]
+  classes = {c.__name__: c for c in (given if isinstance(given, (tuple, list)) else (given,))}
+  name = data.pop("model_class", None) or next(iter(classes))
+  if name not in classes:
+    raise ConfigError(f"Saved config names model class {name!r}, which the {family} family does not have "
+                      f"({', '.join(classes)}): written by another genjax version?")
+  model = _from_dict(classes[name], data.pop("model") or {}, "model.")
   exp = _from_dict(Experiment, data, "")
   return dataclasses.replace(exp, model=model)
 

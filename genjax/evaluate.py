@@ -1,5 +1,5 @@
 """python -m genjax.evaluate --workdir DIR [--metrics fd,kid,pr,is,modes] [--num_samples N]
-                            [--feature_net NAME] [--reference_split SPLIT] ...
+                            [--feature_net NAME] [--reference_split SPLIT] [--OPTION VALUE ...]
 
 Evaluates a trained run's latest checkpoint (EMA weights when the run kept them).
 
@@ -9,8 +9,9 @@ one (GANs) get the default sample metrics of their dataset: `modes` on stacked_m
 default feature network otherwise; other families without one get their eval_step's mean over the
 whole split.
 
-With --metrics: draws --num_samples images with the family's sampler and compares them with a
-dataset split in a feature network's space:
+With --metrics: draws --num_samples images with the family's sampler (its sampling options, as
+for python -m genjax.sample, may follow: e.g. --sampler ddim --num_steps 50) and compares them
+with a dataset split in a feature network's space:
   fd     Frechet distance (FID with --feature_net inception)      genjax.metrics.frechet
   kid    kernel distance, unbiased (x 1000 is customary)          genjax.metrics.kid
   pr     precision and recall, k=3 nearest neighbours             genjax.metrics.precision_recall
@@ -58,7 +59,8 @@ def parse(argv):
   parser.add_argument("--cache_dir", default=None, help="reference statistics cache (default $GENJAX_HOME/reference_stats)")
   parser.add_argument("--no_log", action="store_true", help="do not append the result to WORKDIR/eval.jsonl")
   cli.add_distributed_flags(parser)
-  args = parser.parse_args(argv)
+  args, option_tokens = parser.parse_known_args(argv)
+  args.option_tokens = option_tokens
   metrics = []
   if args.metrics is not None:
     for name in (m.strip().lower() for m in args.metrics.split(",") if m.strip()):
@@ -79,6 +81,13 @@ def parse(argv):
     cli.fail("--max_examples limits the family's own evaluation; with --metrics use --num_samples.")
   if args.num_samples is not None and args.num_samples < 2:
     cli.fail(f"--num_samples={args.num_samples}: at least 2 samples are needed.")
+  if args.seed < 0:
+    cli.fail(f"--seed={args.seed} must be a non-negative integer.")
+  if args.batch_size is not None and args.batch_size < 1:
+    cli.fail(f"--batch_size={args.batch_size} must be a positive number of examples.")
+  if option_tokens and not metrics:
+    cli.fail(f"Unknown arguments {' '.join(option_tokens)}: sampling options are for --metrics (the family's own "
+             "evaluation takes none).")
   if not os.path.isdir(args.workdir):
     cli.fail(f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
              f"--workdir DIR` run wrote (it holds config.json and checkpoints/).")
@@ -89,6 +98,7 @@ def family_evaluation(exp, family, state, args) -> dict:
   """The family's `evaluate` over the whole evaluation split, else its eval_step's mean."""
   import jax
   import numpy as np
+
   from genjax import data
   from genjax.data import datasets
   dataset = data.load(exp.data, exp.data.eval_split)
@@ -97,6 +107,8 @@ def family_evaluation(exp, family, state, args) -> dict:
   if args.no_ema:
     state = state.replace(ema_params=None)
   batches = datasets.first_examples(dataset.eval_batches(batch_size), args.max_examples)
+  total = min(dataset.num_examples, args.max_examples or dataset.num_examples)
+  batches = _progress(batches, -(-total // batch_size), "evaluating", "batch")
   if family.evaluate is not None:
     result = family.evaluate(state, batches, rng)
     return {k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
@@ -111,27 +123,34 @@ def family_evaluation(exp, family, state, args) -> dict:
   return {k: v / weight for k, v in totals.items()} | {"num_examples": int(weight)}
 
 
-def draw_samples(family, variables, rng, num: int, batch_size: int):
+def _progress(iterable, total: int, desc: str, unit: str):
+  """A progress bar with an ETA on stderr (stdout carries the JSON)."""
+  from tqdm import tqdm
+  return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+              mininterval=1.0 if os.isatty(2) else 30.0)
+
+
+def draw_samples(family, variables, rng, num: int, batch_size: int, options=None):
   """Yields batches of samples (numpy, in [-1, 1]) totalling exactly `num`."""
   import jax
   import numpy as np
-  sample = jax.jit(lambda v, r: family.sample(v, r, batch_size))
+  sample = jax.jit(lambda v, r: family.sample(v, r, batch_size, options))
   for i, start in enumerate(range(0, num, batch_size)):
     images = np.asarray(jax.device_get(sample(variables, jax.random.fold_in(rng, i))))
     yield images[:num - start]
 
 
-def sample_metrics(exp, family, state, info, metrics, args, log) -> dict:
+def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dict:
   import jax
   import numpy as np
-  from genjax.metrics import (features, frechet, inception_score, kid, precision_recall,
-                              reference_stats, stacked_mnist)
+
+  from genjax.metrics import features, frechet, inception_score, kid, precision_recall, reference_stats, stacked_mnist
+  if family.output == "none":
+    raise ValueError(f"This run's family ({exp.family}) is not a generative model and has no samples: leave "
+                     "out --metrics to get its own evaluation (a classifier's test accuracy).")
   if family.output != "image" or info.kind != "image":
     raise ValueError(f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
                      "Leave out --metrics for its own evaluation (e.g. bits per character).")
-  if exp.family == "classifier":
-    raise ValueError("The classifier family is not a generative model and has no samples: leave out "
-                     "--metrics to get its test accuracy.")
   num = args.num_samples or (stacked_mnist.PACGAN_NUM_SAMPLES if metrics == ["modes"] else 10_000)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   net_options = {"weights": args.inception_weights, "classifier_dir": args.classifier_dir}
@@ -153,7 +172,8 @@ def sample_metrics(exp, family, state, info, metrics, args, log) -> dict:
   stats = frechet.RunningStats(net.dim) if net else None
   kept, probs, drawn = [], [], 0
   start = time.perf_counter()
-  for images in draw_samples(family, variables, jax.random.key(args.seed), num, batch_size):
+  draws = draw_samples(family, variables, jax.random.key(args.seed), num, batch_size, options)
+  for images in _progress(draws, -(-num // batch_size), "sampling", "batch"):
     if not np.isfinite(images).all():
       raise ValueError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
     if net is not None:
@@ -166,7 +186,6 @@ def sample_metrics(exp, family, state, info, metrics, args, log) -> dict:
     if counter is not None:
       counter.update(images)
     drawn += len(images)
-    log(f"  {drawn}/{num} samples ({time.perf_counter() - start:.0f}s)")
 
   result = {}
   if "fd" in metrics:
@@ -181,7 +200,7 @@ def sample_metrics(exp, family, state, info, metrics, args, log) -> dict:
   if counter is not None:
     modes = counter.result()
     result.update({"modes": modes["modes"], "kl": modes["kl"]})
-  details = {"num_samples": num}
+  details = {"num_samples": num, "sample_seconds": round(time.perf_counter() - start, 1)}
   if net is not None:
     details.update({"feature_net": net.name, "reference": f"{exp.data.name}/{args.reference_split or exp.data.train_split}",
                     "reference_count": ref.count})
@@ -192,23 +211,32 @@ def main(argv=None):
   args, metrics = parse(sys.argv[1:] if argv is None else argv)
   cli.setup_devices(args)
   cli.configure_logging()
+  import dataclasses
+
   import jax
+
+  from genjax import config as config_lib
   from genjax import data
+  from genjax.core import checkpoint
+  from genjax.families.base import check_options
   from genjax.metrics import features
-  from genjax.train import checkpoint, loop
+  from genjax.sample import parse_options
+  from genjax.trainer import workdir
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
   start = time.perf_counter()
   try:
-    exp, family, state, info = loop.restore(args.workdir)
-    if not metrics and family.evaluate is None and family.output == "image" and exp.family != "classifier":
+    exp, family, state, info = workdir.restore(args.workdir)
+    if not metrics and family.evaluate is None and family.output == "image":
       metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
       log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
     if metrics:
-      out = sample_metrics(exp, family, state, info, metrics, args, log)
+      options = check_options(family, parse_options(family.sample_options, args.option_tokens))
+      out = sample_metrics(exp, family, state, info, metrics, args, log, options)
+      out["sample_options"] = dataclasses.asdict(options)
     else:
       out = {"metrics": family_evaluation(exp, family, state, args), "split": exp.data.eval_split}
-  except (FileNotFoundError, checkpoint.CheckpointError, features.FeatureNetError, ValueError,
-          ArithmeticError, NotImplementedError, data.DatasetNotPreparedError) as e:
+  except (FileNotFoundError, checkpoint.CheckpointError, features.FeatureNetError, ValueError, TypeError,
+          ArithmeticError, NotImplementedError, data.DatasetNotPreparedError, config_lib.ConfigError) as e:
     cli.fail(e)
   record = {"workdir": os.path.abspath(args.workdir), "experiment": exp.name, "family": exp.family,
             "dataset": exp.data.name, "step": int(jax.device_get(state.step)),

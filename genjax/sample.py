@@ -1,38 +1,71 @@
-"""python -m genjax.sample --workdir DIR --num N --out FILE [--seed S] [--prompt TEXT] ...
+"""python -m genjax.sample --workdir DIR --num N --out FILE [--seed S] [--no_ema] [--OPTION VALUE ...]
 
 Draws N samples from a trained run's latest checkpoint (EMA weights when the run kept them).
 Images go to a PNG grid (or raw arrays when FILE ends in .npy); text is printed and written.
-Family-specific options (--prompt, --temperature, --sampler, ...) are passed to the family's
-sample function when given.
+The run's family declares its sampling options (its SampleOptions dataclass); each is a flag:
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 
 from genjax import cli
 
-FAMILY_OPTIONS = {  # flag -> type; passed through to family.sample(variables, rng, n, **options)
-    "length": int, "temperature": float, "top_k": int, "top_p": float,
-    "sampler": str, "num_steps": int, "eta": float, "guidance_scale": float, "label": int,
-}
+
+def options_help() -> str:
+  """Every family's sampling options, read from the families' SampleOptions classes."""
+  from genjax import families
+  lines = []
+  for name in families.names():
+    for model_class, cls in families.get(name).SAMPLE_OPTIONS.items():
+      fields = ", ".join(f"--{f.name}" for f in dataclasses.fields(cls)) or "(none)"
+      lines.append(f"  {name} ({model_class}): {fields}")
+  return "\n".join(lines)
+
+
+def parse_options(cls, tokens):
+  """The family's SampleOptions from ["--name", "value", "--name=value", ...] (ValueError if bad)."""
+  from genjax import config as config_lib
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  hints = typing.get_type_hints(cls)
+  values, i = {}, 0
+  while i < len(tokens):
+    token = tokens[i]
+    if not token.startswith("--"):
+      raise ValueError(f"Unexpected argument {token!r}: options are written --NAME VALUE.")
+    name, eq, text = token[2:].partition("=")
+    if name not in fields:
+      known = ", ".join(f"--{n}" for n in fields) or "none"
+      raise ValueError(f"--{name} is not a sampling option of this run's family; it takes: {known}.")
+    if not eq:
+      if i + 1 >= len(tokens):
+        raise ValueError(f"--{name} needs a value.")
+      i, text = i + 1, tokens[i + 1]
+    try:
+      values[name] = config_lib.convert_value(text, hints[name], f"--{name}")
+    except config_lib.ConfigError as e:
+      raise ValueError(str(e)) from e
+    i += 1
+  return cls(**values)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m genjax.sample", description=__doc__,
+                                   epilog="Sampling options by family:\n" + options_help(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--num", type=int, default=64, help="number of samples")
   parser.add_argument("--out", required=True, help="output file: .png grid, .npy arrays, or .txt for text")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_ema", action="store_true", help="sample with the raw weights, not the EMA")
-  parser.add_argument("--prompt", default=None, help="text models: the text to continue")
-  for name, tp in FAMILY_OPTIONS.items():
-    parser.add_argument(f"--{name}", type=tp, default=None)
   cli.add_distributed_flags(parser)
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  args, option_tokens = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   if args.num <= 0:
     cli.fail(f"--num={args.num} must be a positive number of samples.")
+  if args.seed < 0:
+    cli.fail(f"--seed={args.seed} must be a non-negative integer.")
   out_dir = os.path.dirname(os.path.abspath(args.out))
   if not os.path.isdir(out_dir):
     cli.fail(f"--out {args.out}: the folder {out_dir} does not exist. Create it or write elsewhere.")
@@ -41,41 +74,48 @@ def main(argv=None):
   cli.setup_devices(args)
   cli.configure_logging()
   import time
+
   import jax
   import numpy as np
-  from genjax.train import checkpoint, loop, writers
+
+  from genjax import config as config_lib
+  from genjax.core import checkpoint
+  from genjax.families.base import check_options
+  from genjax.trainer import workdir, writers
   try:
-    exp, family, state, info = loop.restore(args.workdir)
-  except (FileNotFoundError, checkpoint.CheckpointError, ValueError) as e:
+    exp, family, state, info = workdir.restore(args.workdir)
+  except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, ValueError) as e:
     cli.fail(e)
+  if family.output == "none":
+    cli.fail(f"This run's family ({exp.family}) is not a generative model and draws no samples; "
+             "`python -m genjax.evaluate --workdir DIR` reports its test accuracy.")
   wanted = "text" if family.output == "text" else "image"
   if args.out.endswith(".txt" if wanted == "image" else ".png"):
     cli.fail(f"--out {args.out}: this run's family ({exp.family}) makes {wanted}s; write "
              f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays.")
-  options = {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name) is not None}
-  if args.prompt is not None:
-    if family.output != "text":
-      cli.fail(f"--prompt is for text models; this run's family ({exp.family}) makes images.")
-    options["prompt"] = np.asarray(info.tokenizer.encode(args.prompt), np.int32)
   try:
-    fn = jax.jit(lambda v, r: family.sample(v, r, args.num, **options))
+    options = check_options(family, parse_options(family.sample_options, option_tokens))
+  except (ValueError, TypeError) as e:
+    cli.fail(f"{e} (sampling options of this run: {', '.join('--' + f.name for f in dataclasses.fields(family.sample_options)) or 'none'}).")
+  try:
+    fn = jax.jit(lambda v, r: family.sample(v, r, args.num, options))
     variables = state.variables(ema=not args.no_ema)
     start = time.perf_counter()
     samples = np.asarray(jax.device_get(fn(variables, jax.random.key(args.seed))))
-  except TypeError as e:
-    cli.fail(f"This family's sampler does not take one of {sorted(options)}: {e}")
+  except ValueError as e:
+    cli.fail(e)
   seconds = time.perf_counter() - start
   if args.out.endswith(".npy"):
     np.save(args.out, samples)
   elif family.output == "text":
-    texts = [info.tokenizer.decode(row.tolist()) for row in samples]
-    joined = "\n\n---\n\n".join(texts)
+    joined = "\n\n---\n\n".join(family.decode(row) for row in samples)
     print(joined)
     with open(args.out, "w") as f:
       f.write(joined)
   else:
     writers.save_image_grid(args.out, samples)
-  print(f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation)", file=sys.stderr)
+  print(f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
+        f"{dataclasses.asdict(options)})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ CONFIGS = {
     "vae_conv_fashion_mnist.py": {},
     "gpt_shakespeare_char.py:cpu": {},
     "gpt_shakespeare_char.py": {},
-    "gpt2_small.py": {"data.tokenizer": "byte"},
+    "gpt2_small.py": {"train.batch_size": "2", "eval.batch_size": "2"},
     "pixelcnn_binarized_mnist.py:cpu": {},
     "ddpm_mnist.py:cpu": {"model.sampler": "ddim", "model.sample_steps": "3"},
     "ddpm_fashion_mnist.py": {"model.sampler": "ddim", "model.sample_steps": "3"},
@@ -53,7 +53,7 @@ CONFIGS = {
 SMALL = {"train.steps": "3", "train.log_every": "1", "train.eval_every": "3", "train.checkpoint_every": "3",
          "train.steps_per_call": "1", "train.progress": "false", "train.async_checkpoints": "false",
          "eval.num_batches": "1", "eval.num_samples": "4", "eval.sample_length": "8",
-         "parallel.num_devices": "2"}
+         "parallel.num_devices": os.environ.get("FINGERPRINT_DEVICES", "2")}
 
 
 def tree_hash(tree) -> str:
@@ -71,7 +71,12 @@ def tree_hash(tree) -> str:
 
 def fingerprint(spec: str, mode: str) -> dict:
   from genjax import config as config_lib
-  from genjax.train import loop, writers
+  try:
+    from genjax.trainer import loop, writers
+    from genjax.trainer import workdir as restorer
+  except ImportError:  # before the trainer / toolkit split
+    from genjax.trainer import loop, writers
+    restorer = loop
   exp = config_lib.load_config_file(os.path.join(ROOT, "experiments", spec))
   train = exp.train
   overrides = {**SMALL, "parallel.mode": mode, **CONFIGS[spec]}
@@ -86,7 +91,7 @@ def fingerprint(spec: str, mode: str) -> dict:
   with tempfile.TemporaryDirectory() as workdir:
     loop.train(exp, workdir)
     records = writers.read_metrics(workdir)
-    _, _, state, _ = loop.restore(workdir)
+    _, _, state, _ = restorer.restore(workdir)
     pictures = {}
     sample_dir = os.path.join(workdir, "samples")
     for name in sorted(os.listdir(sample_dir)) if os.path.isdir(sample_dir) else []:

@@ -9,6 +9,7 @@ import jax
 import pytest
 
 from genjax import bench, families
+from genjax import data as data_lib
 
 COMMON = ["batch", "train_examples_per_s", "flops_per_step", "compile_s", "first_step_s", "matmul_flops_per_s",
           "mfu_measured", "peak_memory_bytes", "memory_source", "pipeline_examples_per_s", "pipeline_over_train",
@@ -61,19 +62,19 @@ def test_quick_benchmark_images_and_ddim(tmp_path):
   assert ddpm["sample_s_per_step"] > 0
 
 
-def test_every_standard_config_builds():
+@pytest.mark.parametrize("name", sorted(bench.BENCHMARKS))
+def test_every_standard_config_builds(name):
   # Every benchmarked config loads and its family builds on the synthetic data description,
   # in full and quick sizes (no compilation): an experiments/ file that changes shape breaks here.
-  for name, entry in bench.BENCHMARKS.items():
-    for quick in (False, True):
-      exp = bench.experiment_for(name, quick=quick, on_cpu=True)
-      info = bench.synthetic_info(exp, entry)
-      family = families.get(exp.family).build(exp, info)
-      batch = bench.synthetic_batch(info, exp.train.batch_size)
-      key = "tokens" if info.kind == "text" else "image"
-      assert batch[key].shape[0] == exp.train.batch_size
-      assert exp.parallel.num_devices == 1 and exp.train.steps_per_call == 1
-      assert family.train_step is not None
+  for quick in (False, True):
+    exp = bench.experiment_for(name, quick=quick, on_cpu=True)
+    info = data_lib.describe(exp.data)
+    family = families.build(exp, info)
+    batch = bench.synthetic_batch(info, exp.train.batch_size)
+    key = "tokens" if info.kind == "text" else "image"
+    assert batch[key].shape[0] == exp.train.batch_size
+    assert exp.parallel.num_devices == 1 and exp.train.steps_per_call == 1
+    assert family.train_step is not None
 
 
 def test_unknown_benchmark_is_refused():

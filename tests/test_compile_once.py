@@ -15,9 +15,10 @@ import pytest
 
 from genjax import config as config_lib
 from genjax.config import Data, Eval, Experiment, Optim, Parallel, Train
+from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
 from genjax.families import vae
-from genjax.train import loop, writers
+from genjax.trainer import loop, writers
 
 
 def small_experiment(steps=8, steps_per_call=1, log_every=2, eval_every=4, checkpoint_every=4, num_devices=1):
@@ -78,11 +79,11 @@ def test_compile_counter_sees_a_recompilation(compile_log):
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
   family = vae.build(exp, info)
-  par = loop.Parallelism(exp)
-  state = par.put_state(family.init(jax.random.key(0), loop.example_batch(info)))
+  par = Parallelism.of(exp)
+  state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)
   for batch_size in (8, 8, 16):
-    batch = par.put_batch(loop.example_batch(info, batch_size))
+    batch = par.put_batch(info.example_batch(batch_size))
     state, _ = step(state, batch, jax.random.key(1))
   assert compile_log.count("train_step") == 2, compile_log.names
 
@@ -105,17 +106,17 @@ def test_old_state_buffers_are_donated():
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
   family = vae.build(exp, info)
-  par = loop.Parallelism(exp)
-  state = par.put_state(family.init(jax.random.key(0), loop.example_batch(info)))
+  par = Parallelism.of(exp)
+  state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)
-  new_state, _ = step(state, par.put_batch(loop.example_batch(info, 16)), jax.random.key(1))
+  new_state, _ = step(state, par.put_batch(info.example_batch(16)), jax.random.key(1))
   jax.block_until_ready(new_state)
   old_params = jax.tree.leaves(state.params)
   assert all(x.is_deleted() for x in old_params), "the old params were not donated to the step"
   assert not any(x.is_deleted() for x in jax.tree.leaves(new_state.params))
   # Evaluation does not consume the state it reads.
   evaluate = par.compile(family.eval_step, returns_state=False)
-  batch = dict(par.put_batch(loop.example_batch(info, 16)))
+  batch = dict(par.put_batch(info.example_batch(16)))
   evaluate(new_state, batch, jax.random.key(2))
   assert not any(x.is_deleted() for x in jax.tree.leaves(new_state.params))
 

@@ -2,10 +2,10 @@
 
 import dataclasses
 import json
-import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genjax import config as config_lib
 from genjax.config import ConfigError, Experiment

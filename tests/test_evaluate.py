@@ -60,7 +60,7 @@ def _quick(exp, steps):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  from genjax.train import loop
+  from genjax.trainer import loop
   root = tmp_path_factory.mktemp("runs")
   classifier = _quick(_config("classifier_mnist").get_config("digits"), 40)
   vae = _quick(_config("default").get_config(), 20)
@@ -115,8 +115,8 @@ def test_max_examples_must_be_positive(tmp_path):
 
 @pytest.mark.slow
 def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tmp_path):
-  from genjax.metrics import features, frechet, reference_stats
   from genjax.config import Data
+  from genjax.metrics import features, frechet, reference_stats
   args = ["--workdir", str(runs / "vae"), "--metrics", "fd,kid,pr,is", "--feature_net", "classifier_digits",
           "--classifier_dir", str(runs / "classifier"), "--num_samples", "150", "--keep", "150",
           "--batch_size", "50", "--cache_dir", str(tmp_path)]

@@ -20,9 +20,9 @@ import pytest
 
 from genjax import data as data_lib
 from genjax.config import Data, Experiment, Optim, Train
+from genjax.core import step as step_lib
 from genjax.data.info import DataInfo
 from genjax.families import autoregressive, diffusion, gan, vae
-from genjax.train import loop
 
 STEPS = 30
 
@@ -33,10 +33,9 @@ def float_leaves(tree):
 
 def run(family, batches, seed=0):
   """STEPS train steps in one compiled scan; returns (losses f32[STEPS], final state)."""
-  example = jax.tree.map(lambda x: x[0], batches)
-  state = family.init(jax.random.key(seed), example)
+  state = family.init(jax.random.key(seed))
   rngs = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed + 1), i))(jnp.arange(STEPS))
-  state, metrics = jax.jit(loop.scan_steps(family.train_step))(state, batches, rngs)
+  state, metrics = jax.jit(step_lib.scan_steps(family.train_step))(state, batches, rngs)
   return np.asarray(metrics["loss"]), state, metrics
 
 
@@ -49,7 +48,7 @@ def assert_tracks(losses_bf16, losses_f32):
 
 
 def assert_float32_state_and_bf16_compute(family, batch):
-  state = family.init(jax.random.key(0), batch)
+  state = family.init(jax.random.key(0))
   new_state, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
   for tree in (new_state.params, new_state.opt_state, new_state.ema_params):
     assert all(x.dtype == jnp.float32 for x in float_leaves(tree)), jax.tree.map(lambda x: x.dtype, tree)
@@ -63,7 +62,7 @@ def assert_float32_state_and_bf16_compute(family, batch):
 def gpt_experiment(dtype):
   return Experiment(
       name="mp-gpt", family="autoregressive",
-      model=autoregressive.Config(kind="gpt", num_layers=2, num_heads=2, width=64, dropout=0.0),
+      model=autoregressive.GPTConfig(num_layers=2, num_heads=2, width=64, dropout=0.0),
       data=Data(name="tiny_shakespeare", block_size=32),
       optim=Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1, grad_clip_norm=1.0, ema_decay=0.99),
       train=Train(steps=STEPS, batch_size=16, compute_dtype=dtype))
@@ -142,5 +141,5 @@ def test_conv_families_keep_float32_state_under_bfloat16(name):
            "label": jnp.asarray(r.integers(0, 10, (8,)), jnp.int32)}
   assert_float32_state_and_bf16_compute(family, batch)
   # Normalisation statistics (GroupNorm / BatchNorm running averages) are float32 too.
-  assert all(x.dtype == jnp.float32 for x in float_leaves(family.init(jax.random.key(0), batch).extra))
+  assert all(x.dtype == jnp.float32 for x in float_leaves(family.init(jax.random.key(0)).extra))
   assert dataclasses.is_dataclass(exp.model)

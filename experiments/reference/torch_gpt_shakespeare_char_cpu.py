@@ -43,10 +43,10 @@ class Block(nn.Module):
     s.ln2 = nn.LayerNorm(D, bias=False); s.fc = nn.Linear(D, 4 * D, bias=False); s.out = nn.Linear(4 * D, D, bias=False)
 
   def forward(s, x):
-    b, l, _ = x.shape
+    b, t, _ = x.shape
     q, k, v = s.qkv(s.ln1(x)).split(D, dim=2)
-    q, k, v = (t.view(b, l, H, D // H).transpose(1, 2) for t in (q, k, v))
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, l, D)
+    q, k, v = (u.view(b, t, H, D // H).transpose(1, 2) for u in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, D)
     x = x + s.proj(y)
     return x + s.out(F.gelu(s.fc(s.ln2(x))))
 

@@ -41,7 +41,19 @@ IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "cifar1
 TEXT_DATASETS = ("tiny_shakespeare",)
 DATASETS = IMAGE_DATASETS + TEXT_DATASETS
 
-__all__ = ["load", "pipeline_throughput", "Dataset", "ImageDataset", "TextDataset", "DataInfo",
+# What each dataset holds, known without reading it: (kind, example shape, classes, binary,
+# vocabulary of the char tokenizer). Text shapes are (block_size,), filled in by `describe`.
+SHAPES = {
+    "digits": ("image", (8, 8, 1), 10, False, None),
+    "mnist": ("image", (28, 28, 1), 10, False, None),
+    "fashion_mnist": ("image", (28, 28, 1), 10, False, None),
+    "binarized_mnist": ("image", (28, 28, 1), None, True, None),
+    "cifar10": ("image", (32, 32, 3), 10, False, None),
+    "stacked_mnist": ("image", (28, 28, 3), 1000, False, None),
+    "tiny_shakespeare": ("text", None, None, False, 65),
+}
+
+__all__ = ["load", "describe", "pipeline_throughput", "SHAPES", "Dataset", "ImageDataset", "TextDataset", "DataInfo",
            "DatasetNotPreparedError", "ChecksumMismatchError", "DATASETS", "tokenizers"]
 
 
@@ -68,6 +80,19 @@ def load(data_cfg, split: str) -> Dataset:
   binary = name == "binarized_mnist" or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
   return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)
+
+
+def describe(data_cfg) -> DataInfo:
+  """The DataInfo `load(data_cfg, ...)` would give, without reading the dataset (no tokenizer):
+  what benchmarks on synthetic batches need."""
+  if data_cfg.name not in SHAPES:
+    load(data_cfg, data_cfg.train_split)  # raises the unknown-dataset error
+  kind, shape, num_classes, binary, char_vocab = SHAPES[data_cfg.name]
+  if kind == "text":
+    vocab = 256 if data_cfg.tokenizer == "byte" else char_vocab
+    return DataInfo(name=data_cfg.name, kind="text", shape=(data_cfg.block_size,), vocab_size=vocab)
+  return DataInfo(name=data_cfg.name, kind="image", shape=shape, num_classes=num_classes,
+                  binary=binary or data_cfg.binarize != "none")
 
 
 def pipeline_throughput(dataset: Dataset, global_batch: int, steps: int, seed: int = 0) -> float:

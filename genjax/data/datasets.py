@@ -171,7 +171,7 @@ class ImageDataset:
     for g, real in eval_indices(self.num_examples, global_batch, num_batches, lo, hi):
       images_u8, labels = self.source.get(np.where(real, g, 0))
       start = int(g[0])
-      image = self._images(images_u8, lambda shape: uniform_rows((_EVAL_BINARIZE,), start, hi - lo, shape))
+      image = self._images(images_u8, lambda shape, start=start: uniform_rows((_EVAL_BINARIZE,), start, hi - lo, shape))
       yield {"image": image, "label": labels.astype(np.int32), "mask": real.astype(np.float32)}
 
 

@@ -13,12 +13,11 @@ stacked_mnist is built from mnist; digits needs nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from genjax.config import Data
-from genjax.data import load, tfds_io, DATASETS, IMAGE_DATASETS
+from genjax.data import DATASETS, IMAGE_DATASETS, load, tfds_io
 
 # The splits each dataset's in-memory cache is built for.
 _CACHE_SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"),

@@ -1,6 +1,14 @@
-"""The four families of generative models (and the classifier that evaluates them), by name."""
+"""The four families of generative models (and the classifier that evaluates them), by name.
 
+The family of an experiment is the one whose model config class `Experiment.model` holds;
+`Experiment.family` names it too (it is what config.json records) and must agree.
+"""
+
+import difflib
 import importlib
+from typing import Dict, Tuple
+
+from genjax.config import ConfigError
 
 _MODULES = {
     "vae": "genjax.families.vae",
@@ -16,10 +24,35 @@ def names():
 
 
 def get(name: str):
-  """The family module: it has `Config` and `build(exp, info) -> Family`."""
+  """The family module: it has CONFIGS, SampleOptions and `build(exp, info) -> Family`."""
   if name not in _MODULES:
-    import difflib
     close = difflib.get_close_matches(name, _MODULES, n=2)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown family {name!r}.{hint} Known families: {', '.join(names())}.")
+    raise ConfigError(f"Unknown family {name!r}.{hint} Known families: {', '.join(names())}.")
   return importlib.import_module(_MODULES[name])
+
+
+def model_classes() -> Dict[str, Tuple[type, ...]]:
+  """{family name: its model config classes}, for reading a saved config back."""
+  return {name: get(name).CONFIGS for name in _MODULES}
+
+
+def of(exp):
+  """The family module of `exp`, checked against the type of `exp.model` (ConfigError if they
+  disagree or the model is not a family's config)."""
+  module = get(exp.family)
+  if isinstance(exp.model, module.CONFIGS):
+    return module
+  owner = [name for name, classes in model_classes().items() if isinstance(exp.model, classes)]
+  expected = " or ".join(f"{c.__module__}.{c.__name__}" for c in module.CONFIGS)
+  if owner:
+    raise ConfigError(
+        f"config.family = {exp.family!r} but config.model is a {type(exp.model).__name__}, the model config "
+        f"of the {owner[0]!r} family. Set --config.family={owner[0]}, or give a {expected}.")
+  raise ConfigError(f"config.model must be the {exp.family} family's model config ({expected}), "
+                    f"got {type(exp.model).__name__}.")
+
+
+def build(exp, info):
+  """The Family adapter of `exp` on data `info`, after checking family and model agree."""
+  return of(exp).build(exp, info)

@@ -1,13 +1,24 @@
-"""The contract between a family and the shared training loop.
+"""The contract between a family and the trainer.
 
-A family module (genjax/families/NAME.py or a folder) defines:
+A family is a module (or package) of pure functions a researcher can import and call under
+their own `jax.jit`: losses `(params, batch, rng, model) -> (loss, metrics)` (a GAN has one per
+network), samplers `(variables, rng, n, model, options) -> samples`, and evaluations written for
+the global batch. `model` is the family's Flax module (or a small frozen dataclass of modules):
+hashable, so it can be bound with functools.partial or passed as a static argument. Families
+never mention devices: genjax.core.parallel makes the same functions right in every parallel mode.
 
-  Config                    a frozen dataclass of its model hyper-parameters (Experiment.model)
+Besides those functions a family module defines:
+
+  CONFIGS                   its model config dataclasses (what `Experiment.model` may hold)
+  SampleOptions             a frozen dataclass of its sampling options; None fields take the
+                            experiment's defaults
   build(exp, info) -> Family
-                            closes the pure functions below over the experiment and the data's
-                            DataInfo (image shape, number of classes, vocabulary size)
+                            the thin adapter the trainer uses: the functions above bound to the
+                            experiment's model, optimizer and data, and a train step made by
+                            genjax.core.step from the family's losses
 
-and never owns a loop, data pipeline or checkpointing: `genjax.train.loop` does all of that.
+The trainer (genjax.trainer) owns everything else: data, sharding, checkpoints, logging,
+progress bars, preemption.
 """
 
 import dataclasses
@@ -20,48 +31,40 @@ Metrics = Dict[str, jax.Array]  # scalar means over the batch
 
 
 @dataclasses.dataclass(frozen=True)
-class Family:
-  """Pure functions the loop calls. Batches are the global batch under jit and each device's
-  share under pmap; families average with genjax.train.parallel.mean_over_data(x, axis_name)."""
+class NoOptions:
+  """The sampling options of a family whose sampler takes none."""
 
-  # (rng, example_batch) -> TrainState
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """What the trainer, `genjax.sample`, `genjax.evaluate` and `genjax.bench` call."""
+
+  # (rng) -> TrainState
   init: Callable
-  # (state, batch, rng) -> (state, metrics): one optimisation step, pure and jit-able
+  # (state, batch, rng) -> (state, metrics): one optimisation step (genjax.core.step.train_step)
   train_step: Callable
-  # (state, batch, rng) -> metrics: cheap periodic evaluation on held-out batches
+  # (state, batch, rng) -> metrics: means over the real examples of a held-out batch
   eval_step: Callable
-  # (variables, rng, n) -> images f32[n,H,W,C] in [-1, 1], or tokens i32[n,L]
+  # (variables, rng, n, options=None) -> images f32[n,H,W,C] in [-1, 1], or tokens i32[n,L]
   sample: Callable
-  output: str = "image"  # "image" or "text"
+  # the family's SampleOptions class, and `resolve(options) -> options` filling in the defaults
+  sample_options: type = NoOptions
+  resolve_options: Callable = lambda options: options
+  output: str = "image"  # "image", "text" or "none" (the classifier draws no samples)
   # Optional full evaluation for `python -m genjax.evaluate`:
   # (state, batches: iterable of Batch with a "mask" key, rng) -> dict of floats
   evaluate: Optional[Callable] = None
   # Optional extra pictures for each eval: (state, batch, rng) -> {name: images f32[n,H,W,C]}
   pictures: Optional[Callable] = None
-  # Optional: the parameters' FLOPs are counted by XLA; families may add notes for the bench.
+  # text families: token ids -> text
+  decode: Optional[Callable] = None
   notes: str = ""
 
 
-def eval_step_from_sums(sums_fn: Callable, metrics_fn: Callable, axis_name: Optional[str]) -> Callable:
-  """An eval_step from `sums_fn(state, batch) -> (sum of per-example losses, number of real
-  examples)`: under pmap the sums are added over devices first, so padding never biases the mean;
-  `metrics_fn(mean) -> metrics`."""
-
-  def eval_step(state, batch, rng):
-    total, count = sums_fn(state, batch)
-    if axis_name is not None:
-      total, count = jax.lax.psum((total, count), axis_name)
-    return metrics_fn(total / jax.numpy.maximum(count, 1.0))
-
-  return eval_step
-
-
-def exact_mean(jitted_sums: Callable, state, batches) -> tuple:
-  """(mean loss over every real example of `batches`, count), summed on the host in float64."""
-  total, count = 0.0, 0.0
-  for batch in batches:
-    t, c = jitted_sums(state, batch)
-    total, count = total + float(t), count + float(c)
-  if count == 0:
-    raise ValueError("evaluate got no real examples (every batch was padding or none came).")
-  return total / count, count
+def check_options(family: Family, options) -> Any:
+  """`options` (None: the defaults) as the family's SampleOptions, with defaults filled in."""
+  if options is None:
+    options = family.sample_options()
+  if not isinstance(options, family.sample_options):
+    raise TypeError(f"sample options must be {family.sample_options.__name__}, got {type(options).__name__}.")
+  return family.resolve_options(options)

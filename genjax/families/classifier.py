@@ -17,13 +17,15 @@ from typing import Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from genjax.families.base import Family
-from genjax.train import optim as optim_lib
-from genjax.train import parallel
-from genjax.train.state import TrainState, apply_gradients
+from genjax.config import ConfigError
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.state import TrainState
+from genjax.data.info import DataInfo
+from genjax.families.base import Family, NoOptions
+from genjax.nn.norm import BatchNorm, Dropout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +41,11 @@ class Classifier(nn.Module):
 
   config: Config
   num_classes: int
-  axis_name: str = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             axis_name=self.axis_name if train else None, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, dtype=self.dtype)
     h = x_BxHxWxC.astype(self.dtype)
     for width in self.config.channels:
       for _ in range(2):
@@ -55,90 +55,81 @@ class Classifier(nn.Module):
     h = h.reshape(h.shape[0], -1)
     h = nn.Dense(self.config.feature_dim, use_bias=False, dtype=self.dtype)(h)
     features_BxF = nn.relu(norm()(h))
-    h = nn.Dropout(self.config.dropout, deterministic=not train)(features_BxF)
+    h = Dropout(self.config.dropout, deterministic=not train)(features_BxF)
     logits_BxK = nn.Dense(self.num_classes, dtype=self.dtype)(h)
     return logits_BxK.astype(jnp.float32), features_BxF.astype(jnp.float32)
 
 
-def make_model(exp, info, axis_name=None) -> Classifier:
+def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Classifier:
   """The Flax module of a classifier experiment (used by genjax.metrics.features too)."""
   if info.kind != "image" or info.num_classes is None:
-    raise ValueError(f"The classifier family needs labelled images; dataset {info.name!r} is "
-                     f"{info.kind} with num_classes={info.num_classes}.")
-  return Classifier(exp.model, info.num_classes, axis_name=axis_name,
-                    dtype=jnp.dtype(exp.train.compute_dtype))
+    raise ConfigError(f"The classifier family needs labelled images; dataset {info.name!r} is "
+                      f"{info.kind} with num_classes={info.num_classes}.")
+  return Classifier(cfg, info.num_classes, dtype=jnp.dtype(dtype))
 
 
-def _masked_mean(x_B, mask_B):
-  return jnp.sum(x_B * mask_B) / jnp.maximum(jnp.sum(mask_B), 1.0)
+# ----------------------------------------------------------------------------------------------
+# Pure functions
+# ----------------------------------------------------------------------------------------------
+
+
+def loss(params, batch_stats, batch, rng, model: Classifier):
+  """Cross-entropy (with the config's label smoothing) of a training batch, BatchNorm on batch
+  statistics and dropout from rng: (loss, ({"loss", "accuracy"}, new batch_stats))."""
+  (logits, _), updates = model.apply(
+      {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+      rngs={"dropout": rng}, mutable=["batch_stats"])
+  targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], model.num_classes), model.config.label_smoothing)
+  value = optax.softmax_cross_entropy(logits, targets).mean()
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return value, ({"loss": value, "accuracy": accuracy}, updates["batch_stats"])
+
+
+def eval_sums(variables, batch, rng, model: Classifier):
+  """Sums over the real examples of the cross-entropy and of the correct predictions; (sums, count)."""
+  del rng
+  logits, _ = model.apply(variables, batch["image"], train=False)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  return step_lib.masked_sums({"loss": nll, "accuracy": correct}, step_lib.batch_mask(batch, logits.shape[0]))
+
+
+def evaluate(variables, batches, model: Classifier):
+  """Exact test accuracy and cross-entropy over every (unpadded) example of `batches`."""
+  jitted = jax.jit(lambda batch, v: eval_sums(v, batch, None, model))
+  means, n = step_lib.exact_means(jitted, batches, variables)
+  return {"accuracy": means["accuracy"], "error_rate": 1.0 - means["accuracy"], "loss": means["loss"],
+          "num_examples": int(n)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+CONFIGS = (Config,)
+SAMPLE_OPTIONS = {"Config": NoOptions}  # draws no samples
 
 
 def build(exp, info) -> Family:
-  axis_name = parallel.axis_name_for(exp.parallel.mode)
-  model = make_model(exp, info, axis_name)
-  eval_model = make_model(exp, info, None)
-  tx = optim_lib.make_optimizer(exp.optim, exp.train.steps)
-  config: Config = exp.model
+  """The classifier's functions bound to `exp`; it draws no samples (output "none")."""
+  model = make_model(exp.model, info, exp.train.compute_dtype)
+  tx = make_optimizer(exp.optim, exp.train.steps)
 
-  def init(rng, example_batch):
-    variables = model.init(rng, example_batch["image"][:1], train=False)
+  def init(rng):
+    variables = model.init(rng, jnp.zeros((1, *info.shape), jnp.float32), train=False)
     return TrainState.create(variables["params"], tx, ema=exp.optim.ema_decay is not None,
                              extra={"batch_stats": variables["batch_stats"]})
 
-  def loss_fn(params, batch_stats, batch, rng):
-    (logits, _), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"])
-    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], info.num_classes),
-                                  config.label_smoothing)
-    loss = optax.softmax_cross_entropy(logits, targets).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return loss, (updates["batch_stats"], {"loss": loss, "accuracy": accuracy})
+  def train_loss(params, state, batch, rng, i):
+    value, (metrics, batch_stats) = loss(params, state.extra["batch_stats"], batch, rng, model)
+    return value, (metrics, {"batch_stats": batch_stats})
 
-  def train_step(state, batch, rng):
-    # Dropout masks differ per device under pmap; fold the device index in.
-    if axis_name is not None:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.extra["batch_stats"], batch, rng)
-    grads, metrics = parallel.mean_over_data((grads, metrics), axis_name)
-    state = apply_gradients(state, grads, tx, exp.optim.ema_decay, step=state.step + 1,
-                            extra={**state.extra, "batch_stats": batch_stats})
-    return state, metrics
-
-  def eval_step(state, batch, rng):
-    del rng
-    logits, _ = eval_model.apply(state.variables(), batch["image"], train=False)
-    mask = batch.get("mask", jnp.ones(logits.shape[:1]))
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return {"loss": _masked_mean(nll, mask), "accuracy": _masked_mean(correct, mask)}
-
-  @jax.jit
-  def _counts(variables, batch):
-    logits, _ = eval_model.apply(variables, batch["image"], train=False)
-    mask = batch["mask"]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return jnp.sum(mask), jnp.sum(nll * mask), jnp.sum(correct * mask)
-
-  def evaluate(state, batches, rng):
-    """Exact test accuracy and cross-entropy over every (unpadded) example of `batches`."""
-    del rng
-    variables = state.variables()
-    total = np.zeros(3, np.float64)
-    for batch in batches:
-      total += np.array([float(v) for v in _counts(variables, batch)])
-    n, nll, correct = total
-    return {"accuracy": correct / n, "error_rate": 1.0 - correct / n, "loss": nll / n,
-            "num_examples": int(n)}
-
-  def sample(variables, rng, n):
-    # Not a generative model: no samples (an empty batch keeps the loop's picture code simple).
-    # `python -m genjax.evaluate --workdir DIR` reports its test accuracy instead.
-    del variables, rng, n
-    return jnp.zeros((0, *info.shape), jnp.float32)
-
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                output="image", evaluate=evaluate,
-                notes="classifier used for domain FD and Stacked-MNIST mode counts")
+  return Family(
+      init=init,
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
+                                   optimizers={None: tx}, ema_decay=exp.optim.ema_decay),
+      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(state.variables(), batch, rng, model)),
+      sample=lambda variables, rng, n, options=None: jnp.zeros((0, *info.shape), jnp.float32),
+      output="none",
+      evaluate=lambda state, batches, rng: evaluate(state.variables(), batches, model),
+      notes="classifier used for domain FD and Stacked-MNIST mode counts")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -42,12 +42,13 @@ import numpy as np
 import optax
 
 from genjax.config import ConfigError, Experiment
+from genjax.core import parallel
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.state import TrainState
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.nn import conv
-from genjax.train import parallel
-from genjax.train.optim import make_optimizer
-from genjax.train.state import TrainState, apply_gradients
 
 # Log-scales below this make the discretized logistic a spike narrower than float32 resolves.
 MIN_LOG_SCALE = -7.0
@@ -408,10 +409,10 @@ def check_config(cfg: Config, info: DataInfo) -> None:
                       "Use objective='elbo' with beta, or beta=1 with objective='iwae'.")
 
 
-def make_model(exp: Experiment, info: DataInfo) -> VAE:
-  cfg = exp.model
-  return VAE(cfg, tuple(info.shape), resolve_likelihood(cfg, info),
-             dtype=jnp.dtype(exp.train.compute_dtype))
+def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> VAE:
+  """The VAE module for model config `cfg` on data `info` (checked first)."""
+  check_config(cfg, info)
+  return VAE(cfg, tuple(info.shape), resolve_likelihood(cfg, info), dtype=jnp.dtype(dtype))
 
 
 def draw_eps(model: VAE, keys_B: jax.Array, k: int) -> List[jax.Array]:
@@ -423,11 +424,44 @@ def draw_eps(model: VAE, keys_B: jax.Array, k: int) -> List[jax.Array]:
   return parallel.per_example(one, keys_B)
 
 
-def _masked_mean(values_B, mask_B, axis_name):
-  """The mean over real examples of the whole (global) batch, also under pmap."""
-  total = parallel.mean_over_data(jnp.sum(values_B * mask_B), axis_name)
-  count = parallel.mean_over_data(jnp.sum(mask_B), axis_name)
-  return total / jnp.maximum(count, 1.0)
+# ----------------------------------------------------------------------------------------------
+# Pure functions: losses, evaluation, sampling (call them under your own jax.jit)
+# ----------------------------------------------------------------------------------------------
+
+
+def per_example_terms(params, batch, rng, model: VAE, k: int, objective: str):
+  """(loss_B, {recon, kl, elbo[, iwae]: f32[B]}) for K = k posterior samples per example; the
+  loss is -ELBO (with the KL weighted by beta) or, for objective "iwae", minus the IWAE bound."""
+  x = batch["image"]
+  keys = parallel.example_keys(rng, x.shape[0])
+  terms = model.apply({"params": params}, x, draw_eps(model, keys, k))
+  per_example = elbo_terms(terms)
+  if objective == "iwae":
+    per_example["iwae"] = iwae_bound(terms)
+    loss_B = -per_example["iwae"]
+  else:
+    loss_B = -(per_example["recon"] - model.config.beta * per_example["kl"])
+  return loss_B, per_example
+
+
+def loss(params, batch, rng, model: VAE):
+  """The training objective of model.config (ELBO or IWAE bound with train_samples samples),
+  averaged over the batch: (loss, {loss, recon, kl, elbo[, iwae]})."""
+  cfg = model.config
+  loss_B, per_example = per_example_terms(params, batch, rng, model, cfg.train_samples, cfg.objective)
+  metrics = {name: jnp.mean(v) for name, v in per_example.items()}
+  value = jnp.mean(loss_B)
+  return value, {"loss": value, **metrics}
+
+
+def eval_sums(params, batch, rng, model: VAE):
+  """Sums over the real examples of the IWAE bound with eval_step_samples samples (reported as
+  nll_k<k>) and of the ELBO terms averaged over those samples; (sums, count)."""
+  k = model.config.eval_step_samples
+  loss_B, per_example = per_example_terms(params, batch, rng, model, k, "iwae")
+  values = {name: v for name, v in per_example.items() if name != "iwae"}
+  values[f"nll_k{k}"] = loss_B
+  return step_lib.masked_sums(values, step_lib.batch_mask(batch, loss_B.shape[0]))
 
 
 def importance_sampled_log_px(model: VAE, variables, x_BxHxWxC, keys_B, num_samples: int, chunk: int):
@@ -445,6 +479,116 @@ def importance_sampled_log_px(model: VAE, variables, x_BxHxWxC, keys_B, num_samp
   return lse - jnp.log(float(num_samples))
 
 
+@functools.partial(jax.jit, static_argnames="model")
+def evaluation_sums(params, batch, rng, model: VAE):
+  """Sums over the real examples of one batch of the test ELBO terms (one sample) and of the
+  importance-sampled NLL with eval_samples samples; (sums, count)."""
+  cfg = model.config
+  variables = {"params": params}
+  x, mask = batch["image"], batch["mask"]
+  keys = parallel.example_keys(jax.random.fold_in(rng, 0), x.shape[0])
+  elbo_keys = parallel.example_keys(jax.random.fold_in(rng, 1), x.shape[0])
+  per_example = elbo_terms(model.apply(variables, x, draw_eps(model, elbo_keys, 1)))
+  log_px = importance_sampled_log_px(model, variables, x, keys, cfg.eval_samples, cfg.eval_chunk)
+  sums = {name: jnp.sum(v * mask) for name, v in per_example.items()}
+  sums["nll"] = -jnp.sum(log_px * mask)
+  return sums, jnp.sum(mask)
+
+
+def evaluate(params, batches, rng, model: VAE) -> Dict[str, float]:
+  """Test ELBO, KL, reconstruction and the importance-sampled NLL (nats per image, K =
+  eval_samples) over every real example of `batches` (batch i draws from fold_in(rng, i));
+  bits_per_dim = nll / (H*W*C ln 2)."""
+  totals: Dict[str, float] = {}
+  count = 0.0
+  for i, batch in enumerate(batches):
+    batch = {"image": jnp.asarray(batch["image"]), "mask": jnp.asarray(batch["mask"], jnp.float32)}
+    sums, n = jax.device_get(evaluation_sums(params, batch, jax.random.fold_in(rng, i), model))
+    for name, value in sums.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+    count += float(n)
+  if not count:
+    raise ValueError("evaluate() got no real examples (every mask was 0, or no batches).")
+  out = {name: value / count for name, value in totals.items()}
+  out["bits_per_dim"] = out["nll"] / (float(np.prod(model.image_shape)) * math.log(2.0))
+  out["nll_samples"] = float(model.config.eval_samples)
+  out["num_examples"] = count
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+  """VAE samples are the decoder's mean images at latents drawn from the prior."""
+
+
+def sample(params, rng, n: int, model: VAE, options: SampleOptions = SampleOptions()):
+  """n images f32[n,H,W,C] in [-1, 1]: ancestral samples of the latents, decoded to mean images."""
+  del options
+  variables = {"params": params}
+  keys = parallel.example_keys(rng, n)
+
+  def one(key):
+    layer_keys = jax.random.split(key, len(model.config.latents))
+    return [jax.random.normal(layer_keys[i], (z,)) for i, z in enumerate(model.config.latents)]
+
+  eps = parallel.per_example(one, keys)
+  decoded = model.apply(variables, eps, method=VAE.generate)
+  return model.apply(variables, decoded, method=VAE.mean_image)
+
+
+# ----------------------------------------------------------------------------------------------
+# Jitted tools over a trained model: encode, decode, reconstruct, interpolate
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def encode(params, x_BxHxWxC, model: VAE):
+  """The posterior means passed up the layers: x [B,H,W,C] -> z_L [B,Z_L]."""
+  return model.apply({"params": params}, x_BxHxWxC, method=VAE.encode)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def decode(params, z1_NxZ, model: VAE):
+  """z_1 [N,Z_1] -> the decoder's mean images [N,H,W,C] in [-1, 1]."""
+  variables = {"params": params}
+  return model.apply(variables, model.apply(variables, z1_NxZ, method=VAE.decode), method=VAE.mean_image)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def reconstruct(params, x_BxHxWxC, model: VAE):
+  """x -> the decoder's mean at the posterior mean of z_1: f32[B,H,W,C] in [-1, 1]."""
+  variables = {"params": params}
+  mean, _ = model.apply(variables, x_BxHxWxC, method=VAE.q_first)
+  decoded = model.apply(variables, mean.astype(jnp.float32), method=VAE.decode)
+  return model.apply(variables, decoded, method=VAE.mean_image)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps"))
+def interpolate(params, x_a, x_b, model: VAE, steps: int):
+  """Decodes the straight line between the posterior means of z_1 for two images: [steps,H,W,C]."""
+  means, _ = model.apply({"params": params}, jnp.stack([x_a, x_b]), method=VAE.q_first)
+  t = jnp.linspace(0.0, 1.0, steps)[:, None]
+  return decode(params, (1.0 - t) * means[0] + t * means[1], model)
+
+
+def pictures(params, batch, model: VAE):
+  """Reconstructions (rows of data, each followed by the row of its reconstructions, laid out
+  so a square grid keeps the pairs aligned) and, for a 2-D top latent, a latent traversal."""
+  x = jnp.asarray(batch["image"])
+  cols = 8
+  while cols > 2 and cols * cols // 2 > x.shape[0]:
+    cols -= 2
+  rows = cols // 2
+  x = x[: rows * cols]
+  recon = reconstruct(params, x, model)
+  pairs = jnp.stack([x.reshape(rows, cols, *x.shape[1:]), recon.reshape(rows, cols, *x.shape[1:])], 1)
+  out = {"reconstructions": pairs.reshape(2 * rows * cols, *x.shape[1:])}
+  if model.config.latents[-1] == 2:
+    variables = {"params": params}
+    out["latent_traversal"] = model.apply(variables, _traversal_grid(model, variables), method=VAE.mean_image)
+  return out
+
+
 def _traversal_grid(model: VAE, variables, n: int = 15):
   """Decoded means on an n x n grid of Gaussian quantiles of a 2-D top latent: f32[n*n,H,W,C]."""
   from scipy.stats import norm  # only for the quantiles, computed once on the host
@@ -454,165 +598,40 @@ def _traversal_grid(model: VAE, variables, n: int = 15):
   return model.apply(variables, eps, mean_only=True, method=VAE.generate)
 
 
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+CONFIGS = (Config,)
+SAMPLE_OPTIONS = {"Config": SampleOptions}
+
+
+def init(rng, model: VAE):
+  """Fresh parameters."""
+  x = jnp.zeros((1, *model.image_shape), jnp.float32)
+  return model.init(rng, x, [jnp.zeros((1, 1, z)) for z in model.config.latents])["params"]
+
+
 def build(exp: Experiment, info: DataInfo) -> Family:
-  """The VAE family's pure functions for `exp` on data described by `info`."""
+  """The VAE family's functions bound to `exp` on data described by `info`."""
   cfg: Config = exp.model
-  check_config(cfg, info)
-  model = make_model(exp, info)
-  axis_name = parallel.axis_name_for(exp.parallel.mode)
+  model = make_model(cfg, info, exp.train.compute_dtype)
   tx = make_optimizer(exp.optim, exp.train.steps)
-  ema_decay = exp.optim.ema_decay
+  ema = exp.optim.ema_decay
 
-  def losses(params, extra, batch, rng, k, objective):
-    x = batch["image"]
-    keys = parallel.example_keys(rng, x.shape[0], axis_name)
-    terms = model.apply({"params": params, **extra}, x, draw_eps(model, keys, k))
-    per_example = elbo_terms(terms)
-    if objective == "iwae":
-      per_example["iwae"] = iwae_bound(terms)
-      loss_B = -per_example["iwae"]
-    else:
-      loss_B = -(per_example["recon"] - cfg.beta * per_example["kl"])
-    return loss_B, per_example
+  def train_loss(params, state, batch, rng, i):
+    value, metrics = loss(params, batch, rng, model)
+    return value, (metrics, {})
 
-  def init(rng, example_batch):
-    x = jnp.asarray(example_batch["image"][:1])
-    eps = [jnp.zeros((1, 1, z)) for z in cfg.latents]
-    params = model.init(rng, x, eps)["params"]
-    return TrainState.create(params, tx, ema=ema_decay is not None)
-
-  def train_step(state: TrainState, batch, rng):
-    def loss_fn(params):
-      loss_B, per_example = losses(params, state.extra, batch, rng, cfg.train_samples, cfg.objective)
-      metrics = {name: jnp.mean(v) for name, v in per_example.items()}
-      return jnp.mean(loss_B), metrics
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = parallel.mean_over_data(grads, axis_name)
-    metrics = parallel.mean_over_data({"loss": loss, **metrics}, axis_name)
-    new_state = apply_gradients(state, grads, tx, ema_decay=ema_decay, step=state.step + 1)
-    return new_state, metrics
-
-  def eval_step(state: TrainState, batch, rng):
-    variables = state.variables()
-    x = batch["image"]
-    mask = batch.get("mask", jnp.ones(x.shape[0], jnp.float32))
-    loss_B, per_example = losses(variables["params"], {k: v for k, v in variables.items() if k != "params"},
-                                 batch, rng, cfg.eval_step_samples, "iwae")
-    # One importance-weighted bound with eval_step_samples: the ELBO terms average its samples.
-    metrics = {name: _masked_mean(v, mask, axis_name) for name, v in per_example.items() if name != "iwae"}
-    metrics[f"nll_k{cfg.eval_step_samples}"] = _masked_mean(loss_B, mask, axis_name)
-    return metrics
-
-  def sample(variables, rng, n):
-    keys = parallel.example_keys(rng, n, None)
-    def one(key):
-      layer_keys = jax.random.split(key, len(cfg.latents))
-      return [jax.random.normal(layer_keys[i], (z,)) for i, z in enumerate(cfg.latents)]
-    eps = parallel.per_example(one, keys)
-    params = model.apply(variables, eps, method=VAE.generate)
-    return model.apply(variables, params, method=VAE.mean_image)
-
-  @jax.jit
-  def _evaluate_batch(variables, batch, rng):
-    x, mask = batch["image"], batch["mask"]
-    keys = parallel.example_keys(jax.random.fold_in(rng, 0), x.shape[0], None)
-    elbo_keys = parallel.example_keys(jax.random.fold_in(rng, 1), x.shape[0], None)
-    per_example = elbo_terms(model.apply(variables, x, draw_eps(model, elbo_keys, 1)))
-    log_px = importance_sampled_log_px(model, variables, x, keys, cfg.eval_samples, cfg.eval_chunk)
-    sums = {name: jnp.sum(v * mask) for name, v in per_example.items()}
-    sums["nll"] = -jnp.sum(log_px * mask)
-    sums["count"] = jnp.sum(mask)
-    return sums
-
-  def evaluate(state: TrainState, batches, rng):
-    """Test ELBO, KL, reconstruction and the importance-sampled NLL (nats per image, K =
-    eval_samples) over every real example of `batches`; bits_per_dim = nll / (H*W*C ln 2)."""
-    variables = state.variables()
-    totals: Dict[str, float] = {}
-    for i, batch in enumerate(batches):
-      batch = {"image": jnp.asarray(batch["image"]), "mask": jnp.asarray(batch["mask"], jnp.float32)}
-      sums = jax.device_get(_evaluate_batch(variables, batch, jax.random.fold_in(rng, i)))
-      for name, value in sums.items():
-        totals[name] = totals.get(name, 0.0) + float(value)
-    count = totals.pop("count", 0.0)
-    if not count:
-      raise ValueError("evaluate() got no real examples (every mask was 0, or no batches).")
-    out = {name: value / count for name, value in totals.items()}
-    out["bits_per_dim"] = out["nll"] / (float(np.prod(info.shape)) * math.log(2.0))
-    out["nll_samples"] = float(cfg.eval_samples)
-    out["num_examples"] = count
-    return out
-
-  def pictures(state: TrainState, batch, rng):
-    """Reconstructions (rows of data, each followed by the row of its reconstructions, laid out
-    so the loop's square grid keeps the pairs aligned) and, for a 2-D top latent, a traversal."""
-    del rng
-    variables = state.variables()
-    x = jnp.asarray(batch["image"])
-    cols = 8
-    while cols > 2 and cols * cols // 2 > x.shape[0]:
-      cols -= 2
-    rows = cols // 2
-    x = x[: rows * cols]
-    recon = reconstruct(variables, x)
-    pairs = jnp.stack([x.reshape(rows, cols, *x.shape[1:]), recon.reshape(rows, cols, *x.shape[1:])], 1)
-    out = {"reconstructions": pairs.reshape(2 * rows * cols, *x.shape[1:])}
-    if cfg.latents[-1] == 2:
-      params = _traversal_grid(model, variables)
-      out["latent_traversal"] = model.apply(variables, params, method=VAE.mean_image)
-    return out
-
-  reconstruct = _reconstruct_fn(model)
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                output="image", evaluate=evaluate, pictures=pictures,
-                notes=f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
-                      f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})")
-
-
-# ----------------------------------------------------------------------------------------------
-# Jitted tools over a trained model: encode, reconstruct, interpolate
-# ----------------------------------------------------------------------------------------------
-
-
-def _reconstruct_fn(model: VAE):
-  @jax.jit
-  def reconstruct(variables, x_BxHxWxC):
-    """x -> the decoder's mean at the posterior mean of z_1: f32[B,H,W,C] in [-1, 1]."""
-    mean, _ = model.apply(variables, x_BxHxWxC, method=VAE.q_first)
-    params = model.apply(variables, mean.astype(jnp.float32), method=VAE.decode)
-    return model.apply(variables, params, method=VAE.mean_image)
-  return reconstruct
-
-
-@dataclasses.dataclass(frozen=True)
-class Tools:
-  """Jitted functions of (variables, ...) for one model; `tools(exp, info)` builds them."""
-
-  model: VAE
-  encode: Any  # (variables, x [B,H,W,C]) -> posterior mean of the top latent [B,Z_L]
-  decode: Any  # (variables, z_1 [N,Z_1]) -> mean images [N,H,W,C] in [-1, 1]
-  reconstruct: Any  # (variables, x [B,H,W,C]) -> [B,H,W,C]
-  interpolate: Any  # (variables, x_a [H,W,C], x_b [H,W,C], steps) -> [steps,H,W,C]
-
-
-def tools(exp: Experiment, info: DataInfo) -> Tools:
-  check_config(exp.model, info)
-  model = make_model(exp, info)
-
-  @jax.jit
-  def encode(variables, x):
-    return model.apply(variables, x, method=VAE.encode)
-
-  @jax.jit
-  def decode(variables, z1):
-    return model.apply(variables, model.apply(variables, z1, method=VAE.decode), method=VAE.mean_image)
-
-  @functools.partial(jax.jit, static_argnums=3)
-  def interpolate(variables, x_a, x_b, steps):
-    """Decodes the straight line between the posterior means of z_1 for two images."""
-    means, _ = model.apply(variables, jnp.stack([x_a, x_b]), method=VAE.q_first)
-    t = jnp.linspace(0.0, 1.0, steps)[:, None]
-    return decode(variables, (1.0 - t) * means[0] + t * means[1])
-
-  return Tools(model, encode, decode, _reconstruct_fn(model), interpolate)
+  sums = lambda state, batch, rng: eval_sums(state.variables()["params"], batch, rng, model)
+  return Family(
+      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
+                                   optimizers={None: tx}, ema_decay=ema),
+      eval_step=step_lib.eval_step_from_sums(sums),
+      sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
+      sample_options=SampleOptions,
+      evaluate=lambda state, batches, rng: evaluate(state.variables()["params"], batches, rng, model),
+      pictures=lambda state, batch, rng: pictures(state.variables()["params"], batch, model),
+      notes=f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
+            f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})")

@@ -16,7 +16,6 @@ import os
 from typing import Callable, Dict, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 Apply = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -124,15 +123,16 @@ def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_siz
         f"No trained {dataset} classifier at {workdir}. Train it once with `python -m genjax.train "
         f"--config experiments/classifier_{dataset}.py --workdir {workdir}` (or set "
         f"GENJAX_CLASSIFIER_{dataset.upper()} / GENJAX_HOME to where one was trained).")
-  from genjax.train import checkpoint, loop
+  from genjax.core import checkpoint
+  from genjax.trainer import workdir as workdir_lib
   try:
-    exp, _, state, info = loop.restore(workdir)
+    exp, _, state, info = workdir_lib.restore(workdir)
   except (FileNotFoundError, checkpoint.CheckpointError) as e:
     raise FeatureNetError(f"The {dataset} classifier at {workdir} cannot be read ({e}); is its training "
                           "still running or was it stopped before the first checkpoint?") from e
   if exp.family != "classifier":
     raise FeatureNetError(f"{workdir} holds a {exp.family} run, not a classifier.")
-  model = classifier.make_model(exp, info)
+  model = classifier.make_model(exp.model, info, exp.train.compute_dtype)
   variables = state.variables()
 
   def features_and_logits(images):

@@ -12,9 +12,9 @@ built on this module apply dropout to the residual branches only.
 
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 Cache = dict  # {"k": f[B,S,N,H], "v": f[B,S,N,H], "index": i32[] (next position to write)}
 

@@ -20,10 +20,10 @@ through `genjax.nn.conv.Conv`: on the CPU the convolutions run as matrix product
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 
 from genjax.nn.conv import Conv
 

@@ -9,9 +9,9 @@ devices under pmap draws exactly the masks one device would draw for the whole b
 
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from genjax.nn.attention import Cache, SelfAttention
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.nn.embeddings import sinusoidal_embedding
+from genjax.nn.norm import Dropout
 
 # The TensorFlow code's default_init(scale=1.0): variance scaling, fan_avg, uniform.
 _default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -52,7 +53,7 @@ class ResBlock(nn.Module):
     h = h + nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=_default_init, name="temb_proj")(
         nn.swish(temb_BxE))[:, None, None, :]
     h = nn.swish(_group_norm(h, "norm2"))
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = Dropout(self.dropout, deterministic=not train)(h)
     h = conv(self.out_ch, 3, "conv2", _zero_init)(h)
     if x_BxHxWxC.shape[-1] != self.out_ch:
       x_BxHxWxC = conv(self.out_ch, 1, "nin_shortcut")(x_BxHxWxC)

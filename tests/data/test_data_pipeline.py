@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 import genjax.data as gd
 from genjax.config import Data
-from genjax.data.datasets import ArraySource, ImageDataset, uniform_rows, process_share
+from genjax.data.datasets import ArraySource, ImageDataset, process_share, uniform_rows
 from genjax.data.info import DataInfo
 from genjax.data.sources import StackedMnistSource
 

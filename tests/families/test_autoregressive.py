@@ -1,5 +1,6 @@
 """The autoregressive family: GPT and gated PixelCNN (genjax.families.autoregressive)."""
 
+import functools
 import logging
 import math
 
@@ -10,7 +11,9 @@ import pytest
 
 from genjax import config as C
 from genjax.config import ConfigError
+from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
+from genjax.data.tokenizers import CharTokenizer
 from genjax.families import autoregressive as ar
 from genjax.families.autoregressive import gpt as gpt_lib
 from genjax.families.autoregressive import pixelcnn as pixelcnn_lib
@@ -18,35 +21,38 @@ from genjax.families.autoregressive import sampling
 from genjax.nn.transformer import example_dropout
 
 V, BLOCK = 11, 12
-TEXT = DataInfo("tiny_shakespeare", "text", (BLOCK,), vocab_size=V)
+TOKENIZER = CharTokenizer("\nabcdefghij")  # ids: "\n" 0, "a" 1, "b" 2, ...
+TEXT = DataInfo("tiny_shakespeare", "text", (BLOCK,), vocab_size=V, tokenizer=TOKENIZER)
 BINARY = DataInfo("binarized_mnist", "image", (5, 5, 1), binary=True)
 
 
 def text_exp(mode="jit", **model):
   model = {"num_layers": 2, "num_heads": 2, "width": 16, **model}
-  return C.Experiment(family="autoregressive", model=ar.Config(**model),
+  return C.Experiment(family="autoregressive", model=ar.GPTConfig(**model),
                       data=C.Data(name="tiny_shakespeare", block_size=BLOCK),
                       optim=C.Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1),
                       train=C.Train(steps=100, batch_size=8), parallel=C.Parallel(mode=mode))
 
 
 def image_exp(**model):
-  model = {"kind": "pixelcnn", "num_layers": 3, "channels": 8, "output_channels": 16,
-           "first_kernel_size": 3, **model}
-  return C.Experiment(family="autoregressive", model=ar.Config(**model),
+  model = {"num_layers": 3, "channels": 8, "output_channels": 16, "first_kernel_size": 3, **model}
+  return C.Experiment(family="autoregressive", model=ar.PixelCNNConfig(**model),
                       data=C.Data(name="binarized_mnist"), train=C.Train(steps=10, batch_size=4))
 
 
 def gpt_model(**model):
-  exp = text_exp(**model)
-  c = exp.model
-  return gpt_lib.GPT(vocab_size=V, block_size=BLOCK, num_layers=c.num_layers, num_heads=c.num_heads,
-                     width=c.width, positions=c.positions, use_bias=True)
+  cfg = text_exp(use_bias=True, **model).model
+  return gpt_lib.make_model(cfg, TEXT, BLOCK)
 
 
 # ------------------------------------------------------------------------------------------------
 # GPT
 # ------------------------------------------------------------------------------------------------
+
+
+def build_gpt(exp):
+  """The GPT family adapter of `exp` on TEXT."""
+  return ar.build(exp, TEXT)
 
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
@@ -82,9 +88,9 @@ def test_gpt_cached_decoding_matches_full_pass(positions):
 
 def test_gpt_loss_is_numpy_cross_entropy_in_nats():
   exp = text_exp()
-  family = ar.build(exp, TEXT)
+  family = build_gpt(exp)
   tokens = np.random.default_rng(0).integers(0, V, (3, BLOCK + 1)).astype(np.int32)
-  state = family.init(jax.random.key(0), {"tokens": tokens})
+  state = family.init(jax.random.key(0))
   mask = np.array([1.0, 1.0, 0.0], np.float32)
   metrics = family.eval_step(state, {"tokens": tokens, "mask": mask}, jax.random.key(1))
   # Independent cross-entropy: numpy log-softmax in float64 of the model's logits.
@@ -103,10 +109,10 @@ def test_gpt_loss_is_numpy_cross_entropy_in_nats():
 
 def test_gpt_learns_a_periodic_sequence():
   exp = text_exp()
-  family = ar.build(exp, TEXT)
+  family = build_gpt(exp)
   pattern = np.arange(BLOCK + 1 + 8) % 5
   tokens = np.stack([pattern[i:i + BLOCK + 1] for i in range(8)]).astype(np.int32)
-  state = family.init(jax.random.key(0), {"tokens": tokens})
+  state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   first = None
   for i in range(100):
@@ -114,6 +120,36 @@ def test_gpt_learns_a_periodic_sequence():
     first = float(metrics["loss"]) if first is None else first
   assert first > 2.0 and float(metrics["loss"]) < 0.3, (first, float(metrics["loss"]))
   assert int(state.step) == 100
+
+
+def test_gpt_module_loss_under_a_researchers_own_jit_and_grad():
+  exp = text_exp(dropout=0.2)
+  model = gpt_lib.make_model(exp.model, TEXT, BLOCK)
+  params = gpt_lib.init(jax.random.key(0), model)
+  batch = {"tokens": jnp.asarray(np.random.default_rng(3).integers(0, V, (4, BLOCK + 1)), jnp.int32)}
+  rng = jax.random.key(9)
+  loss_fn = jax.jit(functools.partial(gpt_lib.loss, model=model))
+  value, metrics = loss_fn(params, batch, rng)
+  assert set(metrics) == {"loss"} and float(metrics["loss"]) == float(value)
+  assert float(loss_fn(params, batch, jax.random.key(10))[0]) != float(value)  # the key draws the dropout masks
+
+  # Gradients are finite and non-zero, and one SGD step along them lowers the loss (same key).
+  grads, _ = jax.jit(jax.grad(functools.partial(gpt_lib.loss, model=model), has_aux=True))(params, batch, rng)
+  leaves = jax.tree.leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+  assert sum(float(jnp.sum(jnp.square(g))) for g in leaves) > 1e-8
+  stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  new_value, _ = loss_fn(stepped, batch, rng)
+  assert float(new_value) < float(value), (float(new_value), float(value))
+
+  # The family's train step logs the same loss (dropout included) for the same params, batch and key.
+  family = build_gpt(exp)
+  state = family.init(jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  _, logged = jax.jit(family.train_step)(state, batch, rng)
+  assert float(logged["loss"]) == pytest.approx(float(value), rel=1e-6)
+  assert float(logged["bits_per_char"]) == pytest.approx(float(value) / math.log(2), rel=1e-6)
 
 
 def test_gpt_bfloat16_compute_keeps_float32_params_and_logits():
@@ -153,19 +189,23 @@ def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
 
 def test_gpt_pmap_step_equals_jit_step_with_dropout():
   tokens = np.random.default_rng(1).integers(0, V, (4, BLOCK + 1)).astype(np.int32)
-  jit_family = ar.build(text_exp(dropout=0.3), TEXT)
-  pmap_family = ar.build(text_exp(mode="pmap", dropout=0.3), TEXT)
-  state = jit_family.init(jax.random.key(0), {"tokens": tokens})
+  family = build_gpt(text_exp(dropout=0.3))  # families take no device axis: one build serves both
+  state = family.init(jax.random.key(0))
   rng = jax.random.key(5)
-  jit_state, jit_metrics = jax.jit(jit_family.train_step)(state, {"tokens": tokens}, rng)
-  devices = jax.devices()[:2]
-  if len(devices) < 2:
+  jit_state, jit_metrics = jax.jit(family.train_step)(state, {"tokens": tokens}, rng)
+  if jax.device_count() < 2:
     pytest.skip("needs 2 devices (tests/conftest.py simulates 8 CPU devices)")
-  replicate = lambda tree: jax.tree.map(lambda x: jnp.stack([x, x]), tree)
-  pmap_state, pmap_metrics = jax.pmap(pmap_family.train_step, axis_name="data", devices=devices)(
-      replicate(state), {"tokens": tokens.reshape(2, 2, BLOCK + 1)}, replicate(rng))
+  par = Parallelism("pmap", 2)
+  pmap_state, pmap_metrics = par.compile(family.train_step, returns_state=True)(
+      par.put_state(state), par.put_batch({"tokens": tokens}), rng)
   assert float(pmap_metrics["loss"][0]) == pytest.approx(float(jit_metrics["loss"]), rel=1e-5)
+  assert float(pmap_metrics["loss"][1]) == pytest.approx(float(jit_metrics["loss"]), rel=1e-5)
   np.testing.assert_allclose(pmap_state.params["wte"][0], jit_state.params["wte"], atol=1e-6)
+  np.testing.assert_allclose(pmap_state.params["wte"][1], jit_state.params["wte"], atol=1e-6)
+  # Dropout is on: a step without it moves the parameters elsewhere, so the agreement is not vacuous.
+  no_dropout = build_gpt(text_exp())
+  _, plain_metrics = jax.jit(no_dropout.train_step)(state, {"tokens": tokens}, rng)
+  assert abs(float(plain_metrics["loss"]) - float(jit_metrics["loss"])) > 1e-4
 
 
 def test_top_k_and_top_p_never_sample_outside_their_sets():
@@ -191,25 +231,35 @@ def test_top_k_and_top_p_never_sample_outside_their_sets():
   np.testing.assert_array_equal(greedy, logits.argmax(-1))
 
 
+def compiles_of(caplog, name):
+  """How many compilations of the jitted function `name` the captured log records."""
+  return sum(f"Compiling jit({name})" in r.getMessage() for r in caplog.records)
+
+
 def test_gpt_sampling_is_one_compiled_call_and_deterministic(caplog):
-  family = ar.build(text_exp(), TEXT)
-  tokens = np.zeros((2, BLOCK + 1), np.int32)
-  variables = family.init(jax.random.key(0), {"tokens": tokens}).variables()
+  family = build_gpt(text_exp())
+  variables = family.init(jax.random.key(0)).variables()
   prompt = np.array([3, 1, 4])
+  assert TOKENIZER.decode(prompt) == "cad"
+  options = lambda **kw: gpt_lib.SampleOptions(prompt="cad", length=8, **kw)
   with jax.log_compiles(), caplog.at_level(logging.WARNING):
-    a = family.sample(variables, jax.random.key(7), 4, prompt=prompt, length=8, temperature=0.8, top_k=4)
-    compiled_first = sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records)
+    a = family.sample(variables, jax.random.key(7), 4, options(temperature=0.8, top_k=4))
+    compiled_first = compiles_of(caplog, "generate")
     caplog.clear()
-    b = family.sample(variables, jax.random.key(7), 4, prompt=prompt, length=8, temperature=0.8, top_k=4)
-    c = family.sample(variables, jax.random.key(8), 4, prompt=prompt, length=8, temperature=1.3, top_p=0.9)
-    compiled_again = sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records)
+    b = family.sample(variables, jax.random.key(7), 4, options(temperature=0.8, top_k=4))
+    c = family.sample(variables, jax.random.key(8), 4, options(temperature=1.3, top_p=0.9))
+    compiled_again = compiles_of(caplog, "generate")
   assert compiled_first == 1 and compiled_again == 0
   assert a.shape == (4, 3 + 8) and a.dtype == jnp.int32
   np.testing.assert_array_equal(a[:, :3], np.broadcast_to(prompt, (4, 3)))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+  # The module-level sampler takes token ids and gives the adapter's tokens for the same key.
+  model = gpt_lib.make_model(text_exp().model, TEXT, BLOCK)
+  direct = gpt_lib.sample(variables["params"], jax.random.key(7), 4, model, prompt, 8, temperature=0.8, top_k=4)
+  np.testing.assert_array_equal(direct, a)
   with pytest.raises(ValueError, match="block size"):
-    family.sample(variables, jax.random.key(0), 1, prompt=prompt, length=BLOCK)
+    family.sample(variables, jax.random.key(0), 1, gpt_lib.SampleOptions(prompt="cad", length=BLOCK))
 
 
 def test_gpt_config_errors_are_actionable():
@@ -249,7 +299,7 @@ def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
   exp = image_exp()
   family = ar.build(exp, BINARY)
   image = np.where(np.random.default_rng(0).random((3, 5, 5, 1)) < 0.5, -1.0, 1.0).astype(np.float32)
-  state = family.init(jax.random.key(0), {"image": image})
+  state = family.init(jax.random.key(0))
   model = pixelcnn_lib.PixelCNN(num_layers=3, channels=8, output_channels=16, first_kernel_size=3)
   x = (image + 1) / 2
   logits = np.asarray(model.apply({"params": state.params}, x), np.float64)
@@ -266,8 +316,7 @@ def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
 def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
   info = DataInfo("binarized_mnist", "image", (3, 3, 1), binary=True)
   family = ar.build(image_exp(num_layers=2), info)
-  image = -np.ones((2, 3, 3, 1), np.float32)
-  state = family.init(jax.random.key(2), {"image": image})
+  state = family.init(jax.random.key(2))
   # Make the first pixel's probability far from 1/2, so the frequency test means something.
   params = jax.tree.map(lambda p: p, state.params)
   params["out_logits"]["bias"] = params["out_logits"]["bias"] + 1.0
@@ -275,7 +324,7 @@ def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
   with jax.log_compiles(), caplog.at_level(logging.WARNING):
     a = family.sample(variables, jax.random.key(0), 4000)
     b = family.sample(variables, jax.random.key(0), 4000)
-  assert sum("Compiling jit(_generate)" in r.getMessage() for r in caplog.records) == 1
+  assert compiles_of(caplog, "sample") == 1
   np.testing.assert_array_equal(a, b)
   assert set(np.unique(a).tolist()) <= {-1.0, 1.0}
   # Pixel (0, 0) has nothing before it: its probability is the model's constant logit there.

@@ -28,7 +28,7 @@ def toy_batch(rng, n):
 def test_learns_counts_steps_and_evaluates_exactly_with_padding():
   family, info = build()
   rng = np.random.default_rng(0)
-  state = family.init(jax.random.key(0), toy_batch(rng, 2))
+  state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   for i in range(30):
     state, metrics = step(state, toy_batch(rng, 32), jax.random.key(i))
@@ -37,10 +37,10 @@ def test_learns_counts_steps_and_evaluates_exactly_with_padding():
   padded = {k: np.concatenate([v, v[:14] * 0]) for k, v in test.items()} | {"mask": np.r_[np.ones(50), np.zeros(14)].astype(np.float32)}
   padded["label"] = padded["label"].astype(np.int32)
   result = family.evaluate(state, [padded], None)
-  logits, features = classifier.make_model(C.Experiment(family="classifier", model=classifier.Config(channels=(8, 16), feature_dim=32)), info).apply(
-      state.variables(), test["image"], train=False)
+  model = classifier.make_model(classifier.Config(channels=(8, 16), feature_dim=32), info)
+  logits, features = model.apply(state.variables(), test["image"], train=False)
   want = float(np.mean(np.argmax(np.asarray(logits), -1) == test["label"]))
   assert result["num_examples"] == 50 and result["accuracy"] == pytest.approx(want)
   assert result["accuracy"] > 0.9 and features.shape == (50, 32)
   assert float(family.eval_step(state, padded, None)["accuracy"]) == pytest.approx(want, abs=1e-6)
-  assert family.sample(state.variables(), jax.random.key(0), 4).shape == (0, 8, 8, 1)
+  assert family.output == "none" and family.sample(state.variables(), jax.random.key(0), 4).shape == (0, 8, 8, 1)

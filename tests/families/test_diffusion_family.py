@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from genjax import config as C
+from genjax.config import ConfigError
 from genjax.data.info import DataInfo
 from genjax.families import diffusion
+from genjax.families.diffusion import SampleOptions
 from genjax.nn.unet import UNet
 
 INFO = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
@@ -32,7 +34,7 @@ def batch(n=8, seed=0):
 @pytest.fixture(scope="module")
 def trained():
   family = diffusion.build(experiment(), INFO)
-  state = family.init(jax.random.key(0), batch())
+  state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   first = state
   for i in range(2):
@@ -63,7 +65,7 @@ def _eqns(jaxpr):
 def test_guided_ddim_is_one_scan_with_one_unet_call_per_step(trained):
   family, _, state, _ = trained
   n, steps = 3, 7
-  jaxpr = jax.make_jaxpr(lambda v, r: family.sample(v, r, n, sampler="ddim", num_steps=steps))(
+  jaxpr = jax.make_jaxpr(lambda v, r: family.sample(v, r, n, SampleOptions(sampler="ddim", num_steps=steps)))(
       state.variables(), jax.random.key(0)).jaxpr
   eqns = list(_eqns(jaxpr))
   scans = [e for e in eqns if e.primitive.name == "scan"]
@@ -80,20 +82,31 @@ def test_guided_ddim_is_one_scan_with_one_unet_call_per_step(trained):
 
 def test_sample_options_and_errors(trained):
   family, _, state, _ = trained
-  x = family.sample(state.variables(), jax.random.key(0), 4, sampler="dpmpp_2m", num_steps=3, label=7, guidance_scale=1.0)
+  v = state.variables()
+  x = family.sample(v, jax.random.key(0), 4, SampleOptions(sampler="dpmpp_2m", num_steps=3, label=7, guidance_scale=1.0))
   assert x.shape == (4, 8, 8, 1) and float(jnp.abs(x).max()) <= 1.0
   # The config's 7 steps belong to its ddim sampler; ddpm runs all T = 40.
-  y = jax.jit(lambda v, r: family.sample(v, r, 4, sampler="ddpm"))(state.variables(), jax.random.key(0))
+  assert family.resolve_options(SampleOptions(sampler="ddpm")).num_steps == 40
+  assert family.resolve_options(SampleOptions()) == SampleOptions("ddim", 7, 0.0, 2.0, None)
+  y = jax.jit(lambda v, r: family.sample(v, r, 4, SampleOptions(sampler="ddpm")))(v, jax.random.key(0))
   assert y.shape == (4, 8, 8, 1) and bool(jnp.all(jnp.isfinite(y)))
+  # The module-level sampler draws the labels it is given; the adapter's label option is every image's class.
+  model = diffusion.make_model(experiment().model, INFO)
+  options = SampleOptions(num_steps=3, guidance_scale=1.0)
+  np.testing.assert_array_equal(diffusion.sample(v, jax.random.key(1), 2, model, options, labels=[7, 7]),
+                                family.sample(v, jax.random.key(1), 2, SampleOptions(num_steps=3, guidance_scale=1.0,
+                                                                                     label=7)))
   with pytest.raises(ValueError, match="labels must lie"):
-    family.sample(state.variables(), jax.random.key(0), 2, labels=[3, 10])
+    diffusion.sample(v, jax.random.key(0), 2, model, labels=[3, 10])
+  with pytest.raises(ValueError, match="labels must lie"):
+    family.sample(v, jax.random.key(0), 2, SampleOptions(label=10))
   with pytest.raises(ValueError, match="Unknown sampler"):
-    family.sample(state.variables(), jax.random.key(0), 2, sampler="euler")
+    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="euler"))
   with pytest.raises(ValueError, match="ddpm sampler runs all"):
-    family.sample(state.variables(), jax.random.key(0), 2, sampler="ddpm", num_steps=10)
-  with pytest.raises(ValueError, match="class_conditional"):
+    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddpm", num_steps=10))
+  with pytest.raises(ConfigError, match="class_conditional"):
     diffusion.build(experiment(class_conditional=False), INFO)  # guidance_scale 2 needs labels
-  with pytest.raises(ValueError, match="ch_mult"):
+  with pytest.raises(ConfigError, match="ch_mult"):
     diffusion.build(experiment(ch_mult=(1, 2, 2, 2)), DataInfo(name="x", kind="image", shape=(28, 28, 1), num_classes=10))
 
 

@@ -12,9 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
 from genjax.families import gan
 from genjax.families.gan import losses, models
@@ -124,12 +128,14 @@ def test_spectral_norm_power_iteration_converges_to_largest_singular_value():
 @pytest.mark.parametrize("model", [dict(), dict(spectral_norm=True, d_norm="none", loss="hinge", conditional=True)])
 def test_each_update_leaves_the_other_network_untouched(model):
   exp = dataclasses.replace(tiny(**model), optim=Optim(learning_rate=1e-2, b1=0.5, ema_decay=0.9))
-  f = gan.functions(exp, INFO)
-  state = f.init(jax.random.PRNGKey(0), None)
-  data = batch(16)
-  keys = jax.random.split(jax.random.PRNGKey(1), 16)
+  state = gan.build(exp, INFO).init(jax.random.PRNGKey(0))
+  net = gan.make_model(exp.model, INFO)
+  tx = make_optimizer(exp.optim, 10)
+  d_update, g_update = gan.updates(net)
+  data = gan.with_keys(batch(16), jax.random.PRNGKey(1))
+  update = lambda u, i: jax.jit(lambda s, b: step_lib.apply_update(s, b, None, u, i, tx, 0.9))
 
-  after_d, metrics = jax.jit(f.critic_update, static_argnums=4)(state, data["image"], data["label"], keys, 0)
+  after_d, metrics = update(d_update, 0)(state, data)
   assert np.isfinite(float(metrics["d_loss"]))
   assert not tree_equal(after_d.params["d"], state.params["d"])
   assert tree_equal(after_d.params["g"], state.params["g"])
@@ -137,7 +143,7 @@ def test_each_update_leaves_the_other_network_untouched(model):
   assert tree_equal(after_d.ema_params, state.ema_params)
   assert tree_equal(after_d.extra["batch_stats"]["g"], state.extra["batch_stats"]["g"])
 
-  after_g, _ = jax.jit(f.generator_update, static_argnums=2)(state, keys, 1)
+  after_g, _ = update(g_update, 0)(state, data)
   assert not tree_equal(after_g.params["g"], state.params["g"])
   assert not tree_equal(after_g.ema_params["g"], state.ema_params["g"])
   assert not tree_equal(after_g.extra["batch_stats"]["g"], state.extra["batch_stats"]["g"])
@@ -191,8 +197,8 @@ def test_packing_concatenates_consecutive_examples_along_channels():
 def test_wgan_gp_training_lowers_the_critic_loss_and_samples_are_images():
   exp = tiny(batch_size=20, g_norm="none", d_norm="none", loss="wasserstein", gp_weight=10.0,
              n_critic=5, critic_batches="split", latent_dist="normal")
-  f = gan.functions(exp, INFO)
-  state = f.init(jax.random.PRNGKey(0), None)
+  f = gan.build(exp, INFO)
+  state = f.init(jax.random.PRNGKey(0))
   step = jax.jit(f.train_step)
   data = batch(20)
   first = None
@@ -209,8 +215,8 @@ def test_wgan_gp_training_lowers_the_critic_loss_and_samples_are_images():
 
 def test_pictures_use_fixed_noise_and_class_rows():
   exp = tiny(conditional=True)
-  f = gan.functions(exp, INFO)
-  state = f.init(jax.random.PRNGKey(0), None)
+  f = gan.build(exp, INFO)
+  state = f.init(jax.random.PRNGKey(0))
   a = f.pictures(state, None, jax.random.PRNGKey(1))
   b = f.pictures(state, None, jax.random.PRNGKey(2))
   assert set(a) == {"fixed_noise", "class_rows", "interpolation"}
@@ -246,8 +252,8 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
   data = [batch(64, seed=s) for s in range(2)]
   rngs = [jax.random.PRNGKey(10 + s) for s in range(2)]
 
-  f = gan.functions(tiny(batch_size=64, **model), INFO)
-  init = f.init(jax.random.PRNGKey(0), None)
+  f = gan.build(tiny(batch_size=64, **model), INFO)
+  init = f.init(jax.random.PRNGKey(0))
 
   def run(step, place):
     state = init
@@ -260,12 +266,13 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
   mesh = Mesh(np.array(devices[:8]), ("data",))
   sharded = run(jax.jit(f.train_step), lambda d: jax.device_put(d, NamedSharding(mesh, P("data"))))[0]
 
-  fp = gan.functions(tiny(mode="pmap", batch_size=64, **model), INFO)
-  pstep = jax.pmap(fp.train_step, axis_name="data", in_axes=(0, 0, None))
-  state = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (8,) + a.shape), init)
+  # pmap as the trainer runs it: the parallel layer maps the family's global-batch step.
+  par = Parallelism("pmap", 8)
+  pstep = par.compile(gan.build(tiny(mode="pmap", batch_size=64, **model), INFO).train_step, returns_state=True)
+  state = par.put_state(init)
   for d, r in zip(data, rngs):
-    state, m_pmap = pstep(state, jax.tree.map(lambda a: a.reshape((8, -1) + a.shape[1:]), d), r)
-  pmapped = jax.tree.map(lambda a: a[0], state)
+    state, m_pmap = pstep(state, par.put_batch(jax.tree.map(np.asarray, d)), r)
+  pmapped = par.one_copy(state)
 
   for other in (sharded, pmapped):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
@@ -298,8 +305,8 @@ def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_p
   from genjax.config import validate
   exp = validate(_load(name, arg), num_devices=1)
   info = DataInfo(exp.data.name, "image", shape, num_classes=10 if name != "pacgan_stacked_mnist" else 1000)
-  f = gan.functions(exp, info)
-  state = jax.eval_shape(f.init, jax.random.PRNGKey(0), None)
+  f = gan.build(exp, info)
+  state = jax.eval_shape(f.init, jax.random.PRNGKey(0))
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   g, d = count(state.params["g"]), count(state.params["d"])
   if name == "dcgan_mnist":
@@ -316,3 +323,33 @@ def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_p
     first_kernel = state.params["d"]["Conv_0"]["kernel"]
     assert first_kernel.shape == (5, 5, 6, 64)  # two 3-channel images packed along channels
   assert g > 1e6 and d > 5e5  # paper-sized networks, not test toys
+
+
+def test_a_researcher_calls_the_losses_under_their_own_jit():
+  """The module-level losses need no Experiment or build: a discriminator and a generator
+  update written by hand with optax give the parameters the family's step gives."""
+  import functools
+
+  import optax
+  exp = tiny(g_norm="none", d_norm="none", loss="hinge")
+  net = gan.make_model(exp.model, INFO)
+  state = gan.build(exp, INFO).init(jax.random.PRNGKey(0))
+  data = batch(16)
+  keys = gan.with_keys(data, jax.random.PRNGKey(3))["keys"]
+  tx = optax.adam(1e-2, b1=0.5)
+
+  @jax.jit
+  def by_hand(g, d):
+    d_loss = functools.partial(gan.discriminator_loss, model=net)
+    grads, (metrics, _) = jax.grad(d_loss, has_aux=True)(d, {}, {"params": g}, data["image"], data["label"], keys, 0)
+    d = optax.apply_updates(d, tx.update(grads, tx.init(d), d)[0])
+    g_loss = functools.partial(gan.generator_loss, model=net)
+    grads, _ = jax.grad(g_loss, has_aux=True)(g, {}, {"params": d}, keys, 1)
+    return optax.apply_updates(g, tx.update(grads, tx.init(g), g)[0]), d, metrics
+
+  g, d, metrics = by_hand(state.params["g"], state.params["d"])
+  stepped, logged = jax.jit(gan.build(exp, INFO).train_step)(state, data, jax.random.PRNGKey(3))
+  np.testing.assert_allclose(float(metrics["d_loss"]), float(logged["d_loss"]), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), (g, d),
+               (stepped.params["g"], stepped.params["d"]))
+  assert not tree_equal(g, state.params["g"])

@@ -1,7 +1,7 @@
 """Tests of the VAE family: the bounds against independent numpy/scipy computations, the k=5000
 estimator against an exact likelihood, sampling, masking, and pmap == one device."""
 
-import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
+from genjax.config import ConfigError, Experiment, Optim, Train
+from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
 from genjax.families import vae
 
@@ -19,19 +20,18 @@ GREY_2x2 = DataInfo("tiny", "image", (2, 2, 1))
 
 def make(info, **model):
   exp = Experiment(model=vae.Config(**model), train=Train(steps=10, batch_size=16))
-  return exp, vae.make_model(exp, info)
+  return exp, vae.make_model(exp.model, info)
 
 
-def init_variables(model, info, seed=0):
-  return model.init(jax.random.key(seed), jnp.zeros((1, *info.shape)),
-                    [jnp.zeros((1, 1, z)) for z in model.config.latents])
+def init_variables(model, seed=0):
+  return {"params": vae.init(jax.random.key(seed), model)}
 
 
 def random_params(variables, seed, scale=0.7):
   """Replaces every parameter with N(0, scale^2) values so no term is trivially zero."""
   leaves, tree = jax.tree.flatten(variables)
   rng = np.random.default_rng(seed)
-  return jax.tree.unflatten(tree, [jnp.asarray(rng.normal(0, scale, l.shape), jnp.float32) for l in leaves])
+  return jax.tree.unflatten(tree, [jnp.asarray(rng.normal(0, scale, leaf.shape), jnp.float32) for leaf in leaves])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def numpy_terms(p, x_BxD, eps_BxKxZ, likelihood, num_bins=256):
 @pytest.mark.parametrize("likelihood,info", [("bernoulli", BINARY_2x2), ("logistic", GREY_2x2)])
 def test_elbo_and_iwae_match_numpy(likelihood, info):
   _, model = make(info, hidden=(3,), latents=(2,), likelihood=likelihood, num_bins=5)
-  variables = random_params(init_variables(model, info), seed=1)
+  variables = random_params(init_variables(model), seed=1)
   rng = np.random.default_rng(0)
   if info.binary:
     x = np.sign(rng.normal(size=(4, 2, 2, 1))).astype(np.float32)
@@ -107,7 +107,7 @@ def test_discretized_logistic_is_a_distribution_with_the_stated_mean():
 
 def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
   _, model = make(BINARY_2x2, hidden=(8,), latents=(2,))
-  variables = random_params(init_variables(model, BINARY_2x2), seed=2, scale=1.0)
+  variables = random_params(init_variables(model), seed=2, scale=1.0)
   x = jnp.asarray(np.sign(np.random.default_rng(1).normal(size=(64, 2, 2, 1))), jnp.float32)
   keys = jax.random.split(jax.random.key(3), 64)
   bounds = {}
@@ -127,7 +127,7 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
 def test_two_layer_elbo_is_the_k1_iwae_bound():
   info = DataInfo("t", "image", (4, 4, 1), binary=True)
   _, model = make(info, hidden=(6, 6), latents=(4, 2))
-  variables = random_params(init_variables(model, info), seed=3, scale=0.5)
+  variables = random_params(init_variables(model), seed=3, scale=0.5)
   assert set(variables["params"]) >= {"q_nets_0", "p_nets_0", "q_heads_1", "p_heads_0"}
   x = jnp.asarray(np.sign(np.random.default_rng(2).normal(size=(5, 4, 4, 1))), jnp.float32)
   terms = model.apply(variables, x, vae.draw_eps(model, jax.random.split(jax.random.key(0), 5), 1))
@@ -143,7 +143,7 @@ def test_importance_sampled_nll_matches_exact_linear_gaussian():
   """Decoder x = W z + b + N(0, diag(s^2)), z ~ N(0, I): the marginal is N(b, W W^T + diag(s^2))."""
   info = DataInfo("t", "image", (2, 2, 1))
   _, model = make(info, hidden=(), latents=(2,), likelihood="gaussian", scale="learned")
-  variables = random_params(init_variables(model, info), seed=4, scale=0.6)
+  variables = random_params(init_variables(model), seed=4, scale=0.6)
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
   w, b = p["decoder_out"]["kernel"], p["decoder_out"]["bias"]  # [Z, D], [D]
   noise_var = np.exp(2 * p["pixel_log_scale"].reshape(-1))
@@ -199,7 +199,7 @@ def tiny_exp(**model):
 
 def test_sample_shapes_range_and_determinism():
   fam = vae.build(tiny_exp(), INFO_4x4)
-  state = fam.init(jax.random.key(0), binary_batch(4))
+  state = fam.init(jax.random.key(0))
   sample = jax.jit(fam.sample, static_argnums=2)
   a = sample(state.variables(), jax.random.key(1), 7)
   b = sample(state.variables(), jax.random.key(1), 7)
@@ -209,11 +209,12 @@ def test_sample_shapes_range_and_determinism():
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
 
-  tools = vae.tools(tiny_exp(), INFO_4x4)
+  model = vae.make_model(tiny_exp().model, INFO_4x4)
+  params = state.variables()["params"]
   x = binary_batch(3)["image"]
-  assert tools.encode(state.variables(), x).shape == (3, 2)
-  line = tools.interpolate(state.variables(), x[0], x[1], 5)
-  recon = tools.reconstruct(state.variables(), x)
+  assert vae.encode(params, x, model).shape == (3, 2)
+  line = vae.interpolate(params, x[0], x[1], model, 5)
+  recon = vae.reconstruct(params, x, model)
   assert line.shape == (5, 4, 4, 1)
   np.testing.assert_allclose(line[0], recon[0], atol=1e-6)  # the ends are the reconstructions
   np.testing.assert_allclose(line[-1], recon[1], atol=1e-6)
@@ -222,7 +223,7 @@ def test_sample_shapes_range_and_determinism():
 def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
   exp = tiny_exp()
   fam = vae.build(exp, INFO_4x4)
-  state = fam.init(jax.random.key(0), binary_batch(4))
+  state = fam.init(jax.random.key(0))
   step = jax.jit(fam.train_step)
   first = None
   for i in range(100):
@@ -268,21 +269,57 @@ def test_config_errors_are_raised_before_compiling():
 def test_pmap_step_equals_one_device_step(model):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
-  one = vae.build(tiny_exp(**model), INFO_4x4)
-  exp_pmap = dataclasses.replace(tiny_exp(**model), parallel=Parallel(mode="pmap"))
-  many = vae.build(exp_pmap, INFO_4x4)
-  state = one.init(jax.random.key(0), binary_batch(4))
+  fam = vae.build(tiny_exp(**model), INFO_4x4)
+  state = fam.init(jax.random.key(0))
   batch = binary_batch(16, seed=1)
-  step_one = jax.jit(one.train_step)
-  step_many = jax.pmap(many.train_step, axis_name="data", in_axes=(0, 0, None))
-  state_many = jax.tree.map(lambda a: jnp.stack([a] * 8), state)  # one copy per device
+  step_one = jax.jit(fam.train_step)
+  par = Parallelism("pmap", 8)
+  step_many = par.compile(fam.train_step, returns_state=True)
+  state_many = par.put_state(state)  # one copy per device
+  shards = par.put_batch(batch)
   for i in range(2):
     rng = jax.random.key(10 + i)
     state, m1 = step_one(state, batch, rng)
-    shards = jax.tree.map(lambda a: a.reshape(8, 2, *a.shape[1:]), batch)
     state_many, m8 = step_many(state_many, shards, rng)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state_many.params)):
     np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(b)[7], a, rtol=1e-4, atol=1e-5)
+  assert set(m8) == set(m1)
   for name in m1:
     np.testing.assert_allclose(np.asarray(m8[name])[0], m1[name], rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# A researcher's use: the module-level loss under their own jit and grad
+# ----------------------------------------------------------------------------------------------
+
+
+def test_module_loss_under_a_researchers_own_jit_and_grad():
+  exp = tiny_exp()
+  model = vae.make_model(exp.model, INFO_4x4)
+  params = vae.init(jax.random.key(0), model)
+  batch = {"image": jnp.asarray(binary_batch(16, seed=1)["image"])}
+  rng = jax.random.key(3)
+  loss_fn = jax.jit(functools.partial(vae.loss, model=model))
+  value, metrics = loss_fn(params, batch, rng)
+  np.testing.assert_allclose(metrics["loss"], value)
+  np.testing.assert_allclose(metrics["elbo"], metrics["recon"] - metrics["kl"], rtol=1e-5)
+  np.testing.assert_allclose(value, -metrics["elbo"], rtol=1e-5)  # beta = 1: the loss is -ELBO
+
+  # The family's train step logs the same loss for the same params, batch and key.
+  fam = vae.build(exp, INFO_4x4)
+  state = fam.init(jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  _, logged = jax.jit(fam.train_step)(state, batch, rng)
+  for name in ("loss", "elbo", "kl", "recon"):
+    np.testing.assert_allclose(logged[name], metrics[name], rtol=1e-6)
+
+  # Gradients are finite and non-zero, and one SGD step along them lowers the loss (same key).
+  grads, _ = jax.jit(jax.grad(functools.partial(vae.loss, model=model), has_aux=True))(params, batch, rng)
+  leaves = jax.tree.leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+  assert sum(float(jnp.sum(jnp.square(g))) for g in leaves) > 1e-6
+  stepped = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
+  new_value, _ = loss_fn(stepped, batch, rng)
+  assert float(new_value) < float(value), (float(new_value), float(value))

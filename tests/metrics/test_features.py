@@ -2,7 +2,6 @@
 train it with `python -m genjax.train --config experiments/classifier_mnist.py --workdir
 $GENJAX_HOME/classifiers/mnist`, or point GENJAX_CLASSIFIER_MNIST at a trained run)."""
 
-import os
 
 import numpy as np
 import pytest

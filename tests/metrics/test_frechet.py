@@ -85,4 +85,4 @@ def test_streaming_stats_reject_wrong_shapes_and_too_few_examples():
     stats.update(np.zeros((4, 5)))
   stats.update(np.zeros((1, 3)))
   with pytest.raises(ValueError, match="at least 2"):
-    stats.cov
+    _ = stats.cov

@@ -53,7 +53,7 @@ class Group:
         codes.append(p.wait(timeout=max(1.0, deadline - time.time())))
       except subprocess.TimeoutExpired:
         self.kill()
-        raise AssertionError(f"a child outlived {timeout}s and was killed:\n{self.output()}")
+        raise AssertionError(f"a child outlived {timeout}s and was killed:\n{self.output()}") from None
     return codes
 
   def kill(self):

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from tests.reliability.procs import REPO, child_env
-from tests.train.helpers import write_config
+from tests.trainer.helpers import write_config
 
 
 def _entry(name):
   if name == "train":
-    from genjax.train.__main__ import main
+    from genjax.train import main
   elif name == "sample":
     from genjax.sample import main
   elif name == "evaluate":
@@ -92,8 +92,9 @@ def test_sample_bad_input(tmp_path, capsys, monkeypatch):
       (["--workdir", str(tmp_path / "empty"), "--out", out], "config.json"),
       (["--workdir", missing, "--out", out, "--num=0"], "--num"),
       (["--workdir", missing, "--out", out, "--num=few"], "--num"),
-      (["--workdir", missing, "--out", out, "--temperature=hot"], "--temperature"),
-      (["--workdir", missing, "--out", out, "--bogus"], "--bogus"),
+      # Sampling options belong to the run's family, so the workdir is read (and reported) first.
+      (["--workdir", missing, "--out", out, "--temperature=hot"], "does not exist"),
+      (["--workdir", missing, "--out", out, "--bogus"], "does not exist"),
       (["--workdir", missing, "--out", str(tmp_path / "no" / "dir" / "s.png")], "does not exist"),
       (["--workdir", missing, "--out", str(tmp_path / "s.jpeg")], ".png"),
   ]

@@ -2,14 +2,13 @@
 result is an experiment that passed validation or one clean error (exit 2), never a crash."""
 
 import dataclasses
-import os
 
-import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genjax import config as config_lib
-from genjax.train import __main__ as train_main
-from tests.train.helpers import small_experiment
+from genjax import train as train_main
+from tests.trainer.helpers import small_experiment
 
 
 def _leaf_keys(obj, prefix=""):

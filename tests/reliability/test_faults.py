@@ -20,10 +20,11 @@ import pytest
 
 from genjax import config as config_lib
 from genjax import data as data_lib
-from genjax.train import checkpoint as ckpt_lib
-from genjax.train import loop
+from genjax.core import checkpoint as ckpt_lib
+from genjax.trainer import loop
+from genjax.trainer import workdir as workdir_lib
 from tests.reliability.procs import child_env, group, train_command, wait_until
-from tests.train.helpers import losses, small_experiment, write_config
+from tests.trainer.helpers import losses, small_experiment, write_config
 
 pytestmark = pytest.mark.slow
 RESUMED, CLEAN = "resumed bit-exact", "failed cleanly, nothing lost"
@@ -44,7 +45,7 @@ def unfinished_saves(workdir, after=0):
 
 
 def evaluated(workdir):
-  from genjax.train.writers import read_metrics
+  from genjax.trainer.writers import read_metrics
   return {r["step"] for r in read_metrics(workdir) if any(k.startswith("eval_") for k in r)}
 
 
@@ -186,7 +187,7 @@ def _corrupt_delete_array_data(workdir):
 def test_damaged_latest_checkpoint_falls_back_and_resumes_bit_exact(runs, tmp_path, corrupt, fault_table):
   workdir = _copy(runs, tmp_path)
   corrupt(workdir)
-  assert loop.restore(workdir)[2].step == 4  # sample / evaluate fall back too
+  assert workdir_lib.restore(workdir)[2].step == 4  # sample / evaluate fall back too
   fault_table.record("checkpoint files truncated or removed", _resume_bit_exact(workdir, runs))
   assert os.listdir(os.path.join(workdir, "checkpoints_corrupt"))  # set aside, never deleted
 
@@ -198,7 +199,7 @@ def test_every_checkpoint_damaged_is_a_clear_error(runs, tmp_path, fault_table):
       for f in files:
         os.truncate(os.path.join(root, f), 0)
   with pytest.raises(ckpt_lib.CheckpointError, match="No readable checkpoint"):
-    loop.restore(workdir)
+    workdir_lib.restore(workdir)
   fault_table.record("every checkpoint damaged (sample/evaluate)", CLEAN)
 
 
@@ -295,7 +296,7 @@ def test_nan_in_a_batch_stops_naming_step_and_metric(runs, tmp_path, monkeypatch
   monkeypatch.setattr(loop.data_lib, "load", poisoned_load)
   with pytest.raises(loop.NonFiniteLoss, match=rf"Step {bad_step + 1}: .*loss = nan.*last good checkpoint \(step {bad_step}\)"):
     loop.train(small_experiment(steps=12, checkpoint_every=1), workdir)
-  _, _, state, _ = loop.restore(workdir)
+  _, _, state, _ = workdir_lib.restore(workdir)
   assert int(state.step) == bad_step and committed(workdir)[-1] == bad_step
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
   monkeypatch.setattr(loop.data_lib, "load", real_load)

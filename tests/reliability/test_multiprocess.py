@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from genjax.train import loop
+from genjax.trainer import loop
+from genjax.trainer import workdir as workdir_lib
 from tests.reliability.procs import child_env, free_port, group, train_command, wait_until
-from tests.train.helpers import losses, write_config
+from tests.trainer.helpers import losses, write_config
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 240  # seconds any one run may take on a loaded 2-core machine before it is killed
@@ -26,7 +27,7 @@ def _multi_process(g, config, workdir, num_processes=2, devices_each=2):
 
 
 def _params(workdir):
-  return jax.device_get(loop.restore(workdir)[2].params)
+  return jax.device_get(workdir_lib.restore(workdir)[2].params)
 
 
 def test_two_processes_match_one_and_resume_together_after_preemption(tmp_path):

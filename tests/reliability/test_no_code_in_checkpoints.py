@@ -7,10 +7,10 @@ import pickletools
 
 import jax
 import numpy as np
-import pytest
 
-from genjax.train import loop
-from tests.train.helpers import small_experiment
+from genjax.trainer import loop
+from genjax.trainer import workdir as workdir_lib
+from tests.trainer.helpers import small_experiment
 
 
 def _looks_like_pickle(data: bytes) -> bool:
@@ -54,6 +54,6 @@ def test_checkpoints_hold_no_pickle_and_restore_without_unpickling(tmp_path, mon
     monkeypatch.setattr(module, "Unpickler", NoUnpickler)
   real_np_load = np.load
   monkeypatch.setattr(np, "load", lambda *a, allow_pickle=False, **k: refuse() if allow_pickle else real_np_load(*a, **k))
-  _, _, state, _ = loop.restore(workdir)
+  _, _, state, _ = workdir_lib.restore(workdir)
   assert int(state.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))

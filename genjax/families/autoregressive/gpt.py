@@ -12,24 +12,48 @@ matmul that accumulates in float32, and softmax and loss are float32. The loss i
 token; bits per character (char tokenizer) or per byte (byte tokenizer) are logged beside it.
 """
 
+import dataclasses
+import functools
 import math
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import flax.linen as nn
 
 from genjax.config import ConfigError, Experiment
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.parallel import example_keys
+from genjax.core.state import TrainState
 from genjax.data.info import DataInfo
-from genjax.families.base import Family, eval_step_from_sums, exact_mean
 from genjax.families.autoregressive import sampling
+from genjax.families.base import Family
 from genjax.nn.attention import init_cache
 from genjax.nn.transformer import LAYER_NORM_EPS, Block, example_dropout
-from genjax.train.optim import make_optimizer
-from genjax.train.parallel import axis_name_for, example_keys, mean_over_data
-from genjax.train.state import TrainState, apply_gradients
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  """GPT hyper-parameters; the defaults are nanoGPT's shakespeare_char model."""
+
+  num_layers: int = 6
+  num_heads: int = 6
+  width: int = 384
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  positions: Literal["learned", "rotary"] = "learned"
+  tie_embeddings: bool = True
+  use_bias: bool = False  # biases in Dense and LayerNorm (GPT-2: True; nanoGPT default: False)
+  # The embedding table's rows; None: the tokenizer's vocabulary. Larger values (GPT-2's 50304)
+  # keep the parameter count and FLOPs of a model with a bigger vocabulary; the extra rows are
+  # never targets, so they only cost compute.
+  vocab_size: Optional[int] = None
+  attention: Literal["auto", "xla", "cudnn"] = "auto"
+  # AdamW's weight decay also shrinks the token / position embeddings, as in nanoGPT.
+  decay_embeddings: bool = True
 
 
 class GPT(nn.Module):
@@ -105,119 +129,192 @@ def flops_per_token(model: GPT, num_params: int, context: int) -> float:
   return 6 * num_params + 12 * model.num_layers * model.width * context
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
-  config = exp.model
+def check_config(cfg: GPTConfig, info: DataInfo) -> None:
+  """Raises ConfigError, before anything compiles, for settings that cannot work with the data."""
   if info.kind != "text" or not info.vocab_size:
     raise ConfigError(f"the GPT models text, but data {info.name!r} is {info.kind!r} "
                       f"(vocab_size {info.vocab_size}): use a text dataset such as tiny_shakespeare, "
-                      f"or --config.model.kind=pixelcnn for images.")
-  vocab_size = config.vocab_size or info.vocab_size
+                      f"or a PixelCNNConfig model for binary images.")
+  if cfg.num_layers <= 0:
+    raise ConfigError(f"config.model.num_layers = {cfg.num_layers} must be positive.")
+  if not 0.0 <= cfg.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
+  vocab_size = cfg.vocab_size or info.vocab_size
   if vocab_size < info.vocab_size:
     raise ConfigError(f"config.model.vocab_size = {vocab_size} is smaller than the tokenizer's "
                       f"vocabulary {info.vocab_size}: leave it None or make it >= {info.vocab_size}.")
-  if config.width % config.num_heads:
-    raise ConfigError(f"config.model.width = {config.width} must be divisible by "
-                      f"config.model.num_heads = {config.num_heads}.")
-  if config.positions == "rotary" and (config.width // config.num_heads) % 2:
+  if cfg.width % cfg.num_heads:
+    raise ConfigError(f"config.model.width = {cfg.width} must be divisible by "
+                      f"config.model.num_heads = {cfg.num_heads}.")
+  if cfg.positions == "rotary" and (cfg.width // cfg.num_heads) % 2:
     raise ConfigError("rotary positions need an even head width (model.width / model.num_heads).")
-  block_size = exp.data.block_size
-  dtype = jnp.dtype(exp.train.compute_dtype)
-  model = GPT(vocab_size=vocab_size, block_size=block_size, num_layers=config.num_layers,
-              num_heads=config.num_heads, width=config.width, mlp_ratio=config.mlp_ratio,
-              dropout=config.dropout, positions=config.positions,
-              tie_embeddings=config.tie_embeddings, use_bias=config.use_bias,
-              attention=config.attention, dtype=dtype)
-  axis_name = axis_name_for(exp.parallel.mode)
-  tx = make_optimizer(exp.optim, exp.train.steps,
-                      decay_mask=lambda params: decay_mask(params, config.decay_embeddings))
-  ema_decay = exp.optim.ema_decay
+
+
+def make_model(cfg: GPTConfig, info: DataInfo, block_size: int, dtype=jnp.float32) -> GPT:
+  """The GPT of `cfg` for a vocabulary of info.vocab_size tokens (or cfg.vocab_size rows) and
+  contexts of `block_size` tokens."""
+  check_config(cfg, info)
+  return GPT(vocab_size=cfg.vocab_size or info.vocab_size, block_size=block_size, num_layers=cfg.num_layers,
+             num_heads=cfg.num_heads, width=cfg.width, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+             positions=cfg.positions, tie_embeddings=cfg.tie_embeddings, use_bias=cfg.use_bias,
+             attention=cfg.attention, dtype=jnp.dtype(dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions: loss, evaluation, sampling (call them under your own jax.jit)
+# ----------------------------------------------------------------------------------------------
+
+
+def token_nll(params, tokens_BxLp1, model: GPT, dropout_keys_B=None):
+  """f32[B,L]: -log p(token t+1 | tokens <= t) in nats."""
+  inputs_BxL, targets_BxL = tokens_BxLp1[:, :-1], tokens_BxLp1[:, 1:]
+  logits_BxLxV, _ = model.apply({"params": params}, inputs_BxL, dropout_keys_B=dropout_keys_B)
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+
+
+def loss(params, batch, rng, model: GPT):
+  """Next-token cross-entropy in nats per token over batch["tokens"] i32[B, L+1], with dropout
+  (per-example masks from rng) when the model has any: (loss, {"loss": loss})."""
+  tokens_BxLp1 = batch["tokens"]
+  keys_B = example_keys(rng, tokens_BxLp1.shape[0]) if model.dropout > 0 else None
+  value = token_nll(params, tokens_BxLp1, model, keys_B).mean()
+  return value, {"loss": value}
+
+
+def eval_sums(params, batch, rng, model: GPT):
+  """({"loss": sum of token NLLs over the real examples}, number of their tokens)."""
+  del rng
+  nll_BxL = token_nll(params, batch["tokens"], model)
+  mask_B = step_lib.batch_mask(batch, nll_BxL.shape[0])
+  return {"loss": jnp.sum(nll_BxL.sum(-1) * mask_B)}, jnp.sum(mask_B) * nll_BxL.shape[1]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "length", "vocab_size"))
+def generate(params, rng, prompt_BxP, model: GPT, length: int, temperature=1.0, top_k=0, top_p=1.0,
+             vocab_size: Optional[int] = None):
+  """i32[B, P + length]: the prompt followed by `length` sampled tokens (KV-cached, one compiled
+  loop). temperature <= 0 is greedy; top_k 0 and top_p 1 switch those filters off; the three are
+  traced, so changing them does not recompile. Only the first `vocab_size` tokens are drawn (the
+  tokenizer's; the embedding table may have padding rows past them, e.g. GPT-2's 50304)."""
+  limit = vocab_size or model.vocab_size
+
+  def step_fn(tokens, positions, caches):
+    logits, caches = model.apply({"params": params}, tokens, positions, caches)
+    return logits[..., :limit], caches
+
+  # The cache always spans the whole block (or more, for rotary positions past it): every
+  # step attends over the same number of slots, so a token costs the same whatever the
+  # length asked for or already generated.
+  capacity = max(model.block_size, prompt_BxP.shape[1] + length)
+  caches = model.init_caches(prompt_BxP.shape[0], capacity)
+  return sampling.generate_tokens(step_fn, caches, rng, prompt_BxP, length, jnp.float32(temperature),
+                                  jnp.int32(top_k), jnp.float32(top_p))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+  """prompt: the text to continue (default: a newline); length: new tokens (default: the
+  experiment's eval.sample_length, cut to the block); temperature <= 0 is greedy; top_k (0 or
+  None: off) and top_p (None or 1: off) filter the distribution before sampling."""
+
+  prompt: Optional[str] = None
+  length: Optional[int] = None
+  temperature: float = 1.0
+  top_k: Optional[int] = None
+  top_p: Optional[float] = None
+
+
+def sample(params, rng, n: int, model: GPT, prompt_P=None, length: Optional[int] = None, temperature: float = 1.0,
+           top_k: Optional[int] = None, top_p: Optional[float] = None, vocab_size: Optional[int] = None):
+  """i32[n, P + length]: n continuations of the token ids `prompt_P` (default: token 0), each with
+  the prompt in front; length defaults to what fits in the block; tokens are drawn among the
+  first `vocab_size` (default: all rows of the embedding). Checks its arguments."""
+  prompt_P = np.asarray([0] if prompt_P is None else prompt_P, np.int32)
+  if prompt_P.ndim != 1 or prompt_P.size == 0:
+    raise ValueError(f"prompt must be a non-empty 1-D array of token ids, got shape {prompt_P.shape}.")
+  if prompt_P.min() < 0 or prompt_P.max() >= model.vocab_size:
+    raise ValueError(f"prompt tokens must lie in [0, {model.vocab_size}); got {prompt_P.min()}..{prompt_P.max()}.")
+  P, block_size = prompt_P.size, model.block_size
+  if length is None:
+    length = max(1, block_size - P)
+  if length < 1:
+    raise ValueError(f"length must be at least 1 new token, got {length}.")
+  if model.positions == "learned" and P + length > block_size:
+    raise ValueError(f"prompt ({P} tokens) + length ({length}) exceeds the block size {block_size} "
+                     f"that the learned positions cover: ask for at most {max(block_size - P, 0)} "
+                     f"new tokens, or shorten the prompt.")
+  if top_p is not None and not 0.0 < top_p <= 1.0:
+    raise ValueError(f"top_p must lie in (0, 1], got {top_p}.")
+  if top_k is not None and top_k < 0:
+    raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}.")
+  prompt_nxP = jnp.broadcast_to(jnp.asarray(prompt_P), (n, P))
+  return generate(params, rng, prompt_nxP, model, int(length), temperature, top_k or 0,
+                  1.0 if top_p is None else top_p, vocab_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+
+def init(rng, model: GPT):
+  """Fresh parameters."""
+  return model.init(rng, jnp.zeros((1, model.block_size), jnp.int32))["params"]
+
+
+def num_params(model: GPT) -> int:
+  return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(jax.eval_shape(functools.partial(init, model=model), jax.random.key(0))))
+
+
+def build(exp: Experiment, info: DataInfo) -> Family:
+  """The GPT's functions bound to `exp` on the text described by `info`."""
+  cfg: GPTConfig = exp.model
+  model = make_model(cfg, info, exp.data.block_size, exp.train.compute_dtype)
+  tx = make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, cfg.decay_embeddings))
+  ema = exp.optim.ema_decay
   bits_name = "bits_per_char" if exp.data.tokenizer == "char" else "bits_per_byte"
+  with_bits = lambda m: {"loss": m["loss"], bits_name: m["loss"] / math.log(2.0)}
 
-  def token_nll(params, tokens_BxLp1, dropout_keys_B=None):
-    """f32[B,L]: -log p(token t+1 | tokens <= t) in nats."""
-    inputs_BxL, targets_BxL = tokens_BxLp1[:, :-1], tokens_BxLp1[:, 1:]
-    logits_BxLxV, _ = model.apply({"params": params}, inputs_BxL, dropout_keys_B=dropout_keys_B)
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+  def train_loss(params, state, batch, rng, i):
+    value, metrics = loss(params, batch, rng, model)
+    return value, (with_bits(metrics), {})
 
-  def metrics_of(loss):
-    return {"loss": loss, bits_name: loss / math.log(2.0)}
-
-  def init(rng, example_batch):
-    tokens_1xL = jnp.asarray(example_batch["tokens"])[:1, :-1]
-    params = model.init(rng, tokens_1xL)["params"]
-    return TrainState.create(params, tx, ema=ema_decay is not None)
-
-  def train_step(state, batch, rng):
-    tokens_BxLp1 = batch["tokens"]
-    keys_B = example_keys(rng, tokens_BxLp1.shape[0], axis_name) if config.dropout > 0 else None
-    loss, grads = jax.value_and_grad(lambda p: token_nll(p, tokens_BxLp1, keys_B).mean())(state.params)
-    grads, loss = mean_over_data((grads, loss), axis_name)
-    state = apply_gradients(state, grads, tx, ema_decay=ema_decay, step=state.step + 1)
-    return state, metrics_of(loss)
-
-  def nll_sums(state, batch):
-    """(sum of token NLLs over real examples, number of their tokens)."""
-    nll_BxL = token_nll(state.variables()["params"], batch["tokens"])
-    mask_B = batch.get("mask", jnp.ones(nll_BxL.shape[0], jnp.float32))
-    return jnp.sum(nll_BxL.sum(-1) * mask_B), jnp.sum(mask_B) * nll_BxL.shape[1]
-
-  eval_step = eval_step_from_sums(nll_sums, metrics_of, axis_name)
-  jitted_sums = jax.jit(nll_sums)
+  params_of = lambda state: state.variables()["params"]
+  jitted_sums = jax.jit(lambda batch, params: eval_sums(params, batch, None, model))
 
   def evaluate(state, batches, rng):
-    loss, count = exact_mean(jitted_sums, state, batches)
-    return {"loss": loss, bits_name: loss / math.log(2.0), "tokens": count}
+    means, count = step_lib.exact_means(jitted_sums, batches, params_of(state))
+    return {**with_bits(means), "tokens": count}
 
-  @jax.jit
-  def _generate(params, rng, prompt_BxP, temperature, top_k, top_p, length_T):
-    # length_T: an empty i32[T] whose length is the number of new tokens (a static shape).
-    length = length_T.shape[0]
-    step_fn = lambda tokens, positions, caches: model.apply({"params": params}, tokens, positions, caches)
-    # The cache always spans the whole block (or more, for rotary positions past it): every
-    # step attends over the same number of slots, so a token costs the same whatever the
-    # length asked for or already generated.
-    capacity = max(block_size, prompt_BxP.shape[1] + length)
-    caches = model.init_caches(prompt_BxP.shape[0], capacity)
-    return sampling.generate_tokens(step_fn, caches, rng, prompt_BxP, length, temperature, top_k, top_p)
+  start, tokenizer = _start_token(info), info.tokenizer
 
-  default_start = _start_token(info)
+  def resolve(options: SampleOptions) -> SampleOptions:
+    prompt = "\n" if options.prompt is None and start is not None else options.prompt
+    P = len(tokenizer.encode(prompt)) if prompt else 1
+    length = options.length or max(1, min(exp.eval.sample_length, model.block_size - P))
+    return dataclasses.replace(options, prompt=prompt, length=length)
 
-  def sample(variables, rng, n, prompt=None, length=None, temperature=1.0, top_k=None, top_p=None):
-    """i32[n, P + length]: n continuations of `prompt` (a 1-D int array; default: one
-    newline token), each returned with the prompt in front. length defaults to
-    exp.eval.sample_length, cut to what fits in the block. temperature <= 0 is greedy;
-    top_k None/0 and top_p None/1.0 switch those filters off."""
-    prompt_P = np.asarray([default_start] if prompt is None else prompt, np.int32)
-    if prompt_P.ndim != 1 or prompt_P.size == 0:
-      raise ValueError(f"prompt must be a non-empty 1-D array of token ids, got shape {prompt_P.shape}.")
-    if prompt_P.min() < 0 or prompt_P.max() >= info.vocab_size:
-      raise ValueError(f"prompt tokens must lie in [0, {info.vocab_size}); got {prompt_P.min()}..{prompt_P.max()}.")
-    P = prompt_P.size
-    if length is None:
-      length = max(1, min(exp.eval.sample_length, block_size - P))
-    if model.positions == "learned" and P + length > block_size:
-      raise ValueError(f"prompt ({P} tokens) + length ({length}) exceeds the block size {block_size} "
-                       f"that the learned positions cover: ask for at most {max(block_size - P, 0)} "
-                       f"new tokens, or shorten the prompt.")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-      raise ValueError(f"top_p must lie in (0, 1], got {top_p}.")
-    if top_k is not None and top_k < 0:
-      raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}.")
-    prompt_nxP = jnp.broadcast_to(jnp.asarray(prompt_P), (n, P))
-    return _generate(variables["params"], rng, prompt_nxP, jnp.float32(temperature),
-                     jnp.int32(top_k or 0), jnp.float32(1.0 if top_p is None else top_p),
-                     jnp.zeros((length,), jnp.int32))
+  def sample_fn(variables, rng, n, options=None):
+    options = resolve(options or SampleOptions())
+    prompt = np.asarray(tokenizer.encode(options.prompt), np.int32) if options.prompt else None
+    return sample(variables["params"], rng, n, model, prompt, options.length, options.temperature,
+                  options.top_k, options.top_p, vocab_size=info.vocab_size)
 
-  num_params = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(
-      jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, block_size), jnp.int32)))))
-  notes = (f"GPT: {num_params / 1e6:.2f}M parameters (vocabulary {vocab_size}); training FLOPs per "
-           f"token ~ {flops_per_token(model, num_params, block_size):.4g} (6N + 12*layers*width*block)")
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                output="text", evaluate=evaluate, notes=notes)
+  flops = flops_per_token(model, num_params(model), model.block_size)
+  return Family(
+      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
+                                   optimizers={None: tx}, ema_decay=ema),
+      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model),
+                                             with_bits),
+      sample=sample_fn, sample_options=SampleOptions, resolve_options=resolve, output="text",
+      evaluate=evaluate, decode=lambda ids: tokenizer.decode(np.asarray(ids).tolist()),
+      notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
+            f"per token ~ {flops:.4g} (6N + 12*layers*width*block)")
 
 
-def _start_token(info: DataInfo) -> int:
-  """The newline token when the tokenizer has one (nanoGPT starts samples from it), else 0."""
+def _start_token(info: DataInfo) -> Optional[int]:
+  """The newline token when the tokenizer has one (nanoGPT starts samples from it), else None."""
   encode = getattr(info.tokenizer, "encode", None)
   if encode is not None:
     try:
@@ -226,4 +323,4 @@ def _start_token(info: DataInfo) -> int:
         return int(ids[0])
     except (KeyError, ValueError, TypeError):
       pass
-  return 0
+  return None

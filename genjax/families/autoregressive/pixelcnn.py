@@ -12,22 +12,35 @@ The loss is the exact negative log-likelihood in nats per image (summed over pix
 bits per dimension are logged beside it. Data batches hold -1/1 images; they are mapped to {0,1}.
 """
 
+import dataclasses
+import functools
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-import flax.linen as nn
 
 from genjax.config import ConfigError, Experiment
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.state import TrainState
 from genjax.data.info import DataInfo
-from genjax.families.base import Family, eval_step_from_sums, exact_mean
 from genjax.families.autoregressive import sampling
+from genjax.families.base import Family, NoOptions
 from genjax.nn.masked_conv import GatedBlock
-from genjax.train.optim import make_optimizer
-from genjax.train.parallel import axis_name_for, mean_over_data
-from genjax.train.state import TrainState, apply_gradients
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelCNNConfig:
+  """Gated PixelCNN hyper-parameters; the defaults are the paper's binarized-MNIST model."""
+
+  num_layers: int = 15
+  channels: int = 128
+  kernel_size: int = 3
+  first_kernel_size: int = 7
+  output_channels: int = 512
 
 
 class PixelCNN(nn.Module):
@@ -55,66 +68,109 @@ class PixelCNN(nn.Module):
     return logits_BxHxWx1.astype(jnp.float32)
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
-  config = exp.model
+def check_config(cfg: PixelCNNConfig, info: DataInfo) -> None:
   if info.kind != "image" or len(info.shape) != 3 or info.shape[-1] != 1 or not info.binary:
     raise ConfigError(f"the PixelCNN models binary one-channel images, but data {info.name!r} is "
                       f"{info.kind} {info.shape} (binary={info.binary}): use binarized_mnist, or "
                       f"--config.data.binarize=dynamic/threshold with mnist.")
-  if config.kernel_size % 2 == 0 or config.first_kernel_size % 2 == 0:
-    raise ConfigError(f"config.model.kernel_size ({config.kernel_size}) and first_kernel_size "
-                      f"({config.first_kernel_size}) must be odd.")
-  H, W, _ = info.shape
-  model = PixelCNN(num_layers=config.num_layers, channels=config.channels,
-                   kernel_size=config.kernel_size, first_kernel_size=config.first_kernel_size,
-                   output_channels=config.output_channels, dtype=jnp.dtype(exp.train.compute_dtype))
-  axis_name = axis_name_for(exp.parallel.mode)
+  if cfg.num_layers <= 0:
+    raise ConfigError(f"config.model.num_layers = {cfg.num_layers} must be positive.")
+  if cfg.kernel_size % 2 == 0 or cfg.first_kernel_size % 2 == 0:
+    raise ConfigError(f"config.model.kernel_size ({cfg.kernel_size}) and first_kernel_size "
+                      f"({cfg.first_kernel_size}) must be odd.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """What the pure functions take as `model`: the network and the image size."""
+
+  network: PixelCNN
+  height: int
+  width: int
+
+
+def make_model(cfg: PixelCNNConfig, info: DataInfo, dtype=jnp.float32) -> Model:
+  check_config(cfg, info)
+  network = PixelCNN(num_layers=cfg.num_layers, channels=cfg.channels, kernel_size=cfg.kernel_size,
+                     first_kernel_size=cfg.first_kernel_size, output_channels=cfg.output_channels,
+                     dtype=jnp.dtype(dtype))
+  return Model(network, info.shape[0], info.shape[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions: loss, evaluation, sampling (call them under your own jax.jit)
+# ----------------------------------------------------------------------------------------------
+
+
+def image_nll(params, image_BxHxWx1, model: Model):
+  """f32[B]: -log p(x) in nats per image, x = (image + 1) / 2 in {0, 1}."""
+  x_BxHxWx1 = (image_BxHxWx1 > 0).astype(jnp.float32)
+  logits_BxHxWx1 = model.network.apply({"params": params}, x_BxHxWx1)
+  return optax.sigmoid_binary_cross_entropy(logits_BxHxWx1, x_BxHxWx1).sum(axis=(1, 2, 3))
+
+
+def with_bits(model: Model, means):
+  nll = means["nll_nats"]
+  return {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (model.height * model.width * math.log(2.0))}
+
+
+def loss(params, batch, rng, model: Model):
+  """The exact NLL in nats per image, averaged over the batch: (loss, {loss, nll_nats, bits_per_dim})."""
+  del rng
+  nll = image_nll(params, batch["image"], model).mean()
+  return nll, with_bits(model, {"nll_nats": nll})
+
+
+def eval_sums(params, batch, rng, model: Model):
+  """({"nll_nats": sum of the real examples' NLLs}, their number)."""
+  del rng
+  nll_B = image_nll(params, batch["image"], model)
+  return step_lib.masked_sums({"nll_nats": nll_B}, step_lib.batch_mask(batch, nll_B.shape[0]))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n"))
+def sample(params, rng, n: int, model: Model):
+  """f32[n,H,W,1] in {-1, 1}, drawn pixel by pixel in one compiled loop (H*W forward passes)."""
+  logits_fn = lambda x: model.network.apply({"params": params}, x)
+  return 2.0 * sampling.generate_binary_image(logits_fn, rng, n, model.height, model.width) - 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+
+def init(rng, model: Model):
+  """Fresh parameters."""
+  return model.network.init(rng, jnp.zeros((1, model.height, model.width, 1), jnp.float32))["params"]
+
+
+def build(exp: Experiment, info: DataInfo) -> Family:
+  """The PixelCNN's functions bound to `exp` on the binary images described by `info`."""
+  model = make_model(exp.model, info, exp.train.compute_dtype)
   tx = make_optimizer(exp.optim, exp.train.steps)
-  ema_decay = exp.optim.ema_decay
+  ema = exp.optim.ema_decay
+  finish = functools.partial(with_bits, model)
 
-  def image_nll(params, image_BxHxWx1):
-    """f32[B]: -log p(x) in nats per image, x = (image + 1) / 2 in {0, 1}."""
-    x_BxHxWx1 = (image_BxHxWx1 > 0).astype(jnp.float32)
-    logits_BxHxWx1 = model.apply({"params": params}, x_BxHxWx1)
-    return optax.sigmoid_binary_cross_entropy(logits_BxHxWx1, x_BxHxWx1).sum(axis=(1, 2, 3))
+  def train_loss(params, state, batch, rng, i):
+    value, metrics = loss(params, batch, rng, model)
+    return value, (metrics, {})
 
-  def metrics_of(nll):
-    return {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (H * W * math.log(2.0))}
-
-  def init(rng, example_batch):
-    image_1xHxWx1 = jnp.asarray(example_batch["image"])[:1]
-    params = model.init(rng, (image_1xHxWx1 > 0).astype(jnp.float32))["params"]
-    return TrainState.create(params, tx, ema=ema_decay is not None)
-
-  def train_step(state, batch, rng):
-    nll, grads = jax.value_and_grad(lambda p: image_nll(p, batch["image"]).mean())(state.params)
-    grads, nll = mean_over_data((grads, nll), axis_name)
-    state = apply_gradients(state, grads, tx, ema_decay=ema_decay, step=state.step + 1)
-    return state, metrics_of(nll)
-
-  def nll_sums(state, batch):
-    nll_B = image_nll(state.variables()["params"], batch["image"])
-    mask_B = batch.get("mask", jnp.ones_like(nll_B))
-    return jnp.sum(nll_B * mask_B), jnp.sum(mask_B)
-
-  eval_step = eval_step_from_sums(nll_sums, metrics_of, axis_name)
-  jitted_sums = jax.jit(nll_sums)
+  params_of = lambda state: state.variables()["params"]
+  jitted_sums = jax.jit(lambda batch, params: eval_sums(params, batch, None, model))
 
   def evaluate(state, batches, rng):
     """Exact test NLL: the mean over every real example of the batches given."""
-    nll, count = exact_mean(jitted_sums, state, batches)
-    return {"nll_nats": nll, "bits_per_dim": nll / (H * W * math.log(2.0)), "examples": count}
+    means, count = step_lib.exact_means(jitted_sums, batches, params_of(state))
+    nll = means["nll_nats"]
+    return {"nll_nats": nll, "bits_per_dim": finish(means)["bits_per_dim"], "examples": count}
 
-  @jax.jit
-  def _generate(params, rng, shape_n):
-    logits_fn = lambda x: model.apply({"params": params}, x)
-    return sampling.generate_binary_image(logits_fn, rng, shape_n.shape[0], H, W)
-
-  def sample(variables, rng, n, **unused):
-    """f32[n,H,W,1] in {-1, 1}, drawn pixel by pixel in one compiled loop."""
-    x_nxHxWx1 = _generate(variables["params"], rng, jnp.zeros((n,), jnp.int8))
-    return 2.0 * x_nxHxWx1 - 1.0
-
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                output="image", evaluate=evaluate,
-                notes="PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes")
+  return Family(
+      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
+                                   optimizers={None: tx}, ema_decay=ema),
+      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model),
+                                             finish),
+      sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
+      sample_options=NoOptions, evaluate=evaluate,
+      notes="PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes")

@@ -6,8 +6,10 @@ and classifier-free guidance (Ho and Salimans 2021).
   samplers.py    ddpm, ddim, dpmpp_2m by name, each one `lax.scan`
   likelihood.py  the full bound and its one-term estimate, in nats and bits/dim
 
-`build(exp, info)` returns the `Family` the shared loop drives. The network is DDPM's U-Net
-(genjax.nn.unet); sampling and evaluation use the EMA weights when the state has them.
+The pure functions take `model`, a `Diffusion` (the U-Net, the config, the image shape and the
+classes): `loss(params, batch, rng, model)`, `eval_sums`, `sample(variables, rng, n, model,
+options)` with a `SampleOptions`, and `evaluate` (the full bound). `build(exp, info)` is the
+adapter the trainer drives; sampling and evaluation use the EMA weights when the state has them.
 
 Class conditioning: with `class_conditional`, labels are replaced by the null label
 `num_classes` with probability `label_dropout` while training, and sampling mixes the
@@ -26,15 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.config import Experiment
+from genjax.config import ConfigError, Experiment
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.parallel import example_keys
+from genjax.core.state import TrainState
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.families.diffusion import likelihood, objectives, samplers, schedules
 from genjax.nn.unet import UNet
-from genjax.train import optim as optim_lib
-from genjax.train.parallel import axis_name_for, example_keys, mean_over_data
-from genjax.train.state import TrainState, apply_gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,181 +77,267 @@ class Config:
 DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20}  # ddpm: all T
 
 
-def _check(cfg: Config, info: DataInfo):
+def check_config(cfg: Config, info: DataInfo) -> None:
+  """Raises ConfigError, before anything compiles, for settings that cannot work with the data."""
   if info.kind != "image":
-    raise ValueError(f"The diffusion family models images; dataset {info.name!r} is {info.kind}.")
+    raise ConfigError(f"The diffusion family models images; dataset {info.name!r} is {info.kind}.")
   H, W, _ = info.shape
   levels = len(cfg.ch_mult)
   if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
-    raise ValueError(f"model.ch_mult={cfg.ch_mult} halves {H}x{W} images {levels - 1} times, which does not divide "
-                     f"them; use fewer levels (e.g. --config.model.ch_mult=1,2,2 for 28x28).")
-  if cfg.ch % 32:
-    raise ValueError(f"model.ch = {cfg.ch} must be a multiple of 32 (GroupNorm uses 32 groups).")
+    raise ConfigError(f"config.model.ch_mult={cfg.ch_mult} halves {H}x{W} images {levels - 1} times, which does not "
+                      f"divide them; use fewer levels (e.g. --config.model.ch_mult=1,2,2 for 28x28).")
+  if cfg.ch <= 0 or cfg.ch % 32:
+    raise ConfigError(f"config.model.ch = {cfg.ch} must be a positive multiple of 32 (GroupNorm uses 32 groups).")
   if cfg.class_conditional and not info.num_classes:
-    raise ValueError(f"model.class_conditional needs labelled data; {info.name!r} has no classes.")
+    raise ConfigError(f"config.model.class_conditional needs labelled data; {info.name!r} has no classes.")
   if cfg.guidance_scale != 1.0 and not cfg.class_conditional:
-    raise ValueError("model.guidance_scale != 1 needs model.class_conditional=True.")
+    raise ConfigError("config.model.guidance_scale != 1 needs model.class_conditional=True.")
   if not 0 <= cfg.label_dropout < 1:
-    raise ValueError(f"model.label_dropout = {cfg.label_dropout} must lie in [0, 1).")
-  samplers.get(cfg.sampler)
-  if cfg.sample_steps is not None:
-    samplers.timesteps(cfg.timesteps, cfg.sample_steps)
+    raise ConfigError(f"config.model.label_dropout = {cfg.label_dropout} must lie in [0, 1).")
+  if not 0 <= cfg.dropout < 1:
+    raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
+  try:
+    schedules.make_schedule(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
+    samplers.get(cfg.sampler)
+    if cfg.sample_steps is not None:
+      samplers.timesteps(cfg.timesteps, cfg.sample_steps)
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class Diffusion:
+  """What the pure functions take as `model`: the config, the U-Net, the image shape and the
+  number of classes (None: unconditional; label num_classes is the null label)."""
+
+  config: Config
+  unet: UNet
+  image_shape: Tuple[int, int, int]
+  num_classes: Optional[int] = None
+
+  def schedule(self) -> schedules.Schedule:
+    """The noise schedule's tables (computed in float64 numpy, stored float32)."""
+    cfg = self.config
+    return schedules.make_schedule(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
+
+
+def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
+  check_config(cfg, info)
+  num_classes = info.num_classes if cfg.class_conditional else None
+  unet = UNet(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
+              attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout, num_heads=cfg.num_heads,
+              out_ch=info.shape[-1], num_classes=num_classes, dtype=jnp.dtype(dtype))
+  return Diffusion(cfg, unet, tuple(info.shape), num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The network as a denoiser
+# ----------------------------------------------------------------------------------------------
+
+
+def apply(variables, xt, t_B, labels_B, model: Diffusion, train: bool = False, rng=None):
+  """The U-Net's raw output at (x_t, t) for labels_B (ignored by unconditional models)."""
+  rngs = {"dropout": rng} if train else None
+  return model.unet.apply(variables, xt, t_B, labels_B if model.num_classes else None, train=train, rngs=rngs)
+
+
+def denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
+  """model_fn(x_t, t_B) -> (x0_hat, eps_hat), with classifier-free guidance when guidance_scale != 1."""
+  sched, cfg = model.schedule(), model.config
+
+  def model_fn(xt, t_B):
+    if model.num_classes and guidance_scale != 1.0:
+      n = xt.shape[0]
+      both = apply(variables, jnp.concatenate([xt, xt]), jnp.concatenate([t_B, t_B]),
+                   jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]), model)
+      out = both[n:] + guidance_scale * (both[:n] - both[n:])
+    else:
+      out = apply(variables, xt, t_B, labels_B, model)
+    return objectives.to_x0_eps(sched, out.astype(jnp.float32), xt, t_B, cfg.prediction)
+
+  return model_fn
+
+
+def noisy_inputs(batch, rng, model: Diffusion):
+  """Per-example t, noise and (dropped) labels from example keys: the same in every parallel mode."""
+  x0 = batch["image"].astype(jnp.float32)
+  keys = example_keys(rng, x0.shape[0])
+  t_B = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, model.config.timesteps))(keys)
+  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+  labels = None
+  if model.num_classes:
+    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), model.config.label_dropout))(keys)
+    labels = jnp.where(drop, model.num_classes, batch["label"].astype(jnp.int32))
+  return x0, t_B, noise, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions: loss, evaluation, sampling (call them under your own jax.jit)
+# ----------------------------------------------------------------------------------------------
+
+
+def loss(params, batch, rng, model: Diffusion):
+  """L_simple (MSE on the prediction) or the bound's L_t in bits/dim, at one uniform t per
+  example, with dropout: (loss, {"loss", "mse"})."""
+  cfg, sched = model.config, model.schedule()
+  x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
+  xt = schedules.q_sample(sched, x0, t_B, noise)
+  out = apply({"params": params}, xt, t_B, labels, model, train=True, rng=jax.random.fold_in(rng, 3))
+  out = out.astype(jnp.float32)
+  mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
+  if cfg.loss == "simple":
+    value = jnp.mean(mse_B)
+  else:  # L_t in bits/dim; uniform t makes it an unbiased estimate of the bound / T.
+    x0_hat, _ = objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
+    value = jnp.mean(likelihood.nats_to_bits_per_dim(
+        objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance), math.prod(model.image_shape)))
+  return value, {"loss": value, "mse": jnp.mean(mse_B)}
+
+
+def eval_sums(variables, batch, rng, model: Diffusion):
+  """Sums over the real examples of the prediction's MSE and of the one-term estimate of the
+  bound (bits/dim, of the unconditional model); (sums, count)."""
+  cfg, sched = model.config, model.schedule()
+  x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
+  mask_B = step_lib.batch_mask(batch, x0.shape[0])
+  xt = schedules.q_sample(sched, x0, t_B, noise)
+  out = apply(variables, xt, t_B, labels, model).astype(jnp.float32)
+  mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
+  null = None if labels is None else jnp.full_like(labels, model.num_classes)
+  bound_B = likelihood.bound_estimate(denoiser(variables, null, model), sched, x0, t_B, noise,
+                                      variance=cfg.variance, clip_denoised=cfg.clip_denoised)
+  bpd_B = likelihood.nats_to_bits_per_dim(bound_B, math.prod(model.image_shape))
+  return step_lib.masked_sums({"mse": mse_B, "bpd_estimate": bpd_B}, mask_B)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def full_bound(variables, x0, rng, model: Diffusion):
+  """Every term of the bound of the unconditional model (null label), nats f32[B] each."""
+  cfg = model.config
+  labels = jnp.full((x0.shape[0],), model.num_classes or 0, jnp.int32)
+  return likelihood.full_bound(denoiser(variables, labels, model), model.schedule(), x0, rng,
+                               variance=cfg.variance, clip_denoised=cfg.clip_denoised)
+
+
+def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[int] = None):
+  """The whole bound on the batches (or their first max_examples images): nats per image and
+  bits/dim, split into the prior L_T, the diffusion terms and the decoder L_0."""
+  num_dims = math.prod(model.image_shape)
+  totals = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
+  count = 0
+  for i, batch in enumerate(first_examples(batches, max_examples)):
+    mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32)), np.float64)
+    if not mask.any():
+      break
+    terms = jax.device_get(full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i),
+                                      model))
+    for k in totals:
+      totals[k] += float(np.sum(np.asarray(terms[k], np.float64) * mask))
+    count += int(mask.sum())
+  if count == 0:
+    raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
+  bits = num_dims * math.log(2.0) * count
+  return {"nll_nats": totals["total"] / count, "bits_per_dim": totals["total"] / bits,
+          "prior_bpd": totals["prior"] / bits, "diffusion_bpd": totals["diffusion"] / bits,
+          "decoder_bpd": totals["decoder"] / bits, "num_examples": count}
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+  """sampler: ddpm, ddim or dpmpp_2m; num_steps: network evaluations (ddpm: all T); eta: DDIM's
+  noise; guidance_scale: classifier-free guidance; label: the class of every image (conditional
+  models; default 0, 1, 2, ... in turn). None takes the experiment's default."""
+
+  sampler: Optional[str] = None
+  num_steps: Optional[int] = None
+  eta: Optional[float] = None
+  guidance_scale: Optional[float] = None
+  label: Optional[int] = None
+
+
+def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
+  """`options` with every None replaced by the config's default; checks them (ValueError)."""
+  sampler = options.sampler or cfg.sampler
+  samplers.get(sampler)
+  num_steps = options.num_steps
+  if num_steps is None:  # the config's steps go with the config's sampler
+    num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(DEFAULT_STEPS.get(sampler, cfg.timesteps),
+                                                                              cfg.timesteps)
+  samplers.timesteps(cfg.timesteps, int(num_steps))
+  guidance = float(cfg.guidance_scale if options.guidance_scale is None else options.guidance_scale)
+  if not cfg.class_conditional and (guidance != 1.0 or options.label is not None):
+    raise ValueError("label and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
+  return SampleOptions(sampler=sampler, num_steps=int(num_steps), eta=float(cfg.eta if options.eta is None else options.eta),
+                       guidance_scale=guidance, label=options.label)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "model", "sampler", "num_steps", "eta", "guidance_scale"))
+def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidance_scale):
+  cfg = model.config
+  x = samplers.get(sampler)(denoiser(variables, labels, model, guidance_scale), model.schedule(), rng,
+                            (n, *model.image_shape), num_steps=num_steps, eta=eta, clip_denoised=cfg.clip_denoised,
+                            variance=cfg.variance)
+  return jnp.clip(x, -1.0, 1.0)
+
+
+def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = SampleOptions(), labels=None):
+  """n images f32[n, H, W, C] in [-1, 1], one compiled call (it may also be traced inside the
+  caller's jit). Class-conditional models draw `labels` (int[n]), else options.label for every
+  image, else 0, 1, ..., num_classes - 1, 0, 1, ..."""
+  options = resolve_options(options, model.config)
+  num_classes = model.num_classes
+  if num_classes:
+    if labels is None:
+      labels = np.full((n,), options.label) if options.label is not None else np.arange(n) % num_classes
+    if not isinstance(labels, jax.core.Tracer):
+      labels = np.broadcast_to(np.asarray(labels), (n,))
+      if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {sorted(set(labels.tolist()))}.")
+  else:
+    if labels is not None:
+      raise ValueError("labels need a class-conditional model (model.class_conditional=True).")
+    labels = np.zeros((n,), np.int32)
+  return _sample(variables, rng, jnp.asarray(labels, jnp.int32), n=int(n), model=model, sampler=options.sampler,
+                 num_steps=options.num_steps, eta=options.eta, guidance_scale=options.guidance_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+CONFIGS = (Config,)
+SAMPLE_OPTIONS = {"Config": SampleOptions}
+
+
+def init(rng, model: Diffusion):
+  """Fresh U-Net parameters."""
+  x = jnp.zeros((1, *model.image_shape), jnp.float32)
+  t, labels = jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32)
+  return jax.jit(lambda r: model.unet.init(r, x, t, labels if model.num_classes else None))(rng)["params"]
 
 
 def build(exp: Experiment, info: DataInfo) -> Family:
+  """The diffusion family's functions bound to `exp` on data described by `info`."""
   cfg: Config = exp.model
-  _check(cfg, info)
-  T = cfg.timesteps
-  sched = schedules.make_schedule(cfg.schedule, T, cfg.beta_start, cfg.beta_end)
-  num_classes = info.num_classes if cfg.class_conditional else None
-  null_label = num_classes
-  compute_dtype = jnp.dtype(exp.train.compute_dtype)
-  model = UNet(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-               attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout, num_heads=cfg.num_heads,
-               out_ch=info.shape[-1], num_classes=num_classes, dtype=compute_dtype)
-  tx = optim_lib.make_optimizer(exp.optim, exp.train.steps)
-  axis_name = axis_name_for(exp.parallel.mode)
-  num_dims = math.prod(info.shape)
+  model = make_model(cfg, info, exp.train.compute_dtype)
+  tx = make_optimizer(exp.optim, exp.train.steps)
+  ema = exp.optim.ema_decay
 
-  def apply(variables, xt, t_B, labels_B, train=False, rng=None):
-    rngs = {"dropout": rng} if train else None
-    return model.apply(variables, xt, t_B, labels_B if num_classes else None, train=train, rngs=rngs)
-
-  def model_fn_for(variables, labels_B, guidance_scale=1.0):
-    """(x_t, t_B) -> (x0_hat, eps_hat), with classifier-free guidance when guidance_scale != 1."""
-    def model_fn(xt, t_B):
-      if num_classes and guidance_scale != 1.0:
-        n = xt.shape[0]
-        both = apply(variables, jnp.concatenate([xt, xt]), jnp.concatenate([t_B, t_B]),
-                     jnp.concatenate([labels_B, jnp.full_like(labels_B, null_label)]))
-        out = both[n:] + guidance_scale * (both[:n] - both[n:])
-      else:
-        out = apply(variables, xt, t_B, labels_B)
-      return objectives.to_x0_eps(sched, out.astype(jnp.float32), xt, t_B, cfg.prediction)
-    return model_fn
-
-  def init(rng, example_batch):
-    x = jnp.zeros((1, *info.shape), jnp.float32)
-    labels = jnp.zeros((1,), jnp.int32)
-    params = jax.jit(lambda r: model.init(r, x, jnp.zeros((1,), jnp.int32), labels if num_classes else None))(rng)["params"]
-    return TrainState.create(params, tx, ema=exp.optim.ema_decay is not None)
-
-  def noisy_inputs(batch, rng):
-    """Per-example t, noise and (dropped) labels from example keys: the same under jit and pmap."""
-    x0 = batch["image"].astype(jnp.float32)
-    keys = example_keys(rng, x0.shape[0], axis_name)
-    t_B = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, T))(keys)
-    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    labels = None
-    if num_classes:
-      drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), cfg.label_dropout))(keys)
-      labels = jnp.where(drop, null_label, batch["label"].astype(jnp.int32))
-    return x0, t_B, noise, labels
-
-  def loss_fn(params, extra, batch, rng):
-    x0, t_B, noise, labels = noisy_inputs(batch, rng)
-    xt = schedules.q_sample(sched, x0, t_B, noise)
-    # Dropout masks come from one key per device (they are not per-example).
-    dropout_rng = rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    out = apply({"params": params, **extra}, xt, t_B, labels, train=True,
-                rng=jax.random.fold_in(dropout_rng, 3)).astype(jnp.float32)
-    mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
-    if cfg.loss == "simple":
-      loss = jnp.mean(mse_B)
-    else:  # L_t in bits/dim; uniform t makes it an unbiased estimate of the bound / T.
-      x0_hat, _ = objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
-      loss = jnp.mean(likelihood.nats_to_bits_per_dim(
-          objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance), num_dims))
-    return loss, {"loss": loss, "mse": jnp.mean(mse_B)}
-
-  def train_step(state, batch, rng):
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.extra, batch, rng)
-    grads, metrics = mean_over_data((grads, metrics), axis_name)
-    state = apply_gradients(state, grads, tx, ema_decay=exp.optim.ema_decay, step=state.step + 1)
-    return state, metrics
-
-  def eval_step(state, batch, rng):
-    """MSE of the prediction and the one-term estimate of the bound (bits/dim), with EMA weights."""
-    variables = state.variables(ema=True)
-    x0, t_B, noise, labels = noisy_inputs(batch, rng)
-    mask_B = batch.get("mask", jnp.ones((x0.shape[0],), jnp.float32))
-    xt = schedules.q_sample(sched, x0, t_B, noise)
-    out = apply(variables, xt, t_B, labels).astype(jnp.float32)
-    mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
-    null = None if labels is None else jnp.full_like(labels, null_label)
-    bound_B = likelihood.bound_estimate(model_fn_for(variables, null), sched, x0, t_B, noise,
-                                        variance=cfg.variance, clip_denoised=cfg.clip_denoised)
-    bpd_B = likelihood.nats_to_bits_per_dim(bound_B, num_dims)
-    weighted = lambda v: jnp.sum(v * mask_B)
-    sums = mean_over_data({"mse": weighted(mse_B), "bpd_estimate": weighted(bpd_B), "n": jnp.sum(mask_B)}, axis_name)
-    n = jnp.maximum(sums.pop("n"), 1.0)
-    return {k: v / n for k, v in sums.items()}
-
-  @jax.jit
-  def _full_bound(variables, x0, rng):
-    labels = jnp.full((x0.shape[0],), null_label if num_classes else 0, jnp.int32)
-    return likelihood.full_bound(model_fn_for(variables, labels), sched, x0, rng,
-                                 variance=cfg.variance, clip_denoised=cfg.clip_denoised)
-
-  def evaluate(state, batches, rng):
-    """The whole bound on the split (or its first model.eval_max_examples images): nats per
-    image and bits/dim, split into the prior L_T, the diffusion terms and the decoder L_0."""
-    variables = state.variables(ema=True)
-    totals = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
-    count = 0
-    for i, batch in enumerate(first_examples(batches, cfg.eval_max_examples)):
-      mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32)), np.float64)
-      if not mask.any():
-        break
-      terms = jax.device_get(_full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i)))
-      for k in totals:
-        totals[k] += float(np.sum(np.asarray(terms[k], np.float64) * mask))
-      count += int(mask.sum())
-    if count == 0:
-      raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
-    bits = num_dims * math.log(2.0) * count
-    out = {"nll_nats": totals["total"] / count, "bits_per_dim": totals["total"] / bits,
-           "prior_bpd": totals["prior"] / bits, "diffusion_bpd": totals["diffusion"] / bits,
-           "decoder_bpd": totals["decoder"] / bits, "num_examples": count}
-    return out
-
-  @functools.partial(jax.jit, static_argnames=("n", "sampler", "num_steps", "eta", "guidance_scale"))
-  def _sample(variables, rng, labels, *, n, sampler, num_steps, eta, guidance_scale):
-    model_fn = model_fn_for(variables, labels, guidance_scale)
-    x = samplers.get(sampler)(model_fn, sched, rng, (n, *info.shape), num_steps=num_steps, eta=eta,
-                              clip_denoised=cfg.clip_denoised, variance=cfg.variance)
-    return jnp.clip(x, -1.0, 1.0)
-
-  def sample(variables, rng, n, *, sampler=None, num_steps=None, eta=None, guidance_scale=None,
-             labels=None, label=None):
-    """n images f32[n, H, W, C] in [-1, 1], one compiled call (it may also be traced inside the
-    caller's jit). Defaults come from the config. Class-conditional models draw class `label`
-    (an int, for every image) or `labels` (int[n]); by default 0, 1, ..., num_classes - 1, 0, 1, ..."""
-    sampler = sampler or cfg.sampler
-    samplers.get(sampler)
-    if num_steps is None:  # the config's steps go with the config's sampler
-      num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(DEFAULT_STEPS.get(sampler, T), T)
-    num_steps = int(num_steps)
-    samplers.timesteps(T, num_steps)
-    guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
-    if not num_classes and (guidance_scale != 1.0 or labels is not None or label is not None):
-      raise ValueError("labels and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
-    if num_classes:
-      if label is not None:
-        labels = np.full((n,), label)
-      if labels is None:
-        labels = np.arange(n) % num_classes
-      if not isinstance(labels, jax.core.Tracer):
-        labels = np.broadcast_to(np.asarray(labels), (n,))
-        if labels.min() < 0 or labels.max() >= num_classes:
-          raise ValueError(f"labels must lie in [0, {num_classes}), got {sorted(set(labels.tolist()))}.")
-    else:
-      labels = np.zeros((n,), np.int32)
-    return _sample(variables, rng, jnp.asarray(labels, jnp.int32), n=int(n), sampler=sampler, num_steps=num_steps,
-                   eta=float(cfg.eta if eta is None else eta), guidance_scale=guidance_scale)
+  def train_loss(params, state, batch, rng, i):
+    value, metrics = loss(params, batch, rng, model)
+    return value, (metrics, {})
 
   evals = lambda s, steps: steps * (2 if s != 1.0 else 1)
-  notes = (f"DDPM U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
-           f"{evals(cfg.guidance_scale, cfg.sample_steps or T)} U-Net evaluations per batch of samples.")
-  return Family(init=init, train_step=train_step, eval_step=eval_step, sample=sample, output="image",
-                evaluate=evaluate, notes=notes)
+  return Family(
+      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
+                                   optimizers={None: tx}, ema_decay=ema),
+      eval_step=step_lib.eval_step_from_sums(
+          lambda state, batch, rng: eval_sums(state.variables(ema=True), batch, rng, model)),
+      sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
+      sample_options=SampleOptions,
+      resolve_options=lambda options: resolve_options(options, cfg),
+      evaluate=lambda state, batches, rng: evaluate(state.variables(ema=True), batches, rng, model,
+                                                    cfg.eval_max_examples),
+      notes=f"DDPM U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
+            f"{evals(cfg.guidance_scale, cfg.sample_steps or cfg.timesteps)} U-Net evaluations per batch of samples.")

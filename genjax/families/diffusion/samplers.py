@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.families.diffusion.objectives import eps_from_x0, p_mean_variance
-from genjax.families.diffusion.schedules import Schedule, at
+from genjax.families.diffusion.schedules import Schedule
 
 
 def timesteps(T: int, num_steps: int) -> np.ndarray:

@@ -16,12 +16,21 @@ Which examples each discriminator update sees (`critic_batches`):
   "split"  update i uses examples i, i + n, i + 2n, ... of the global batch (B / n_critic real
            images each), like WGAN-GP's fresh real batch per critic iteration, and each generator
            update uses B / n_critic noise vectors (WGAN-GP's generator batch). The strided split
-           picks the same examples whether the batch is whole (jit) or cut into device shares
-           (pmap), so both modes compute the same step.
+           picks the same examples whether the batch is whole or cut into device shares, so
+           every parallel mode computes the same step.
 
-Each update draws its noise from `example_keys(rng, ...)` folded with the update's index, so one
-device, jit and pmap give the same numbers. Under pmap (axis_name "data") gradients and metrics
-are averaged over devices and BatchNorm averages its batch statistics with axis_name.
+Each update draws its noise from per-example keys (`genjax.core.parallel.example_keys`) folded
+with the update's index, so every parallel mode gives the same numbers; the step builder
+(genjax.core.step) averages gradients and metrics over devices, and BatchNorm's statistics span
+the global batch (genjax.nn.norm).
+
+The pure functions take `model`, a `GAN` (the two Flax modules and the config):
+
+  discriminator_loss(d_params, d_collections, g_variables, x_real, y_real, keys_B, phase, model)
+  generator_loss(g_params, g_collections, d_variables, keys_B, phase, model)
+  sample(g_variables, rng, n, model, options)      eval_sums(variables, batch, rng, model)
+
+each returning what its docstring says; `build` chains them into the trainer's step.
 
 Generators are in train mode (batch statistics) while training, and sample with running
 averages. The generator's running statistics are updated by the generator updates only.
@@ -31,19 +40,20 @@ consecutive examples concatenated along channels, so a batch of B images gives i
 """
 
 import dataclasses
-import types
-from typing import Literal, Optional, Tuple
+import functools
+from typing import Any, Dict, Literal, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from genjax.config import ConfigError
+from genjax.core import step as step_lib
+from genjax.core.optim import make_optimizer
+from genjax.core.parallel import example_keys
+from genjax.core.state import TrainState
 from genjax.families.base import Family
 from genjax.families.gan import losses
-from genjax.families.gan.models import SPECTRAL, Discriminator, Generator
-from genjax.train.optim import make_optimizer
-from genjax.train.parallel import axis_name_for, example_keys, mean_over_data
-from genjax.train.state import TrainState, apply_gradients
+from genjax.families.gan.models import SPECTRAL, Discriminator, Generator  # noqa: F401 - SPECTRAL re-exported
 
 # Pictures are drawn from noise derived from this key at every evaluation, so successive grids
 # show the same latents and progress is visible.
@@ -113,243 +123,308 @@ def pack_images(x_BxHxWxC: jax.Array, m: int) -> jax.Array:
   return jnp.moveaxis(x, 1, 3).reshape(B // m, H, W, m * C)
 
 
+@dataclasses.dataclass(frozen=True)
+class GAN:
+  """What the pure functions take as `model`: the config, the two networks and the number of
+  classes they are conditioned on (None: unconditional)."""
+
+  config: Config
+  generator: Generator
+  discriminator: Discriminator
+  num_classes: Optional[int] = None
+
+  @property
+  def image_shape(self) -> Tuple[int, int, int]:
+    return self.generator.out_shape
+
+
+def make_model(cfg: Config, info, dtype=jnp.float32) -> GAN:
+  """The generator / discriminator pair of `cfg` for images shaped like `info`."""
+  dtype = jnp.dtype(dtype)
+  num_classes = info.num_classes if cfg.conditional else None
+  g = Generator(arch=cfg.arch, out_shape=tuple(info.shape), widths=cfg.g_widths, kernel_size=cfg.kernel_size,
+                norm=cfg.g_norm == "batch", num_classes=num_classes, momentum=cfg.bn_momentum, dtype=dtype)
+  d = Discriminator(arch=cfg.arch, widths=cfg.d_widths, kernel_size=cfg.kernel_size,
+                    norm=cfg.d_norm == "batch", spectral_norm=cfg.spectral_norm,
+                    num_classes=num_classes, momentum=cfg.bn_momentum, dtype=dtype)
+  return GAN(cfg, g, d, num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Noise and the two networks
+# ----------------------------------------------------------------------------------------------
+
+
+def draw_latent(cfg: Config, key) -> jax.Array:
+  """One latent f32[Z]: U[-1, 1] (DCGAN) or N(0, I)."""
+  if cfg.latent_dist == "uniform":
+    return jax.random.uniform(key, (cfg.latent_dim,), minval=-1.0, maxval=1.0)
+  return jax.random.normal(key, (cfg.latent_dim,))
+
+
+def draw_inputs(model: GAN, keys_B, phase: int):
+  """Per-example noise z f32[B,Z], fake labels i32[B] and interpolation weights f32[B] for update
+  `phase` (the update's index within the step)."""
+  def one(key):
+    kz, ky, ke = jax.random.split(jax.random.fold_in(key, phase), 3)
+    y = jax.random.randint(ky, (), 0, model.num_classes) if model.num_classes else jnp.zeros((), jnp.int32)
+    return draw_latent(model.config, kz), y, jax.random.uniform(ke, ())
+  return jax.vmap(one)(keys_B)
+
+
+def _labels(model: GAN, y):
+  return y if model.num_classes else None
+
+
+def generate(g_variables, z, y, model: GAN, train: bool):
+  """Generator forward pass: (images f32[B,H,W,C], new generator collections). In train mode
+  BatchNorm uses (and updates) batch statistics; otherwise its running averages."""
+  if not train:
+    return model.generator.apply(g_variables, z, _labels(model, y), train=False), {}
+  mutable = [k for k in g_variables if k != "params"]
+  if not mutable:
+    return model.generator.apply(g_variables, z, _labels(model, y), train=True), {}
+  return model.generator.apply(g_variables, z, _labels(model, y), train=True, mutable=mutable)
+
+
+def discriminate(d_params, d_collections, x, y, model: GAN, train: bool = True, update_stats: bool = True):
+  """Discriminator logits f32[B'] and its updated collections (BatchNorm statistics in train mode,
+  power-iteration vectors when update_stats); pass the returned collections on or drop them."""
+  mutable = list(d_collections) if (train or update_stats) else False
+  out = model.discriminator.apply({"params": d_params, **d_collections}, x, _labels(model, y), train=train,
+                                  update_stats=update_stats, mutable=mutable or False)
+  return out if mutable else (out, d_collections)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses: one per network
+# ----------------------------------------------------------------------------------------------
+
+
+def discriminator_loss(d_params, d_collections, g_variables, x_real, y_real, keys_B, phase: int, model: GAN):
+  """The discriminator's loss on real images x_real f32[B,H,W,C] (labels y_real i32[B]) and on
+  generated ones drawn from keys_B (plus the gradient penalties the config asks for):
+  (loss, (metrics, new discriminator collections)). The generator runs in train mode (batch
+  statistics) but its own statistics move only in generator updates, so they are dropped."""
+  cfg = model.config
+  z, y_fake, eps = draw_inputs(model, keys_B, phase)
+  x_fake, _ = generate(g_variables, z, y_fake, model, train=True)
+  x_fake = jax.lax.stop_gradient(x_fake)
+  packed_real, packed_fake = pack_images(x_real, cfg.pack), pack_images(x_fake, cfg.pack)
+  colls = d_collections
+  real_B, colls = discriminate(d_params, colls, packed_real, y_real, model)
+  fake_B, colls = discriminate(d_params, colls, packed_fake, y_fake, model)
+  loss_B = losses.discriminator_loss(cfg.loss, real_B, fake_B)
+  metrics = {"d_loss": jnp.mean(loss_B), "d_real_logit": jnp.mean(real_B), "d_fake_logit": jnp.mean(fake_B)}
+  total = jnp.mean(loss_B)
+  # Penalties: D has no BatchNorm here (checked in build), so its examples are independent.
+  if cfg.gp_weight > 0:
+    critic = lambda x: discriminate(d_params, colls, x, y_fake, model, update_stats=False)[0]
+    gp = jnp.mean(losses.gradient_penalty(critic, packed_real, packed_fake, eps[:: cfg.pack]))
+    total += cfg.gp_weight * gp
+    metrics["gp"] = gp
+  if cfg.r1_weight > 0:
+    critic = lambda x: discriminate(d_params, colls, x, y_real, model, update_stats=False)[0]
+    r1 = jnp.mean(losses.r1_penalty(critic, packed_real))
+    total += 0.5 * cfg.r1_weight * r1
+    metrics["r1"] = r1
+  return total, (metrics, colls)
+
+
+def generator_loss(g_params, g_collections, d_variables, keys_B, phase: int, model: GAN):
+  """The generator's loss on images drawn from keys_B: (loss, ({"g_loss": loss}, new generator
+  collections)). The discriminator's statistics and power iteration do not move here."""
+  cfg = model.config
+  z, y_fake, _ = draw_inputs(model, keys_B, phase)
+  x_fake, g_colls = generate({"params": g_params, **g_collections}, z, y_fake, model, train=True)
+  d_colls = {k: v for k, v in d_variables.items() if k != "params"}
+  fake_B, _ = discriminate(d_variables["params"], d_colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack],
+                           model, update_stats=False)
+  value = jnp.mean(losses.generator_loss(cfg.loss, fake_B))
+  return value, ({"g_loss": value}, g_colls)
+
+
+def with_keys(batch, rng):
+  """The batch with its per-example keys (drawn once per step, shared by every update)."""
+  return {**batch, "keys": example_keys(rng, batch["image"].shape[0])}
+
+
+def critic_inputs(batch, model: GAN, i: int):
+  """The real images, labels and example keys that discriminator update i of a step sees: the
+  whole batch ("same"), or examples i, i + n, i + 2n, ... ("split"). `batch` has "keys"."""
+  cfg = model.config
+  x_BxHxWxC = batch["image"].astype(jnp.float32)
+  B = x_BxHxWxC.shape[0]
+  y_B = batch["label"] if model.num_classes else jnp.zeros((B,), jnp.int32)
+  keys_B = batch["keys"]
+  if cfg.critic_batches == "split":
+    part = slice(i, None, cfg.n_critic)
+    return x_BxHxWxC[part], y_B[part], keys_B[part]
+  return x_BxHxWxC, y_B, keys_B
+
+
+def generator_keys(batch, model: GAN):
+  """The example keys of a step's generator updates (B / n_critic of them with "split")."""
+  keys_B = batch["keys"]
+  return keys_B[:: model.config.n_critic] if model.config.critic_batches == "split" else keys_B
+
+
+def _variables(state: TrainState, net: str, params=None) -> Dict[str, Any]:
+  return {"params": state.params[net] if params is None else params, **step_lib.collections_of(state, net)}
+
+
+def updates(model: GAN):
+  """The step as the builder runs it (with `prepare=with_keys`): n_critic discriminator updates,
+  then g_steps generator updates."""
+  cfg = model.config
+
+  def d_update(d_params, state, batch, rng, i):
+    x, y, keys = critic_inputs(batch, model, i)
+    return discriminator_loss(d_params, step_lib.collections_of(state, "d"), _variables(state, "g"), x, y, keys,
+                              i, model)
+
+  def g_update(g_params, state, batch, rng, j):
+    keys = generator_keys(batch, model)
+    return generator_loss(g_params, step_lib.collections_of(state, "g"), _variables(state, "d"), keys,
+                          cfg.n_critic + j, model)
+
+  return (step_lib.Update(d_update, key="d", repeat=cfg.n_critic),
+          step_lib.Update(g_update, key="g", repeat=cfg.g_steps))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation, sampling, pictures
+# ----------------------------------------------------------------------------------------------
+
+
+def eval_sums(variables, batch, rng, model: GAN):
+  """Held-out real images against fresh samples, both networks in inference mode: sums over the
+  real examples of the discriminator's loss, its logits and how often it classifies each side
+  correctly; (sums, count). `variables` are {"params": {"g", "d"}, collection: {"g", "d"}}."""
+  cfg = model.config
+  x = batch["image"].astype(jnp.float32)
+  B = x.shape[0]
+  mask_B = step_lib.batch_mask(batch, B)
+  y_B = batch["label"] if model.num_classes else jnp.zeros((B,), jnp.int32)
+  z, y_fake, _ = draw_inputs(model, example_keys(rng, B), 0)
+  x_fake, _ = generate(_net(variables, "g"), z, y_fake, model, train=False)
+  d = _net(variables, "d")
+  d_params, colls = d.pop("params"), d
+  # Packed groups count as real only if all their members are (padding comes last).
+  mask_P = mask_B.reshape(-1, cfg.pack).min(axis=1)
+  real_P, _ = discriminate(d_params, colls, pack_images(x, cfg.pack), y_B[:: cfg.pack], model, train=False,
+                           update_stats=False)
+  fake_P, _ = discriminate(d_params, colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack], model,
+                           train=False, update_stats=False)
+  loss_P = losses.discriminator_loss(cfg.loss, real_P, fake_P)
+  threshold = 0.0
+  values = {"d_loss": loss_P, "d_real_logit": real_P, "d_fake_logit": fake_P,
+            "d_accuracy": 0.5 * ((real_P > threshold).astype(jnp.float32) + (fake_P < threshold))}
+  return step_lib.masked_sums(values, mask_P)
+
+
+def _net(variables, net: str) -> Dict[str, Any]:
+  """The Flax variables of network `net` out of the GAN's {"params": {"g", "d"}, coll: {"g", "d"}}."""
+  return {name: coll[net] for name, coll in variables.items() if net in coll}
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+  """label: conditional models draw this class for every image (default: 0, 1, 2, ... in turn)."""
+
+  label: Optional[int] = None
+
+
+def sample_from(g_variables, z, y, model: GAN):
+  """Images f32[n,H,W,C] in [-1, 1] from latents z f32[n,Z] (and labels y i32[n])."""
+  return model.generator.apply(g_variables, z, _labels(model, y), train=False)
+
+
+def sample(g_variables, rng, n: int, model: GAN, options: SampleOptions = SampleOptions()):
+  """n images f32[n,H,W,C] in [-1, 1] from the generator variables (EMA weights when the run
+  kept them); labels cycle through the classes for conditional models unless options.label."""
+  z = jax.vmap(functools.partial(draw_latent, model.config))(jax.random.split(rng, n))
+  if options.label is not None:
+    if not model.num_classes:
+      raise ValueError("label is for class-conditional models (model.conditional=True).")
+    if not 0 <= options.label < model.num_classes:
+      raise ValueError(f"label must lie in [0, {model.num_classes}), got {options.label}.")
+    y = jnp.full((n,), options.label, jnp.int32)
+  else:
+    y = jnp.arange(n, dtype=jnp.int32) % (model.num_classes or 1)
+  return sample_from(g_variables, z, y, model)
+
+
+def pictures(g_variables, n: int, model: GAN):
+  """Grids from FIXED noise (the same every evaluation): n samples, one row per class for
+  conditional models (same noise across rows), and latent interpolations (8 rows of 8)."""
+  cfg, num_classes = model.config, model.num_classes
+  draw = functools.partial(draw_latent, cfg)
+  key = jax.random.PRNGKey(FIXED_NOISE_SEED)
+  k_samples, k_ends = jax.random.split(key)
+  out = {"fixed_noise": sample(g_variables, k_samples, n, model)}
+  if num_classes:
+    cols = 10
+    z = jnp.tile(jax.vmap(draw)(jax.random.split(k_samples, cols)), (num_classes, 1))
+    y = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), cols)
+    out["class_rows"] = sample_from(g_variables, z, y, model)
+  ends = jax.vmap(draw)(jax.random.split(k_ends, 16)).reshape(8, 2, cfg.latent_dim)
+  t = jnp.linspace(0.0, 1.0, 8)[None, :, None]
+  z = (1 - t) * ends[:, :1] + t * ends[:, 1:]  # [8 rows, 8 steps, Z]
+  y = jnp.repeat(jnp.arange(8, dtype=jnp.int32) % (num_classes or 1), 8)
+  out["interpolation"] = sample_from(g_variables, z.reshape(64, cfg.latent_dim), y, model)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The adapter the trainer uses
+# ----------------------------------------------------------------------------------------------
+
+CONFIGS = (Config,)
+SAMPLE_OPTIONS = {"Config": SampleOptions}
+
+
+def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
+  """A fresh state: params {"g", "d"}, one optimizer state each, the EMA of G when asked."""
+  cfg = model.config
+  H, W, C = model.image_shape
+  kg, kd, kz = jax.random.split(rng, 3)
+  n = 2 * cfg.pack
+  z = jax.vmap(functools.partial(draw_latent, cfg))(jax.random.split(kz, n))
+  y = jnp.zeros((n,), jnp.int32)
+  g_vars = model.generator.init(kg, z, _labels(model, y), train=False)
+  x = pack_images(jnp.zeros((n, H, W, C), jnp.float32), cfg.pack)
+  d_vars = model.discriminator.init(kd, x, _labels(model, y[: x.shape[0]]), train=False, update_stats=False)
+  params = {"g": g_vars["params"], "d": d_vars["params"]}
+  extra = {}
+  for net, variables in (("g", g_vars), ("d", d_vars)):
+    extra = step_lib.merge_collections(extra, net, {k: v for k, v in variables.items() if k != "params"})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
+                    ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema else None,
+                    extra=extra)
+
+
 def build(exp, info) -> Family:
-  """The Family the loop trains; see `functions` for what each piece does."""
-  f = functions(exp, info)
-  return Family(init=f.init, train_step=f.train_step, eval_step=f.eval_step, sample=f.sample,
-                output="image", pictures=f.pictures, notes=f.notes)
-
-
-def functions(exp, info) -> types.SimpleNamespace:
-  """All of the family's pure functions, including the single discriminator and generator
-  updates (`critic_update(state, x, y, keys, phase)`, `generator_update(state, keys, phase)`)
-  that `train_step` chains, so that tests can call them one at a time."""
+  """The GAN family's functions bound to `exp` on data described by `info`."""
   cfg: Config = exp.model
   _check(cfg, info, exp)
-  axis_name = axis_name_for(exp.parallel.mode)
-  dtype = jnp.dtype(exp.train.compute_dtype)
-  num_classes = info.num_classes if cfg.conditional else None
-  H, W, C = info.shape
-
-  def networks(axis):
-    g = Generator(arch=cfg.arch, out_shape=(H, W, C), widths=cfg.g_widths, kernel_size=cfg.kernel_size,
-                  norm=cfg.g_norm == "batch", num_classes=num_classes, momentum=cfg.bn_momentum,
-                  axis_name=axis, dtype=dtype)
-    d = Discriminator(arch=cfg.arch, widths=cfg.d_widths, kernel_size=cfg.kernel_size,
-                      norm=cfg.d_norm == "batch", spectral_norm=cfg.spectral_norm,
-                      num_classes=num_classes, momentum=cfg.bn_momentum, axis_name=axis, dtype=dtype)
-    return g, d
-
-  # The training pair averages BatchNorm statistics over devices under pmap; the plain pair
-  # (same parameters) is for init, sampling and pictures outside any mapped axis.
-  G, D = networks(axis_name)
-  G_plain, D_plain = networks(None)
+  model = make_model(cfg, info, exp.train.compute_dtype)
   tx_g = make_optimizer(exp.optim, exp.train.steps * cfg.g_steps)
   tx_d = make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate)
-  ema_decay = exp.optim.ema_decay
-
-  def draw_latent(key):
-    if cfg.latent_dist == "uniform":
-      return jax.random.uniform(key, (cfg.latent_dim,), minval=-1.0, maxval=1.0)
-    return jax.random.normal(key, (cfg.latent_dim,))
-
-  def draw(keys_B, phase):
-    """Per-example noise, fake labels and interpolation weights for update `phase`."""
-    def one(key):
-      kz, ky, ke = jax.random.split(jax.random.fold_in(key, phase), 3)
-      y = jax.random.randint(ky, (), 0, num_classes) if num_classes else jnp.zeros((), jnp.int32)
-      return draw_latent(kz), y, jax.random.uniform(ke, ())
-    return jax.vmap(one)(keys_B)
-
-  def labels(y):
-    return y if num_classes else None
-
-  def collections(state, net):
-    """The non-param variables of network `net` ("g" or "d") held in state.extra."""
-    return {name: coll[net] for name, coll in state.extra.items() if net in coll}
-
-  def merge(extra, net, updates):
-    extra = dict(extra)
-    for name, value in updates.items():
-      extra[name] = {**extra.get(name, {}), net: value}
-    return extra
-
-  # -------------------------------------------------------------------------------------------
-  # init
-  # -------------------------------------------------------------------------------------------
-
-  def init(rng, example_batch) -> TrainState:
-    del example_batch  # shapes come from DataInfo
-    kg, kd, kz = jax.random.split(rng, 3)
-    n = 2 * cfg.pack
-    z = jax.vmap(draw_latent)(jax.random.split(kz, n))
-    y = jnp.zeros((n,), jnp.int32)
-    g_vars = G_plain.init(kg, z, labels(y), train=False)
-    x = pack_images(jnp.zeros((n, H, W, C), jnp.float32), cfg.pack)
-    d_vars = D_plain.init(kd, x, labels(y[: x.shape[0]]), train=False, update_stats=False)
-    params = {"g": g_vars["params"], "d": d_vars["params"]}
-    extra = {}
-    for net, variables in (("g", g_vars), ("d", d_vars)):
-      extra = merge(extra, net, {k: v for k, v in variables.items() if k != "params"})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-                      ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema_decay else None,
-                      extra=extra)
-
-  # -------------------------------------------------------------------------------------------
-  # train_step
-  # -------------------------------------------------------------------------------------------
-
-  def generate(state, z, y, train):
-    """Generator forward pass; returns (images, updated G collections)."""
-    g_vars = {"params": state.params["g"], **collections(state, "g")}
-    if not train:
-      return G_plain.apply(g_vars, z, labels(y), train=False), {}
-    mutable = [k for k in g_vars if k != "params"]
-    if not mutable:
-      return G.apply(g_vars, z, labels(y), train=True), {}
-    return G.apply(g_vars, z, labels(y), train=True, mutable=mutable)
-
-  def discriminate(d_params, colls, x, y, train=True, update_stats=True):
-    """Discriminator logits and its updated collections (BatchNorm statistics in train mode,
-    power-iteration vectors when update_stats); pass the returned collections on or drop them."""
-    mutable = list(colls) if (train or update_stats) else False
-    out = D.apply({"params": d_params, **colls}, x, labels(y), train=train, update_stats=update_stats,
-                  mutable=mutable or False)
-    return out if mutable else (out, colls)
-
-  def critic_update(state, x_real, y_real, keys_B, phase):
-    z, y_fake, eps = draw(keys_B, phase)
-    x_fake, _ = generate(state, z, y_fake, train=True)  # G's statistics move only in G updates
-    x_fake = jax.lax.stop_gradient(x_fake)
-    packed_real, packed_fake = pack_images(x_real, cfg.pack), pack_images(x_fake, cfg.pack)
-
-    def loss_fn(d_params):
-      colls = collections(state, "d")
-      real_B, colls = discriminate(d_params, colls, packed_real, y_real)
-      fake_B, colls = discriminate(d_params, colls, packed_fake, y_fake)
-      loss_B = losses.discriminator_loss(cfg.loss, real_B, fake_B)
-      metrics = {"d_loss": jnp.mean(loss_B), "d_real_logit": jnp.mean(real_B),
-                 "d_fake_logit": jnp.mean(fake_B)}
-      total = jnp.mean(loss_B)
-      # Penalties: D has no BatchNorm here (checked in build), so its examples are independent.
-      if cfg.gp_weight > 0:
-        critic = lambda x: discriminate(d_params, colls, x, y_fake, update_stats=False)[0]
-        gp = jnp.mean(losses.gradient_penalty(critic, packed_real, packed_fake, eps[:: cfg.pack]))
-        total += cfg.gp_weight * gp
-        metrics["gp"] = gp
-      if cfg.r1_weight > 0:
-        critic = lambda x: discriminate(d_params, colls, x, y_real, update_stats=False)[0]
-        r1 = jnp.mean(losses.r1_penalty(critic, packed_real))
-        total += 0.5 * cfg.r1_weight * r1
-        metrics["r1"] = r1
-      return total, (colls, metrics)
-
-    grads, (d_colls, metrics) = jax.grad(loss_fn, has_aux=True)(state.params["d"])
-    grads, metrics = mean_over_data((grads, metrics), axis_name)
-    state = apply_gradients(state, grads, tx_d, params_key="d", extra=merge(state.extra, "d", d_colls))
-    return state, metrics
-
-  def generator_update(state, keys_B, phase):
-    z, y_fake, _ = draw(keys_B, phase)
-
-    def loss_fn(g_params):
-      x_fake, g_colls = generate(state.replace(params={**state.params, "g": g_params}), z, y_fake, train=True)
-      # D's statistics and power iteration are dropped: only discriminator updates move them.
-      fake_B, _ = discriminate(state.params["d"], collections(state, "d"), pack_images(x_fake, cfg.pack),
-                               y_fake[:: cfg.pack], update_stats=False)
-      return jnp.mean(losses.generator_loss(cfg.loss, fake_B)), g_colls
-
-    (loss, g_colls), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["g"])
-    grads, loss = mean_over_data((grads, loss), axis_name)
-    state = apply_gradients(state, grads, tx_g, ema_decay=ema_decay, params_key="g",
-                            extra=merge(state.extra, "g", g_colls))
-    return state, {"g_loss": loss}
-
-  def train_step(state, batch, rng):
-    x_BxHxWxC = batch["image"].astype(jnp.float32)
-    y_B = batch["label"] if num_classes else jnp.zeros(x_BxHxWxC.shape[:1], jnp.int32)
-    B = x_BxHxWxC.shape[0]
-    keys_B = example_keys(rng, B, axis_name)
-    metrics = {}
-    for i in range(cfg.n_critic):
-      if cfg.critic_batches == "split":
-        part = slice(i, None, cfg.n_critic)
-        x_i, y_i, keys_i = x_BxHxWxC[part], y_B[part], keys_B[part]
-      else:
-        x_i, y_i, keys_i = x_BxHxWxC, y_B, keys_B
-      state, metrics_i = critic_update(state, x_i, y_i, keys_i, phase=i)
-      metrics = {k: metrics.get(k, 0.0) + v / cfg.n_critic for k, v in metrics_i.items()}
-    keys_g = keys_B[:: cfg.n_critic] if cfg.critic_batches == "split" else keys_B
-    for j in range(cfg.g_steps):
-      state, metrics_j = generator_update(state, keys_g, phase=cfg.n_critic + j)
-      metrics = {**metrics, "g_loss": metrics.get("g_loss", 0.0) + metrics_j["g_loss"] / cfg.g_steps}
-    return state.replace(step=state.step + 1), metrics
-
-  # -------------------------------------------------------------------------------------------
-  # eval_step, sample, pictures
-  # -------------------------------------------------------------------------------------------
-
-  def eval_step(state, batch, rng):
-    """Held-out real images against fresh samples, both networks in inference mode: the
-    discriminator's loss, its mean logits and how often it classifies each side correctly."""
-    x = batch["image"].astype(jnp.float32)
-    mask_B = batch.get("mask", jnp.ones(x.shape[:1], jnp.float32))
-    y_B = batch["label"] if num_classes else jnp.zeros(x.shape[:1], jnp.int32)
-    B = x.shape[0]
-    z, y_fake, _ = draw(example_keys(rng, B, axis_name), 0)
-    x_fake, _ = generate(state, z, y_fake, train=False)
-    d_params, colls = state.params["d"], collections(state, "d")
-    # Packed groups count as real only if all their members are (padding comes last).
-    mask_P = mask_B.reshape(-1, cfg.pack).min(axis=1)
-    real_P, _ = discriminate(d_params, colls, pack_images(x, cfg.pack), y_B[:: cfg.pack], train=False, update_stats=False)
-    fake_P, _ = discriminate(d_params, colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack],
-                             train=False, update_stats=False)
-    loss_P = losses.discriminator_loss(cfg.loss, real_P, fake_P)
-    threshold = 0.0
-    sums = {"d_loss": loss_P, "d_real_logit": real_P, "d_fake_logit": fake_P,
-            "d_accuracy": 0.5 * ((real_P > threshold).astype(jnp.float32) + (fake_P < threshold))}
-    sums = {k: jnp.sum(v * mask_P) for k, v in sums.items()}
-    sums, count = mean_over_data((sums, jnp.sum(mask_P)), axis_name)
-    return {k: v / jnp.maximum(count, 1.0) for k, v in sums.items()}
-
-  def sample_with(variables, z, y):
-    """Images from the generator variables {"params": {"g": ...}, collection: {"g": ...}}."""
-    g_vars = {name: coll["g"] for name, coll in variables.items() if "g" in coll}
-    return G_plain.apply(g_vars, z, labels(y), train=False)
-
-  def sample(variables, rng, n):
-    """n images f32[n,H,W,C] in [-1, 1]; labels cycle through the classes for conditional models.
-    `variables` is state.variables() (EMA generator weights when present)."""
-    z = jax.vmap(draw_latent)(jax.random.split(rng, n))
-    y = jnp.arange(n, dtype=jnp.int32) % (num_classes or 1)
-    return sample_with(variables, z, y)
-
-  def pictures(state, batch, rng):
-    """Grids from FIXED noise (the same every evaluation): samples, one row per class for
-    conditional models (same noise across rows), and latent interpolations (8 rows of 8)."""
-    del batch, rng
-    variables = state.variables(ema=True)
-    key = jax.random.PRNGKey(FIXED_NOISE_SEED)
-    k_samples, k_ends = jax.random.split(key)
-    n = exp.eval.num_samples
-    out = {"fixed_noise": sample(variables, k_samples, n)}
-    if num_classes:
-      cols = 10
-      z = jax.vmap(draw_latent)(jax.random.split(k_samples, cols))
-      z = jnp.tile(z, (num_classes, 1))
-      y = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), cols)
-      out["class_rows"] = sample_with(variables, z, y)
-    ends = jax.vmap(draw_latent)(jax.random.split(k_ends, 16)).reshape(8, 2, cfg.latent_dim)
-    t = jnp.linspace(0.0, 1.0, 8)[None, :, None]
-    z = (1 - t) * ends[:, :1] + t * ends[:, 1:]  # [8 rows, 8 steps, Z]
-    y = jnp.repeat(jnp.arange(8, dtype=jnp.int32) % (num_classes or 1), 8)
-    out["interpolation"] = sample_with(variables, z.reshape(64, cfg.latent_dim), y)
-    return out
-
+  ema = exp.optim.ema_decay
+  g_vars = lambda variables: _net(variables, "g")
   notes = (f"{cfg.arch} G/D, {cfg.loss} loss, n_critic={cfg.n_critic}, g_steps={cfg.g_steps}"
            + (", spectral norm" if cfg.spectral_norm else "") + (f", pack={cfg.pack}" if cfg.pack > 1 else ""))
-  return types.SimpleNamespace(
-      init=init, train_step=train_step, eval_step=eval_step, sample=sample, pictures=pictures,
-      notes=notes, critic_update=critic_update, generator_update=generator_update,
-      generator=G_plain, discriminator=D_plain)
+  return Family(
+      init=lambda rng: init(rng, model, tx_g, tx_d, ema is not None),
+      train_step=functools.partial(step_lib.train_step, updates=updates(model), optimizers={"g": tx_g, "d": tx_d},
+                                   ema_decay=ema, prepare=with_keys),
+      # Evaluation pits the raw generator against the discriminator it trains with.
+      eval_step=step_lib.eval_step_from_sums(
+          lambda state, batch, rng: eval_sums(state.variables(ema=False), batch, rng, model)),
+      sample=lambda variables, rng, n, options=None: sample(g_vars(variables), rng, n, model,
+                                                            options or SampleOptions()),
+      sample_options=SampleOptions,
+      pictures=lambda state, batch, rng: pictures(g_vars(state.variables(ema=True)), exp.eval.num_samples, model),
+      notes=notes)

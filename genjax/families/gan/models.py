@@ -29,10 +29,10 @@ Shapes: z_BxZ latents, y_B int labels (or None), images x_BxHxWxC in [-1, 1].
 from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from genjax.nn import conv
+from genjax.nn.norm import BatchNorm
 
 SPECTRAL = "spectral"  # the variable collection of SpectralNorm's power-iteration state
 
@@ -69,19 +69,18 @@ def same_transpose_offset(n_in: int, n_out: int, kernel: int, stride: int = 2) -
 
 class ConditionalBatchNorm(nn.Module):
   """BatchNorm whose scale and offset are looked up per class (de Vries et al. 2017), or plain
-  learned scale/offset when `num_classes` is None. Statistics are averaged over `axis_name`."""
+  learned scale/offset when `num_classes` is None. Statistics span the global batch
+  (genjax.nn.norm.BatchNorm)."""
 
   num_classes: Optional[int] = None
   momentum: float = 0.9
-  axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x_BxHxWxC, y_B, train: bool):
     if self.num_classes is None:
-      return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
-                          axis_name=self.axis_name)(x_BxHxWxC)
-    h = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, axis_name=self.axis_name,
-                     use_scale=False, use_bias=False)(x_BxHxWxC)
+      return BatchNorm(use_running_average=not train, momentum=self.momentum)(x_BxHxWxC)
+    h = BatchNorm(use_running_average=not train, momentum=self.momentum, use_scale=False,
+                  use_bias=False)(x_BxHxWxC)
     channels = x_BxHxWxC.shape[-1]
     gamma_BxC = nn.Embed(self.num_classes, channels, embedding_init=nn.initializers.ones, name="gamma")(y_B)
     beta_BxC = nn.Embed(self.num_classes, channels, embedding_init=nn.initializers.zeros, name="beta")(y_B)
@@ -108,13 +107,12 @@ class Generator(nn.Module):
   norm: bool = True
   num_classes: Optional[int] = None
   momentum: float = 0.9
-  axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
   def _norm(self, h, y_B, train):
     if not self.norm:
       return h
-    return ConditionalBatchNorm(self.num_classes, self.momentum, self.axis_name)(h, y_B, train)
+    return ConditionalBatchNorm(self.num_classes, self.momentum)(h, y_B, train)
 
   @nn.compact
   def __call__(self, z_BxZ, y_B=None, train: bool = True):
@@ -132,8 +130,8 @@ class Generator(nn.Module):
     h = h.reshape(-1, sizes_h[0], sizes_w[0], self.widths[0])
 
     if self.arch == "sngan_resnet":
-      for i, width in enumerate(self.widths[1:]):
-        h = GeneratorBlock(width, self.num_classes, self.momentum, self.axis_name, self.dtype)(h, y_B, train)
+      for width in self.widths[1:]:
+        h = GeneratorBlock(width, self.num_classes, self.momentum, self.dtype)(h, y_B, train)
       h = nn.relu(self._norm(h, y_B, train))
       h = nn.Conv(C, (3, 3), dtype=self.dtype)(h)
       return jnp.tanh(h).astype(jnp.promote_types(self.dtype, jnp.float32))
@@ -161,13 +159,12 @@ class GeneratorBlock(nn.Module):
   width: int
   num_classes: Optional[int]
   momentum: float
-  axis_name: Optional[str]
   dtype: Any
 
   @nn.compact
   def __call__(self, x_BxHxWxC, y_B, train):
     up = lambda t: jnp.repeat(jnp.repeat(t, 2, axis=1), 2, axis=2)  # nearest-neighbour 2x
-    norm = lambda: ConditionalBatchNorm(self.num_classes, self.momentum, self.axis_name)
+    norm = lambda: ConditionalBatchNorm(self.num_classes, self.momentum)
     h = up(nn.relu(norm()(x_BxHxWxC, y_B, train)))
     h = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(h)  # BN follows
     h = nn.relu(norm()(h, y_B, train))
@@ -205,13 +202,12 @@ class Discriminator(_SNLayers):
   norm: bool = True
   num_classes: Optional[int] = None
   momentum: float = 0.9
-  axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
   def _norm(self, h, train):
     if not self.norm:
       return h
-    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum, axis_name=self.axis_name)(h)
+    return BatchNorm(use_running_average=not train, momentum=self.momentum)(h)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, y_B=None, train: bool = True, update_stats: bool = True):

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 
 from genjax import config as config_lib
-from genjax.train import loop
-from tests.train.helpers import losses, small_experiment, write_config
+from genjax.trainer import loop
+from genjax.trainer import workdir as workdir_lib
+from tests.trainer.helpers import losses, small_experiment, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def final_params(workdir):
-  _, _, state, _ = loop.restore(workdir)
+  _, _, state, _ = workdir_lib.restore(workdir)
   return jax.device_get(state.params)
 
 
@@ -42,7 +43,7 @@ def test_outputs_a_person_sees(tmp_path):
   workdir = str(tmp_path / "run")
   summary = loop.train(small_experiment(steps=12, checkpoint_every=4, eval_every=6), workdir)
   assert summary["step"] == 12
-  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
   assert [r["step"] for r in records if any(k.startswith("eval_") for k in r)] == [6, 12]
   saved = json.load(open(os.path.join(workdir, "config.json")))
@@ -85,7 +86,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "nan")
   with pytest.raises(loop.NonFiniteLoss, match=r"Step \d+: .* is not finite.*last good checkpoint"):
     loop.train(small_experiment(steps=200, checkpoint_every=1, eval_every=1000, learning_rate=1e12), workdir)
-  _, _, state, _ = loop.restore(workdir)
+  _, _, state, _ = workdir_lib.restore(workdir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
 
 

@@ -1,6 +1,7 @@
 """What a person sees: metrics.jsonl, TensorBoard events, and sample pictures (PNG grids)."""
 
 import json
+import logging
 import math
 import os
 from typing import Mapping, Optional
@@ -43,8 +44,10 @@ def save_image_grid(path: str, images, ncols: Optional[int] = None) -> str:
 
 
 class MetricWriter:
-  """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to
-  TensorBoard. Only process 0 writes; other processes get a writer that does nothing."""
+  """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars, sample grids
+  and texts to TensorBoard (when tensorboardX is installed: without it the run says so once and
+  writes metrics.jsonl alone). Only process 0 writes; other processes get a writer that does
+  nothing."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
@@ -52,8 +55,14 @@ class MetricWriter:
     self._tb = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      from tensorboardX import SummaryWriter  # imported here: only the writing process needs it
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+      try:
+        from tensorboardX import SummaryWriter  # imported here: only the writing process needs it
+      except ImportError:
+        logging.getLogger("genjax").warning(
+            "tensorboardX is not installed: no TensorBoard events are written (metrics.jsonl and the "
+            "sample pictures are). `pip install tensorboardX` to have them.")
+      else:
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, scalars: Mapping[str, float]):
     if not self.enabled:
@@ -61,16 +70,17 @@ class MetricWriter:
     record = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
-    for key, value in record.items():
-      if key != "step" and isinstance(value, (int, float)):
-        self._tb.add_scalar(key, value, step)
+    if self._tb is not None:
+      for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)):
+          self._tb.add_scalar(key, value, step)
 
   def write_image(self, tag: str, step: int, picture: Image.Image):
-    if self.enabled:
+    if self._tb is not None:
       self._tb.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
 
   def write_text(self, tag: str, step: int, text: str):
-    if self.enabled:
+    if self._tb is not None:
       self._tb.add_text(tag, text, step)
 
   def close(self):

@@ -39,5 +39,5 @@ def write_config(path, steps=40, checkpoint_every=5, eval_every=20):
 
 
 def losses(workdir):
-  from genjax.train.writers import read_metrics
+  from genjax.trainer.writers import read_metrics
   return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}

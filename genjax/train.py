@@ -11,8 +11,7 @@ import sys
 
 from genjax import cli
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                              "experiments", "default.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "default.py")
 
 
 def parse(argv):
@@ -45,7 +44,8 @@ def main(argv=None):
     cli.fail(e)
   cli.setup_devices(args)
   cli.configure_logging()
-  from genjax.train import checkpoint, loop
+  from genjax.core import checkpoint
+  from genjax.trainer import loop
   workdir = args.workdir or os.path.join("runs", exp.name)
   try:
     summary = loop.train(exp, workdir)

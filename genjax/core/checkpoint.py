@@ -51,6 +51,10 @@ class Checkpoints:
       raise CheckpointError(f"Saving checkpoint {step} to {self.directory} failed: {e}. "
                             "Free disk space or choose another --workdir; earlier checkpoints are untouched.") from e
 
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-process runs: whether JAX's preemption service asks every process to stop at `step`."""
+    return self.manager.reached_preemption(step)
+
   def wait(self):
     self.manager.wait_until_finished()
 
@@ -67,14 +71,18 @@ class Checkpoints:
         self._set_aside(step, e)
     return None
 
+  def restore(self, step: int, abstract_state: Any) -> Tuple[Any, dict]:
+    """(state, meta) of checkpoint `step`; `abstract_state` as for `restore_latest`."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"]
+
   def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
     """(step, state, meta) of the newest readable checkpoint, or None when there is none.
     `abstract_state` is a pytree of jax.ShapeDtypeStruct (with shardings) like the state."""
     for step in reversed(self.steps()):
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return step, restored["state"], restored["meta"]
+        return (step, *self.restore(step, abstract_state))
       except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back the same way
         self._set_aside(step, e)
     return None

@@ -1,0 +1,294 @@
+"""The one training loop, shared by every family.
+
+    config -> Experiment -> datasets (this process's share) -> sharded global batch
+      -> jitted family.train_step -> metrics (JSONL, TensorBoard, progress bar)
+      -> Orbax checkpoints -> sample / evaluate read the same checkpoint back.
+
+Determinism: the batch of step s is a pure function of (train.seed, s) and so is the step's PRNG
+key (`fold_in(key(seed), s)`); the state is restored exactly; so a run resumed from any
+checkpoint logs bit for bit the losses of a run never interrupted (on CPU).
+"""
+
+import collections
+import concurrent.futures
+import logging
+import os
+import signal
+import time
+from typing import Any, Dict
+
+import jax
+import numpy as np
+
+from genjax import config as config_lib
+from genjax import data as data_lib
+from genjax import families
+from genjax.core import checkpoint as ckpt_lib
+from genjax.core.parallel import Parallelism
+from genjax.core.step import keyed_steps
+from genjax.trainer import workdir as workdir_lib
+from genjax.trainer import writers
+
+log = logging.getLogger("genjax")
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" - rerunning the command resumes the run
+
+
+class NonFiniteLoss(RuntimeError):
+  """A logged metric became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM (or a preemption notice) arrived; a checkpoint was written. Rerun to resume."""
+
+
+class _PreemptionFlag:
+  """Turns SIGTERM into a flag the loop checks between steps (single-process runs).
+
+  Multi-process runs leave SIGTERM to JAX's preemption service (started by
+  jax.distributed.initialize): it tells every process about a signal any one of them received
+  and names a common step to stop at, which `Checkpoints.reached_preemption` reports.
+  A Python handler here would replace the service's and leave the processes disagreeing."""
+
+  def __init__(self, install: bool = True):
+    self.raised = False
+    self._previous = None
+    self._install = install
+
+  def __enter__(self):
+    if not self._install:
+      return self
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, the platform's notice still works
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_loop_config(exp: config_lib.Experiment, parallelism: Parallelism):
+  """Everything about `exp` that can be checked before data is read or anything compiles."""
+  families.of(exp)
+  config_lib.validate(exp, num_devices=parallelism.num_devices, num_processes=jax.process_count())
+  t = exp.train
+  for name in ("log_every", "eval_every", "checkpoint_every", "steps"):
+    if getattr(t, name) % t.steps_per_call:
+      raise config_lib.ConfigError(f"config.train.{name} = {getattr(t, name)} must be a multiple of "
+                                   f"train.steps_per_call = {t.steps_per_call}.")
+
+
+def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
+  """Trains `exp` in `workdir` until train.steps, resuming from its latest checkpoint.
+  Returns a summary: final step, last logged metrics, last eval metrics."""
+  parallelism = Parallelism.of(exp)  # devices are known before validation so errors come first
+  check_loop_config(exp, parallelism)
+  is_chief = jax.process_index() == 0
+  workdir_lib.prepare(workdir, exp)
+  train_ds = data_lib.load(exp.data, exp.data.train_split)
+  eval_ds = data_lib.load(exp.data, exp.data.eval_split)
+  family = families.build(exp, train_ds.info)
+  if is_chief:
+    workdir_lib.write_config(workdir, exp)
+  run = _Run(exp, workdir, parallelism, family, train_ds, eval_ds)
+  try:
+    run.loop()
+  finally:
+    run.close()
+  return {"step": run.step, "train": run.last_logged, "eval": run.last_eval, "workdir": workdir}
+
+
+class _Run:
+  """One training run in progress: its state on the devices, the metrics not yet fetched, the
+  writers and checkpoints. `loop()` drives it from the restored step to train.steps."""
+
+  def __init__(self, exp, workdir, parallelism: Parallelism, family, train_ds, eval_ds):
+    self.exp, self.workdir, self.par, self.family = exp, workdir, parallelism, family
+    self.train_ds, self.eval_ds, self.info = train_ds, eval_ds, train_ds.info
+    self.is_chief = jax.process_index() == 0
+    self.pid, self.nproc = jax.process_index(), jax.process_count()
+    t = exp.train
+    init_rng, train_rng, self.eval_rng, self.sample_rng = jax.random.split(jax.random.key(t.seed), 4)
+    self.checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
+    self.writer, self.progress = None, None
+    self.step, self.last_saved = self._restore(init_rng)
+    self.meta_base = {"config": config_lib.to_dict(exp), "data_info": self.info.to_dict()}
+    self.step_fn = parallelism.compile(keyed_steps(family.train_step, train_rng, t.steps_per_call), True)
+    self.eval_fn = parallelism.compile(family.eval_step, False)
+    self.sample_fn = jax.jit(family.sample, static_argnums=2)
+    self.pictures_fn = jax.jit(family.pictures) if family.pictures else None
+    self.writer = writers.MetricWriter(workdir, enabled=self.is_chief)
+    if self.is_chief and self.step > 0:
+      workdir_lib.truncate_metrics(workdir, self.step)
+    self.pending = collections.deque()  # (first step, device metrics) not yet fetched
+    self.last_logged: Dict[str, float] = {}
+    self.last_eval: Dict[str, float] = {}
+
+  def _restore(self, init_rng):
+    """(start step, last saved step): the latest checkpoint's state, or a fresh one."""
+    abstract = self.par.abstract(jax.eval_shape(self.family.init, init_rng))
+    found = self.checkpoints.restore_latest(abstract)
+    if found is None:
+      self.state = self.par.put_state(jax.jit(self.family.init, out_shardings=self.par.replicated)(init_rng))
+      return 0, None
+    start, state, meta = found
+    if meta.get("data", {}).get("seed", self.exp.train.seed) != self.exp.train.seed:
+      raise config_lib.ConfigError("The checkpoint's data seed differs from train.seed.")
+    log.info("Resumed from step %d of %s", start, self.checkpoints.directory)
+    self.state = self.par.put_state(state)
+    return start, start
+
+  # -- batches ---------------------------------------------------------------------------------
+
+  def host_batch(self, step: int):
+    t = self.exp.train
+    if t.steps_per_call == 1:
+      return self.train_ds.batch(step, t.batch_size, t.seed, self.pid, self.nproc)
+    parts = [self.train_ds.batch(step + i, t.batch_size, t.seed, self.pid, self.nproc) for i in range(t.steps_per_call)]
+    return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+
+  def device_batch(self, step: int):
+    return self.par.put_batch(self.host_batch(step), stacked=self.exp.train.steps_per_call > 1)
+
+  # -- metrics, checkpoints, evaluation ---------------------------------------------------------
+
+  def flush(self, steps_per_sec: float):
+    """Fetches pending metrics (one sync), stops on a non-finite value, logs the logged steps."""
+    if not self.pending:
+      return
+    t, K = self.exp.train, self.exp.train.steps_per_call
+    firsts, values = zip(*self.pending)
+    fetched = zip(firsts, self.par.host_metrics(list(values)))  # one transfer for the window
+    self.pending.clear()
+    for first, metrics in fetched:
+      for k in range(K):
+        scalars = {name: float(np.asarray(v).reshape(-1)[k] if K > 1 else v) for name, v in metrics.items()}
+        self._check_finite(first + k + 1, scalars)
+        step_done = first + k + 1
+        if step_done % t.log_every == 0 or step_done == t.steps:
+          self.last_logged = {"loss": scalars.get("loss"), **scalars}
+          self.writer.write(step_done, {**scalars, "steps_per_sec": steps_per_sec})
+
+  def _check_finite(self, step: int, scalars: Dict[str, float]):
+    bad = [name for name, v in scalars.items() if not np.isfinite(v)]
+    if bad:
+      kept = f"step {self.last_saved}" if self.last_saved else "none yet"
+      raise NonFiniteLoss(
+          f"Step {step}: {', '.join(f'{b} = {scalars[b]}' for b in bad)} is not finite. The run stopped; the "
+          f"last good checkpoint ({kept}) is kept in {self.checkpoints.directory}. Lower optim.learning_rate, "
+          "set optim.grad_clip_norm, or check the data; rerunning the command resumes from that checkpoint.")
+
+  def save(self, step: int):
+    self.checkpoints.save(step, self.par.one_copy(self.state),
+                          {**self.meta_base, "step": step, "data": {"seed": self.exp.train.seed, "next_step": step}})
+    self.last_saved = step
+
+  def evaluate(self, step: int):
+    """The eval step's means over eval.num_batches held-out batches, then (process 0) samples."""
+    exp = self.exp
+    eval_batch = exp.eval.batch_size or exp.train.batch_size
+    totals, count = {}, 0
+    for batch in self.eval_ds.eval_batches(eval_batch, exp.eval.num_batches, self.pid, self.nproc):
+      metrics = self.eval_fn(self.state, self.par.put_batch(batch), self.eval_rng)
+      for k, v in self.par.host_metrics(metrics).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+      count += 1
+    self.last_eval = {f"eval_{k}": v / max(count, 1) for k, v in totals.items()}
+    self.writer.write(step, self.last_eval)
+    if self.is_chief:
+      self.draw_samples(step)
+
+  def draw_samples(self, step: int):
+    """Sample grids (or texts) of the EMA weights into WORKDIR/samples and TensorBoard."""
+    if self.family.output == "none":
+      return
+    exp, family = self.exp, self.family
+    here = self.par.local_copy(self.state)
+    samples = np.asarray(jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng,
+                                                       exp.eval.num_samples)))
+    sample_dir = os.path.join(self.workdir, "samples")
+    os.makedirs(sample_dir, exist_ok=True)
+    if family.output == "text":
+      text = "\n\n---\n\n".join(family.decode(row) for row in samples)
+      with open(os.path.join(sample_dir, f"step_{step:08d}.txt"), "w") as f:
+        f.write(text)
+      self.writer.write_text("samples", step, text)
+    else:
+      picture = writers.image_grid(samples)
+      picture.save(os.path.join(sample_dir, f"step_{step:08d}.png"))
+      self.writer.write_image("samples", step, picture)
+    if self.pictures_fn is not None:
+      batch = next(iter(self.eval_ds.eval_batches(exp.eval.num_samples, 1)))
+      for name, images in self.pictures_fn(here, batch, self.sample_rng).items():
+        writers.save_image_grid(os.path.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
+
+  # -- the loop ----------------------------------------------------------------------------------
+
+  def _show_progress(self):
+    if self.progress is None or not self.last_logged:
+      return
+    shown = {k: v for k, v in self.last_logged.items() if v is not None}
+    shown = ({"loss": shown["loss"]} if "loss" in shown else
+             {k: v for k, v in shown.items() if k.endswith("loss")} or dict(list(shown.items())[:2]))
+    self.progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+
+  def loop(self):
+    t, K = self.exp.train, self.exp.train.steps_per_call
+    if self.is_chief and t.progress:
+      from tqdm import tqdm
+      self.progress = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                           mininterval=1.0 if os.isatty(2) else 30.0, desc=self.exp.name)
+    self.prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    queue = collections.deque(self.prefetch.submit(self.device_batch, s)
+                              for s in range(self.step, min(self.step + 2 * K, t.steps), K))
+    next_prefetch = self.step + len(queue) * K
+    window_start, window_steps = time.perf_counter(), 0
+    with _PreemptionFlag(install=self.nproc == 1) as preempt:
+      while self.step < t.steps:
+        batch = queue.popleft().result()
+        if next_prefetch < t.steps:
+          queue.append(self.prefetch.submit(self.device_batch, next_prefetch))
+          next_prefetch += K
+        self.state, metrics = self.step_fn(self.state, batch, np.int32(self.step))
+        self.pending.append((self.step, metrics))
+        self.step += K
+        window_steps += K
+        if self.progress is not None:
+          self.progress.update(K)
+        if self.step % t.log_every == 0 or self.step == t.steps:
+          now = time.perf_counter()
+          self.flush(window_steps / (now - window_start))
+          window_start, window_steps = now, 0
+          self._show_progress()
+        self._after_step(preempt)
+
+  def _after_step(self, preempt):
+    """Evaluation, checkpoint and preemption at the step just dispatched."""
+    t, step = self.exp.train, self.step
+    if step % t.eval_every == 0 or step == t.steps:
+      self.flush(0.0)
+      self.evaluate(step)
+    stop = preempt.raised or (self.nproc > 1 and self.checkpoints.reached_preemption(step))
+    if step % t.checkpoint_every == 0 or step == t.steps or stop:
+      self.flush(0.0)
+      self.save(step)
+    if stop:
+      self.checkpoints.wait()
+      raise Preempted(f"Preempted at step {step}: a checkpoint was written to {self.checkpoints.directory}. "
+                      "Rerun the same command to resume.")
+
+  def close(self):
+    prefetch = getattr(self, "prefetch", None)
+    if prefetch is not None:
+      prefetch.shutdown(wait=False, cancel_futures=True)
+    if self.progress is not None:
+      self.progress.close()
+    self.checkpoints.wait()
+    self.checkpoints.close()
+    if self.writer is not None:
+      self.writer.close()

@@ -1,0 +1,137 @@
+"""A run's folder: what is in it, reading it back, writing into it safely.
+
+    WORKDIR/config.json          the resolved Experiment (written once per start)
+    WORKDIR/metrics.jsonl        one JSON object per logged step (genjax.trainer.writers)
+    WORKDIR/tensorboard/         TensorBoard events
+    WORKDIR/samples/             a PNG grid (or text) per evaluation
+    WORKDIR/checkpoints/<step>/  Orbax: train state + meta (config, data position, data info)
+    WORKDIR/eval.jsonl           results of python -m genjax.evaluate
+
+`restore(workdir)` rebuilds (exp, family, state, info) from nothing but the folder: it is what
+sample, evaluate and the feature networks use.
+"""
+
+import json
+import os
+from typing import Optional
+
+import jax
+
+from genjax import config as config_lib
+from genjax import families
+from genjax.core import checkpoint as ckpt_lib
+from genjax.data.info import DataInfo
+
+# Fields that may change between the runs that share a workdir; any other difference means the
+# workdir holds a different experiment and resuming from it is refused.
+RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.eval_every",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints",
+                     "train.progress", "train.steps_per_call", "eval.", "parallel.",
+                     "data.data_dir", "data.manual_dir", "data.in_memory_max_mb")
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, "config.json")
+
+
+def load_config(workdir: str) -> config_lib.Experiment:
+  """The Experiment a run in `workdir` was started with."""
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a genjax workdir? "
+                            "Train first with python -m genjax.train --workdir DIR.")
+  with open(path) as f:
+    data = json.load(f)
+  return config_lib.from_dict(data, families.model_classes())
+
+
+def prepare(workdir: str, exp: config_lib.Experiment):
+  """Creates `workdir`, checking it is writable and holds no run of another experiment."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise config_lib.ConfigError(f"Cannot create --workdir {workdir}: {e}. Choose a writable folder.") from e
+  if not os.access(workdir, os.W_OK):
+    raise config_lib.ConfigError(f"--workdir {workdir} is not writable. Choose a writable folder.")
+  check_same_experiment(workdir, exp)
+
+
+def write_config(workdir: str, exp: config_lib.Experiment):
+  """The resolved config, as config.json (written by process 0 at every start)."""
+  write_atomic(config_path(workdir), config_lib.to_json(exp))
+
+
+def check_same_experiment(workdir: str, exp: config_lib.Experiment):
+  """ConfigError when `workdir` holds a run of another experiment (see RESUMABLE_CHANGES)."""
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    return
+  try:
+    old = load_config(workdir)
+  except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+    raise config_lib.ConfigError(f"{path} exists but cannot be read ({e}); this workdir holds something else. "
+                                 "Use a new --workdir.") from e
+  changed = [k for k in config_lib.diff(old, exp) if not k.startswith(RESUMABLE_CHANGES)]
+  if changed:
+    shown = ", ".join(f"{k} ({_get(old, k)!r} -> {_get(exp, k)!r})" for k in changed[:8])
+    raise config_lib.ConfigError(
+        f"The workdir {workdir} holds a run of a different experiment; differing fields: {shown}"
+        f"{' ...' if len(changed) > 8 else ''}. Resuming it with this config would mix two models. "
+        "Use a new --workdir, or the config the run was started with.")
+
+
+def _get(exp, dotted):
+  node = exp
+  for part in dotted.split("."):
+    node = getattr(node, part, None)
+  return node
+
+
+def restore(workdir: str, step: Optional[int] = None):
+  """Reads a run back: (exp, family, state, info). The state is the newest readable checkpoint
+  (or `step`), as one copy on this process's first device; nothing but the workdir is needed."""
+  exp = load_config(workdir)
+  checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
+  try:
+    if not checkpoints.steps():
+      raise FileNotFoundError(f"No checkpoint in {checkpoints.directory}: train longer than "
+                              "train.checkpoint_every steps, or check the --workdir.")
+    found = checkpoints.latest_meta() if step is None else (step, checkpoints.read_meta(step))
+    if found is None:  # a damaged newest checkpoint falls back to the one before
+      raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
+    info = DataInfo.from_dict(found[1]["data_info"])
+    family = families.build(exp, info)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            jax.eval_shape(family.init, jax.random.key(0)))
+    if step is None:
+      restored = checkpoints.restore_latest(abstract)
+      if restored is None:
+        raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
+      state = restored[1]
+    else:
+      state, _ = checkpoints.restore(step, abstract)
+  finally:
+    checkpoints.close()
+  return exp, family, state, info
+
+
+def truncate_metrics(workdir: str, step: int):
+  """Drops records past the restored step: the resumed run writes them again, identically."""
+  from genjax.trainer import writers
+  records = [r for r in writers.read_metrics(workdir) if r["step"] <= step]
+  write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_atomic(path: str, text: str):
+  """Writes `text` to a temporary file and renames it over `path`: readers see the old file or
+  the new one, never half of one."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def append_line(path: str, line: str):
+  with open(path, "a") as f:
+    f.write(line.rstrip("\n") + "\n")

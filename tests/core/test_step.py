@@ -1,0 +1,56 @@
+"""The step builder: gradients, averaging over repetitions, collections and the EMA, once for
+every family."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genjax.core import step as step_lib
+from genjax.core.state import TrainState
+
+
+def _state(ema: bool):
+  params = {"a": {"w": jnp.array([1.0, 2.0])}, "b": {"w": jnp.array([3.0])}}
+  tx = optax.sgd(0.1)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state={"a": tx.init(params["a"]), "b": tx.init(params["b"])},
+                    ema_params={"a": params["a"]} if ema else None,
+                    extra={"stats": {"a": jnp.zeros(()), "b": jnp.zeros(())}}), tx
+
+
+def test_updates_run_in_order_with_their_own_networks_collections_and_ema():
+  state, tx = _state(ema=True)
+  seen = []
+
+  def loss_a(p, state, batch, rng, i):  # depends on b: b's update must see a's new value later
+    seen.append(("a", i))
+    value = jnp.sum(p["w"] ** 2) * batch["x"]
+    return value, ({"la": value}, {"stats": state.extra["stats"]["a"] + 1.0})
+
+  def loss_b(p, state, batch, rng, i):
+    seen.append(("b", i))
+    value = jnp.sum(p["w"] * state.params["a"]["w"][0])
+    return value, ({"lb": value}, {})
+
+  updates = (step_lib.Update(loss_a, key="a", repeat=2), step_lib.Update(loss_b, key="b"))
+  new, metrics = step_lib.train_step(state, {"x": 1.0}, None, updates=updates, optimizers={"a": tx, "b": tx},
+                                     ema_decay=0.5)
+  assert seen == [("a", 0), ("a", 1), ("b", 0)]
+  # a: two SGD steps on |w|^2 (w <- 0.8 w each), b: one step with gradient a_w[0] after them.
+  np.testing.assert_allclose(new.params["a"]["w"], [0.64, 1.28], rtol=1e-6)
+  np.testing.assert_allclose(new.params["b"]["w"], [3.0 - 0.1 * 0.64], rtol=1e-6)
+  # metrics of a repeated update are the mean over its repetitions (|w|^2 before each: 5, 3.2)
+  np.testing.assert_allclose(metrics["la"], (5.0 + 3.2) / 2, rtol=1e-6)
+  assert float(new.extra["stats"]["a"]) == 2.0 and float(new.extra["stats"]["b"]) == 0.0
+  # the EMA follows a (the only network it holds) after each of a's updates: 0.5 and 0.5
+  np.testing.assert_allclose(new.ema_params["a"]["w"], [0.5 * (0.5 * 1.0 + 0.5 * 0.8) + 0.5 * 0.64,
+                                                        0.5 * (0.5 * 2.0 + 0.5 * 1.6) + 0.5 * 1.28], rtol=1e-6)
+  assert int(new.step) == 1
+
+
+def test_eval_means_come_from_masked_sums():
+  values = {"loss": jnp.array([1.0, 3.0, 100.0])}
+  mask = jnp.array([1.0, 1.0, 0.0])
+  sums, count = step_lib.masked_sums(values, mask)
+  means = step_lib.means_from_sums(sums, count, finish=lambda m: {**m, "double": 2 * m["loss"]})
+  assert float(means["loss"]) == 2.0 and float(means["double"]) == 4.0

@@ -1,0 +1,54 @@
+"""The import graph runs one way: config <- core (toolkit) <- nn <- families <- trainer <- entry
+points. A module that imports a layer above it fails here, with the offending import named."""
+
+import ast
+import os
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "genjax")
+
+# package (folder or module under genjax/) -> genjax packages it must not import
+FORBIDDEN = {
+    "config.py": ("genjax.",),
+    "core": ("genjax.families", "genjax.trainer", "genjax.nn", "genjax.metrics", "genjax.data",
+             "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench"),
+    "nn": ("genjax.families", "genjax.trainer", "genjax.metrics", "genjax.data", "genjax.train"),
+    "data": ("genjax.families", "genjax.trainer", "genjax.core", "genjax.nn", "genjax.metrics"),
+    "families": ("genjax.trainer", "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench",
+                 "genjax.metrics"),
+    "trainer": ("genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.train"),
+}
+
+
+def _imports(path):
+  tree = ast.parse(open(path).read(), path)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from ((node.lineno, a.name) for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      yield node.lineno, node.module
+
+
+def test_no_import_runs_back_up_the_layers():
+  bad = []
+  for part, forbidden in FORBIDDEN.items():
+    where = os.path.join(ROOT, part)
+    files = [where] if where.endswith(".py") else [
+        os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs if f.endswith(".py")]
+    assert files, part
+    for path in files:
+      for line, name in _imports(path):
+        if any(name == f.rstrip(".") or name.startswith(f if f.endswith(".") else f + ".") or name == f
+               for f in forbidden):
+          bad.append(f"{os.path.relpath(path, ROOT)}:{line} imports {name}")
+  assert not bad, "imports that run back up the layers:\n" + "\n".join(bad)
+
+
+def test_no_family_names_a_device_axis():
+  """Families write for the global batch; only genjax.core.parallel knows pmap and axis names."""
+  bad = []
+  for d, _, fs in os.walk(os.path.join(ROOT, "families")):
+    for f in fs:
+      if f.endswith(".py"):
+        text = open(os.path.join(d, f)).read()
+        bad += [f"{f}: {word}" for word in ("pmap", "axis_name", "axis_index") if word in text]
+  assert not bad, bad
