@@ -76,7 +76,11 @@ class Optim:
   scales: Tuple[float, ...] = ()
   grad_clip_norm: Optional[float] = None
   grad_accum_steps: int = 1
+  # An EMA of the weights (and of the BatchNorm statistics of the networks that keep one), which
+  # samples and evaluations use; with ema_warmup its decay at update t is min(ema_decay,
+  # (1 + t) / (10 + t)) (genjax.core.state.EMA).
   ema_decay: Optional[float] = None
+  ema_warmup: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

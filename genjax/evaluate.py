@@ -171,6 +171,7 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   variables = state.variables(ema=not args.no_ema)
   stats = frechet.RunningStats(net.dim) if net else None
   kept, probs, drawn = [], [], 0
+  classes = np.zeros(net.num_classes if net else 0, np.int64)  # the classifier's label of each sample
   start = time.perf_counter()
   draws = draw_samples(family, variables, jax.random.key(args.seed), num, batch_size, options)
   for images in _progress(draws, -(-num // batch_size), "sampling", "batch"):
@@ -183,6 +184,7 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
         kept.append(feats[:args.keep - drawn])
       if "is" in metrics:
         probs.append(np.asarray(jax.nn.softmax(logits, -1)))
+      classes += np.bincount(np.argmax(np.asarray(logits), -1), minlength=len(classes))
     if counter is not None:
       counter.update(images)
     drawn += len(images)
@@ -190,6 +192,11 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   result = {}
   if "fd" in metrics:
     result["fd"] = frechet.frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov)
+  if net is not None and net.name.startswith("classifier_"):
+    # How the dataset's classifier labels the samples: a collapsed generator piles them in a few classes.
+    fractions = classes / max(classes.sum(), 1)
+    result["class_fractions"] = [round(float(f), 4) for f in fractions]
+    result["class_min_fraction"] = float(fractions.min())
   if "kid" in metrics:
     result.update(kid.kernel_distance(ref.features, np.concatenate(kept), seed=args.seed))
   if "pr" in metrics:

@@ -122,7 +122,11 @@ def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tm
           "--batch_size", "50", "--cache_dir", str(tmp_path)]
   record = run_main(capsys, *args)
   metrics = record["metrics"]
-  assert set(metrics) == {"fd", "kid", "kid_std", "precision", "recall", "is", "is_std"}
+  assert set(metrics) == {"fd", "kid", "kid_std", "precision", "recall", "is", "is_std", "class_fractions",
+                          "class_min_fraction"}
+  assert len(metrics["class_fractions"]) == 10 and abs(sum(metrics["class_fractions"]) - 1) < 1e-3
+  assert metrics["class_min_fraction"] == min(metrics["class_fractions"]) or abs(
+      metrics["class_min_fraction"] - min(metrics["class_fractions"])) < 1e-4
   assert metrics["fd"] > 0 and 1.0 <= metrics["is"] <= 10.0
   assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
   assert record["num_samples"] == 150 and record["reference"] == "digits/train"

@@ -1,6 +1,8 @@
-"""The train state every family shares: one pytree that shards, averages and checkpoints."""
+"""The train state every family shares: one pytree that shards, averages and checkpoints, and the
+exponential moving average (EMA) of the weights that samples are drawn from."""
 
-from typing import Any
+import dataclasses
+from typing import Any, Optional
 
 import flax
 import jax
@@ -11,35 +13,77 @@ import optax
 @flax.struct.dataclass
 class TrainState:
   """step: int32 scalar; params, opt_state and ema_params: pytrees; extra: other variable
-  collections (e.g. {"batch_stats": ...}). Optimizers are not stored: families close over them."""
+  collections (e.g. {"batch_stats": ...}); ema_extra: the EMA of the collections of the networks
+  that keep an EMA (a GAN generator's BatchNorm statistics), same nesting as `extra`.
+  Optimizers are not stored: families close over them."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   ema_params: Any = None
   extra: Any = flax.struct.field(default_factory=dict)
+  ema_extra: Any = None
 
   @classmethod
   def create(cls, params, tx: optax.GradientTransformation, ema: bool = False, extra=None):
+    extra = extra or {}
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               ema_params=jax.tree.map(jnp.copy, params) if ema else None, extra=extra or {})
+               ema_params=copy(params) if ema else None, extra=extra,
+               ema_extra=copy(extra) if ema and extra else None)
 
   def variables(self, ema: bool = True) -> dict:
-    """The Flax variables to apply the model with: EMA weights when present and asked for."""
-    params = self.ema_params if (ema and self.ema_params is not None) else self.params
-    return {"params": params, **self.extra}
+    """The Flax variables to apply the model with: the EMA weights and their EMA'd collections
+    when present and asked for."""
+    if not ema or self.ema_params is None:
+      return {"params": self.params, **self.extra}
+    return {"params": self.ema_params, **overlay(self.extra, self.ema_extra or {})}
 
 
-def ema_update(ema_params, params, decay: float):
-  """ema <- decay * ema + (1 - decay) * params."""
-  return optax.incremental_update(params, ema_params, step_size=1.0 - decay)
+def overlay(base, top):
+  """`base` with every leaf that `top` has (at the same path) replaced by top's."""
+  if isinstance(top, dict) and isinstance(base, dict):
+    return {**base, **{k: overlay(base.get(k), v) for k, v in top.items()}}
+  return top
+
+
+@dataclasses.dataclass(frozen=True)
+class EMA:
+  """ema <- decay_t * ema + (1 - decay_t) * params after every update, with
+  decay_t = min(decay, (1 + t) / (10 + t)) at the t-th update when `warmup` (as diffusers'
+  EMAModel), so early averages forget the initial weights instead of holding them for 1 / (1 -
+  decay) steps; decay_t = decay without warm-up."""
+
+  decay: float
+  warmup: bool = True
+
+  def decay_at(self, t) -> jax.Array:
+    if not self.warmup:
+      return jnp.asarray(self.decay, jnp.float32)
+    t = jnp.asarray(t, jnp.float32)
+    return jnp.minimum(jnp.float32(self.decay), (1.0 + t) / (10.0 + t))
+
+
+def ema_of(optim) -> Optional[EMA]:
+  """The EMA an `Optim` config asks for (None without optim.ema_decay)."""
+  return EMA(optim.ema_decay, optim.ema_warmup) if optim.ema_decay is not None else None
+
+
+def ema_update(ema_params, params, decay):
+  """ema <- decay * ema + (1 - decay) * params (floating leaves; others take the new value)."""
+  def one(new, old):
+    if not jnp.issubdtype(jnp.asarray(new).dtype, jnp.floating):
+      return new
+    return optax.incremental_update(new, old, step_size=1.0 - decay)
+  return jax.tree.map(one, params, ema_params)
 
 
 def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
                     ema_decay=None, params_key=None, **updates) -> TrainState:
-  """One optimizer update (and EMA update) of `state.params`, or of `state.params[params_key]`
-  when a family keeps several networks with their own optimizers (e.g. a GAN's "g" and "d").
-  Other fields of the state may be replaced through `updates` (e.g. extra=new_batch_stats)."""
+  """One optimizer update (and EMA update, with the decay given) of `state.params`, or of
+  `state.params[params_key]` when a family keeps several networks with their own optimizers
+  (e.g. a GAN's "g" and "d"). Other fields of the state may be replaced through `updates` (e.g.
+  extra=new_batch_stats)."""
   params = state.params if params_key is None else state.params[params_key]
   opt_state = state.opt_state if params_key is None else state.opt_state[params_key]
   delta, opt_state = tx.update(grads, opt_state, params)

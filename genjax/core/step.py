@@ -7,7 +7,8 @@ one of them, what every family needs done the same way:
   value_and_grad of the update's loss with respect to its network's parameters,
   the mean of gradients and metrics over devices (genjax.core.parallel; nothing under jit),
   the optimizer update (clipping, accumulation and the schedule live in the optax chain, see
-  genjax.core.optim), the EMA of the parameters where the state keeps one,
+  genjax.core.optim), the EMA of the parameters where the state keeps one (with its warm-up,
+  genjax.core.state.EMA) and of the same network's collections (its BatchNorm statistics),
   the new values of the network's other variable collections (BatchNorm statistics, ...).
 
 An update's loss is `loss(params, state, batch, rng, i) -> (loss, (metrics, collections))`:
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from genjax.core import parallel
-from genjax.core.state import TrainState, apply_gradients
+from genjax.core.state import EMA, TrainState, apply_gradients, ema_update, overlay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Update:
   loss: Callable
   key: Optional[str] = None
   repeat: int = 1
+  finish: Optional[Callable] = None  # metrics derived after the mean over devices (e.g. bits from nats)
 
 
 def merge_collections(extra: dict, key: Optional[str], collections: Mapping) -> dict:
@@ -55,20 +57,41 @@ def collections_of(state: TrainState, key: Optional[str]) -> dict:
   return {name: coll[key] for name, coll in state.extra.items() if key in coll}
 
 
+def keeps_ema(state: TrainState, key: Optional[str]) -> bool:
+  """Whether network `key` (all of them when None) has an EMA in `state`."""
+  return state.ema_params is not None and (key is None or key in state.ema_params)
+
+
 def apply_update(state: TrainState, batch, rng, update: Update, i: int, tx: optax.GradientTransformation,
-                 ema_decay: Optional[float]):
-  """One update: gradients, the mean over devices, the optimizer, the EMA, the collections."""
+                 ema: Optional[EMA]):
+  """One update: gradients, the mean over devices, the optimizer, the EMA (of the parameters
+  and of the network's collections), the collections."""
   params = state.params if update.key is None else state.params[update.key]
   grads, (metrics, collections) = jax.grad(update.loss, has_aux=True)(params, state, batch, rng, i)
   grads, metrics = parallel.mean_over_devices((grads, metrics))
-  state = apply_gradients(state, grads, tx, ema_decay=ema_decay, params_key=update.key,
+  if update.finish is not None:
+    metrics = update.finish(metrics)
+  decay = None
+  if ema is not None and keeps_ema(state, update.key):
+    decay = ema.decay_at(state.step * update.repeat + i)  # the network's update count so far
+  state = apply_gradients(state, grads, tx, ema_decay=decay, params_key=update.key,
                           extra=merge_collections(state.extra, update.key, collections))
+  if decay is not None and collections and state.ema_extra is not None:
+    new = merge_collections({}, update.key, collections)
+    state = state.replace(ema_extra=overlay(state.ema_extra, ema_update(_subtree(state.ema_extra, new), new, decay)))
   return state, metrics
+
+
+def _subtree(tree, like):
+  """The part of `tree` at the paths of `like` (None where tree has none)."""
+  if isinstance(like, dict):
+    return {k: _subtree(tree.get(k) if isinstance(tree, dict) else None, v) for k, v in like.items()}
+  return tree
 
 
 def train_step(state: TrainState, batch, rng, *, updates: Sequence[Update],
                optimizers: Mapping[Optional[str], optax.GradientTransformation],
-               ema_decay: Optional[float] = None, prepare: Optional[Callable] = None):
+               ema: Optional[EMA] = None, prepare: Optional[Callable] = None):
   """One train step: every update in order (each `repeat` times); returns (state, metrics) with
   each update's metrics averaged over its repetitions. `prepare(batch, rng) -> batch` adds what
   every update of the step shares (drawn once: e.g. a GAN's per-example keys). Bind the keyword
@@ -78,7 +101,7 @@ def train_step(state: TrainState, batch, rng, *, updates: Sequence[Update],
   metrics: Dict[str, jax.Array] = {}
   for update in updates:
     for i in range(update.repeat):
-      state, metrics_i = apply_update(state, batch, rng, update, i, optimizers[update.key], ema_decay)
+      state, metrics_i = apply_update(state, batch, rng, update, i, optimizers[update.key], ema)
       if update.repeat == 1:
         metrics = {**metrics, **metrics_i}
       else:

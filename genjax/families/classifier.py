@@ -22,7 +22,7 @@ import optax
 from genjax.config import ConfigError
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
-from genjax.core.state import TrainState
+from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
 from genjax.families.base import Family, NoOptions
 from genjax.nn.norm import BatchNorm, Dropout
@@ -127,7 +127,7 @@ def build(exp, info) -> Family:
   return Family(
       init=init,
       train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema_decay=exp.optim.ema_decay),
+                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
       eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(state.variables(), batch, rng, model)),
       sample=lambda variables, rng, n, options=None: jnp.zeros((0, *info.shape), jnp.float32),
       output="none",

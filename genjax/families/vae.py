@@ -45,7 +45,7 @@ from genjax.config import ConfigError, Experiment
 from genjax.core import parallel
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
-from genjax.core.state import TrainState
+from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.nn import conv
@@ -627,7 +627,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   return Family(
       init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
       train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema_decay=ema),
+                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
       eval_step=step_lib.eval_step_from_sums(sums),
       sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
       sample_options=SampleOptions,

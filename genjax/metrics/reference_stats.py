@@ -82,11 +82,31 @@ def reference_stats(data_cfg, split: str, net: FeatureNet, keep: int = DEFAULT_K
   return ref
 
 
+def score_samples(images, net: FeatureNet, ref: ReferenceStats, name: str = "samples") -> dict:
+  """Frechet distance of `images` (f32[N,H,W,C] in [-1, 1]) to `ref`, and the fraction of them
+  in each class of the feature network's classifier."""
+  from genjax.metrics import frechet
+  images = np.asarray(images, np.float32)
+  if images.ndim != 4 or not np.isfinite(images).all() or images.min() < -1.001 or images.max() > 1.001:
+    raise ValueError(f"{name}: expected finite images f32[N,H,W,C] in [-1, 1], got shape {images.shape}.")
+  stats, counts = RunningStats(net.dim), np.zeros(net.num_classes, np.int64)
+  for start in range(0, len(images), 1000):
+    feats, logits = net.apply(images[start:start + 1000])
+    stats.update(feats)
+    counts += np.bincount(np.argmax(np.asarray(logits), -1), minlength=net.num_classes)
+  fractions = counts / counts.sum()
+  return {"fd_samples": frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov),
+          "num_samples": int(len(images)), "class_fractions": [round(float(f), 4) for f in fractions],
+          "class_min_fraction": float(fractions.min())}
+
+
 def main(argv=None):
   """python -m genjax.metrics.reference_stats --dataset mnist --split train [--compare test]
-  [--noise N] [--feature_net NAME]: computes (or reads) the cached statistics of a split and
-  prints, as JSON, the Frechet distance to another split (the floor a perfect model reaches)
-  and to N images of uniform noise in [-1, 1] (a ceiling)."""
+  [--noise N] [--samples FILE.npy] [--feature_net NAME]: computes (or reads) the cached statistics
+  of a split and prints, as JSON, the Frechet distance to another split (the floor a perfect model
+  reaches), to N images of uniform noise in [-1, 1] (a ceiling), and to images saved as a .npy
+  array f32[N,H,W,C] in [-1, 1] (e.g. another implementation's samples), with the class spread the
+  feature network's classifier assigns them."""
   import argparse
   import json
   import sys
@@ -105,6 +125,7 @@ def main(argv=None):
   parser.add_argument("--classifier_dir", default=None)
   parser.add_argument("--inception_weights", default=None)
   parser.add_argument("--cache_dir", default=None)
+  parser.add_argument("--samples", default=None, help="a .npy of images f32[N,H,W,C] in [-1, 1] to compare")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   from genjax import data
@@ -127,6 +148,8 @@ def main(argv=None):
         images = rng.uniform(-1, 1, (min(1000, args.noise - start), *shape)).astype(np.float32)
         stats.update(net.apply(images)[0])
       out[f"fd_{args.split}_vs_uniform_noise"] = frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov)
+    if args.samples:
+      out.update(score_samples(np.load(args.samples), net, ref, args.samples))
   except (FileNotFoundError, ValueError, ArithmeticError) as e:
     cli.fail(e)
   print(json.dumps(out))

@@ -16,9 +16,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
+from genjax.config import Data as C_Data
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import Parallelism
+from genjax.core.state import EMA
 from genjax.data.info import DataInfo
 from genjax.families import gan
 from genjax.families.gan import losses, models
@@ -133,7 +135,7 @@ def test_each_update_leaves_the_other_network_untouched(model):
   tx = make_optimizer(exp.optim, 10)
   d_update, g_update = gan.updates(net)
   data = gan.with_keys(batch(16), jax.random.PRNGKey(1))
-  update = lambda u, i: jax.jit(lambda s, b: step_lib.apply_update(s, b, None, u, i, tx, 0.9))
+  update = lambda u, i: jax.jit(lambda s, b: step_lib.apply_update(s, b, None, u, i, tx, EMA(0.9)))
 
   after_d, metrics = update(d_update, 0)(state, data)
   assert np.isfinite(float(metrics["d_loss"]))
@@ -142,11 +144,16 @@ def test_each_update_leaves_the_other_network_untouched(model):
   assert tree_equal(after_d.opt_state["g"], state.opt_state["g"])
   assert tree_equal(after_d.ema_params, state.ema_params)
   assert tree_equal(after_d.extra["batch_stats"]["g"], state.extra["batch_stats"]["g"])
+  assert tree_equal(after_d.ema_extra, state.ema_extra)
 
   after_g, _ = update(g_update, 0)(state, data)
   assert not tree_equal(after_g.params["g"], state.params["g"])
   assert not tree_equal(after_g.ema_params["g"], state.ema_params["g"])
   assert not tree_equal(after_g.extra["batch_stats"]["g"], state.extra["batch_stats"]["g"])
+  # The EMA generator's BatchNorm statistics follow the raw ones (decay 0.1 at the first update).
+  jax.tree.map(lambda e, old, new: np.testing.assert_allclose(e, 0.1 * old + 0.9 * new, rtol=1e-5, atol=1e-7),
+               after_g.ema_extra["batch_stats"]["g"], state.ema_extra["batch_stats"]["g"],
+               after_g.extra["batch_stats"]["g"])
   assert tree_equal(after_g.params["d"], state.params["d"])
   assert tree_equal(after_g.opt_state["d"], state.opt_state["d"])
   assert tree_equal({k: v["d"] for k, v in after_g.extra.items() if "d" in v},
@@ -310,14 +317,17 @@ def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_p
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   g, d = count(state.params["g"]), count(state.params["d"])
   if name == "dcgan_mnist":
-    # Independently: dense 100*2048+2048, deconvs 5*5*(512*256 + 256*128 + 128*64 + 64*1) + biases,
-    # BatchNorm scale/offset on 2048 + 256 + 128 + 64 channels... counted by hand:
-    # (layers followed by BatchNorm have no bias).
+    # DCGAN-tensorflow's conditional MNIST networks, counted by hand (layers followed by
+    # BatchNorm have no bias; BN has a scale and an offset per channel):
+    assert g == (110 * 1024 + 2 * 1024) + (1034 * 7 * 7 * 128 + 2 * 7 * 7 * 128) + (25 * 138 * 128 + 2 * 128) \
+        + (25 * 138 * 1 + 1)
+    assert d == (25 * 11 * 11 + 11) + (25 * 21 * 74 + 2 * 74) + (3636 * 1024 + 2 * 1024) + (1034 + 1)
+  if name == "pacgan_stacked_mnist":
+    # PacGAN's (DCGAN-tensorflow's generic) networks at 28x28x3: dense 100 -> 2*2*512, deconvs 5x5.
     dense = 100 * 2 * 2 * 512
-    deconv = 25 * (512 * 256 + 256 * 128 + 128 * 64 + 64 * 1) + 1
-    bn = 2 * (512 + 256 + 128 + 64)
-    assert g == dense + deconv + bn
-    conv = 25 * (1 * 64 + 64 * 128 + 128 * 256 + 256 * 512) + 64
+    deconv = 25 * (512 * 256 + 256 * 128 + 128 * 64 + 64 * 3) + 3
+    assert g == dense + deconv + 2 * (512 + 256 + 128 + 64)  # BN per channel of the 2x2x512 map on
+    conv = 25 * (6 * 64 + 64 * 128 + 128 * 256 + 256 * 512) + 64
     assert d == conv + 2 * (128 + 256 + 512) + (2 * 2 * 512 + 1)
   if name == "pacgan_stacked_mnist":
     first_kernel = state.params["d"]["Conv_0"]["kernel"]
@@ -353,3 +363,156 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), (g, d),
                (stepped.params["g"], stepped.params["d"]))
   assert not tree_equal(g, state.params["g"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Faithful reference settings: kernel sizes, the DCGAN-tensorflow MNIST networks, PacGAN's
+# generator calls, [0, 1] pixels, the EMA generator's BatchNorm statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def _kernels(params, name):
+  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf.shape
+          for path, leaf in jax.tree_util.tree_leaves_with_path(params) if name in jax.tree_util.keystr(path)}
+
+
+@pytest.mark.parametrize("arch,g_widths,d_widths,kernel,g_sizes", [
+    ("dcgan", (64, 32, 16, 8), (8, 16, 32, 64), 5, [5, 5, 5, 5]),
+    ("sngan_cnn", (64, 32, 16), (8, 16, 32, 64), 4, [3, 4, 4]),  # two 4x4 deconvolutions, a 3x3 output conv
+    ("dcgan_mnist", (64, 16), (8, 32), 5, [5, 5])])
+def test_each_architecture_has_its_papers_kernel_size(arch, g_widths, d_widths, kernel, g_sizes):
+  cfg = gan.Config(arch=arch, g_widths=g_widths, d_widths=d_widths, conditional=arch == "dcgan_mnist")
+  info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
+  model = gan.make_model(cfg, info)
+  params = jax.eval_shape(gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init,
+                          jax.random.key(0)).params
+  sizes = sorted(s[0] for s in _kernels(params["g"], "kernel").values() if len(s) == 4)
+  assert sizes == g_sizes
+  assert model.generator.kernel_size == kernel
+  # An explicit kernel size still wins.
+  assert gan.make_model(dataclasses.replace(cfg, kernel_size=3), info).generator.kernel_size == 3
+
+
+def test_dcgan_mnist_is_dcgan_tensorflows_conditional_network():
+  cfg = gan.Config(arch="dcgan_mnist", g_widths=(1024, 128), d_widths=(64, 1024), conditional=True)
+  info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
+  params = jax.eval_shape(gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init,
+                          jax.random.key(0)).params
+  kernels = lambda net: sorted(s for p, s in _kernels(params[net], "kernel").items())
+  # model.py's y_dim branch, hand-counted: z + y -> 1024; 1024 + y -> 7*7*128; deconvs over 128 + y.
+  assert kernels("g") == sorted([(110, 1024), (1034, 7 * 7 * 128), (5, 5, 138, 128), (5, 5, 138, 1)])
+  # D: x + y maps -> 11 filters; 11 + 10 maps -> 74; flatten 7*7*74 + y -> 1024; 1024 + y -> 1.
+  assert kernels("d") == sorted([(5, 5, 11, 11), (5, 5, 21, 74), (7 * 7 * 74 + 10, 1024), (1034, 1)])
+  with pytest.raises(ConfigError, match="conditional"):
+    gan.build(Experiment(family="gan", model=dataclasses.replace(cfg, conditional=False)), info)
+
+
+def test_pacgan_generates_each_slot_of_a_pack_in_its_own_call():
+  exp = tiny(batch_size=8, pack=2)
+  net = gan.make_model(exp.model, INFO)
+  state = gan.build(exp, INFO).init(jax.random.key(0))
+  g_vars = {"params": state.params["g"], "batch_stats": state.extra["batch_stats"]["g"]}
+  z = jax.random.normal(jax.random.key(1), (8, 6))
+  y = jnp.zeros((8,), jnp.int32)
+  packed, _ = gan.generate_for_packs(g_vars, z, y, net, train=True)
+  slot0, _ = gan.generate(g_vars, z[0::2], y[0::2], net, train=True)
+  slot1, _ = gan.generate(g_vars, z[1::2], y[1::2], net, train=True)
+  np.testing.assert_allclose(packed[0::2], slot0, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(packed[1::2], slot1, rtol=1e-5, atol=1e-6)
+  joint, _ = gan.generate(g_vars, z, y, net, train=True)  # one call: statistics over both slots
+  assert not np.allclose(joint, packed, atol=1e-4)
+
+
+def test_sigmoid_pixels_take_the_penalty_on_unit_range_images():
+  """With pixels="sigmoid" the critic reads x in [-1, 1] as (x + 1) / 2, and the gradient penalty
+  is that of a critic on the [0, 1] images (WGAN-GP's code), not of the [-1, 1] ones."""
+  D = models.Discriminator(arch="dcgan", widths=(4, 8), kernel_size=3, norm=False, pixels="sigmoid")
+  real, fake = batch(3)["image"], batch(3, seed=1)["image"]
+  params = D.init(jax.random.key(0), real, train=False, update_stats=False)
+  critic = lambda x: D.apply(params, x, train=True, update_stats=False)
+  on_unit = lambda u: critic(2.0 * u - 1.0)  # the same critic, written on [0, 1] images
+  eps = jnp.array([0.2, 0.5, 0.9])
+  ours = losses.gradient_penalty(critic, real, fake, eps, scale=2.0)
+  unit = losses.gradient_penalty(on_unit, (real + 1) / 2, (fake + 1) / 2, eps)
+  np.testing.assert_allclose(ours, unit, rtol=1e-5)
+  # The unit-range gradient is twice the [-1, 1] one (what an unscaled penalty would constrain).
+  np.testing.assert_allclose(losses._input_grad_norms(on_unit, (real + 1) / 2),
+                             2.0 * losses._input_grad_norms(critic, real), rtol=1e-4)  # 1e-12 in the sqrt
+  assert float(jnp.min(losses._input_grad_norms(critic, real))) > 1e-4
+  # And G's sigmoid output is the [0, 1] image mapped to [-1, 1].
+  G = models.Generator(arch="dcgan", out_shape=(8, 8, 1), widths=(8, 4), kernel_size=3, norm=False, pixels="sigmoid")
+  z = jax.random.normal(jax.random.key(2), (2, 6))
+  g = G.init(jax.random.key(3), z, train=False)
+  images = G.apply(g, z, train=False)
+  assert float(jnp.min(images)) > -1 and float(jnp.max(images)) < 1
+
+
+def test_reused_noise_and_real_labels_are_what_every_update_draws():
+  exp = tiny(reuse_noise=True, conditional=True, fake_labels="real")
+  net = gan.make_model(exp.model, INFO)
+  keys = jax.random.split(jax.random.key(0), 4)
+  z0, _, _ = gan.draw_inputs(net, keys, 0)
+  z2, _, _ = gan.draw_inputs(net, keys, 2)
+  np.testing.assert_array_equal(z0, z2)
+  fresh = gan.make_model(dataclasses.replace(exp.model, reuse_noise=False), INFO)
+  assert not np.allclose(gan.draw_inputs(fresh, keys, 0)[0], gan.draw_inputs(fresh, keys, 2)[0])
+  with pytest.raises(ConfigError, match="conditional"):
+    gan.build(tiny(fake_labels="real"), INFO)
+
+
+def test_the_ema_generator_samples_with_its_own_batchnorm_statistics():
+  exp = dataclasses.replace(tiny(), optim=Optim(learning_rate=1e-2, b1=0.5, ema_decay=0.99))
+  family = gan.build(exp, INFO)
+  state = family.init(jax.random.key(0))
+  step = jax.jit(family.train_step)
+  for i in range(3):
+    state, _ = step(state, batch(16, seed=i), jax.random.key(i))
+  net = gan.make_model(exp.model, INFO)
+  raw_stats, ema_stats = state.extra["batch_stats"]["g"], state.ema_extra["batch_stats"]["g"]
+  assert not tree_equal(raw_stats, ema_stats)
+  rng = jax.random.key(5)
+  sampled = family.sample(state.variables(ema=True), rng, 4)
+  with_ema_stats = gan.sample({"params": state.ema_params["g"], "batch_stats": ema_stats}, rng, 4, net)
+  with_raw_stats = gan.sample({"params": state.ema_params["g"], "batch_stats": raw_stats}, rng, 4, net)
+  np.testing.assert_array_equal(sampled, with_ema_stats)
+  assert not np.allclose(sampled, with_raw_stats)
+
+
+def test_reference_configs_say_what_the_papers_say():
+  wgan = _load("wgan_gp_mnist").model
+  assert (wgan.weight_init, wgan.crop, wgan.pixels, wgan.n_critic, wgan.critic_batches) == (
+      "tflib", "top_left", "sigmoid", 5, "split")
+  dcgan = _load("dcgan_mnist")
+  assert (dcgan.model.arch, dcgan.model.g_steps, dcgan.model.reuse_noise, dcgan.model.fake_labels) == (
+      "dcgan_mnist", 2, True, "real")
+  cnn, resnet = _load("sngan_fashion_mnist", "cnn"), _load("sngan_fashion_mnist", "resnet")
+  assert cnn.model.kernel() == 4 and cnn.model.d_learning_rate is None
+  assert (cnn.optim.learning_rate, cnn.optim.b1, cnn.optim.b2, cnn.model.n_critic) == (2e-4, 0.5, 0.999, 1)
+  assert (resnet.optim.learning_rate, resnet.optim.b1, resnet.optim.b2, resnet.model.n_critic) == (2e-4, 0.0, 0.9, 5)
+  pac = _load("pacgan_stacked_mnist", "2")
+  assert (pac.train.steps, pac.train.batch_size, pac.model.g_steps, pac.model.reuse_noise) == (100_000, 128, 2, True)
+
+
+@pytest.mark.slow  # about 200 steps of the real dcgan_mnist network on MNIST: a minute or two
+def test_dcgan_mnist_draws_every_digit_it_is_asked_for(tmp_path):
+  """The experiment's network and settings, 192 steps on MNIST: the MNIST classifier reads most
+  samples as the digit they were conditioned on, and every digit is drawn (no collapse)."""
+  from genjax import data as data_lib
+  from genjax.metrics import features
+  from genjax.trainer import loop, workdir as workdir_lib
+  try:
+    net = features.get("classifier_mnist")
+    data_lib.load(C_Data("mnist"), "test")
+  except (features.FeatureNetError, FileNotFoundError) as e:
+    pytest.skip(f"needs prepared MNIST and the trained MNIST classifier: {e}")
+  exp = _load("dcgan_mnist", "cpu")
+  exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=192, log_every=48, eval_every=192,
+                                                           checkpoint_every=192, progress=False))
+  loop.train(exp, str(tmp_path))
+  _, family, state, _ = workdir_lib.restore(str(tmp_path))
+  images = np.asarray(jax.jit(family.sample, static_argnums=2)(state.variables(), jax.random.key(0), 500))
+  predicted = np.argmax(net.apply(images)[1], -1)
+  asked = np.arange(500) % 10  # the sampler cycles through the classes
+  fractions = np.bincount(predicted, minlength=10) / 500
+  assert np.mean(predicted == asked) > 0.5, np.mean(predicted == asked)
+  assert fractions.min() >= 0.05, fractions

@@ -27,7 +27,7 @@ from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState
+from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
 from genjax.families.autoregressive import sampling
 from genjax.families.base import Family
@@ -277,7 +277,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
 
   def train_loss(params, state, batch, rng, i):
     value, metrics = loss(params, batch, rng, model)
-    return value, (with_bits(metrics), {})
+    return value, (metrics, {})
 
   params_of = lambda state: state.variables()["params"]
   jitted_sums = jax.jit(lambda batch, params: eval_sums(params, batch, None, model))
@@ -303,8 +303,8 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   flops = flops_per_token(model, num_params(model), model.block_size)
   return Family(
       init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema_decay=ema),
+      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss, finish=with_bits),),
+                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
       eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model),
                                              with_bits),
       sample=sample_fn, sample_options=SampleOptions, resolve_options=resolve, output="text",

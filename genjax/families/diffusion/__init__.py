@@ -32,7 +32,7 @@ from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState
+from genjax.core.state import TrainState, ema_of
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
@@ -331,7 +331,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   return Family(
       init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
       train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema_decay=ema),
+                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
       eval_step=step_lib.eval_step_from_sums(
           lambda state, batch, rng: eval_sums(state.variables(ema=True), batch, rng, model)),
       sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),

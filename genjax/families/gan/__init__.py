@@ -50,10 +50,10 @@ from genjax.config import ConfigError
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState
+from genjax.core.state import TrainState, ema_of
 from genjax.families.base import Family
 from genjax.families.gan import losses
-from genjax.families.gan.models import SPECTRAL, Discriminator, Generator  # noqa: F401 - SPECTRAL re-exported
+from genjax.families.gan.models import KERNEL_SIZES, SPECTRAL, Discriminator, Generator  # noqa: F401 - SPECTRAL re-exported
 
 # Pictures are drawn from noise derived from this key at every evaluation, so successive grids
 # show the same latents and progress is visible.
@@ -64,13 +64,19 @@ FIXED_NOISE_SEED = 1234
 class Config:
   """GAN hyper-parameters. Defaults: DCGAN (Radford et al. 2016) with the non-saturating loss."""
 
-  arch: Literal["dcgan", "sngan_cnn", "sngan_resnet"] = "dcgan"
+  arch: Literal["dcgan", "dcgan_mnist", "sngan_cnn", "sngan_resnet"] = "dcgan"
   latent_dim: int = 100
   latent_dist: Literal["uniform", "normal"] = "uniform"  # U[-1, 1] (DCGAN) or N(0, I)
   # Channels, coarse to fine (see models.Generator / models.Discriminator).
   g_widths: Tuple[int, ...] = (512, 256, 128, 64)
   d_widths: Tuple[int, ...] = (64, 128, 256, 512)
-  kernel_size: int = 5  # dcgan convolutions
+  kernel_size: Optional[int] = None  # the (transposed) convolutions'; None: the architecture's (models.KERNEL_SIZES)
+  # Weight initialisation (models.weight_init): auto (N(0, 0.02) for the DCGANs, LeCun for SNGAN), normal, lecun, tflib.
+  weight_init: Literal["auto", "normal", "lecun", "tflib"] = "auto"
+  crop: Literal["tf", "top_left"] = "tf"  # the window an odd size keeps (models.Generator)
+  # "sigmoid": the networks work on [0, 1] images as the references that end G in a sigmoid
+  # (batches and samples stay in [-1, 1]; penalties are taken with respect to the [0, 1] images).
+  pixels: Literal["tanh", "sigmoid"] = "tanh"
   g_norm: Literal["batch", "none"] = "batch"
   d_norm: Literal["batch", "none"] = "batch"
   spectral_norm: bool = False  # in the discriminator
@@ -82,8 +88,17 @@ class Config:
   critic_batches: Literal["same", "split"] = "same"
   g_steps: int = 1  # generator updates per step (PacGAN's DCGAN code makes 2)
   d_learning_rate: Optional[float] = None  # TTUR: the discriminator's rate (None: optim.learning_rate)
-  conditional: bool = False  # conditional BatchNorm in G, projection discriminator
+  conditional: bool = False  # conditional BatchNorm in G, projection D (dcgan_mnist: labels concatenated)
+  # Labels of the generated images: "random" classes, or the real batch's ("real", DCGAN-tensorflow).
+  fake_labels: Literal["random", "real"] = "random"
+  reuse_noise: bool = False  # every update of a step draws the same z (DCGAN-tensorflow's one batch_z)
   pack: int = 1  # PacGAN packing degree m
+  # "per_slot": slot k of every pack comes from its own generator call (own BatchNorm statistics),
+  # as PacGAN's code runs G once per slot; "one": one call for the whole batch.
+  pack_g_calls: Literal["per_slot", "one"] = "per_slot"
+
+  def kernel(self) -> int:
+    return self.kernel_size or KERNEL_SIZES[self.arch]
 
 
 def _check(cfg: Config, info, exp):
@@ -104,6 +119,19 @@ def _check(cfg: Config, info, exp):
                       "discriminator input has several labels. Set one of them off.")
   if cfg.arch == "sngan_resnet" and cfg.d_norm != "none":
     raise ConfigError("The sngan_resnet discriminator has no normalisation layers: set --config.model.d_norm=none.")
+  if cfg.arch == "dcgan_mnist":
+    if not cfg.conditional:
+      raise ConfigError("arch=dcgan_mnist is DCGAN-tensorflow's class-conditional MNIST network: set "
+                        "--config.model.conditional=true (with a labelled dataset).")
+    if len(cfg.g_widths) != 2 or len(cfg.d_widths) != 2 or info.shape[0] % 4 or info.shape[1] % 4:
+      raise ConfigError(f"arch=dcgan_mnist takes g_widths=(dense width, channels) and d_widths=(df_dim, dense "
+                        f"width), e.g. (1024, 128) and (64, 1024), and images whose sides divide by 4; got "
+                        f"{cfg.g_widths}, {cfg.d_widths}, {info.shape}.")
+  if cfg.fake_labels == "real" and not cfg.conditional:
+    raise ConfigError("model.fake_labels='real' conditions generated images on the batch's labels: it needs "
+                      "model.conditional=true.")
+  if cfg.kernel_size is not None and cfg.kernel_size < 1:
+    raise ConfigError(f"config.model.kernel_size = {cfg.kernel_size} must be positive (or None: the architecture's).")
   per_critic = cfg.n_critic if cfg.critic_batches == "split" else 1
   n = exp.parallel.num_devices or 1
   if exp.train.batch_size % (per_critic * cfg.pack * n):
@@ -142,11 +170,12 @@ def make_model(cfg: Config, info, dtype=jnp.float32) -> GAN:
   """The generator / discriminator pair of `cfg` for images shaped like `info`."""
   dtype = jnp.dtype(dtype)
   num_classes = info.num_classes if cfg.conditional else None
-  g = Generator(arch=cfg.arch, out_shape=tuple(info.shape), widths=cfg.g_widths, kernel_size=cfg.kernel_size,
-                norm=cfg.g_norm == "batch", num_classes=num_classes, momentum=cfg.bn_momentum, dtype=dtype)
-  d = Discriminator(arch=cfg.arch, widths=cfg.d_widths, kernel_size=cfg.kernel_size,
-                    norm=cfg.d_norm == "batch", spectral_norm=cfg.spectral_norm,
-                    num_classes=num_classes, momentum=cfg.bn_momentum, dtype=dtype)
+  g = Generator(arch=cfg.arch, out_shape=tuple(info.shape), widths=cfg.g_widths, kernel_size=cfg.kernel(),
+                norm=cfg.g_norm == "batch", num_classes=num_classes, momentum=cfg.bn_momentum, init_scheme=cfg.weight_init,
+                crop=cfg.crop, pixels=cfg.pixels, dtype=dtype)
+  d = Discriminator(arch=cfg.arch, widths=cfg.d_widths, kernel_size=cfg.kernel(),
+                    norm=cfg.d_norm == "batch", spectral_norm=cfg.spectral_norm, num_classes=num_classes,
+                    momentum=cfg.bn_momentum, init_scheme=cfg.weight_init, pixels=cfg.pixels, dtype=dtype)
   return GAN(cfg, g, d, num_classes)
 
 
@@ -164,7 +193,9 @@ def draw_latent(cfg: Config, key) -> jax.Array:
 
 def draw_inputs(model: GAN, keys_B, phase: int):
   """Per-example noise z f32[B,Z], fake labels i32[B] and interpolation weights f32[B] for update
-  `phase` (the update's index within the step)."""
+  `phase` (the update's index within the step; with reuse_noise every update draws phase 0's)."""
+  phase = 0 if model.config.reuse_noise else phase
+
   def one(key):
     kz, ky, ke = jax.random.split(jax.random.fold_in(key, phase), 3)
     y = jax.random.randint(ky, (), 0, model.num_classes) if model.num_classes else jnp.zeros((), jnp.int32)
@@ -185,6 +216,23 @@ def generate(g_variables, z, y, model: GAN, train: bool):
   if not mutable:
     return model.generator.apply(g_variables, z, _labels(model, y), train=True), {}
   return model.generator.apply(g_variables, z, _labels(model, y), train=True, mutable=mutable)
+
+
+def generate_for_packs(g_variables, z, y, model: GAN, train: bool):
+  """`generate` for a discriminator that packs groups of m consecutive images: with
+  pack_g_calls="per_slot" slot k of every group (images k, k + m, ...) comes from its own
+  generator call, each with its own batch statistics (PacGAN's code), the collections passed
+  from one call to the next."""
+  m = model.config.pack
+  if m == 1 or model.config.pack_g_calls == "one" or not train:
+    return generate(g_variables, z, y, model, train)
+  parts, colls = [], {}
+  for k in range(m):
+    x_k, new = generate({**g_variables, **colls}, z[k::m], y[k::m], model, train)
+    parts.append(x_k)
+    colls = dict(new) or colls
+  x = jnp.stack(parts, axis=1).reshape((-1,) + parts[0].shape[1:])  # [B/m, m, ...] -> slot order k, k + m, ...
+  return x, colls
 
 
 def discriminate(d_params, d_collections, x, y, model: GAN, train: bool = True, update_stats: bool = True):
@@ -208,8 +256,11 @@ def discriminator_loss(d_params, d_collections, g_variables, x_real, y_real, key
   statistics) but its own statistics move only in generator updates, so they are dropped."""
   cfg = model.config
   z, y_fake, eps = draw_inputs(model, keys_B, phase)
-  x_fake, _ = generate(g_variables, z, y_fake, model, train=True)
+  if cfg.fake_labels == "real":
+    y_fake = y_real
+  x_fake, _ = generate_for_packs(g_variables, z, y_fake, model, train=True)
   x_fake = jax.lax.stop_gradient(x_fake)
+  scale = 2.0 if cfg.pixels == "sigmoid" else 1.0  # gradients with respect to [0, 1] images
   packed_real, packed_fake = pack_images(x_real, cfg.pack), pack_images(x_fake, cfg.pack)
   colls = d_collections
   real_B, colls = discriminate(d_params, colls, packed_real, y_real, model)
@@ -220,23 +271,26 @@ def discriminator_loss(d_params, d_collections, g_variables, x_real, y_real, key
   # Penalties: D has no BatchNorm here (checked in build), so its examples are independent.
   if cfg.gp_weight > 0:
     critic = lambda x: discriminate(d_params, colls, x, y_fake, model, update_stats=False)[0]
-    gp = jnp.mean(losses.gradient_penalty(critic, packed_real, packed_fake, eps[:: cfg.pack]))
+    gp = jnp.mean(losses.gradient_penalty(critic, packed_real, packed_fake, eps[:: cfg.pack], scale))
     total += cfg.gp_weight * gp
     metrics["gp"] = gp
   if cfg.r1_weight > 0:
     critic = lambda x: discriminate(d_params, colls, x, y_real, model, update_stats=False)[0]
-    r1 = jnp.mean(losses.r1_penalty(critic, packed_real))
+    r1 = jnp.mean(losses.r1_penalty(critic, packed_real, scale))
     total += 0.5 * cfg.r1_weight * r1
     metrics["r1"] = r1
   return total, (metrics, colls)
 
 
-def generator_loss(g_params, g_collections, d_variables, keys_B, phase: int, model: GAN):
-  """The generator's loss on images drawn from keys_B: (loss, ({"g_loss": loss}, new generator
-  collections)). The discriminator's statistics and power iteration do not move here."""
+def generator_loss(g_params, g_collections, d_variables, keys_B, phase: int, model: GAN, labels_B=None):
+  """The generator's loss on images drawn from keys_B (of classes labels_B with fake_labels
+  "real"): (loss, ({"g_loss": loss}, new generator collections)). The discriminator's statistics
+  and power iteration do not move here."""
   cfg = model.config
   z, y_fake, _ = draw_inputs(model, keys_B, phase)
-  x_fake, g_colls = generate({"params": g_params, **g_collections}, z, y_fake, model, train=True)
+  if cfg.fake_labels == "real":
+    y_fake = labels_B
+  x_fake, g_colls = generate_for_packs({"params": g_params, **g_collections}, z, y_fake, model, train=True)
   d_colls = {k: v for k, v in d_variables.items() if k != "params"}
   fake_B, _ = discriminate(d_variables["params"], d_colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack],
                            model, update_stats=False)
@@ -263,10 +317,13 @@ def critic_inputs(batch, model: GAN, i: int):
   return x_BxHxWxC, y_B, keys_B
 
 
-def generator_keys(batch, model: GAN):
-  """The example keys of a step's generator updates (B / n_critic of them with "split")."""
+def generator_inputs(batch, model: GAN):
+  """The example keys and labels of a step's generator updates (B / n_critic with "split")."""
   keys_B = batch["keys"]
-  return keys_B[:: model.config.n_critic] if model.config.critic_batches == "split" else keys_B
+  labels_B = batch["label"] if model.num_classes else jnp.zeros(keys_B.shape[:1], jnp.int32)
+  if model.config.critic_batches == "split":
+    return keys_B[:: model.config.n_critic], labels_B[:: model.config.n_critic]
+  return keys_B, labels_B
 
 
 def _variables(state: TrainState, net: str, params=None) -> Dict[str, Any]:
@@ -284,9 +341,9 @@ def updates(model: GAN):
                               i, model)
 
   def g_update(g_params, state, batch, rng, j):
-    keys = generator_keys(batch, model)
+    keys, labels = generator_inputs(batch, model)
     return generator_loss(g_params, step_lib.collections_of(state, "g"), _variables(state, "d"), keys,
-                          cfg.n_critic + j, model)
+                          cfg.n_critic + j, model, labels)
 
   return (step_lib.Update(d_update, key="d", repeat=cfg.n_critic),
           step_lib.Update(g_update, key="g", repeat=cfg.g_steps))
@@ -399,10 +456,12 @@ def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
   extra = {}
   for net, variables in (("g", g_vars), ("d", d_vars)):
     extra = step_lib.merge_collections(extra, net, {k: v for k, v in variables.items() if k != "params"})
+  # The EMA generator keeps an EMA of its BatchNorm statistics too (as BigGAN's code does).
+  ema_extra = {name: {"g": jax.tree.map(jnp.copy, coll["g"])} for name, coll in extra.items() if "g" in coll}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
                     ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema else None,
-                    extra=extra)
+                    extra=extra, ema_extra=(ema_extra or None) if ema else None)
 
 
 def build(exp, info) -> Family:
@@ -414,12 +473,13 @@ def build(exp, info) -> Family:
   tx_d = make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate)
   ema = exp.optim.ema_decay
   g_vars = lambda variables: _net(variables, "g")
-  notes = (f"{cfg.arch} G/D, {cfg.loss} loss, n_critic={cfg.n_critic}, g_steps={cfg.g_steps}"
+  notes = (f"{cfg.arch} G/D ({cfg.kernel()}x{cfg.kernel()} kernels), {cfg.loss} loss, n_critic={cfg.n_critic}, "
+           f"g_steps={cfg.g_steps}"
            + (", spectral norm" if cfg.spectral_norm else "") + (f", pack={cfg.pack}" if cfg.pack > 1 else ""))
   return Family(
       init=lambda rng: init(rng, model, tx_g, tx_d, ema is not None),
       train_step=functools.partial(step_lib.train_step, updates=updates(model), optimizers={"g": tx_g, "d": tx_d},
-                                   ema_decay=ema, prepare=with_keys),
+                                   ema=ema_of(exp.optim), prepare=with_keys),
       # Evaluation pits the raw generator against the discriminator it trains with.
       eval_step=step_lib.eval_step_from_sums(
           lambda state, batch, rng: eval_sums(state.variables(ema=False), batch, rng, model)),

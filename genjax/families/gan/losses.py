@@ -37,22 +37,25 @@ def generator_loss(kind: str, fake_B: jax.Array) -> jax.Array:
   raise ValueError(f"unknown GAN loss {kind!r}; expected one of {LOSSES}")
 
 
-def _input_grad_norms(critic, x_BxHxWxC: jax.Array) -> jax.Array:
-  """||d critic(x)_b / d x_b||_2 for each example. Taking the gradient of the sum gives every
-  example's own gradient because the critic treats examples independently (no BatchNorm)."""
+def _input_grad_norms(critic, x_BxHxWxC: jax.Array, scale: float = 1.0) -> jax.Array:
+  """||d critic(x)_b / d x_b||_2 for each example, times `scale` (2 when the critic reads x in
+  [-1, 1] as (x + 1) / 2: the gradient with respect to the [0, 1] image). Taking the gradient of
+  the sum gives every example's own gradient because the critic treats examples independently
+  (no BatchNorm)."""
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_BxHxWxC)
-  return jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
+  norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
+  return norms if scale == 1.0 else scale * norms
 
 
-def gradient_penalty(critic, real_BxHxWxC, fake_BxHxWxC, eps_B) -> jax.Array:
+def gradient_penalty(critic, real_BxHxWxC, fake_BxHxWxC, eps_B, scale: float = 1.0) -> jax.Array:
   """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): (||grad D(x_hat)|| - 1)^2 at
   x_hat = eps * real + (1 - eps) * fake, eps ~ U[0, 1] per example. Returns f32[B]."""
   eps = eps_B.reshape((-1,) + (1,) * (real_BxHxWxC.ndim - 1))
   x_hat = eps * real_BxHxWxC + (1.0 - eps) * fake_BxHxWxC
-  return jnp.square(_input_grad_norms(critic, x_hat) - 1.0)
+  return jnp.square(_input_grad_norms(critic, x_hat, scale) - 1.0)
 
 
-def r1_penalty(critic, real_BxHxWxC) -> jax.Array:
+def r1_penalty(critic, real_BxHxWxC, scale: float = 1.0) -> jax.Array:
   """R1 (Mescheder et al. 2018): ||grad D(x)||^2 at real data; the caller weights it by gamma/2.
   Returns f32[B]."""
-  return jnp.square(_input_grad_norms(critic, real_BxHxWxC))
+  return jnp.square(_input_grad_norms(critic, real_BxHxWxC, scale))

@@ -1,12 +1,16 @@
 """Generators and discriminators of the GAN family, as Flax Linen modules.
 
-Three architectures, each a generator / discriminator pair:
+Four architectures, each a generator / discriminator pair:
 
   dcgan         Radford et al. 2016, in the form of the DCGAN-tensorflow reference code that
                 PacGAN (Lin et al. 2018) and WGAN-GP (Gulrajani et al. 2017) start from:
                 G projects z to (H/2^k)x(W/2^k)x widths[0] and doubles the resolution k times
                 with 5x5 stride-2 transposed convolutions; D halves it with 5x5 stride-2
                 convolutions and LeakyReLU(0.2), then a dense logit.
+  dcgan_mnist   DCGAN-tensorflow's MNIST networks (model.py, the y_dim branch): conditional by
+                concatenating one-hot labels to every layer; G from a dense 1024 and a 7x7x128
+                map through two 5x5 stride-2 deconvolutions, D two 5x5 stride-2 convolutions
+                and a dense 1024.
   sngan_cnn     the "standard CNN" of Miyato et al. 2018 (Table 3): G 4x4 deconvolutions, D
                 alternating 3x3 stride-1 / 4x4 stride-2 convolutions with LeakyReLU(0.1).
   sngan_resnet  the ResNet of Miyato et al. 2018 (Table 4, after Gulrajani et al. 2017): G with
@@ -29,6 +33,7 @@ Shapes: z_BxZ latents, y_B int labels (or None), images x_BxHxWxC in [-1, 1].
 from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from genjax.nn import conv
@@ -37,11 +42,42 @@ from genjax.nn.norm import BatchNorm
 SPECTRAL = "spectral"  # the variable collection of SpectralNorm's power-iteration state
 
 
-def weight_init(arch: str):
-  """DCGAN: "all weights were initialized from a zero-centered Normal distribution with standard
-  deviation 0.02" (Radford et al. 2016, Sec. 4), as DCGAN-tensorflow does; the SNGAN networks keep
-  Flax's LeCun-normal default, the Chainer default of Miyato et al.'s code."""
-  return nn.initializers.normal(0.02) if arch == "dcgan" else nn.linear.default_kernel_init
+# The kernel size of each architecture's (transposed) convolutions: DCGAN 5x5 (DCGAN-tensorflow's
+# ops.py), SNGAN's generator 4x4 deconvolutions (Miyato et al. 2018, Table 3).
+KERNEL_SIZES = {"dcgan": 5, "dcgan_mnist": 5, "sngan_cnn": 4, "sngan_resnet": 3}
+
+
+def weight_init(arch: str, scheme: str = "auto", layer: str = "dense", stride: int = 1):
+  """Kernel initialiser of a layer ("dense", "conv" or "deconv" with `stride`).
+
+  "normal": N(0, 0.02), "all weights were initialized from a zero-centered Normal distribution
+  with standard deviation 0.02" (Radford et al. 2016, Sec. 4), as DCGAN-tensorflow does;
+  "lecun": Flax's LeCun-normal default, the Chainer default of Miyato et al.'s code;
+  "tflib": the WGAN-GP code's (tflib/ops): Glorot-uniform dense layers, He-uniform convolutions
+  with std sqrt(4 / (fan_in + fan_out)), the stride dividing the fan of the strided side.
+  "auto": normal for the DCGAN architectures, lecun for SNGAN's."""
+  if scheme == "auto":
+    scheme = "normal" if arch.startswith("dcgan") else "lecun"
+  if scheme == "normal":
+    return nn.initializers.normal(0.02)
+  if scheme == "lecun":
+    return nn.linear.default_kernel_init
+  if scheme != "tflib":
+    raise ValueError(f"unknown weight initialisation {scheme!r}")
+  if layer == "dense":
+    return nn.initializers.glorot_uniform()
+
+  def he_uniform(key, shape, dtype=jnp.float32):
+    k_h, k_w, fan_in_ch, fan_out_ch = shape  # Flax kernels: (kh, kw, in, out) for Conv and ConvTranspose
+    fan_in, fan_out = fan_in_ch * k_h * k_w, fan_out_ch * k_h * k_w
+    if layer == "deconv":
+      fan_in /= stride ** 2
+    else:
+      fan_out /= stride ** 2
+    limit = (4.0 / (fan_in + fan_out)) ** 0.5 * 3 ** 0.5
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+  return he_uniform
 
 
 def halvings(size: int, times: int) -> Tuple[int, ...]:
@@ -92,12 +128,28 @@ class ConditionalBatchNorm(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def _one_hot_maps(y_B, num_classes: int, h, w, dtype):
+  """Labels as constant feature maps f[B,h,w,K] (DCGAN-tensorflow's conv_cond_concat)."""
+  onehot = jax.nn.one_hot(y_B, num_classes, dtype=dtype)
+  return jnp.broadcast_to(onehot[:, None, None, :], (onehot.shape[0], h, w, num_classes))
+
+
+def _output(h, pixels: str):
+  """The generator's last activation, as an image in [-1, 1]: tanh, or a sigmoid's [0, 1] image
+  mapped there (2 sigmoid(h) - 1, i.e. tanh(h / 2)) for the references that keep pixels in [0, 1]."""
+  return jnp.tanh(h) if pixels == "tanh" else 2.0 * jax.nn.sigmoid(h) - 1.0
+
+
 class Generator(nn.Module):
   """z_BxZ (and labels y_B) -> images f32[B,H,W,C] in [-1, 1].
 
   `widths` are the channels from the coarsest resolution to the finest hidden one; the number of
   resolution doublings is len(widths) for dcgan and len(widths) - 1 for the sngan architectures
-  (which finish with a stride-1 3x3 convolution).
+  (which finish with a stride-1 3x3 convolution). dcgan_mnist is DCGAN-tensorflow's MNIST
+  generator: widths = (dense width, channels at H/4 and H/2), labels concatenated to every layer.
+  `crop` says which window of an odd size's doubled output is kept ("tf": where TF's
+  conv2d_transpose to that size lands; "top_left": the first rows and columns, as WGAN-GP's
+  gan_mnist.py slices); `pixels` "sigmoid" ends in a sigmoid (see `_output`).
   """
 
   arch: str
@@ -107,6 +159,9 @@ class Generator(nn.Module):
   norm: bool = True
   num_classes: Optional[int] = None
   momentum: float = 0.9
+  init_scheme: str = "auto"
+  crop: str = "tf"
+  pixels: str = "tanh"
   dtype: Any = jnp.float32
 
   def _norm(self, h, y_B, train):
@@ -114,8 +169,13 @@ class Generator(nn.Module):
       return h
     return ConditionalBatchNorm(self.num_classes, self.momentum)(h, y_B, train)
 
+  def _init(self, layer: str):
+    return weight_init(self.arch, self.init_scheme, layer, stride=2)
+
   @nn.compact
   def __call__(self, z_BxZ, y_B=None, train: bool = True):
+    if self.arch == "dcgan_mnist":
+      return self._dcgan_mnist(z_BxZ, y_B, train)
     H, W, C = self.out_shape
     doublings = len(self.widths) if self.arch == "dcgan" else len(self.widths) - 1
     sizes_h, sizes_w = halvings(H, doublings)[::-1], halvings(W, doublings)[::-1]
@@ -124,8 +184,7 @@ class Generator(nn.Module):
                        f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths.")
     # Layers followed by BatchNorm carry no bias: BN removes it, and Adam would turn its
     # (mathematically zero, numerically tiny) gradient into full-size random steps.
-    init = weight_init(self.arch)
-    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm, kernel_init=init,
+    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm, kernel_init=self._init("dense"),
                  dtype=self.dtype)(z_BxZ.astype(self.dtype))
     h = h.reshape(-1, sizes_h[0], sizes_w[0], self.widths[0])
 
@@ -134,23 +193,49 @@ class Generator(nn.Module):
         h = GeneratorBlock(width, self.num_classes, self.momentum, self.dtype)(h, y_B, train)
       h = nn.relu(self._norm(h, y_B, train))
       h = nn.Conv(C, (3, 3), dtype=self.dtype)(h)
-      return jnp.tanh(h).astype(jnp.promote_types(self.dtype, jnp.float32))
+      return _output(h, self.pixels).astype(jnp.promote_types(self.dtype, jnp.float32))
 
     h = nn.relu(self._norm(h, y_B, train))
     k = (self.kernel_size, self.kernel_size)
     out_widths = list(self.widths[1:]) + ([C] if self.arch == "dcgan" else [])
     for i, width in enumerate(out_widths):
       last = i == len(out_widths) - 1 and self.arch == "dcgan"
-      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=init,
+      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=self._init("deconv"),
                              dtype=self.dtype)(h)
-      off_h, off_w = (same_transpose_offset(n, m, self.kernel_size) for n, m in
-                      ((sizes_h[i], sizes_h[i + 1]), (sizes_w[i], sizes_w[i + 1])))
-      h = h[:, off_h:off_h + sizes_h[i + 1], off_w:off_w + sizes_w[i + 1]]  # 4 -> 8 -> keep 7 where odd
+      h = self._crop(h, (sizes_h[i], sizes_h[i + 1]), (sizes_w[i], sizes_w[i + 1]))  # 4 -> 8 -> keep 7 where odd
       if not last:
         h = nn.relu(self._norm(h, y_B, train))
     if self.arch == "sngan_cnn":
       h = nn.Conv(C, (3, 3), dtype=self.dtype)(h)
-    return jnp.tanh(h).astype(jnp.promote_types(self.dtype, jnp.float32))
+    return _output(h, self.pixels).astype(jnp.promote_types(self.dtype, jnp.float32))
+
+  def _crop(self, h, sizes_h, sizes_w):
+    """The window of the doubled output that a transposed convolution to an odd size keeps."""
+    if self.crop == "top_left":
+      return h[:, :sizes_h[1], :sizes_w[1]]
+    off_h, off_w = (same_transpose_offset(n, m, self.kernel_size) for n, m in (sizes_h, sizes_w))
+    return h[:, off_h:off_h + sizes_h[1], off_w:off_w + sizes_w[1]]
+
+  def _dcgan_mnist(self, z_BxZ, y_B, train):
+    """DCGAN-tensorflow's MNIST generator (model.py, the y_dim branch): [z, y] -> dense 1024 ->
+    BN, ReLU -> [., y] -> dense (H/4)(W/4)x128 -> BN, ReLU -> [., y maps] -> 5x5/2 deconvolution to
+    (H/2)(W/2)x128 -> BN, ReLU -> [., y maps] -> 5x5/2 deconvolution to HxWxC -> sigmoid."""
+    H, W, C = self.out_shape
+    dense_width, ch = self.widths
+    k = (self.kernel_size, self.kernel_size)
+    onehot = jax.nn.one_hot(y_B, self.num_classes, dtype=self.dtype)
+    bn = lambda t: BatchNorm(use_running_average=not train, momentum=self.momentum)(t)
+    h = jnp.concatenate([z_BxZ.astype(self.dtype), onehot], -1)
+    h = nn.relu(bn(nn.Dense(dense_width, use_bias=False, kernel_init=self._init("dense"), dtype=self.dtype)(h)))
+    h = jnp.concatenate([h, onehot], -1)
+    h = nn.Dense((H // 4) * (W // 4) * ch, use_bias=False, kernel_init=self._init("dense"), dtype=self.dtype)(h)
+    h = nn.relu(bn(h)).reshape(-1, H // 4, W // 4, ch)
+    h = jnp.concatenate([h, _one_hot_maps(y_B, self.num_classes, H // 4, W // 4, self.dtype)], -1)
+    h = conv.ConvTranspose(ch, k, (2, 2), "SAME", use_bias=False, kernel_init=self._init("deconv"), dtype=self.dtype)(h)
+    h = nn.relu(bn(h))
+    h = jnp.concatenate([h, _one_hot_maps(y_B, self.num_classes, H // 2, W // 2, self.dtype)], -1)
+    h = conv.ConvTranspose(C, k, (2, 2), "SAME", kernel_init=self._init("deconv"), dtype=self.dtype)(h)
+    return _output(h, self.pixels).astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class GeneratorBlock(nn.Module):
@@ -194,6 +279,9 @@ class Discriminator(_SNLayers):
 
   `train` selects batch statistics for BatchNorm; `update_stats` advances spectral
   normalisation's power iteration (False inside gradient penalties, which must not move it).
+  `pixels` "sigmoid" reads images in [0, 1] (the [-1, 1] batch mapped first), as the references
+  whose generators end in a sigmoid. dcgan_mnist is DCGAN-tensorflow's MNIST discriminator:
+  widths = (df_dim, dense width), labels concatenated to every layer.
   """
 
   arch: str = "dcgan"
@@ -202,6 +290,8 @@ class Discriminator(_SNLayers):
   norm: bool = True
   num_classes: Optional[int] = None
   momentum: float = 0.9
+  init_scheme: str = "auto"
+  pixels: str = "tanh"
   dtype: Any = jnp.float32
 
   def _norm(self, h, train):
@@ -209,25 +299,32 @@ class Discriminator(_SNLayers):
       return h
     return BatchNorm(use_running_average=not train, momentum=self.momentum)(h)
 
+  def _init(self, layer: str, stride: int = 2):
+    return weight_init(self.arch, self.init_scheme, layer, stride)
+
   @nn.compact
   def __call__(self, x_BxHxWxC, y_B=None, train: bool = True, update_stats: bool = True):
     h = x_BxHxWxC.astype(self.dtype)
+    if self.pixels == "sigmoid":
+      h = (h + 1.0) / 2.0
+    if self.arch == "dcgan_mnist":
+      return self._dcgan_mnist(h, y_B, train, update_stats)
     if self.arch == "dcgan":
       k = (self.kernel_size, self.kernel_size)
       for i, width in enumerate(self.widths):
         bias = i == 0 or not self.norm  # no bias before BatchNorm (see Generator)
         h = self.layer(conv.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias,
-                                 kernel_init=weight_init(self.arch), dtype=self.dtype), h, update_stats)
+                                 kernel_init=self._init("conv"), dtype=self.dtype), h, update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.2)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_cnn":
       for i, width in enumerate(self.widths):
-        h = self.layer(nn.Conv(width, (3, 3), use_bias=i == 0 or not self.norm, dtype=self.dtype), h,
-                       update_stats)
+        h = self.layer(nn.Conv(width, (3, 3), use_bias=i == 0 or not self.norm, kernel_init=self._init("conv", 1),
+                               dtype=self.dtype), h, update_stats)
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.1)
         if i < len(self.widths) - 1:
-          h = self.layer(conv.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, dtype=self.dtype),
-                         h, update_stats)
+          h = self.layer(conv.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, kernel_init=self._init("conv"),
+                                   dtype=self.dtype), h, update_stats)
           h = nn.leaky_relu(self._norm(h, train), 0.1)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_resnet":
@@ -238,7 +335,7 @@ class Discriminator(_SNLayers):
     else:
       raise ValueError(f"unknown discriminator architecture {self.arch!r}")
 
-    logits_B = self.layer(nn.Dense(1, kernel_init=weight_init(self.arch), dtype=self.dtype), features_BxF,
+    logits_B = self.layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), features_BxF,
                           update_stats)[:, 0]
     if self.num_classes is not None:
       # Projection discriminator: logit += <embed(y), features>.
@@ -246,6 +343,31 @@ class Discriminator(_SNLayers):
                              y_B, update_stats)
       logits_B = logits_B + jnp.sum(embed_BxF.astype(self.dtype) * features_BxF, axis=-1)
     return logits_B.astype(jnp.promote_types(self.dtype, jnp.float32))  # f32 logits from bf16
+
+  def _dcgan_mnist(self, x, y_B, train, update_stats):
+    """DCGAN-tensorflow's MNIST discriminator (model.py, the y_dim branch): [x, y maps] -> 5x5/2
+    conv, C + K filters, LeakyReLU(0.2) -> [., y maps] -> 5x5/2 conv, df_dim + K filters, BN,
+    LeakyReLU -> flatten, [., y] -> dense 1024, BN, LeakyReLU -> [., y] -> dense logit."""
+    df_dim, dense_width = self.widths
+    K = self.num_classes
+    B, H, W, C = x.shape
+    k = (self.kernel_size, self.kernel_size)
+    onehot = jax.nn.one_hot(y_B, K, dtype=self.dtype)
+    lrelu = lambda t: nn.leaky_relu(t, 0.2)
+    layer = lambda module, t: self.layer(module, t, update_stats)
+    h = jnp.concatenate([x, _one_hot_maps(y_B, K, H, W, self.dtype)], -1)
+    h = lrelu(layer(conv.Conv(C + K, k, strides=(2, 2), padding="SAME", kernel_init=self._init("conv"),
+                              dtype=self.dtype), h))
+    h = jnp.concatenate([h, _one_hot_maps(y_B, K, h.shape[1], h.shape[2], self.dtype)], -1)
+    h = layer(conv.Conv(df_dim + K, k, strides=(2, 2), padding="SAME", use_bias=not self.norm,
+                        kernel_init=self._init("conv"), dtype=self.dtype), h)
+    h = lrelu(self._norm(h, train)).reshape(B, -1)
+    h = jnp.concatenate([h, onehot], -1)
+    h = lrelu(self._norm(layer(nn.Dense(dense_width, use_bias=not self.norm, kernel_init=self._init("dense"),
+                                        dtype=self.dtype), h), train))
+    h = jnp.concatenate([h, onehot], -1)
+    logits_B = layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), h)[:, 0]
+    return logits_B.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class DiscriminatorBlock(_SNLayers):
