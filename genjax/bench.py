@@ -83,6 +83,8 @@ def _tiny_unet(m):
 
 
 def _tiny_gan(m):
+  if m.arch == "dcgan_mnist":
+    return dataclasses.replace(m, g_widths=(64, 16), d_widths=(8, 32), latent_dim=16)
   if m.arch == "dcgan":
     return dataclasses.replace(m, g_widths=(64, 32, 16, 8), d_widths=(8, 16, 32, 64), latent_dim=16)
   return dataclasses.replace(m, g_widths=(32, 32, 32, 32), d_widths=(32, 32, 32, 32), latent_dim=16, n_critic=1)
@@ -126,12 +128,15 @@ def _load(spec: str) -> config_lib.Experiment:
   return config_lib.load_config_file(_repo_path(spec))
 
 
-def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str] = None) -> config_lib.Experiment:
+def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str] = None,
+                   dtype: Optional[str] = None) -> config_lib.Experiment:
   """The benchmarked Experiment: the standard config, its batch cut to `cpu_batch` on a CPU,
-  shrunk to test size in quick mode; one device; no steps_per_call (one step per call)."""
+  shrunk to test size in quick mode; one device; no steps_per_call (one step per call);
+  `dtype` replaces the config's compute dtype."""
   entry = BENCHMARKS[name]
   exp = _load(entry.config)
-  train = dataclasses.replace(exp.train, steps_per_call=1, progress=False)
+  train = dataclasses.replace(exp.train, steps_per_call=1, progress=False,
+                              compute_dtype=dtype or exp.train.compute_dtype)
   data = dataclasses.replace(exp.data, data_dir=data_dir or exp.data.data_dir)
   if quick:
     exp = dataclasses.replace(exp, model=entry.quick(exp.model))
@@ -348,11 +353,14 @@ def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[st
 
 
 def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
-            data_dir: Optional[str] = None) -> Dict[str, Any]:
+            data_dir: Optional[str] = None, dtype: Optional[str] = None, min_time: Optional[float] = None,
+            sampling: bool = True) -> Dict[str, Any]:
+  """Every figure of one benchmark; `min_time` seconds of steady-state timing (default 8, 0.5
+  quick); `sampling=False` skips the sampling figures."""
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
   entry = BENCHMARKS[name]
-  exp = experiment_for(name, quick, on_cpu, data_dir)
+  exp = experiment_for(name, quick, on_cpu, data_dir, dtype)
   standard = _load(entry.config)
   info = data_lib.describe(exp.data)
   family = families.build(exp, info)
@@ -360,7 +368,8 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   row: Dict[str, Any] = {"name": name, "family": exp.family, "config": entry.config,
                          "note": entry.note, "batch": exp.train.batch_size, "compute_dtype": dtype,
                          "family_notes": family.notes}
-  train = measure_train(exp, family, info, min_time=0.5 if quick else 8.0, max_steps=3 if quick else 200)
+  min_time = min_time if min_time is not None else (0.5 if quick else 8.0)
+  train = measure_train(exp, family, info, min_time=min_time, max_steps=3 if quick else 200)
   state = train.pop("state")
   # The matmul rate right after the step's timing, so both see the same machine (shared hosts).
   rates[dtype] = matmul_rate(dtype, device, n=512 if quick else 2048, min_time=0.2 if quick else 1.0)
@@ -380,7 +389,8 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   row.update(peak_memory(device))
   row.update(measure_pipeline(exp, steps=5 if quick else 50))
   row["pipeline_over_train"] = row["pipeline_examples_per_s"] / row["train_examples_per_s"]
-  row.update(measure_sampling(exp, family, state, info, quick))
+  if sampling:
+    row.update(measure_sampling(exp, family, state, info, quick))
   row.update(measure_checkpoint(state))
   row["loop_outside_step_fraction"] = None
   if with_loop:
@@ -429,6 +439,10 @@ def main(argv=None) -> Dict[str, Any]:
                            "data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets)")
   parser.add_argument("--no-loop", dest="loop", action="store_false",
                       help="skip the short loop.train run (done in full mode on prepared datasets)")
+  parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                      help="the compute dtype of every config (default: each config's own)")
+  parser.add_argument("--min_time", type=float, default=None,
+                      help="seconds of steady-state step timing per config (default 8; 0.5 with --quick)")
   args = parser.parse_args(argv)
   names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
   unknown = [n for n in names if n not in BENCHMARKS]
@@ -440,7 +454,7 @@ def main(argv=None) -> Dict[str, Any]:
   for name in names:
     t0 = time.perf_counter()
     try:
-      row = run_one(name, args.quick, args.loop and not args.quick, rates, args.data_dir)
+      row = run_one(name, args.quick, args.loop and not args.quick, rates, args.data_dir, args.dtype, args.min_time)
     except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
       if args.quick:
         raise

@@ -14,7 +14,7 @@ import hashlib
 import math
 import os
 import re
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -98,7 +98,13 @@ def _data_source(builder, split: str):
 
 
 def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[int]]:
-  """The image source of a TFDS split and its number of classes (None when unlabelled)."""
+  """The image source of a TFDS split and its number of classes (None when unlabelled): from a
+  portable export (genjax.data.export) when the data_dir holds one, else from TFDS."""
+  from genjax.data import export  # imported here, so `python -m genjax.data.export` runs it once
+  folder = export.exported_dir(name, data_cfg)
+  if folder is not None:
+    images, labels, num_classes = export.images(folder, split)
+    return ArraySource(images, labels), num_classes
   builder = tfds_io.open_builder(name, data_cfg)
   features = builder.info.features
   has_label = "label" in features
@@ -165,15 +171,23 @@ def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
   """
   if split not in TEXT_SPLITS:
     raise ValueError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
-  builder = tfds_io.open_builder(name, data_cfg)
-  texts: Dict[str, str] = {}
-  for part in ("train", "validation", "test"):
-    source = _data_source(builder, part)
-    texts[part] = "".join(_as_text(source[i]["text"]) for i in range(len(source)))
+  from genjax.data import export
+  folder = export.exported_dir(name, data_cfg)
+  if folder is not None:
+    texts = export.texts(folder)
+  else:
+    builder = tfds_io.open_builder(name, data_cfg)
+    texts = {part: tfds_split_text(builder, part) for part in ("train", "validation", "test")}
   corpus = texts["train"] + texts["validation"] + texts["test"]
   cut = int(len(corpus) * 0.9)
   texts.update(nanogpt_train=corpus[:cut], nanogpt_val=corpus[cut:], all=corpus)
   return texts[split], corpus
+
+
+def tfds_split_text(builder, split: str) -> str:
+  """The text of a prepared TFDS text split (its examples joined)."""
+  source = _data_source(builder, split)
+  return "".join(_as_text(source[i]["text"]) for i in range(len(source)))
 
 
 def _as_text(value) -> str:
