@@ -215,11 +215,12 @@ def peak_memory(device) -> Dict[str, Any]:
 
 def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[str, Any]:
   """Compiles the loop's step for `exp` and times it on one synthetic batch."""
-  par = Parallelism.of(exp)
+  par = Parallelism.of(exp, family.partition_rules)
   B = exp.train.batch_size
   host_batch = synthetic_batch(info, B)
   t0 = time.perf_counter()
-  state = jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0))
+  par.abstract(jax.eval_shape(family.init, jax.random.key(0)))
+  state = jax.jit(family.init, out_shardings=par.state_sharding)(jax.random.key(0))
   state = par.put_state(state)
   step = par.compile(family.train_step, returns_state=True)
   batch = par.put_batch(host_batch)
@@ -348,6 +349,86 @@ def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[st
 
 
 # ----------------------------------------------------------------------------------------------
+# Memory of the sharded step
+# ----------------------------------------------------------------------------------------------
+
+MEMORY_CONFIGS = ("experiments/gpt2.py:medium", "experiments/gpt2.py:large")
+MEMORY_LAYOUTS = (("jit", 1), ("fsdp", 1), ("fsdp", 2))  # (mode, model_parallel): replicated, FSDP, FSDP + TP
+MEMORY_DEVICES = 8
+
+
+def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY_DEVICES) -> List[Dict[str, Any]]:
+  """Per-device memory of the compiled train step of `spec` under each layout of MEMORY_LAYOUTS:
+  the state's bytes per device (from the shardings) and XLA's memory analysis of the compiled
+  step (arguments, outputs, temporaries). Compiles only: nothing is allocated or run."""
+  exp = _load(spec)
+  exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, batch_size=batch, steps_per_call=1))
+  info = data_lib.describe(exp.data)
+  family = families.build(exp, info)
+  abstract = jax.eval_shape(family.init, jax.random.key(0))
+  params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+  rows = []
+  for mode, model_parallel in MEMORY_LAYOUTS:
+    par = Parallelism(mode, devices, model_parallel, family.partition_rules)
+    state = par.abstract(abstract)
+    tokens = jax.ShapeDtypeStruct((batch, info.shape[0] + 1), jnp.int32, sharding=par.sharded)
+    t0 = time.perf_counter()
+    compiled = par.compile(family.train_step, returns_state=True).lower(
+        state, {"tokens": tokens}, jax.random.key(0)).compile()
+    mem = compiled.memory_analysis()
+    get = lambda name, mem=mem: int(getattr(mem, name, 0) or 0)
+    rows.append({
+        "config": spec, "parameters": params, "mode": mode, "model_parallel": model_parallel, "devices": devices,
+        "batch": batch, "state_bytes_per_device": sharding_bytes(abstract, par.state_sharding),
+        "argument_bytes": get("argument_size_in_bytes"), "output_bytes": get("output_size_in_bytes"),
+        "temp_bytes": get("temp_size_in_bytes"), "alias_bytes": get("alias_size_in_bytes"),
+        "compile_s": time.perf_counter() - t0})
+    rows[-1]["total_bytes"] = (rows[-1]["argument_bytes"] + rows[-1]["output_bytes"] + rows[-1]["temp_bytes"]
+                               - rows[-1]["alias_bytes"])
+    print(f"[memory] {spec} {mode} x{model_parallel}: state {rows[-1]['state_bytes_per_device'] / 2**30:.2f} GiB/device, "
+          f"compiled step {rows[-1]['total_bytes'] / 2**30:.2f} GiB/device", file=sys.stderr, flush=True)
+  return rows
+
+
+def sharding_bytes(abstract, shardings) -> int:
+  from genjax.core import sharding
+  return sharding.bytes_per_device(abstract, shardings)
+
+
+def format_memory(rows: List[Dict[str, Any]]) -> str:
+  gib = lambda b: f"{b / 2**30:.2f}"
+  lines = ["| model | parameters | layout | state (parameters and optimizer state) GiB/device | compiled step GiB/device "
+           "(arguments / temporaries / outputs, aliased) |", "| --- | --- | --- | --- | --- |"]
+  for r in rows:
+    layout = {("jit", 1): "replicated", ("fsdp", 1): "FSDP"}.get((r["mode"], r["model_parallel"]),
+                                                                 f"FSDP x tensor parallel {r['model_parallel']}")
+    lines.append(f"| {r['config'].split('/')[-1]} | {r['parameters'] / 1e6:.0f}M | {layout} ({r['devices']} devices) | "
+                 f"{gib(r['state_bytes_per_device'])} | {gib(r['total_bytes'])} ({gib(r['argument_bytes'])} / "
+                 f"{gib(r['temp_bytes'])} / {gib(r['output_bytes'])}, {gib(r['alias_bytes'])}) |")
+  return "\n".join(lines)
+
+
+def memory_main(args) -> Dict[str, Any]:
+  if jax.device_count() < MEMORY_DEVICES:
+    import subprocess
+
+    from genjax.cli import simulated_devices_xla_flags
+    env = dict(os.environ, XLA_FLAGS=simulated_devices_xla_flags(MEMORY_DEVICES, os.environ.get("XLA_FLAGS", "")))
+    if jax.devices()[0].platform != "cpu":
+      raise SystemExit(f"--memory compiles for {MEMORY_DEVICES} devices; this machine has {jax.device_count()}.")
+    sys.exit(subprocess.run([sys.executable, "-m", "genjax.bench", *sys.argv[1:]], env=env).returncode)
+  rows = [row for spec in (args.memory_configs.split(",") if args.memory_configs else MEMORY_CONFIGS)
+          for row in measure_memory(spec)]
+  result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "jax": jax.__version__,
+            "device": jax.devices()[0].platform, "memory": rows}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  print(format_memory(rows))
+  return result
+
+
+# ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
 
@@ -443,7 +524,13 @@ def main(argv=None) -> Dict[str, Any]:
                       help="the compute dtype of every config (default: each config's own)")
   parser.add_argument("--min_time", type=float, default=None,
                       help="seconds of steady-state step timing per config (default 8; 0.5 with --quick)")
+  parser.add_argument("--memory", action="store_true",
+                      help=f"instead: per-device memory of the compiled step of GPT-2 medium and large on "
+                           f"{MEMORY_DEVICES} devices (simulated on a CPU), replicated vs FSDP vs FSDP + tensor parallel")
+  parser.add_argument("--memory_configs", default=None, help="with --memory: comma-separated config specs")
   args = parser.parse_args(argv)
+  if args.memory:
+    return memory_main(args)
   names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:

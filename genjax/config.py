@@ -98,14 +98,27 @@ class Train:
   compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
   steps_per_call: int = 1  # >1 runs several train steps inside one jitted lax.scan
   progress: bool = True
+  # (first, last): a jax.profiler trace of the steps from `first` to `last` into WORKDIR/profile
+  # (TensorBoard's profile plugin or XProf reads it), e.g. --config.train.profile_steps=10,20.
+  profile_steps: Tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Parallel:
-  """Data parallelism: `jit` (NamedSharding on a ("data",) mesh) or `pmap`."""
+  """How a step is spread over devices (genjax.core.parallel):
 
-  mode: Literal["jit", "pmap"] = "jit"
+  jit    data parallel: jax.jit on a ("data",) mesh, the state replicated, batches sharded;
+  fsdp   the same, with parameters, gradients and optimizer state sharded over the data axis
+         (each the largest dimension that divides; XLA gathers a layer's weights when it needs them);
+  pmap   data parallel under jax.pmap (one state copy per device).
+  model_parallel > 1 adds a "model" mesh axis of that size (jit and fsdp): the parameters that a
+  family's partition rules name (a GPT's attention heads and MLP) are split over it (tensor
+  parallelism), batches over the data axis of num_devices / model_parallel devices.
+  """
+
+  mode: Literal["jit", "fsdp", "pmap"] = "jit"
   num_devices: Optional[int] = None  # None: every device of every process
+  model_parallel: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +163,36 @@ def load_config_file(spec: str) -> Experiment:
     raise ConfigError(f"Config file {path!r} does not exist.{hint}")
   module_spec = importlib.util.spec_from_file_location(f"genjax_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"Config file {e.filename}:{e.lineno}: {e.msg} ({(e.text or '').strip()!r}). "
+                      "Fix the file; it must be Python defining get_config().") from None
+  except Exception as e:  # noqa: BLE001 - anything the file itself raises is the user's to fix
+    raise ConfigError(f"Config file {path}{_line_in(e, path)} raised {type(e).__name__}: {e}. Fix the file.") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"Config file {path!r} has no get_config() function returning an Experiment.")
-  exp = module.get_config(arg) if arg else module.get_config()
+  try:
+    exp = module.get_config(arg) if arg else module.get_config()
+  except ConfigError:
+    raise
+  except TypeError as e:
+    if arg and "positional argument" in str(e):
+      raise ConfigError(f"{path} takes no argument after ':' (got {arg!r}): use {path} alone.") from None
+    raise ConfigError(f"{spec}: get_config raised TypeError{_line_in(e, path)}: {e}.") from None
+  except (ValueError, KeyError, AttributeError, NameError) as e:
+    raise ConfigError(f"{spec}: {e}" if isinstance(e, ValueError) else
+                      f"{spec}: get_config raised {type(e).__name__}{_line_in(e, path)}: {e}.") from None
   if not isinstance(exp, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(exp).__name__}, expected genjax.config.Experiment.")
   return exp
+
+
+def _line_in(error: BaseException, path: str) -> str:
+  """" (line N)" for the deepest frame of `error`'s traceback that is in the file `path`."""
+  import traceback
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return f" (line {lines[-1]})" if lines else ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,6 +373,8 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
   for where, value in _float_fields(exp):
     if value is not None and not math.isfinite(value):
       raise ConfigError(f"config.{where} = {value} must be a finite number.")
+  if t.seed < 0:
+    raise ConfigError(f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys).")
   if o.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
   if o.weight_decay < 0:
@@ -353,10 +391,19 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     raise ConfigError(f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}.")
   if p.num_devices is not None and p.num_devices <= 0:
     raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
+  if p.model_parallel < 1:
+    raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} must be >= 1 (1: no tensor parallelism).")
+  if p.model_parallel > 1 and p.mode == "pmap":
+    raise ConfigError("config.parallel.model_parallel > 1 needs a device mesh: use --config.parallel.mode=jit or "
+                      "fsdp (pmap maps one whole model copy per device).")
   if num_devices is not None:
     if p.num_devices is not None and p.num_devices > num_devices:
       raise ConfigError(f"config.parallel.num_devices = {p.num_devices} but only {num_devices} devices exist.")
     n = p.num_devices or num_devices
+    if n % p.model_parallel:
+      raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} does not divide the {n} devices: use a "
+                        "divisor of the device count.")
+    n //= p.model_parallel  # batches are split over the data axis only
     if t.batch_size % n:
       lo, hi = t.batch_size // n * n, -(-t.batch_size // n) * n
       raise ConfigError(
@@ -366,6 +413,9 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     eval_batch = exp.eval.batch_size or t.batch_size
     if eval_batch % n:
       raise ConfigError(f"config.eval.batch_size = {eval_batch} does not divide over {n} devices: use a multiple of {n}.")
+  if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
+    raise ConfigError(f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
+                      "--config.train.profile_steps=10,20 (or empty for no profile).")
   if num_processes > 1 and t.batch_size % num_processes:
     raise ConfigError(f"config.train.batch_size = {t.batch_size} does not divide over {num_processes} processes.")
   return exp

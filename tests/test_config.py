@@ -52,7 +52,7 @@ def test_unknown_key_names_closest():
     ("train.steps", "1.5", "expected an integer"),
     ("optim.learning_rate", "fast", "expected a number"),
     ("data.flip", "maybe", "expected a boolean"),
-    ("parallel.mode", "tpu", "one of 'jit', 'pmap'"),
+    ("parallel.mode", "tpu", "one of 'jit', 'fsdp', 'pmap'"),
     ("train", "3", "is a group of settings"),
 ])
 def test_wrong_types_say_what_is_expected(key, value, expected):

@@ -76,7 +76,8 @@ def load(data_cfg, split: str) -> Dataset:
   else:
     close = difflib.get_close_matches(name, DATASETS, n=2)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown dataset data.name={name!r}.{hint} Known: {', '.join(DATASETS)}.")
+    from genjax.config import ConfigError
+    raise ConfigError(f"Unknown dataset --config.data.name={name!r}.{hint} Known: {', '.join(DATASETS)}.")
   binary = name == "binarized_mnist" or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
   return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)

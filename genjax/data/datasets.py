@@ -29,6 +29,7 @@ from typing import Dict, Iterator, Optional, Protocol, Tuple
 
 import numpy as np
 
+from genjax.config import ConfigError
 from genjax.data.info import DataInfo
 from genjax.data.tokenizers import Tokenizer
 
@@ -132,7 +133,7 @@ class ImageDataset:
     if binarize not in ("none", "threshold", "dynamic"):
       raise ValueError(f"data.binarize={binarize!r}: expected 'none', 'threshold' or 'dynamic'.")
     if source.num_examples == 0:
-      raise ValueError(f"Dataset {info.name!r} has no examples in this split.")
+      raise ConfigError(f"Dataset {info.name!r} has no examples in this split.")
     self.info = info
     self.source = source
     self.binarize = binarize
@@ -208,7 +209,7 @@ class TextDataset:
 
   def __init__(self, info: DataInfo, tokens: np.ndarray, tokenizer: Tokenizer, block_size: int):
     if len(tokens) < block_size + 1:
-      raise ValueError(f"Split of {info.name!r} has {len(tokens)} tokens, fewer than block_size + 1 = "
+      raise ConfigError(f"Split of {info.name!r} has {len(tokens)} tokens, fewer than block_size + 1 = "
                        f"{block_size + 1}: lower data.block_size.")
     self.info = info
     self.tokens = np.asarray(tokens, dtype=np.int32)

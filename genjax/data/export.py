@@ -21,6 +21,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from genjax.config import ConfigError
+
 MARKER = "genjax_export.json"
 FORMAT_VERSION = 1
 IMAGE_SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"),
@@ -47,7 +49,7 @@ def read_info(folder: str) -> dict:
 def _check_split(info: dict, folder: str, split: str):
   if split not in info["splits"]:
     sliced = "[" in split
-    raise ValueError(f"The export in {folder} has splits {sorted(info['splits'])}, not {split!r}"
+    raise ConfigError(f"The export in {folder} has splits {sorted(info['splits'])}, not {split!r}"
                      + (" (TFDS split slicing needs the TFDS dataset itself, not an export)." if sliced else "."))
 
 

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from genjax.config import ConfigError
 from genjax.data import tfds_io
 from genjax.data.datasets import ArraySource, ImageSource
 
@@ -35,7 +36,7 @@ def digits(split: str) -> ArraySource:
   labels = bunch.target.astype(np.int32)
   parts = {"train": slice(0, DIGITS_NUM_TRAIN), "test": slice(DIGITS_NUM_TRAIN, None), "all": slice(None)}
   if split not in parts:
-    raise ValueError(f"digits has splits {sorted(parts)}, not {split!r}.")
+    raise ConfigError(f"digits has splits {sorted(parts)}, not {split!r}.")
   return ArraySource(images[parts[split]], labels[parts[split]], max_value=16)
 
 
@@ -93,7 +94,7 @@ def _data_source(builder, split: str):
     return builder.as_data_source(split=split)
   except (KeyError, ValueError) as e:
     splits = sorted(builder.info.splits) if isinstance(builder.info.splits, dict) else []
-    raise ValueError(f"{builder.name} has no split {split!r}: choose one of {splits} "
+    raise ConfigError(f"{builder.name} has no split {split!r}: choose one of {splits} "
                      f"(TFDS slicing such as 'train[:90%]' also works). TFDS said: {e}") from e
 
 
@@ -170,7 +171,7 @@ def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
   its validation and test splits together (compare validation loss with nanoGPT there).
   """
   if split not in TEXT_SPLITS:
-    raise ValueError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
+    raise ConfigError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
   from genjax.data import export
   folder = export.exported_dir(name, data_cfg)
   if folder is not None:

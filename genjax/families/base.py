@@ -58,6 +58,9 @@ class Family:
   pictures: Optional[Callable] = None
   # text families: token ids -> text
   decode: Optional[Callable] = None
+  # (regex on a parameter's path, logical axis names per dimension): which dimensions tensor
+  # parallelism may split (genjax.core.sharding); families without large layers need none
+  partition_rules: tuple = ()
   notes: str = ""
 
 

@@ -26,7 +26,7 @@ class FeatureNet:
   name: str
   dim: int                # feature dimension D
   num_classes: int        # logits K (Inception: 1008; classifiers: the dataset's classes)
-  apply: Apply            # images f32[N,H,W,C] in [-1, 1] -> (features f32[N,D], logits f32[N,K])
+  apply: Apply            # images f32[N,H,W,C] in [-1, 1] (quantized to 8 bits) -> (features f32[N,D], logits f32[N,K])
   fingerprint: str        # changes when the weights change (keys the reference-statistics cache)
 
 
@@ -68,13 +68,23 @@ def genjax_home() -> str:
   return os.path.abspath(os.path.expanduser(os.environ.get("GENJAX_HOME", "~/.genjax")))
 
 
+def quantize_uint8(images: np.ndarray) -> np.ndarray:
+  """Images in [-1, 1] as the 8-bit pictures the reference pipelines read (pytorch-fid and TTUR on
+  saved PNGs, EDM's fid.py, clean-fid): u8 = floor(255 (x + 1) / 2 + 0.5) clipped to 0..255, as
+  torchvision's save_image rounds, then back to [-1, 1] (2 u8 / 255 - 1). Real data, already 8-bit,
+  passes unchanged."""
+  u8 = np.clip(np.floor((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5), 0, 255)
+  return (u8 / 127.5 - 1.0).astype(np.float32)
+
+
 def batched(fn: Callable, batch_size: int) -> Apply:
   """Runs a jitted fn(images) -> (features, logits) over fixed-size chunks (the last one padded,
-  so one compilation serves any N), returning numpy arrays."""
+  so one compilation serves any N), returning numpy arrays. Images are quantized to 8 bits first
+  (`quantize_uint8`), so samples are measured as the pictures a reference pipeline would read."""
   jitted = jax.jit(fn)
 
   def apply(images: np.ndarray):
-    images = np.asarray(images, np.float32)
+    images = quantize_uint8(images)
     n = len(images)
     outputs = []
     for start in range(0, n, batch_size):

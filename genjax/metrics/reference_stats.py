@@ -77,7 +77,13 @@ def reference_stats(data_cfg, split: str, net: FeatureNet, keep: int = DEFAULT_K
   dataset = data.load(data_cfg, split)
   log(f"Computing {net.name} reference statistics of {data_cfg.name}/{split} "
       f"({dataset.num_examples} examples) into {path} (once).")
-  ref = compute(dataset.eval_batches(batch_size), net, keep)
+  import sys
+
+  from tqdm import tqdm
+  batches = tqdm(dataset.eval_batches(batch_size), total=-(-dataset.num_examples // batch_size),
+                 desc=f"reference statistics {data_cfg.name}/{split}", unit="batch", file=sys.stderr,
+                 mininterval=1.0 if os.isatty(2) else 30.0, dynamic_ncols=True)
+  ref = compute(batches, net, keep)
   save(path, ref)
   return ref
 

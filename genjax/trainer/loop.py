@@ -7,6 +7,11 @@
 Determinism: the batch of step s is a pure function of (train.seed, s) and so is the step's PRNG
 key (`fold_in(key(seed), s)`); the state is restored exactly; so a run resumed from any
 checkpoint logs bit for bit the losses of a run never interrupted (on CPU).
+
+Preemption: after dispatching a call the loop waits for the one before it, never for the newest
+(so the device does not idle for the host, and no metric is fetched), and reads the SIGTERM flag
+after every call and between evaluation batches: a notice is answered with a checkpoint and exit
+status 75 within about two step times.
 """
 
 import collections
@@ -32,6 +37,11 @@ from genjax.trainer import writers
 log = logging.getLogger("genjax")
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" - rerunning the command resumes the run
+# Compiled calls the loop lets run ahead of the host: after dispatching call n it waits for call
+# n - MAX_IN_FLIGHT. One keeps the device busy (call n runs while the host prepares n + 1) and
+# bounds the work queued when a preemption notice arrives, which is answered (checkpoint
+# written) within about two calls.
+MAX_IN_FLIGHT = 1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -93,6 +103,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   train_ds = data_lib.load(exp.data, exp.data.train_split)
   eval_ds = data_lib.load(exp.data, exp.data.eval_split)
   family = families.build(exp, train_ds.info)
+  parallelism.rules = family.partition_rules
   if is_chief:
     workdir_lib.write_config(workdir, exp)
   run = _Run(exp, workdir, parallelism, family, train_ds, eval_ds)
@@ -115,7 +126,7 @@ class _Run:
     t = exp.train
     init_rng, train_rng, self.eval_rng, self.sample_rng = jax.random.split(jax.random.key(t.seed), 4)
     self.checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
-    self.writer, self.progress = None, None
+    self.writer, self.progress, self.profiling = None, None, False
     self.step, self.last_saved = self._restore(init_rng)
     self.meta_base = {"config": config_lib.to_dict(exp), "data_info": self.info.to_dict()}
     self.step_fn = parallelism.compile(keyed_steps(family.train_step, train_rng, t.steps_per_call), True)
@@ -134,7 +145,8 @@ class _Run:
     abstract = self.par.abstract(jax.eval_shape(self.family.init, init_rng))
     found = self.checkpoints.restore_latest(abstract)
     if found is None:
-      self.state = self.par.put_state(jax.jit(self.family.init, out_shardings=self.par.replicated)(init_rng))
+      out = self.par.state_sharding if self.par.on_mesh else self.par.replicated  # a sharded state starts sharded
+      self.state = self.par.put_state(jax.jit(self.family.init, out_shardings=out)(init_rng))
       return 0, None
     start, state, meta = found
     if meta.get("data", {}).get("seed", self.exp.train.seed) != self.exp.train.seed:
@@ -188,27 +200,30 @@ class _Run:
                           {**self.meta_base, "step": step, "data": {"seed": self.exp.train.seed, "next_step": step}})
     self.last_saved = step
 
-  def evaluate(self, step: int):
-    """The eval step's means over eval.num_batches held-out batches, then (process 0) samples."""
+  def evaluate(self, step: int, preempt=None):
+    """The eval step's means over eval.num_batches held-out batches, then (process 0) samples;
+    abandoned (nothing written) when a preemption notice arrives in between."""
     exp = self.exp
     eval_batch = exp.eval.batch_size or exp.train.batch_size
     totals, count = {}, 0
     for batch in self.eval_ds.eval_batches(eval_batch, exp.eval.num_batches, self.pid, self.nproc):
+      if preempt is not None and self._should_stop(preempt, step):
+        return
       metrics = self.eval_fn(self.state, self.par.put_batch(batch), self.eval_rng)
       for k, v in self.par.host_metrics(metrics).items():
         totals[k] = totals.get(k, 0.0) + float(v)
       count += 1
     self.last_eval = {f"eval_{k}": v / max(count, 1) for k, v in totals.items()}
     self.writer.write(step, self.last_eval)
-    if self.is_chief:
-      self.draw_samples(step)
+    if self.family.output != "none" and not (preempt is not None and self._should_stop(preempt, step)):
+      here = self.par.local_copy(self.state)  # every process: a sharded state is gathered collectively
+      if self.is_chief:
+        self.draw_samples(step, here)
 
-  def draw_samples(self, step: int):
-    """Sample grids (or texts) of the EMA weights into WORKDIR/samples and TensorBoard."""
-    if self.family.output == "none":
-      return
+  def draw_samples(self, step: int, here):
+    """Sample grids (or texts) of the EMA weights of `here` (a local copy of the state) into
+    WORKDIR/samples and TensorBoard."""
     exp, family = self.exp, self.family
-    here = self.par.local_copy(self.state)
     samples = np.asarray(jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng,
                                                        exp.eval.num_samples)))
     sample_dir = os.path.join(self.workdir, "samples")
@@ -248,15 +263,21 @@ class _Run:
                               for s in range(self.step, min(self.step + 2 * K, t.steps), K))
     next_prefetch = self.step + len(queue) * K
     window_start, window_steps = time.perf_counter(), 0
+    in_flight = collections.deque()
     with _PreemptionFlag(install=self.nproc == 1) as preempt:
       while self.step < t.steps:
         batch = queue.popleft().result()
         if next_prefetch < t.steps:
           queue.append(self.prefetch.submit(self.device_batch, next_prefetch))
           next_prefetch += K
+        self._profile(starting=True)
         self.state, metrics = self.step_fn(self.state, batch, np.int32(self.step))
         self.pending.append((self.step, metrics))
+        in_flight.append(metrics)
+        if len(in_flight) > MAX_IN_FLIGHT:
+          jax.block_until_ready(in_flight.popleft())  # an older call: the newest keeps the device busy
         self.step += K
+        self._profile(starting=False)
         window_steps += K
         if self.progress is not None:
           self.progress.update(K)
@@ -267,13 +288,30 @@ class _Run:
           self._show_progress()
         self._after_step(preempt)
 
+  def _should_stop(self, preempt, step: int) -> bool:
+    return preempt.raised or (self.nproc > 1 and self.checkpoints.reached_preemption(step))
+
+  def _profile(self, starting: bool):
+    """Starts a jax.profiler trace before the first profiled step, stops it after the last."""
+    if not self.exp.train.profile_steps:
+      return
+    first, last = self.exp.train.profile_steps
+    if starting and not self.profiling and first <= self.step < last:
+      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+      self.profiling = True
+    elif not starting and self.profiling and self.step >= last:
+      jax.block_until_ready(self.state)
+      jax.profiler.stop_trace()
+      self.profiling = False
+      log.info("Profile of steps %d-%d written to %s", first, last, os.path.join(self.workdir, "profile"))
+
   def _after_step(self, preempt):
     """Evaluation, checkpoint and preemption at the step just dispatched."""
     t, step = self.exp.train, self.step
     if step % t.eval_every == 0 or step == t.steps:
       self.flush(0.0)
-      self.evaluate(step)
-    stop = preempt.raised or (self.nproc > 1 and self.checkpoints.reached_preemption(step))
+      self.evaluate(step, preempt)
+    stop = self._should_stop(preempt, step)
     if step % t.checkpoint_every == 0 or step == t.steps or stop:
       self.flush(0.0)
       self.save(step)
@@ -283,6 +321,9 @@ class _Run:
                       "Rerun the same command to resume.")
 
   def close(self):
+    if self.profiling:
+      jax.profiler.stop_trace()
+      self.profiling = False
     prefetch = getattr(self, "prefetch", None)
     if prefetch is not None:
       prefetch.shutdown(wait=False, cancel_futures=True)

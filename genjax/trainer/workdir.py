@@ -26,7 +26,7 @@ from genjax.data.info import DataInfo
 # workdir holds a different experiment and resuming from it is refused.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints",
-                     "train.progress", "train.steps_per_call", "eval.", "parallel.",
+                     "train.progress", "train.steps_per_call", "train.profile_steps", "eval.", "parallel.",
                      "data.data_dir", "data.manual_dir", "data.in_memory_max_mb")
 
 
@@ -40,9 +40,13 @@ def load_config(workdir: str) -> config_lib.Experiment:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a genjax workdir? "
                             "Train first with python -m genjax.train --workdir DIR.")
-  with open(path) as f:
-    data = json.load(f)
-  return config_lib.from_dict(data, families.model_classes())
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    return config_lib.from_dict(data, families.model_classes())
+  except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as e:
+    raise config_lib.ConfigError(f"{path} cannot be read ({type(e).__name__}: {e}): the workdir's config is damaged "
+                                 "or not genjax's. Nothing was changed; use another --workdir.") from None
 
 
 def prepare(workdir: str, exp: config_lib.Experiment):
@@ -68,7 +72,7 @@ def check_same_experiment(workdir: str, exp: config_lib.Experiment):
     return
   try:
     old = load_config(workdir)
-  except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+  except (ValueError, TypeError, KeyError) as e:
     raise config_lib.ConfigError(f"{path} exists but cannot be read ({e}); this workdir holds something else. "
                                  "Use a new --workdir.") from e
   changed = [k for k in config_lib.diff(old, exp) if not k.startswith(RESUMABLE_CHANGES)]
@@ -87,10 +91,14 @@ def _get(exp, dotted):
   return node
 
 
-def restore(workdir: str, step: Optional[int] = None):
+def restore(workdir: str, step: Optional[int] = None, overrides=()):
   """Reads a run back: (exp, family, state, info). The state is the newest readable checkpoint
-  (or `step`), as one copy on this process's first device; nothing but the workdir is needed."""
+  (or `step`), as one copy on this process's first device; nothing but the workdir is needed.
+  `overrides` (["--config.model.clip_denoised=false", ...]) change the experiment read back, for
+  settings that leave the parameters' shapes alone (e.g. how a diffusion model is evaluated)."""
   exp = load_config(workdir)
+  if overrides:
+    exp = config_lib.apply_overrides(exp, list(overrides))
   checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
   try:
     if not checkpoints.steps():

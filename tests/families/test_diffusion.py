@@ -210,3 +210,21 @@ def test_bits_per_dim_of_the_true_noise_predictor_on_one_point(variance):
                              total / (d * math.log(2)), rtol=1e-3)
   if variance == "fixedlarge":
     assert kl > 1.0  # beta_t != beta_tilde_t: the test sees the KL terms
+
+
+def test_dpm_solver_keeps_the_spread_of_gaussian_data_at_few_steps():
+  """With the exact denoiser of N(0, 0.3^2) data, DPM-Solver++(2M) on log-SNR-uniform steps with
+  a first-order final step draws the data's spread at 10, 20 and 50 steps (time-uniform steps
+  without it drew 0.37, 0.39 and 0.33)."""
+  T, s = 1000, 0.3
+  sched = schedules.make_schedule("linear", T)
+  model_fn = gaussian_model(0.0, s)(sched)
+  for steps in (10, 20, 50):
+    x = samplers.dpmpp_2m(model_fn, sched, jax.random.key(0), (4000, 2, 2, 1), num_steps=steps, clip_denoised=False)
+    assert abs(float(x.std()) - s) < 0.01, (steps, float(x.std()))
+  ts = samplers.logsnr_timesteps(sched, 10)
+  assert ts[0] == T - 1 and ts[-1] == 0 and np.all(np.diff(ts) < 0) and len(ts) == 10
+  ab = np.asarray(sched.alphas_cumprod, np.float64)
+  lam = 0.5 * np.log(ab[ts] / (1 - ab[ts]))
+  steps_in_lambda = np.diff(lam)
+  assert np.ptp(steps_in_lambda) < 0.2 * np.mean(steps_in_lambda)  # evenly spaced in log-SNR (to rounding)

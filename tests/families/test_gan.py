@@ -499,7 +499,8 @@ def test_dcgan_mnist_draws_every_digit_it_is_asked_for(tmp_path):
   samples as the digit they were conditioned on, and every digit is drawn (no collapse)."""
   from genjax import data as data_lib
   from genjax.metrics import features
-  from genjax.trainer import loop, workdir as workdir_lib
+  from genjax.trainer import loop
+  from genjax.trainer import workdir as workdir_lib
   try:
     net = features.get("classifier_mnist")
     data_lib.load(C_Data("mnist"), "test")

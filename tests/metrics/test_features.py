@@ -43,9 +43,21 @@ def test_batched_apply_pads_the_last_chunk_and_keeps_order():
     calls.append(x.shape)
     return x.reshape(len(x), -1) * 2, x.reshape(len(x), -1)[:, :1]
 
-  feats, logits = features.batched(fn, batch_size=4)(np.arange(10 * 3, dtype=np.float32).reshape(10, 3, 1, 1))
-  np.testing.assert_array_equal(feats, np.arange(30).reshape(10, 3) * 2)
+  images = (np.arange(10 * 3, dtype=np.float32) / 127.5 - 1.0).reshape(10, 3, 1, 1)  # 8-bit levels in [-1, 1]
+  feats, logits = features.batched(fn, batch_size=4)(images)
+  np.testing.assert_allclose(feats, images.reshape(10, 3) * 2, rtol=1e-6)
   assert logits.shape == (10, 1) and calls == [(4, 3, 1, 1)]  # one trace for all chunks
+
+
+def test_samples_are_measured_as_8_bit_pictures():
+  """Float samples become the 8-bit images a saved PNG would hold (round half up, clipped), as the
+  reference FID pipelines read them; real 8-bit data passes through unchanged."""
+  u8 = np.arange(256, dtype=np.float32)
+  real = u8 / 127.5 - 1.0
+  np.testing.assert_array_equal(features.quantize_uint8(real), real)
+  samples = np.array([-1.3, -1.0, -0.99, 0.0, 0.001, 0.999, 1.2], np.float32)
+  expected_u8 = np.array([0, 0, 1, 128, 128, 255, 255])  # floor(127.5 (x + 1) + 0.5)
+  np.testing.assert_allclose(features.quantize_uint8(samples), expected_u8 / 127.5 - 1.0, atol=1e-7)
 
 
 def _trained_mnist_classifier():

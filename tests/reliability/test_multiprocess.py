@@ -65,3 +65,25 @@ def test_two_processes_match_one_and_resume_together_after_preemption(tmp_path):
     _multi_process(g, config, preempted)
     assert g.wait(TIMEOUT) == [0, 0], g.output()
   assert losses(preempted) == losses(multi)  # bit for bit, every step
+
+
+def test_two_processes_of_four_devices_under_fsdp_match_one_of_eight(tmp_path):
+  """FSDP across processes: each process holds its shards of the state, the checkpoint is written
+  by both (each its own shards) and reads back whole; losses and parameters match 1 x 8."""
+  config = write_config(tmp_path / "exp.py", steps=6, checkpoint_every=3, eval_every=6)
+  one, multi = str(tmp_path / "one"), str(tmp_path / "multi")
+  fsdp = ["--config.parallel.mode=fsdp"]
+  with group(tmp_path) as g:
+    g.start(train_command(config, one, *fsdp), child_env(8))
+    assert g.wait(TIMEOUT) == [0], g.output()
+  with group(tmp_path) as g:
+    port = free_port()
+    for i in range(2):
+      g.start(train_command(config, multi, *fsdp, "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
+                            "--process_id", str(i)), child_env(4))
+    assert g.wait(TIMEOUT) == [0, 0], g.output()
+  reference = losses(one)
+  assert sorted(reference) == sorted(losses(multi)) == list(range(1, 7))
+  np.testing.assert_allclose([losses(multi)[s] for s in reference], list(reference.values()), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), _params(multi), _params(one))
+  assert {"step_00000006.png"} <= set(os.listdir(os.path.join(multi, "samples")))

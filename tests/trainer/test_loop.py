@@ -143,3 +143,77 @@ def test_cli_errors_are_one_paragraph(tmp_path):
   bad = subprocess.run(_train_command(config, str(tmp_path / "w")) + ["--config.train.batch_size=12", "--cpu_devices=8"],
                        env=env, capture_output=True, text=True, cwd=REPO)
   assert bad.returncode == 2 and "does not divide over 8 devices" in bad.stderr and "Traceback" not in bad.stderr
+
+
+SLOW_STEP_RUN = """
+import sys, time
+import jax
+sys.path.insert(0, {repo!r})
+from genjax import families
+from genjax.trainer import loop
+from tests.trainer.helpers import small_experiment
+
+build = families.build
+
+def tick():
+  time.sleep({seconds})
+  with open({marker!r}, "a") as f:
+    f.write(".")
+
+def slow_build(exp, info):  # every step takes {seconds} s more on the device's side, like a big model
+  family = build(exp, info)
+  def train_step(state, batch, rng):
+    jax.debug.callback(tick)
+    return family.train_step(state, batch, rng)
+  return family.__class__(**{{**family.__dict__, "train_step": train_step}})
+
+families.build = slow_build
+exp = small_experiment(steps=100, checkpoint_every=100, eval_every=100)
+exp = exp.__class__(**{{**exp.__dict__, "train": exp.train.__class__(**{{**exp.train.__dict__, "log_every": 50}})}})
+try:
+  loop.train(exp, {workdir!r})
+except loop.Preempted as e:
+  print("preempted_at", time.time(), flush=True)
+  sys.exit(loop.PREEMPTED_EXIT_CODE)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_is_answered_within_about_two_step_times(tmp_path):
+  """Steps of 1 s, logged only every 50: the loop still lets at most one call run ahead, so a
+  SIGTERM is answered with a checkpoint and exit 75 in about two step times, not after the 50
+  steps an unbounded queue would have dispatched."""
+  seconds, workdir, marker = 1.0, str(tmp_path / "run"), str(tmp_path / "steps_done")
+  script = SLOW_STEP_RUN.format(repo=REPO, seconds=seconds, workdir=workdir, marker=marker)
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, "PYTHONPATH": REPO})
+  checkpoints = os.path.join(workdir, "checkpoints")
+  started = time.time()
+  while time.time() - started < 240 and proc.poll() is None:  # until 5 steps have run
+    if os.path.exists(marker) and len(open(marker).read()) >= 5:
+      break
+    time.sleep(0.1)
+  sent = time.time()
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  exited = time.time() - sent
+  assert proc.returncode == loop.PREEMPTED_EXIT_CODE, err[-2000:]
+  answered = float(out.split("preempted_at")[1].split()[0]) - sent  # the checkpoint is written by then
+  saved = [int(s) for s in os.listdir(checkpoints) if s.isdigit()]
+  assert saved and 3 <= max(saved) < 50, saved
+  print(f"SIGTERM answered (checkpoint written) in {answered:.2f} s, process ended after {exited:.2f} s, "
+        f"with {seconds} s steps; stopped at step {max(saved)}")
+  assert answered < 3.5 * seconds, f"took {answered:.1f} s to answer SIGTERM with {seconds} s steps"
+  assert exited < answered + 30  # and the process ended soon after
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+  workdir = str(tmp_path / "run")
+  exp = config_lib.apply_overrides(small_experiment(steps=4, checkpoint_every=4, eval_every=4),
+                                   {"train.profile_steps": "1,3"})
+  loop.train(exp, workdir)
+  traces = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "profile")) for f in fs
+            if f.endswith(".xplane.pb")]
+  assert traces and os.path.getsize(traces[0]) > 0
+  with pytest.raises(config_lib.ConfigError, match="profile_steps"):
+    loop.train(config_lib.apply_overrides(exp, {"train.profile_steps": "3,1"}), str(tmp_path / "bad"))

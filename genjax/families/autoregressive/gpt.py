@@ -113,6 +113,19 @@ class GPT(nn.Module):
     return [init_cache(batch, capacity, self.num_heads, head_dim, self.dtype) for _ in range(self.num_layers)]
 
 
+# Megatron's split of a transformer layer over the "model" axis: attention heads, and the MLP's
+# hidden units (genjax.core.sharding maps the logical names to mesh axes).
+PARTITION_RULES = (
+    (r"attn/qkv/kernel$", ("embed", None, "heads", None)),
+    (r"attn/qkv/bias$", (None, "heads", None)),
+    (r"attn/out/kernel$", ("heads", None, "embed")),
+    (r"mlp/fc/kernel$", ("embed", "mlp")),
+    (r"mlp/fc/bias$", ("mlp",)),
+    (r"mlp/proj/kernel$", ("mlp", "embed")),
+    (r"(wte|wpe|head)$", ("vocab", "embed")),
+)
+
+
 def decay_mask(params, decay_embeddings: bool = True):
   """Which parameters AdamW decays: the matmul weights, and (as nanoGPT does: its
   configure_optimizers decays every tensor of rank >= 2) the token and position embeddings;
@@ -309,6 +322,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
                                              with_bits),
       sample=sample_fn, sample_options=SampleOptions, resolve_options=resolve, output="text",
       evaluate=evaluate, decode=lambda ids: tokenizer.decode(np.asarray(ids).tolist()),
+      partition_rules=PARTITION_RULES,
       notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
             f"per token ~ {flops:.4g} (6N + 12*layers*width*block)")
 

@@ -12,7 +12,9 @@ guidance already folded in). The loop body is traced once, so a sampler costs ex
   "ddim"       Song et al. 2021, eq. 12, on num_steps time steps; eta = 0 is deterministic, eta = 1
                on all T steps is the same Markov chain as "ddpm" with the "fixedsmall" variance.
   "dpmpp_2m"   DPM-Solver++(2M) of Lu et al. 2022 (Algorithm 2, multistep second order in the
-               data prediction), on num_steps time steps; the last step is first order.
+               data prediction), on num_steps time steps evenly spaced in log-SNR (as its paper
+               and k-diffusion space them), the step into the last one first order
+               ("lower_order_final"), which returns its denoised x0.
 
 With clip_denoised, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it, so that each
 sampler's (x0_hat, eps_hat) pair stays consistent with x_t.
@@ -33,6 +35,25 @@ def timesteps(T: int, num_steps: int) -> np.ndarray:
   if not 1 <= num_steps <= T:
     raise ValueError(f"num_steps = {num_steps} must lie in [1, T = {T}].")
   return np.round(np.linspace(T - 1, 0, num_steps)).astype(np.int32)
+
+
+def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
+  """num_steps time-step indices from T-1 down to 0 whose log-SNRs lambda = log(alpha / sigma) are
+  evenly spaced (each index the nearest to its lambda; nudged up where two would coincide, so
+  there are exactly num_steps): int32[num_steps]."""
+  T = sched.num_timesteps
+  timesteps(T, num_steps)  # checks the range
+  ab = np.asarray(sched.alphas_cumprod, np.float64)
+  lam = 0.5 * (np.log(ab) - np.log1p(-ab))  # decreasing in t
+  grid = np.linspace(lam[T - 1], lam[0], num_steps)
+  ts = np.round(np.interp(grid, lam[::-1], np.arange(T - 1, -1, -1, dtype=np.float64))).astype(np.int64)
+  ts[0] = T - 1
+  for i in range(1, num_steps):  # strictly decreasing and within range: at most T - 1 - i ...
+    ts[i] = min(ts[i], ts[i - 1] - 1)
+  ts[-1] = 0
+  for i in range(num_steps - 2, -1, -1):  # ... and at least num_steps - 1 - i
+    ts[i] = max(ts[i], ts[i + 1] + 1)
+  return ts.astype(np.int32)
 
 
 def _denoise(model_fn, sched, x, t, clip_denoised):
@@ -92,18 +113,20 @@ def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, c
   """DPM-Solver++(2M). With lambda = log(alpha / sigma), alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
   and h = lambda_next - lambda_t, the step from t to the next time step is
     x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D,
-  where D = x0_hat (first order, first step) or (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev with
-  r = h_prev / h (second order). The final step goes to sigma = 0 and returns x0_hat."""
+  where D = x0_hat (first order: the first step, and the step into the last time) or
+  (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev with r = h_prev / h (second order). The time steps are
+  evenly spaced in lambda; the final evaluation, at t = 0, returns its x0_hat."""
   T = sched.num_timesteps
-  ts = timesteps(T, num_steps or T)
+  ts = logsnr_timesteps(sched, num_steps or T)
   ts_next = np.append(ts[1:], ts[-1]).astype(np.int32)  # the last entry is unused: the step returns x0_hat
   is_last = np.arange(len(ts)) == len(ts) - 1
+  first_order = (np.arange(len(ts)) == 0) | (np.arange(len(ts)) == len(ts) - 2)  # lower order at both ends
   alpha, sigma = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
   lam = jnp.log(alpha) - jnp.log(sigma)
 
   def step(carry, inputs):
-    x, x0_prev, h_prev, first = carry
-    t, t_next, last = inputs
+    x, x0_prev, h_prev = carry
+    t, t_next, last, first = inputs
     x0_hat, _, _ = _denoise(model_fn, sched, x, t, clip_denoised)
     h = lam[t_next] - lam[t]
     r = h_prev / jnp.where(last, 1.0, h)
@@ -111,11 +134,12 @@ def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, c
     d = jnp.where(first, x0_hat, second)
     x_next = sigma[t_next] / sigma[t] * x - alpha[t_next] * jnp.expm1(-h) * d
     x_next = jnp.where(last, x0_hat, x_next)
-    return (x_next, x0_hat, h, jnp.zeros((), bool)), None
+    return (x_next, x0_hat, h), None
 
   x_T = jax.random.normal(rng, shape)
-  carry = (x_T, jnp.zeros(shape), jnp.ones(()), jnp.ones((), bool))
-  (x, _, _, _), _ = jax.lax.scan(step, carry, (jnp.asarray(ts), jnp.asarray(ts_next), jnp.asarray(is_last)))
+  carry = (x_T, jnp.zeros(shape), jnp.ones(()))
+  inputs = tuple(jnp.asarray(a) for a in (ts, ts_next, is_last, first_order))
+  (x, _, _), _ = jax.lax.scan(step, carry, inputs)
   return x
 
 
