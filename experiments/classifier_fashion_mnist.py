@@ -20,7 +20,8 @@ import importlib.util
 import os
 
 _spec = importlib.util.spec_from_file_location(
-    "classifier_mnist_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifier_mnist.py"))
+  "classifier_mnist_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifier_mnist.py")
+)
 _mnist = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mnist)
 

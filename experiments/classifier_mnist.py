@@ -26,13 +26,11 @@ from genjax.families import classifier
 
 def get_config(dataset: str = "mnist") -> C.Experiment:
   return C.Experiment(
-      name=f"classifier_{dataset}",
-      family="classifier",
-      model=classifier.Config(channels=(16, 32), feature_dim=128, dropout=0.3),
-      data=C.Data(name=dataset),
-      optim=C.Optim(name="adam", learning_rate=2e-3, schedule="warmup_cosine", warmup_steps=100,
-                    end_lr_ratio=0.01),
-      train=C.Train(steps=1000, batch_size=128, log_every=100, eval_every=500,
-                    checkpoint_every=250, keep_checkpoints=1),
-      eval=C.Eval(num_batches=10, batch_size=500, num_samples=16),
+    name=f"classifier_{dataset}",
+    family="classifier",
+    model=classifier.Config(channels=(16, 32), feature_dim=128, dropout=0.3),
+    data=C.Data(name=dataset),
+    optim=C.Optim(name="adam", learning_rate=2e-3, schedule="warmup_cosine", warmup_steps=100, end_lr_ratio=0.01),
+    train=C.Train(steps=1000, batch_size=128, log_every=100, eval_every=500, checkpoint_every=250, keep_checkpoints=1),
+    eval=C.Eval(num_batches=10, batch_size=500, num_samples=16),
   )

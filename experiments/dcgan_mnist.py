@@ -40,22 +40,39 @@ from genjax.families import gan
 
 def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
-      name="dcgan_mnist",
-      family="gan",
-      model=gan.Config(arch="dcgan_mnist", latent_dim=100, latent_dist="uniform",
-                       g_widths=(1024, 128), d_widths=(64, 1024), kernel_size=5, weight_init="normal",
-                       pixels="sigmoid", g_norm="batch", d_norm="batch", bn_momentum=0.9,
-                       loss="non_saturating", n_critic=1, g_steps=2, conditional=True,
-                       fake_labels="real", reuse_noise=True),
-      data=C.Data(name="mnist"),
-      optim=C.Optim(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999),
-      train=C.Train(steps=23_400, batch_size=64, log_every=100, eval_every=2340, checkpoint_every=2340),
-      eval=C.Eval(num_batches=4, batch_size=64, num_samples=100),
+    name="dcgan_mnist",
+    family="gan",
+    model=gan.Config(
+      arch="dcgan_mnist",
+      latent_dim=100,
+      latent_dist="uniform",
+      g_widths=(1024, 128),
+      d_widths=(64, 1024),
+      kernel_size=5,
+      weight_init="normal",
+      pixels="sigmoid",
+      g_norm="batch",
+      d_norm="batch",
+      bn_momentum=0.9,
+      loss="non_saturating",
+      n_critic=1,
+      g_steps=2,
+      conditional=True,
+      fake_labels="real",
+      reuse_noise=True,
+    ),
+    data=C.Data(name="mnist"),
+    optim=C.Optim(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999),
+    train=C.Train(steps=23_400, batch_size=64, log_every=100, eval_every=2340, checkpoint_every=2340),
+    eval=C.Eval(num_batches=4, batch_size=64, num_samples=100),
   )
   if arg == "cpu":
     # The same model and settings for a 2-core CPU: 3 epochs (2,808 steps), under 20 minutes.
-    exp = dataclasses.replace(exp, name="dcgan_mnist_cpu", train=dataclasses.replace(
-        exp.train, steps=2808, log_every=48, eval_every=936, checkpoint_every=936))
+    exp = dataclasses.replace(
+      exp,
+      name="dcgan_mnist_cpu",
+      train=dataclasses.replace(exp.train, steps=2808, log_every=48, eval_every=936, checkpoint_every=936),
+    )
   elif arg is not None:
     raise C.ConfigError(f"experiments/dcgan_mnist.py takes no argument or 'cpu', got {arg!r}.")
   return exp

@@ -28,16 +28,29 @@ from genjax.families import diffusion
 def get_config(arg=None) -> C.Experiment:
   del arg
   return C.Experiment(
-      name="ddpm_cifar10",
-      family="diffusion",
-      model=diffusion.Config(
-          ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
-          schedule="linear", timesteps=1000, beta_start=1e-4, beta_end=0.02,
-          prediction="eps", loss="simple", variance="fixedlarge", sampler="ddpm"),
-      data=C.Data(name="cifar10", flip=True),
-      optim=C.Optim(name="adam", learning_rate=2e-4, schedule="constant", warmup_steps=5000,
-                    grad_clip_norm=1.0, ema_decay=0.9999),
-      train=C.Train(steps=800_000, batch_size=128, log_every=100, eval_every=10_000,
-                    checkpoint_every=10_000, compute_dtype="float32"),
-      eval=C.Eval(num_batches=4, batch_size=128, num_samples=64),
+    name="ddpm_cifar10",
+    family="diffusion",
+    model=diffusion.Config(
+      ch=128,
+      ch_mult=(1, 2, 2, 2),
+      num_res_blocks=2,
+      attn_resolutions=(16,),
+      dropout=0.1,
+      schedule="linear",
+      timesteps=1000,
+      beta_start=1e-4,
+      beta_end=0.02,
+      prediction="eps",
+      loss="simple",
+      variance="fixedlarge",
+      sampler="ddpm",
+    ),
+    data=C.Data(name="cifar10", flip=True),
+    optim=C.Optim(
+      name="adam", learning_rate=2e-4, schedule="constant", warmup_steps=5000, grad_clip_norm=1.0, ema_decay=0.9999
+    ),
+    train=C.Train(
+      steps=800_000, batch_size=128, log_every=100, eval_every=10_000, checkpoint_every=10_000, compute_dtype="float32"
+    ),
+    eval=C.Eval(num_batches=4, batch_size=128, num_samples=64),
   )

@@ -34,34 +34,49 @@ from genjax.families import diffusion
 
 def get_config(arg=None, dataset: str = "mnist") -> C.Experiment:
   model = diffusion.Config(
-      ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(14,), dropout=0.1,
-      schedule="linear", timesteps=1000, prediction="eps", loss="simple", variance="fixedlarge",
-      class_conditional=True, label_dropout=0.1, guidance_scale=2.0,
-      sampler="ddim", sample_steps=50, eta=0.0, eval_max_examples=1000)
+    ch=64,
+    ch_mult=(1, 2, 2),
+    num_res_blocks=2,
+    attn_resolutions=(14,),
+    dropout=0.1,
+    schedule="linear",
+    timesteps=1000,
+    prediction="eps",
+    loss="simple",
+    variance="fixedlarge",
+    class_conditional=True,
+    label_dropout=0.1,
+    guidance_scale=2.0,
+    sampler="ddim",
+    sample_steps=50,
+    eta=0.0,
+    eval_max_examples=1000,
+  )
   exp = C.Experiment(
-      name=f"ddpm_{dataset}",
-      family="diffusion",
-      model=model,
-      data=C.Data(name=dataset),
-      optim=C.Optim(name="adam", learning_rate=2e-4, warmup_steps=1000, grad_clip_norm=1.0,
-                    ema_decay=0.9999),
-      train=C.Train(steps=50_000, batch_size=128, log_every=100, eval_every=5000,
-                    checkpoint_every=5000),
-      eval=C.Eval(num_batches=4, batch_size=128, num_samples=100),
+    name=f"ddpm_{dataset}",
+    family="diffusion",
+    model=model,
+    data=C.Data(name=dataset),
+    optim=C.Optim(name="adam", learning_rate=2e-4, warmup_steps=1000, grad_clip_norm=1.0, ema_decay=0.9999),
+    train=C.Train(steps=50_000, batch_size=128, log_every=100, eval_every=5000, checkpoint_every=5000),
+    eval=C.Eval(num_batches=4, batch_size=128, num_samples=100),
   )
   if arg == "cpu":
     # A small model and a short run for a shared 2-core CPU (about 0.3 steps/s): one residual
     # block per level, 32 base channels, attention only at 7x7, batch 32, a fast EMA (0.995,
     # half-life ~140 steps) for the 600 steps.
-    exp = C.Experiment(**{
+    exp = C.Experiment(
+      **{
         **exp.__dict__,
         "name": f"ddpm_{dataset}_cpu",
-        "model": dataclasses.replace(model, ch=32, num_res_blocks=1, attn_resolutions=(7,),
-                                       eval_max_examples=500),
+        "model": dataclasses.replace(model, ch=32, num_res_blocks=1, attn_resolutions=(7,), eval_max_examples=500),
         "optim": dataclasses.replace(exp.optim, learning_rate=1e-3, warmup_steps=100, ema_decay=0.995),
-        "train": dataclasses.replace(exp.train, steps=600, batch_size=32, log_every=20, eval_every=600,
-                                       checkpoint_every=100),
-        "eval": C.Eval(num_batches=2, batch_size=100, num_samples=16)})
+        "train": dataclasses.replace(
+          exp.train, steps=600, batch_size=32, log_every=20, eval_every=600, checkpoint_every=100
+        ),
+        "eval": C.Eval(num_batches=2, batch_size=100, num_samples=16),
+      }
+    )
   elif arg is not None:
     raise ValueError(f"experiments/ddpm_{dataset}.py takes no argument or 'cpu', got {arg!r}.")
   return exp

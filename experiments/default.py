@@ -25,14 +25,21 @@ from genjax.families import vae
 def get_config(arg=None) -> Experiment:
   del arg
   return Experiment(
-      name="default",
-      family="vae",
-      model=vae.Config(architecture="mlp", hidden=(200, 200), latents=(16,), activation="tanh",
-                       likelihood="logistic", num_bins=17, scale="output",
-                       eval_samples=5000, eval_chunk=500),
-      data=Data(name="digits"),
-      optim=Optim(name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=100,
-                  end_lr_ratio=0.1),
-      train=Train(steps=4000, batch_size=100, log_every=100, eval_every=1000, checkpoint_every=1000),
-      eval=Eval(num_batches=3, batch_size=100, num_samples=64),
+    name="default",
+    family="vae",
+    model=vae.Config(
+      architecture="mlp",
+      hidden=(200, 200),
+      latents=(16,),
+      activation="tanh",
+      likelihood="logistic",
+      num_bins=17,
+      scale="output",
+      eval_samples=5000,
+      eval_chunk=500,
+    ),
+    data=Data(name="digits"),
+    optim=Optim(name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=100, end_lr_ratio=0.1),
+    train=Train(steps=4000, batch_size=100, log_every=100, eval_every=1000, checkpoint_every=1000),
+    eval=Eval(num_batches=3, batch_size=100, num_samples=64),
   )

@@ -38,16 +38,34 @@ def get_config(arg: str = "small") -> C.Experiment:
     raise C.ConfigError(f"experiments/gpt2.py takes one of {', '.join(SIZES)}, got {arg!r}.")
   layers, heads, width = SIZES[arg]
   return C.Experiment(
-      name=f"gpt2_{arg}",
-      family="autoregressive",
-      model=autoregressive.GPTConfig(num_layers=layers, num_heads=heads, width=width, dropout=0.0,
-                                     use_bias=True, positions="learned", tie_embeddings=True,
-                                     vocab_size=50304),
-      data=C.Data(name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val",
-                  block_size=1024, tokenizer="byte"),
-      optim=C.Optim(name="adamw", learning_rate=6e-4, b1=0.9, b2=0.95, weight_decay=0.1,
-                    schedule="warmup_cosine", warmup_steps=200, end_lr_ratio=0.1, grad_clip_norm=1.0),
-      train=C.Train(steps=2000, batch_size=16, log_every=10, eval_every=500, checkpoint_every=1000,
-                    compute_dtype="bfloat16"),
-      eval=C.Eval(num_batches=4, batch_size=16, num_samples=4, sample_length=512),
+    name=f"gpt2_{arg}",
+    family="autoregressive",
+    model=autoregressive.GPTConfig(
+      num_layers=layers,
+      num_heads=heads,
+      width=width,
+      dropout=0.0,
+      use_bias=True,
+      positions="learned",
+      tie_embeddings=True,
+      vocab_size=50304,
+    ),
+    data=C.Data(
+      name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val", block_size=1024, tokenizer="byte"
+    ),
+    optim=C.Optim(
+      name="adamw",
+      learning_rate=6e-4,
+      b1=0.9,
+      b2=0.95,
+      weight_decay=0.1,
+      schedule="warmup_cosine",
+      warmup_steps=200,
+      end_lr_ratio=0.1,
+      grad_clip_norm=1.0,
+    ),
+    train=C.Train(
+      steps=2000, batch_size=16, log_every=10, eval_every=500, checkpoint_every=1000, compute_dtype="bfloat16"
+    ),
+    eval=C.Eval(num_batches=4, batch_size=16, num_samples=4, sample_length=512),
   )

@@ -39,31 +39,52 @@ from genjax.families import autoregressive
 
 def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
-      name="gpt_shakespeare_char",
-      family="autoregressive",
-      model=autoregressive.GPTConfig(num_layers=6, num_heads=6, width=384, dropout=0.2,
-                                  use_bias=False, positions="learned", tie_embeddings=True),
-      data=C.Data(name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val",
-                  block_size=256, tokenizer="char"),
-      optim=C.Optim(name="adamw", learning_rate=1e-3, b1=0.9, b2=0.99, weight_decay=0.1,
-                    schedule="warmup_cosine", warmup_steps=100, end_lr_ratio=0.1, grad_clip_norm=1.0),
-      train=C.Train(steps=5000, batch_size=64, log_every=10, eval_every=250, checkpoint_every=1000,
-                    compute_dtype="bfloat16"),
-      # 7 batches of 64 windows of 256 characters cover the 111,540-character validation split.
-      eval=C.Eval(num_batches=7, batch_size=64, num_samples=4, sample_length=255),
+    name="gpt_shakespeare_char",
+    family="autoregressive",
+    model=autoregressive.GPTConfig(
+      num_layers=6, num_heads=6, width=384, dropout=0.2, use_bias=False, positions="learned", tie_embeddings=True
+    ),
+    data=C.Data(
+      name="tiny_shakespeare", train_split="nanogpt_train", eval_split="nanogpt_val", block_size=256, tokenizer="char"
+    ),
+    optim=C.Optim(
+      name="adamw",
+      learning_rate=1e-3,
+      b1=0.9,
+      b2=0.99,
+      weight_decay=0.1,
+      schedule="warmup_cosine",
+      warmup_steps=100,
+      end_lr_ratio=0.1,
+      grad_clip_norm=1.0,
+    ),
+    train=C.Train(
+      steps=5000, batch_size=64, log_every=10, eval_every=250, checkpoint_every=1000, compute_dtype="bfloat16"
+    ),
+    # 7 batches of 64 windows of 256 characters cover the 111,540-character validation split.
+    eval=C.Eval(num_batches=7, batch_size=64, num_samples=4, sample_length=255),
   )
   if arg == "cpu":
     # nanoGPT README: --device=cpu --compile=False --eval_iters=20 --log_interval=1
     # --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
     # --lr_decay_iters=2000 --dropout=0.0  (its learning rate stays 1e-3 decaying to 1e-4).
     exp = dataclasses.replace(
-        exp, name="gpt_shakespeare_char_cpu",
-        model=dataclasses.replace(exp.model, num_layers=4, num_heads=4, width=128, dropout=0.0),
-        data=dataclasses.replace(exp.data, block_size=64),
-        train=dataclasses.replace(exp.train, steps=2000, batch_size=12, log_every=50, eval_every=500,
-                                  checkpoint_every=500, compute_dtype="float32"),
-        # 14 batches of 128 windows of 64 characters cover the validation split (1742 windows).
-        eval=C.Eval(num_batches=14, batch_size=128, num_samples=4, sample_length=63))
+      exp,
+      name="gpt_shakespeare_char_cpu",
+      model=dataclasses.replace(exp.model, num_layers=4, num_heads=4, width=128, dropout=0.0),
+      data=dataclasses.replace(exp.data, block_size=64),
+      train=dataclasses.replace(
+        exp.train,
+        steps=2000,
+        batch_size=12,
+        log_every=50,
+        eval_every=500,
+        checkpoint_every=500,
+        compute_dtype="float32",
+      ),
+      # 14 batches of 128 windows of 64 characters cover the validation split (1742 windows).
+      eval=C.Eval(num_batches=14, batch_size=128, num_samples=4, sample_length=63),
+    )
   elif arg is not None:
     raise ValueError(f"experiments/gpt_shakespeare_char.py takes no argument or 'cpu', got {arg!r}.")
   return exp

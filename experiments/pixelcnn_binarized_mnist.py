@@ -32,27 +32,31 @@ from genjax.families import autoregressive
 
 def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
-      name="pixelcnn_binarized_mnist",
-      family="autoregressive",
-      model=autoregressive.PixelCNNConfig(num_layers=15, channels=128, kernel_size=3,
-                                          first_kernel_size=7, output_channels=512),
-      data=C.Data(name="binarized_mnist", train_split="train", eval_split="test"),
-      optim=C.Optim(name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=500,
-                    end_lr_ratio=0.05, grad_clip_norm=1.0),
-      train=C.Train(steps=23_400, batch_size=64, log_every=100, eval_every=2000,
-                    checkpoint_every=2000),
-      eval=C.Eval(num_batches=8, batch_size=125, num_samples=64),
+    name="pixelcnn_binarized_mnist",
+    family="autoregressive",
+    model=autoregressive.PixelCNNConfig(
+      num_layers=15, channels=128, kernel_size=3, first_kernel_size=7, output_channels=512
+    ),
+    data=C.Data(name="binarized_mnist", train_split="train", eval_split="test"),
+    optim=C.Optim(
+      name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=500, end_lr_ratio=0.05, grad_clip_norm=1.0
+    ),
+    train=C.Train(steps=23_400, batch_size=64, log_every=100, eval_every=2000, checkpoint_every=2000),
+    eval=C.Eval(num_batches=8, batch_size=125, num_samples=64),
   )
   if arg == "cpu":
     # Small enough for a shared 2-core CPU: 6 layers of 32 channels, batch 32, 200 steps. A
     # sample takes 784 forward passes, so one image is drawn, at the end.
     exp = dataclasses.replace(
-        exp, name="pixelcnn_binarized_mnist_cpu",
-        model=dataclasses.replace(exp.model, num_layers=6, channels=32, output_channels=64),
-        optim=dataclasses.replace(exp.optim, warmup_steps=50),
-        train=dataclasses.replace(exp.train, steps=200, batch_size=32, log_every=25, eval_every=200,
-                                  checkpoint_every=100),
-        eval=C.Eval(num_batches=4, batch_size=125, num_samples=1))
+      exp,
+      name="pixelcnn_binarized_mnist_cpu",
+      model=dataclasses.replace(exp.model, num_layers=6, channels=32, output_channels=64),
+      optim=dataclasses.replace(exp.optim, warmup_steps=50),
+      train=dataclasses.replace(
+        exp.train, steps=200, batch_size=32, log_every=25, eval_every=200, checkpoint_every=100
+      ),
+      eval=C.Eval(num_batches=4, batch_size=125, num_samples=1),
+    )
   elif arg is not None:
     raise ValueError(f"experiments/pixelcnn_binarized_mnist.py takes no argument or 'cpu', got {arg!r}.")
   return exp

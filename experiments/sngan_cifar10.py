@@ -25,13 +25,22 @@ def get_config(arg=None) -> C.Experiment:
   if arg is not None:
     raise C.ConfigError(f"experiments/sngan_cifar10.py takes no argument, got {arg!r}.")
   return C.Experiment(
-      name="sngan_cifar10",
-      family="gan",
-      model=gan.Config(arch="sngan_resnet", latent_dim=128, latent_dist="normal",
-                       g_widths=(256, 256, 256, 256), d_widths=(128, 128, 128, 128),
-                       g_norm="batch", d_norm="none", spectral_norm=True, loss="hinge", n_critic=5),
-      data=C.Data(name="cifar10"),
-      optim=C.Optim(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9),
-      train=C.Train(steps=100_000, batch_size=64, log_every=100, eval_every=5000, checkpoint_every=5000),
-      eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
+    name="sngan_cifar10",
+    family="gan",
+    model=gan.Config(
+      arch="sngan_resnet",
+      latent_dim=128,
+      latent_dist="normal",
+      g_widths=(256, 256, 256, 256),
+      d_widths=(128, 128, 128, 128),
+      g_norm="batch",
+      d_norm="none",
+      spectral_norm=True,
+      loss="hinge",
+      n_critic=5,
+    ),
+    data=C.Data(name="cifar10"),
+    optim=C.Optim(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9),
+    train=C.Train(steps=100_000, batch_size=64, log_every=100, eval_every=5000, checkpoint_every=5000),
+    eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
   )

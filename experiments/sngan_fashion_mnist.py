@@ -49,18 +49,27 @@ def get_config(arg: str = "cnn", dataset: str = "fashion_mnist") -> C.Experiment
   else:
     model = gan.Config(arch="sngan_resnet", g_widths=(256, 256, 256), d_widths=(128, 128, 128, 128), n_critic=5)
     optim = C.Optim(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9, ema_decay=0.999)
-  model = dataclasses.replace(model, latent_dim=128, latent_dist="normal", g_norm="batch", d_norm="none",
-                              spectral_norm=True, loss="hinge", conditional=variant == "cond")
+  model = dataclasses.replace(
+    model,
+    latent_dim=128,
+    latent_dist="normal",
+    g_norm="batch",
+    d_norm="none",
+    spectral_norm=True,
+    loss="hinge",
+    conditional=variant == "cond",
+  )
   exp = C.Experiment(
-      name=f"sngan_{dataset}_{arg}",
-      family="gan",
-      model=model,
-      data=C.Data(name=dataset),
-      optim=optim,
-      train=C.Train(steps=100_000, batch_size=64, log_every=100, eval_every=5000, checkpoint_every=5000),
-      eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
+    name=f"sngan_{dataset}_{arg}",
+    family="gan",
+    model=model,
+    data=C.Data(name=dataset),
+    optim=optim,
+    train=C.Train(steps=100_000, batch_size=64, log_every=100, eval_every=5000, checkpoint_every=5000),
+    eval=C.Eval(num_batches=4, batch_size=64, num_samples=64),
   )
   if variant == "cpu":
-    exp = dataclasses.replace(exp, train=dataclasses.replace(
-        exp.train, steps=2000, log_every=50, eval_every=500, checkpoint_every=500))
+    exp = dataclasses.replace(
+      exp, train=dataclasses.replace(exp.train, steps=2000, log_every=50, eval_every=500, checkpoint_every=500)
+    )
   return exp

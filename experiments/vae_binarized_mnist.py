@@ -27,7 +27,6 @@ Data: MNIST's 60000 training images binarized afresh each time they are read (da
 "dynamic"); the 10000 test images binarized once, the same way for every evaluation.
 """
 
-
 from genjax.config import Data, Eval, Experiment, Optim, Train
 from genjax.families import vae
 
@@ -41,17 +40,17 @@ def paper_schedule():
   optax multiplies the scales cumulatively, so each boundary multiplies the rate by 10^(-1/7)."""
   epochs_done, boundaries = 0, []
   for i in range(8):
-    epochs_done += 3 ** i
+    epochs_done += 3**i
     boundaries.append(epochs_done * STEPS_PER_EPOCH)
   total_steps = boundaries.pop()  # the last stage ends the run
   return tuple(boundaries), (10 ** (-1 / 7),) * len(boundaries), total_steps
 
 
 ARGS = {
-    "vae": dict(latents=(50,), objective="elbo", train_samples=1),
-    "iwae": dict(latents=(50,), objective="iwae", train_samples=50),
-    "vae2": dict(latents=(100, 50), objective="elbo", train_samples=1),
-    "iwae2": dict(latents=(100, 50), objective="iwae", train_samples=50),
+  "vae": dict(latents=(50,), objective="elbo", train_samples=1),
+  "iwae": dict(latents=(50,), objective="iwae", train_samples=50),
+  "vae2": dict(latents=(100, 50), objective="elbo", train_samples=1),
+  "iwae2": dict(latents=(100, 50), objective="iwae", train_samples=50),
 }
 
 
@@ -60,14 +59,31 @@ def get_config(arg: str = "vae") -> Experiment:
     raise ValueError(f"experiments/vae_binarized_mnist.py takes one of {', '.join(ARGS)} after ':', got {arg!r}.")
   boundaries, scales, steps = paper_schedule()
   return Experiment(
-      name=f"{arg}_binarized_mnist",
-      family="vae",
-      model=vae.Config(architecture="mlp", hidden=(200, 200), activation="tanh", likelihood="bernoulli",
-                       eval_samples=5000, eval_chunk=100, eval_step_samples=50, **ARGS[arg]),
-      data=Data(name="mnist", binarize="dynamic"),
-      optim=Optim(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-4,
-                  schedule="piecewise", boundaries=boundaries, scales=scales),
-      train=Train(steps=steps, batch_size=BATCH, log_every=3000, eval_every=30000,
-                  checkpoint_every=30000, steps_per_call=100),
-      eval=Eval(num_batches=10, batch_size=100, num_samples=64),
+    name=f"{arg}_binarized_mnist",
+    family="vae",
+    model=vae.Config(
+      architecture="mlp",
+      hidden=(200, 200),
+      activation="tanh",
+      likelihood="bernoulli",
+      eval_samples=5000,
+      eval_chunk=100,
+      eval_step_samples=50,
+      **ARGS[arg],
+    ),
+    data=Data(name="mnist", binarize="dynamic"),
+    optim=Optim(
+      name="adam",
+      learning_rate=1e-3,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-4,
+      schedule="piecewise",
+      boundaries=boundaries,
+      scales=scales,
+    ),
+    train=Train(
+      steps=steps, batch_size=BATCH, log_every=3000, eval_every=30000, checkpoint_every=30000, steps_per_call=100
+    ),
+    eval=Eval(num_batches=10, batch_size=100, num_samples=64),
   )

@@ -31,11 +31,13 @@ def get_config(arg: str = "vae"):
   steps_per_epoch = TRAIN_EXAMPLES // BATCH
   epochs, boundaries = 0, []
   for i in range(8):
-    epochs += 3 ** i
+    epochs += 3**i
     boundaries.append(epochs * steps_per_epoch)
   total = boundaries.pop()
   return dataclasses.replace(
-      exp, name=f"{arg}_fixed_binarized_mnist",
-      data=Data(name="binarized_mnist", binarize="none"),
-      optim=dataclasses.replace(exp.optim, boundaries=tuple(boundaries)),
-      train=dataclasses.replace(exp.train, steps=total, log_every=2500, eval_every=25000, checkpoint_every=25000))
+    exp,
+    name=f"{arg}_fixed_binarized_mnist",
+    data=Data(name="binarized_mnist", binarize="none"),
+    optim=dataclasses.replace(exp.optim, boundaries=tuple(boundaries)),
+    train=dataclasses.replace(exp.train, steps=total, log_every=2500, eval_every=25000, checkpoint_every=25000),
+  )

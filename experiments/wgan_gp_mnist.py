@@ -35,22 +35,36 @@ from genjax.families import gan
 
 def get_config(arg=None) -> C.Experiment:
   exp = C.Experiment(
-      name="wgan_gp_mnist",
-      family="gan",
-      model=gan.Config(arch="dcgan", latent_dim=128, latent_dist="normal",
-                       g_widths=(256, 128, 64), d_widths=(64, 128, 256), kernel_size=5,
-                       weight_init="tflib", crop="top_left", pixels="sigmoid",
-                       g_norm="none", d_norm="none", loss="wasserstein", gp_weight=10.0,
-                       n_critic=5, critic_batches="split"),
-      data=C.Data(name="mnist"),
-      optim=C.Optim(name="adam", learning_rate=1e-4, b1=0.5, b2=0.9),
-      train=C.Train(steps=200_000, batch_size=250, log_every=100, eval_every=5000,
-                    checkpoint_every=5000),
-      eval=C.Eval(num_batches=4, batch_size=250, num_samples=64),
+    name="wgan_gp_mnist",
+    family="gan",
+    model=gan.Config(
+      arch="dcgan",
+      latent_dim=128,
+      latent_dist="normal",
+      g_widths=(256, 128, 64),
+      d_widths=(64, 128, 256),
+      kernel_size=5,
+      weight_init="tflib",
+      crop="top_left",
+      pixels="sigmoid",
+      g_norm="none",
+      d_norm="none",
+      loss="wasserstein",
+      gp_weight=10.0,
+      n_critic=5,
+      critic_batches="split",
+    ),
+    data=C.Data(name="mnist"),
+    optim=C.Optim(name="adam", learning_rate=1e-4, b1=0.5, b2=0.9),
+    train=C.Train(steps=200_000, batch_size=250, log_every=100, eval_every=5000, checkpoint_every=5000),
+    eval=C.Eval(num_batches=4, batch_size=250, num_samples=64),
   )
   if arg == "cpu":
-    exp = dataclasses.replace(exp, name="wgan_gp_mnist_cpu", train=dataclasses.replace(
-        exp.train, steps=2000, log_every=50, eval_every=500, checkpoint_every=500))
+    exp = dataclasses.replace(
+      exp,
+      name="wgan_gp_mnist_cpu",
+      train=dataclasses.replace(exp.train, steps=2000, log_every=50, eval_every=500, checkpoint_every=500),
+    )
   elif arg is not None:
     raise C.ConfigError(f"experiments/wgan_gp_mnist.py takes no argument or 'cpu', got {arg!r}.")
   return exp

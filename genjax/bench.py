@@ -57,9 +57,14 @@ from genjax.data.info import DataInfo
 
 # Data-sheet dense peaks in FLOP/s by (device kind substring, dtype).
 PEAK_FLOPS = {
-    ("h200", "bfloat16"): 989e12, ("h100", "bfloat16"): 989e12, ("a100", "bfloat16"): 312e12,
-    ("h200", "float32"): 67e12, ("h100", "float32"): 67e12, ("a100", "float32"): 19.5e12,
+  ("h200", "bfloat16"): 989e12,
+  ("h100", "bfloat16"): 989e12,
+  ("a100", "bfloat16"): 312e12,
+  ("h200", "float32"): 67e12,
+  ("h100", "float32"): 67e12,
+  ("a100", "float32"): 19.5e12,
 }
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -91,26 +96,38 @@ def _tiny_gan(m):
 
 
 def _tiny_vae(m):
-  return dataclasses.replace(m, hidden=(32,), latents=(8,), conv_channels=(8, 16),
-                             train_samples=min(m.train_samples, 4))
+  return dataclasses.replace(
+    m, hidden=(32,), latents=(8,), conv_channels=(8, 16), train_samples=min(m.train_samples, 4)
+  )
 
 
 BENCHMARKS: Dict[str, Entry] = {
-    "gpt_shakespeare_char": Entry("experiments/gpt_shakespeare_char.py", cpu_batch=8, quick=_tiny_gpt),
-    "gpt2_small": Entry("experiments/gpt2_small.py", cpu_batch=1, quick=_tiny_gpt),
-    "ddpm_mnist": Entry("experiments/ddpm_mnist.py", cpu_batch=16, quick=_tiny_unet,
-                        cpu_bound="3x3 convolutions of 64-128 channels at 28x28 to 7x7: their backward pass "
-                                  "(input and kernel gradients) runs at about a quarter of the matmul rate, the "
-                                  "forward at about 0.4, with XLA's convolutions and with im2col products alike"),
-    "ddpm_cifar10": Entry("experiments/ddpm_cifar10.py", cpu_batch=4, quick=_tiny_unet),
-    "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=_tiny_gan, quick_batch=10),
-    "sngan_cifar10": Entry("experiments/sngan_cifar10.py", cpu_batch=10, quick=_tiny_gan, quick_batch=10),
-    "vae_conv_fashion_mnist": Entry("experiments/vae_conv_fashion_mnist.py", cpu_batch=128, quick=_tiny_vae,
-                            cpu_bound="a 4 GFLOP step of small layers (32-64 channels at 14x14 and 7x7): "
-                                      "im2col copies, the likelihood and the update weigh as much as the matmuls"),
-    "iwae_binarized_mnist": Entry("experiments/vae_binarized_mnist.py:iwae", cpu_batch=20, quick=_tiny_vae,
-                                  cpu_bound="matrices of 20x50 samples by 200 units are too small to fill "
-                                            "the cores' matmul kernels"),
+  "gpt_shakespeare_char": Entry("experiments/gpt_shakespeare_char.py", cpu_batch=8, quick=_tiny_gpt),
+  "gpt2_small": Entry("experiments/gpt2_small.py", cpu_batch=1, quick=_tiny_gpt),
+  "ddpm_mnist": Entry(
+    "experiments/ddpm_mnist.py",
+    cpu_batch=16,
+    quick=_tiny_unet,
+    cpu_bound="3x3 convolutions of 64-128 channels at 28x28 to 7x7: their backward pass "
+    "(input and kernel gradients) runs at about a quarter of the matmul rate, the "
+    "forward at about 0.4, with XLA's convolutions and with im2col products alike",
+  ),
+  "ddpm_cifar10": Entry("experiments/ddpm_cifar10.py", cpu_batch=4, quick=_tiny_unet),
+  "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=_tiny_gan, quick_batch=10),
+  "sngan_cifar10": Entry("experiments/sngan_cifar10.py", cpu_batch=10, quick=_tiny_gan, quick_batch=10),
+  "vae_conv_fashion_mnist": Entry(
+    "experiments/vae_conv_fashion_mnist.py",
+    cpu_batch=128,
+    quick=_tiny_vae,
+    cpu_bound="a 4 GFLOP step of small layers (32-64 channels at 14x14 and 7x7): "
+    "im2col copies, the likelihood and the update weigh as much as the matmuls",
+  ),
+  "iwae_binarized_mnist": Entry(
+    "experiments/vae_binarized_mnist.py:iwae",
+    cpu_batch=20,
+    quick=_tiny_vae,
+    cpu_bound="matrices of 20x50 samples by 200 units are too small to fill the cores' matmul kernels",
+  ),
 }
 
 
@@ -128,15 +145,17 @@ def _load(spec: str) -> config_lib.Experiment:
   return config_lib.load_config_file(_repo_path(spec))
 
 
-def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str] = None,
-                   dtype: Optional[str] = None) -> config_lib.Experiment:
+def experiment_for(
+  name: str, quick: bool, on_cpu: bool, data_dir: Optional[str] = None, dtype: Optional[str] = None
+) -> config_lib.Experiment:
   """The benchmarked Experiment: the standard config, its batch cut to `cpu_batch` on a CPU,
   shrunk to test size in quick mode; one device; no steps_per_call (one step per call);
   `dtype` replaces the config's compute dtype."""
   entry = BENCHMARKS[name]
   exp = _load(entry.config)
-  train = dataclasses.replace(exp.train, steps_per_call=1, progress=False,
-                              compute_dtype=dtype or exp.train.compute_dtype)
+  train = dataclasses.replace(
+    exp.train, steps_per_call=1, progress=False, compute_dtype=dtype or exp.train.compute_dtype
+  )
   data = dataclasses.replace(exp.data, data_dir=data_dir or exp.data.data_dir)
   if quick:
     exp = dataclasses.replace(exp, model=entry.quick(exp.model))
@@ -145,8 +164,7 @@ def experiment_for(name: str, quick: bool, on_cpu: bool, data_dir: Optional[str]
       data = dataclasses.replace(data, block_size=32)
   elif on_cpu:
     train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.cpu_batch))
-  return dataclasses.replace(exp, train=train, data=data,
-                             parallel=config_lib.Parallel(mode="jit", num_devices=1))
+  return dataclasses.replace(exp, train=train, data=data, parallel=config_lib.Parallel(mode="jit", num_devices=1))
 
 
 def synthetic_batch(info: DataInfo, batch: int, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -183,7 +201,7 @@ def matmul_rate(dtype: str, device, n: int = 2048, min_time: float = 1.0) -> flo
   b = jax.device_put(jnp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype), device)
   f = jax.jit(jnp.matmul)
   seconds = _timed(lambda: f(a, b).block_until_ready(), min_time, 3, 50)
-  return 2.0 * n ** 3 / seconds
+  return 2.0 * n**3 / seconds
 
 
 def data_sheet_peak(device, dtype: str) -> Optional[float]:
@@ -241,9 +259,16 @@ def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[st
   jax.block_until_ready((state, metrics))
   seconds_per_step = (time.perf_counter() - t_start) / steps
   last = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(metrics).items()}
-  return {"state": par.one_copy(state), "flops_per_step": cost_flops(compiled), "compile_s": compile_s,
-          "first_step_s": first_step_s, "seconds_per_step": seconds_per_step, "timed_steps": steps,
-          "examples_per_s": B / seconds_per_step, "last_metrics": last}
+  return {
+    "state": par.one_copy(state),
+    "flops_per_step": cost_flops(compiled),
+    "compile_s": compile_s,
+    "first_step_s": first_step_s,
+    "seconds_per_step": seconds_per_step,
+    "timed_steps": steps,
+    "examples_per_s": B / seconds_per_step,
+    "last_metrics": last,
+  }
 
 
 def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
@@ -265,9 +290,14 @@ def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
       opts = dataclasses.replace(options, length=length)
       seconds = _timed(lambda opts=opts: block(family.sample(variables, rng, n, opts)), 0.0, 2, 2)
       per_token[length] = seconds / length
-    out.update(sample_batch=n, sample_s_per_token_short=per_token[short], sample_short_length=short,
-               sample_s_per_token_long=per_token[long], sample_long_length=long,
-               sample_per_token_long_over_short=per_token[long] / per_token[short])
+    out.update(
+      sample_batch=n,
+      sample_s_per_token_short=per_token[short],
+      sample_short_length=short,
+      sample_s_per_token_long=per_token[long],
+      sample_long_length=long,
+      sample_per_token_long_over_short=per_token[long] / per_token[short],
+    )
     return out
   n = 4 if quick else 16
   if "num_steps" in fields and "sampler" in fields:
@@ -281,10 +311,16 @@ def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
       times[steps] = _timed(lambda opts=opts: block(family.sample(variables, rng, n, opts)), 0.0, 1, 1)
     per_eval = (times[many] - times[few]) / (many - few)
     overhead = times[many] - many * per_eval
-    out.update(sample_batch=n, sample_ddim_steps=many, sample_ddim_s=times[many],
-               sample_s_per_image=times[many] / n, sample_unet_evals=many * (2 if guided else 1),
-               sample_s_per_step=per_eval, sample_fixed_overhead_s=overhead,
-               sample_overhead_fraction=overhead / times[many])
+    out.update(
+      sample_batch=n,
+      sample_ddim_steps=many,
+      sample_ddim_s=times[many],
+      sample_s_per_image=times[many] / n,
+      sample_unet_evals=many * (2 if guided else 1),
+      sample_s_per_step=per_eval,
+      sample_fixed_overhead_s=overhead,
+      sample_overhead_fraction=overhead / times[many],
+    )
     return out
   if family.output == "none":
     return out
@@ -297,6 +333,7 @@ def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
 def measure_checkpoint(state) -> Dict[str, Any]:
   """How long Checkpoints.save blocks the loop vs. how long the whole asynchronous save takes."""
   from genjax.core import checkpoint as ckpt_lib
+
   with tempfile.TemporaryDirectory() as workdir:
     checkpoints = ckpt_lib.Checkpoints(workdir, keep=1, async_save=True)
     checkpoints.save(1, state, {"step": 1})  # warm-up: Orbax's first save sets up its threads
@@ -329,23 +366,45 @@ def measure_loop(exp, steps_per_window: int, steps_per_call: int = 1) -> Dict[st
   holds the compilation) against the isolated step's rate gives the time spent outside the step.
   `steps_per_call` is the config's own (several steps per compiled call)."""
   from genjax.trainer import loop, writers
+
   steps_per_window = -(-steps_per_window // steps_per_call) * steps_per_call
   steps = 4 * steps_per_window
   exp = dataclasses.replace(
-      exp, train=dataclasses.replace(exp.train, steps=steps, log_every=steps_per_window, eval_every=steps,
-                                     checkpoint_every=steps, progress=False, steps_per_call=steps_per_call),
-      # The learning-rate schedule of the standard run, cut off after `steps`.
-      optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or exp.train.steps),
-      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=exp.train.batch_size, num_samples=8,
-                               sample_length=min(exp.eval.sample_length, 8)))
+    exp,
+    train=dataclasses.replace(
+      exp.train,
+      steps=steps,
+      log_every=steps_per_window,
+      eval_every=steps,
+      checkpoint_every=steps,
+      progress=False,
+      steps_per_call=steps_per_call,
+    ),
+    # The learning-rate schedule of the standard run, cut off after `steps`.
+    optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or exp.train.steps),
+    eval=dataclasses.replace(
+      exp.eval,
+      num_batches=1,
+      batch_size=exp.train.batch_size,
+      num_samples=8,
+      sample_length=min(exp.eval.sample_length, 8),
+    ),
+  )
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
     loop.train(exp, workdir)
     wall = time.perf_counter() - t0
-    rates = [r["steps_per_sec"] for r in writers.read_metrics(workdir)
-             if "steps_per_sec" in r and r["step"] > steps_per_window and r["steps_per_sec"] > 0]
-  return {"loop_steps": steps, "loop_steps_per_call": steps_per_call, "loop_wall_s": wall,
-          "loop_steps_per_s": float(np.median(rates)) if rates else None}
+    rates = [
+      r["steps_per_sec"]
+      for r in writers.read_metrics(workdir)
+      if "steps_per_sec" in r and r["step"] > steps_per_window and r["steps_per_sec"] > 0
+    ]
+  return {
+    "loop_steps": steps,
+    "loop_steps_per_call": steps_per_call,
+    "loop_wall_s": wall,
+    "loop_steps_per_s": float(np.median(rates)) if rates else None,
+  }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,38 +432,61 @@ def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY
     state = par.abstract(abstract)
     tokens = jax.ShapeDtypeStruct((batch, info.shape[0] + 1), jnp.int32, sharding=par.sharded)
     t0 = time.perf_counter()
-    compiled = par.compile(family.train_step, returns_state=True).lower(
-        state, {"tokens": tokens}, jax.random.key(0)).compile()
+    compiled = (
+      par.compile(family.train_step, returns_state=True).lower(state, {"tokens": tokens}, jax.random.key(0)).compile()
+    )
     mem = compiled.memory_analysis()
     get = lambda name, mem=mem: int(getattr(mem, name, 0) or 0)
-    rows.append({
-        "config": spec, "parameters": params, "mode": mode, "model_parallel": model_parallel, "devices": devices,
-        "batch": batch, "state_bytes_per_device": sharding_bytes(abstract, par.state_sharding),
-        "argument_bytes": get("argument_size_in_bytes"), "output_bytes": get("output_size_in_bytes"),
-        "temp_bytes": get("temp_size_in_bytes"), "alias_bytes": get("alias_size_in_bytes"),
-        "compile_s": time.perf_counter() - t0})
-    rows[-1]["total_bytes"] = (rows[-1]["argument_bytes"] + rows[-1]["output_bytes"] + rows[-1]["temp_bytes"]
-                               - rows[-1]["alias_bytes"])
-    print(f"[memory] {spec} {mode} x{model_parallel}: state {rows[-1]['state_bytes_per_device'] / 2**30:.2f} GiB/device, "
-          f"compiled step {rows[-1]['total_bytes'] / 2**30:.2f} GiB/device", file=sys.stderr, flush=True)
+    rows.append(
+      {
+        "config": spec,
+        "parameters": params,
+        "mode": mode,
+        "model_parallel": model_parallel,
+        "devices": devices,
+        "batch": batch,
+        "state_bytes_per_device": sharding_bytes(abstract, par.state_sharding),
+        "argument_bytes": get("argument_size_in_bytes"),
+        "output_bytes": get("output_size_in_bytes"),
+        "temp_bytes": get("temp_size_in_bytes"),
+        "alias_bytes": get("alias_size_in_bytes"),
+        "compile_s": time.perf_counter() - t0,
+      }
+    )
+    rows[-1]["total_bytes"] = (
+      rows[-1]["argument_bytes"] + rows[-1]["output_bytes"] + rows[-1]["temp_bytes"] - rows[-1]["alias_bytes"]
+    )
+    print(
+      f"[memory] {spec} {mode} x{model_parallel}: state {rows[-1]['state_bytes_per_device'] / 2**30:.2f} GiB/device, "
+      f"compiled step {rows[-1]['total_bytes'] / 2**30:.2f} GiB/device",
+      file=sys.stderr,
+      flush=True,
+    )
   return rows
 
 
 def sharding_bytes(abstract, shardings) -> int:
   from genjax.core import sharding
+
   return sharding.bytes_per_device(abstract, shardings)
 
 
 def format_memory(rows: List[Dict[str, Any]]) -> str:
   gib = lambda b: f"{b / 2**30:.2f}"
-  lines = ["| model | parameters | layout | state (parameters and optimizer state) GiB/device | compiled step GiB/device "
-           "(arguments / temporaries / outputs, aliased) |", "| --- | --- | --- | --- | --- |"]
+  lines = [
+    "| model | parameters | layout | state (parameters and optimizer state) GiB/device | compiled step GiB/device "
+    "(arguments / temporaries / outputs, aliased) |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for r in rows:
-    layout = {("jit", 1): "replicated", ("fsdp", 1): "FSDP"}.get((r["mode"], r["model_parallel"]),
-                                                                 f"FSDP x tensor parallel {r['model_parallel']}")
-    lines.append(f"| {r['config'].split('/')[-1]} | {r['parameters'] / 1e6:.0f}M | {layout} ({r['devices']} devices) | "
-                 f"{gib(r['state_bytes_per_device'])} | {gib(r['total_bytes'])} ({gib(r['argument_bytes'])} / "
-                 f"{gib(r['temp_bytes'])} / {gib(r['output_bytes'])}, {gib(r['alias_bytes'])}) |")
+    layout = {("jit", 1): "replicated", ("fsdp", 1): "FSDP"}.get(
+      (r["mode"], r["model_parallel"]), f"FSDP x tensor parallel {r['model_parallel']}"
+    )
+    lines.append(
+      f"| {r['config'].split('/')[-1]} | {r['parameters'] / 1e6:.0f}M | {layout} ({r['devices']} devices) | "
+      f"{gib(r['state_bytes_per_device'])} | {gib(r['total_bytes'])} ({gib(r['argument_bytes'])} / "
+      f"{gib(r['temp_bytes'])} / {gib(r['output_bytes'])}, {gib(r['alias_bytes'])}) |"
+    )
   return "\n".join(lines)
 
 
@@ -413,14 +495,22 @@ def memory_main(args) -> Dict[str, Any]:
     import subprocess
 
     from genjax.cli import simulated_devices_xla_flags
+
     env = dict(os.environ, XLA_FLAGS=simulated_devices_xla_flags(MEMORY_DEVICES, os.environ.get("XLA_FLAGS", "")))
     if jax.devices()[0].platform != "cpu":
       raise SystemExit(f"--memory compiles for {MEMORY_DEVICES} devices; this machine has {jax.device_count()}.")
     sys.exit(subprocess.run([sys.executable, "-m", "genjax.bench", *sys.argv[1:]], env=env).returncode)
-  rows = [row for spec in (args.memory_configs.split(",") if args.memory_configs else MEMORY_CONFIGS)
-          for row in measure_memory(spec)]
-  result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "jax": jax.__version__,
-            "device": jax.devices()[0].platform, "memory": rows}
+  rows = [
+    row
+    for spec in (args.memory_configs.split(",") if args.memory_configs else MEMORY_CONFIGS)
+    for row in measure_memory(spec)
+  ]
+  result = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "jax": jax.__version__,
+    "device": jax.devices()[0].platform,
+    "memory": rows,
+  }
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=1)
@@ -433,9 +523,16 @@ def memory_main(args) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
-            data_dir: Optional[str] = None, dtype: Optional[str] = None, min_time: Optional[float] = None,
-            sampling: bool = True) -> Dict[str, Any]:
+def run_one(
+  name: str,
+  quick: bool,
+  with_loop: bool,
+  rates: Dict[str, float],
+  data_dir: Optional[str] = None,
+  dtype: Optional[str] = None,
+  min_time: Optional[float] = None,
+  sampling: bool = True,
+) -> Dict[str, Any]:
   """Every figure of one benchmark; `min_time` seconds of steady-state timing (default 8, 0.5
   quick); `sampling=False` skips the sampling figures."""
   device = jax.devices()[0]
@@ -446,16 +543,26 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
   info = data_lib.describe(exp.data)
   family = families.build(exp, info)
   dtype = exp.train.compute_dtype
-  row: Dict[str, Any] = {"name": name, "family": exp.family, "config": entry.config,
-                         "note": entry.note, "batch": exp.train.batch_size, "compute_dtype": dtype,
-                         "family_notes": family.notes}
+  row: Dict[str, Any] = {
+    "name": name,
+    "family": exp.family,
+    "config": entry.config,
+    "note": entry.note,
+    "batch": exp.train.batch_size,
+    "compute_dtype": dtype,
+    "family_notes": family.notes,
+  }
   min_time = min_time if min_time is not None else (0.5 if quick else 8.0)
   train = measure_train(exp, family, info, min_time=min_time, max_steps=3 if quick else 200)
   state = train.pop("state")
   # The matmul rate right after the step's timing, so both see the same machine (shared hosts).
   rates[dtype] = matmul_rate(dtype, device, n=512 if quick else 2048, min_time=0.2 if quick else 1.0)
-  row.update({f"train_{k}" if k in ("examples_per_s", "seconds_per_step", "timed_steps", "last_metrics") else k: v
-              for k, v in train.items()})
+  row.update(
+    {
+      f"train_{k}" if k in ("examples_per_s", "seconds_per_step", "timed_steps", "last_metrics") else k: v
+      for k, v in train.items()
+    }
+  )
   if info.kind == "text":
     row["train_tokens_per_s"] = row["train_examples_per_s"] * info.shape[0]
   achieved = row["flops_per_step"] / row["train_seconds_per_step"]
@@ -478,8 +585,10 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
     if row["pipeline_dataset"] != exp.data.name:
       row["loop_note"] = f"skipped: {exp.data.name} is not prepared"
     elif row["train_seconds_per_step"] > 2.0:
-      row["loop_note"] = (f"skipped: one step takes {row['train_seconds_per_step']:.1f} s, next to which the "
-                          "loop's per-step work (milliseconds) is negligible")
+      row["loop_note"] = (
+        f"skipped: one step takes {row['train_seconds_per_step']:.1f} s, next to which the "
+        "loop's per-step work (milliseconds) is negligible"
+      )
     else:
       window = max(3, min(20, int(4.0 / row["train_seconds_per_step"])))
       row.update(measure_loop(exp, window, standard.train.steps_per_call))
@@ -489,14 +598,37 @@ def run_one(name: str, quick: bool, with_loop: bool, rates: Dict[str, float],
 
 
 COLUMNS = [
-    ("name", "{}", 22), ("batch", "{}", 5), ("train_examples_per_s", "{:.1f}", 9), ("flops_per_step", "{:.3g}", 9),
-    ("mfu_measured", "{:.2f}", 5), ("mfu_peak", "{:.3f}", 6), ("first_step_s", "{:.1f}", 6),
-    ("peak_memory_bytes", "{:.3g}", 8), ("pipeline_over_train", "{:.1f}", 8), ("sample_s_per_image", "{:.3g}", 8),
-    ("sample_s_per_token_long", "{:.3g}", 8), ("checkpoint_blocked_s", "{:.3f}", 7),
-    ("checkpoint_total_s", "{:.3f}", 7), ("loop_outside_step_fraction", "{:.3f}", 7),
+  ("name", "{}", 22),
+  ("batch", "{}", 5),
+  ("train_examples_per_s", "{:.1f}", 9),
+  ("flops_per_step", "{:.3g}", 9),
+  ("mfu_measured", "{:.2f}", 5),
+  ("mfu_peak", "{:.3f}", 6),
+  ("first_step_s", "{:.1f}", 6),
+  ("peak_memory_bytes", "{:.3g}", 8),
+  ("pipeline_over_train", "{:.1f}", 8),
+  ("sample_s_per_image", "{:.3g}", 8),
+  ("sample_s_per_token_long", "{:.3g}", 8),
+  ("checkpoint_blocked_s", "{:.3f}", 7),
+  ("checkpoint_total_s", "{:.3f}", 7),
+  ("loop_outside_step_fraction", "{:.3f}", 7),
 ]
-HEADERS = ["config", "batch", "ex/s", "FLOP/step", "MFU", "MFUpk", "1st s", "mem B", "pipe/x", "s/img",
-           "s/tok", "ckpt_blk", "ckpt_all", "outside"]
+HEADERS = [
+  "config",
+  "batch",
+  "ex/s",
+  "FLOP/step",
+  "MFU",
+  "MFUpk",
+  "1st s",
+  "mem B",
+  "pipe/x",
+  "s/img",
+  "s/tok",
+  "ckpt_blk",
+  "ckpt_all",
+  "outside",
+]
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
@@ -515,18 +647,36 @@ def main(argv=None) -> Dict[str, Any]:
   parser.add_argument("--quick", action="store_true", help="test-size models, a few steps (CI)")
   parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
   parser.add_argument("--out", default=None, help="write the results as JSON to this file")
-  parser.add_argument("--data_dir", default=None,
-                      help="prepared TFDS datasets for the pipeline and loop figures (default: "
-                           "data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets)")
-  parser.add_argument("--no-loop", dest="loop", action="store_false",
-                      help="skip the short loop.train run (done in full mode on prepared datasets)")
-  parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
-                      help="the compute dtype of every config (default: each config's own)")
-  parser.add_argument("--min_time", type=float, default=None,
-                      help="seconds of steady-state step timing per config (default 8; 0.5 with --quick)")
-  parser.add_argument("--memory", action="store_true",
-                      help=f"instead: per-device memory of the compiled step of GPT-2 medium and large on "
-                           f"{MEMORY_DEVICES} devices (simulated on a CPU), replicated vs FSDP vs FSDP + tensor parallel")
+  parser.add_argument(
+    "--data_dir",
+    default=None,
+    help="prepared TFDS datasets for the pipeline and loop figures (default: "
+    "data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets)",
+  )
+  parser.add_argument(
+    "--no-loop",
+    dest="loop",
+    action="store_false",
+    help="skip the short loop.train run (done in full mode on prepared datasets)",
+  )
+  parser.add_argument(
+    "--dtype",
+    default=None,
+    choices=("float32", "bfloat16"),
+    help="the compute dtype of every config (default: each config's own)",
+  )
+  parser.add_argument(
+    "--min_time",
+    type=float,
+    default=None,
+    help="seconds of steady-state step timing per config (default 8; 0.5 with --quick)",
+  )
+  parser.add_argument(
+    "--memory",
+    action="store_true",
+    help=f"instead: per-device memory of the compiled step of GPT-2 medium and large on "
+    f"{MEMORY_DEVICES} devices (simulated on a CPU), replicated vs FSDP vs FSDP + tensor parallel",
+  )
   parser.add_argument("--memory_configs", default=None, help="with --memory: comma-separated config specs")
   args = parser.parse_args(argv)
   if args.memory:
@@ -559,19 +709,29 @@ def main(argv=None) -> Dict[str, Any]:
   for row in rows:
     if row.get("mfu_note"):
       print(f"  {row['name']}: MFU below 0.40 on this CPU: {row['mfu_note']}")
-  print(f"device {device.platform} ({getattr(device, 'device_kind', '')}), load average "
-        f"{result['load_average']}, matmul FLOP/s " + ", ".join(f"{k} {v:.3g}" for k, v in rates.items()))
+  print(
+    f"device {device.platform} ({getattr(device, 'device_kind', '')}), load average "
+    f"{result['load_average']}, matmul FLOP/s " + ", ".join(f"{k} {v:.3g}" for k, v in rates.items())
+  )
   return result
 
 
 def _result(quick: bool, device, rates, rows) -> Dict[str, Any]:
   load = os.getloadavg() if hasattr(os, "getloadavg") else None
   return {
-      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
-      "device": {"platform": device.platform, "kind": getattr(device, "device_kind", ""),
-                 "count": jax.device_count(), "cpu_count": os.cpu_count(), "host": platform.machine()},
-      "load_average": list(load) if load else None, "jax": jax.__version__,
-      "matmul_flops_per_s": rates, "rows": rows,
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "quick": quick,
+    "device": {
+      "platform": device.platform,
+      "kind": getattr(device, "device_kind", ""),
+      "count": jax.device_count(),
+      "cpu_count": os.cpu_count(),
+      "host": platform.machine(),
+    },
+    "load_average": list(load) if load else None,
+    "jax": jax.__version__,
+    "matmul_flops_per_s": rates,
+    "rows": rows,
   }
 
 

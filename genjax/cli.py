@@ -10,10 +10,14 @@ import textwrap
 
 def add_distributed_flags(parser: argparse.ArgumentParser):
   group = parser.add_argument_group("devices and hosts")
-  group.add_argument("--cpu_devices", type=int, default=None,
-                     help="simulate N devices on the CPU (sets XLA_FLAGS before JAX starts)")
-  group.add_argument("--coordinator_address", default=None,
-                     help="host:port of process 0, for a multi-process run (jax.distributed.initialize)")
+  group.add_argument(
+    "--cpu_devices", type=int, default=None, help="simulate N devices on the CPU (sets XLA_FLAGS before JAX starts)"
+  )
+  group.add_argument(
+    "--coordinator_address",
+    default=None,
+    help="host:port of process 0, for a multi-process run (jax.distributed.initialize)",
+  )
   group.add_argument("--num_processes", type=int, default=None, help="number of processes in the run")
   group.add_argument("--process_id", type=int, default=None, help="this process's index")
 
@@ -22,8 +26,10 @@ def add_distributed_flags(parser: argparse.ArgumentParser):
 # arrive within 40 s. Simulated devices are threads sharing the host's cores, so on a small or
 # busy machine the last device can reach an all-reduce minutes after the first: a slow run, not
 # a deadlock. Simulated runs get 30 minutes before XLA gives up.
-SIMULATED_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=300",
-                              "--xla_cpu_collective_call_terminate_timeout_seconds=1800")
+SIMULATED_COLLECTIVE_FLAGS = (
+  "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300",
+  "--xla_cpu_collective_call_terminate_timeout_seconds=1800",
+)
 
 
 def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
@@ -41,6 +47,7 @@ def setup_devices(args):
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
     os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(args.cpu_devices, os.environ.get("XLA_FLAGS", ""))
   import jax
+
   explicit = [args.coordinator_address, args.num_processes, args.process_id]
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
@@ -49,13 +56,16 @@ def setup_devices(args):
       fail(f"--process_id={args.process_id} must lie in [0, --num_processes={args.num_processes}).")
     host, _, port = args.coordinator_address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-      fail(f"--coordinator_address={args.coordinator_address!r} must be HOST:PORT, the address of process 0 "
-           "and a free port on it, e.g. 10.0.0.1:12345.")
+      fail(
+        f"--coordinator_address={args.coordinator_address!r} must be HOST:PORT, the address of process 0 "
+        "and a free port on it, e.g. 10.0.0.1:12345."
+      )
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
       # CPU devices of different processes talk through gloo; it must be chosen before initialize.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    _initialize(jax, coordinator_address=args.coordinator_address,
-                num_processes=args.num_processes, process_id=args.process_id)
+    _initialize(
+      jax, coordinator_address=args.coordinator_address, num_processes=args.num_processes, process_id=args.process_id
+    )
   elif _cluster_detected():
     _initialize(jax)  # TPU pods, SLURM, Open MPI, ...: JAX reads the environment
 
@@ -65,16 +75,20 @@ def _initialize(jax, **kwargs):
     jax.distributed.initialize(**kwargs)
   except (RuntimeError, ValueError, OSError) as e:  # XLA reports connection failures as RuntimeError
     where = kwargs.get("coordinator_address") or "the address the cluster environment gives"
-    fail(f"Joining the multi-process run at {where} failed: {str(e).splitlines()[0][:300] if str(e) else e}. "
-         "Start every process with the same --coordinator_address and --num_processes, process 0 first "
-         "reachable from the others, each with its own --process_id.")
+    fail(
+      f"Joining the multi-process run at {where} failed: {str(e).splitlines()[0][:300] if str(e) else e}. "
+      "Start every process with the same --coordinator_address and --num_processes, process 0 first "
+      "reachable from the others, each with its own --process_id."
+    )
 
 
 def _cluster_detected() -> bool:
   env = os.environ
-  return (("SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
-          or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-          or len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1)
+  return (
+    ("SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
+    or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+    or len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+  )
 
 
 def fail(message: str, code: int = 2):

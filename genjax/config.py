@@ -166,8 +166,10 @@ def load_config_file(spec: str) -> Experiment:
   try:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
-    raise ConfigError(f"Config file {e.filename}:{e.lineno}: {e.msg} ({(e.text or '').strip()!r}). "
-                      "Fix the file; it must be Python defining get_config().") from None
+    raise ConfigError(
+      f"Config file {e.filename}:{e.lineno}: {e.msg} ({(e.text or '').strip()!r}). "
+      "Fix the file; it must be Python defining get_config()."
+    ) from None
   except Exception as e:  # noqa: BLE001 - anything the file itself raises is the user's to fix
     raise ConfigError(f"Config file {path}{_line_in(e, path)} raised {type(e).__name__}: {e}. Fix the file.") from None
   if not hasattr(module, "get_config"):
@@ -181,17 +183,23 @@ def load_config_file(spec: str) -> Experiment:
       raise ConfigError(f"{path} takes no argument after ':' (got {arg!r}): use {path} alone.") from None
     raise ConfigError(f"{spec}: get_config raised TypeError{_line_in(e, path)}: {e}.") from None
   except (ValueError, KeyError, AttributeError, NameError) as e:
-    raise ConfigError(f"{spec}: {e}" if isinstance(e, ValueError) else
-                      f"{spec}: get_config raised {type(e).__name__}{_line_in(e, path)}: {e}.") from None
+    raise ConfigError(
+      f"{spec}: {e}"
+      if isinstance(e, ValueError)
+      else f"{spec}: get_config raised {type(e).__name__}{_line_in(e, path)}: {e}."
+    ) from None
   if not isinstance(exp, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(exp).__name__}, expected genjax.config.Experiment.")
   return exp
 
 
 def _line_in(error: BaseException, path: str) -> str:
-  """" (line N)" for the deepest frame of `error`'s traceback that is in the file `path`."""
+  """ " (line N)" for the deepest frame of `error`'s traceback that is in the file `path`."""
   import traceback
-  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
+
+  lines = [
+    f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)
+  ]
   return f" (line {lines[-1]})" if lines else ""
 
 
@@ -281,7 +289,9 @@ def _override(node, parts: list, text: str, prefix: str):
   if rest:
     return dataclasses.replace(node, **{head: _override(current, rest, text, prefix + head + ".")})
   if dataclasses.is_dataclass(current):
-    raise ConfigError(f"{where} is a group of settings; set one of its fields, e.g. {where}.{dataclasses.fields(current)[0].name}=...")
+    raise ConfigError(
+      f"{where} is a group of settings; set one of its fields, e.g. {where}.{dataclasses.fields(current)[0].name}=..."
+    )
   tp = _field_types(type(node))[head]
   if tp is Any:
     raise ConfigError(f"{where} cannot be set from the command line.")
@@ -293,7 +303,7 @@ def apply_overrides(exp: Experiment, overrides: Mapping[str, str] | Sequence[str
   if not isinstance(overrides, Mapping):
     pairs = {}
     for item in overrides:
-      body = item[len("--config."):] if item.startswith("--config.") else item
+      body = item[len("--config.") :] if item.startswith("--config.") else item
       if "=" not in body:
         raise ConfigError(f"Override {item!r} has no value: write --config.a.b=VALUE.")
       key, _, value = body.partition("=")
@@ -336,7 +346,9 @@ def _is_instance(value, tp) -> bool:
   if tp is int:
     return isinstance(value, int) and not isinstance(value, bool)
   if origin in (tuple, Tuple):
-    return isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value) if args else isinstance(value, tuple)
+    return (
+      isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value) if args else isinstance(value, tuple)
+    )
   if isinstance(tp, type):
     return isinstance(value, tp)
   return True
@@ -359,14 +371,23 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
   """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid."""
   _check_types(exp, "")
   if exp.model is None or not dataclasses.is_dataclass(exp.model):
-    raise ConfigError(f"config.model must be the family's model config dataclass (e.g. genjax.families.{exp.family}.Config), "
-                      f"got {exp.model!r}.")
+    raise ConfigError(
+      f"config.model must be the family's model config dataclass (e.g. genjax.families.{exp.family}.Config), "
+      f"got {exp.model!r}."
+    )
   t, o, p = exp.train, exp.optim, exp.parallel
-  positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "train.log_every": t.log_every,
-              "train.eval_every": t.eval_every, "train.checkpoint_every": t.checkpoint_every,
-              "train.keep_checkpoints": t.keep_checkpoints, "train.steps_per_call": t.steps_per_call,
-              "optim.grad_accum_steps": o.grad_accum_steps, "eval.num_samples": exp.eval.num_samples,
-              "data.block_size": exp.data.block_size}
+  positive = {
+    "train.steps": t.steps,
+    "train.batch_size": t.batch_size,
+    "train.log_every": t.log_every,
+    "train.eval_every": t.eval_every,
+    "train.checkpoint_every": t.checkpoint_every,
+    "train.keep_checkpoints": t.keep_checkpoints,
+    "train.steps_per_call": t.steps_per_call,
+    "optim.grad_accum_steps": o.grad_accum_steps,
+    "eval.num_samples": exp.eval.num_samples,
+    "data.block_size": exp.data.block_size,
+  }
   for where, value in positive.items():
     if value <= 0:
       raise ConfigError(f"config.{where} = {value} must be a positive integer.")
@@ -374,7 +395,9 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     if value is not None and not math.isfinite(value):
       raise ConfigError(f"config.{where} = {value} must be a finite number.")
   if t.seed < 0:
-    raise ConfigError(f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys).")
+    raise ConfigError(
+      f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys)."
+    )
   if o.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
   if o.weight_decay < 0:
@@ -386,36 +409,49 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
   if o.grad_clip_norm is not None and o.grad_clip_norm <= 0:
     raise ConfigError(f"config.optim.grad_clip_norm = {o.grad_clip_norm} must be > 0, or None for no clipping.")
   if len(o.boundaries) != len(o.scales):
-    raise ConfigError(f"config.optim.boundaries ({len(o.boundaries)}) and optim.scales ({len(o.scales)}) must have the same length.")
+    raise ConfigError(
+      f"config.optim.boundaries ({len(o.boundaries)}) and optim.scales ({len(o.scales)}) must have the same length."
+    )
   if o.schedule == "warmup_cosine" and o.warmup_steps >= (o.decay_steps or t.steps):
-    raise ConfigError(f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}.")
+    raise ConfigError(
+      f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}."
+    )
   if p.num_devices is not None and p.num_devices <= 0:
     raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
   if p.model_parallel < 1:
     raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} must be >= 1 (1: no tensor parallelism).")
   if p.model_parallel > 1 and p.mode == "pmap":
-    raise ConfigError("config.parallel.model_parallel > 1 needs a device mesh: use --config.parallel.mode=jit or "
-                      "fsdp (pmap maps one whole model copy per device).")
+    raise ConfigError(
+      "config.parallel.model_parallel > 1 needs a device mesh: use --config.parallel.mode=jit or "
+      "fsdp (pmap maps one whole model copy per device)."
+    )
   if num_devices is not None:
     if p.num_devices is not None and p.num_devices > num_devices:
       raise ConfigError(f"config.parallel.num_devices = {p.num_devices} but only {num_devices} devices exist.")
     n = p.num_devices or num_devices
     if n % p.model_parallel:
-      raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} does not divide the {n} devices: use a "
-                        "divisor of the device count.")
+      raise ConfigError(
+        f"config.parallel.model_parallel = {p.model_parallel} does not divide the {n} devices: use a "
+        "divisor of the device count."
+      )
     n //= p.model_parallel  # batches are split over the data axis only
     if t.batch_size % n:
       lo, hi = t.batch_size // n * n, -(-t.batch_size // n) * n
       raise ConfigError(
-          f"config.train.batch_size = {t.batch_size} does not divide over {n} devices: "
-          f"use a multiple of {n} (e.g. --config.train.batch_size={hi}{f' or {lo}' if lo else ''}) "
-          f"or set --config.parallel.num_devices.")
+        f"config.train.batch_size = {t.batch_size} does not divide over {n} devices: "
+        f"use a multiple of {n} (e.g. --config.train.batch_size={hi}{f' or {lo}' if lo else ''}) "
+        f"or set --config.parallel.num_devices."
+      )
     eval_batch = exp.eval.batch_size or t.batch_size
     if eval_batch % n:
-      raise ConfigError(f"config.eval.batch_size = {eval_batch} does not divide over {n} devices: use a multiple of {n}.")
+      raise ConfigError(
+        f"config.eval.batch_size = {eval_batch} does not divide over {n} devices: use a multiple of {n}."
+      )
   if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
-    raise ConfigError(f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
-                      "--config.train.profile_steps=10,20 (or empty for no profile).")
+    raise ConfigError(
+      f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
+      "--config.train.profile_steps=10,20 (or empty for no profile)."
+    )
   if num_processes > 1 and t.batch_size % num_processes:
     raise ConfigError(f"config.train.batch_size = {t.batch_size} does not divide over {num_processes} processes.")
   return exp
@@ -444,7 +480,9 @@ def _from_dict(cls, data: Mapping, where: str):
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = set(data) - names
   if unknown:
-    raise ConfigError(f"Saved config has unknown keys {sorted(unknown)} under {where or 'the top level'}: written by another genjax version?")
+    raise ConfigError(
+      f"Saved config has unknown keys {sorted(unknown)} under {where or 'the top level'}: written by another genjax version?"
+    )
   kwargs = {}
   for f in dataclasses.fields(cls):
     if f.name not in data:
@@ -469,8 +507,10 @@ def from_dict(data: Mapping, model_classes: Mapping[str, Sequence[type]]) -> Exp
   classes = {c.__name__: c for c in (given if isinstance(given, (tuple, list)) else (given,))}
   name = data.pop("model_class", None) or next(iter(classes))
   if name not in classes:
-    raise ConfigError(f"Saved config names model class {name!r}, which the {family} family does not have "
-                      f"({', '.join(classes)}): written by another genjax version?")
+    raise ConfigError(
+      f"Saved config names model class {name!r}, which the {family} family does not have "
+      f"({', '.join(classes)}): written by another genjax version?"
+    )
   model = _from_dict(classes[name], data.pop("model") or {}, "model.")
   exp = _from_dict(Experiment, data, "")
   return dataclasses.replace(exp, model=model)

@@ -43,26 +43,44 @@ ALIASES = {"fid": "fd", "precision": "pr", "recall": "pr", "precision_recall": "
 
 
 def parse(argv):
-  parser = argparse.ArgumentParser(prog="python -m genjax.evaluate", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m genjax.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--workdir", required=True, help="a run of python -m genjax.train")
-  parser.add_argument("--metrics", default=None,
-                      help=f"comma-separated sample metrics: {','.join(METRICS)} (default: the family's own evaluation)")
-  parser.add_argument("--num_samples", type=int, default=None,
-                      help="samples to draw (default: 50000 with Inception features, as published FIDs; "
-                           "10000 with a classifier's; 26000 for modes, as PacGAN)")
+  parser.add_argument(
+    "--metrics",
+    default=None,
+    help=f"comma-separated sample metrics: {','.join(METRICS)} (default: the family's own evaluation)",
+  )
+  parser.add_argument(
+    "--num_samples",
+    type=int,
+    default=None,
+    help="samples to draw (default: 50000 with Inception features, as published FIDs; "
+    "10000 with a classifier's; 26000 for modes, as PacGAN)",
+  )
   parser.add_argument("--feature_net", default=None, help="inception, classifier_<dataset> (default: by dataset)")
-  parser.add_argument("--reference_split", default=None, help="dataset split compared with (default: the training split)")
-  parser.add_argument("--batch_size", type=int, default=None, help="sampling and evaluation batch (default: the run's eval batch)")
-  parser.add_argument("--max_examples", type=int, default=None,
-                      help="the family's own evaluation on only the first N examples of the split "
-                           "(e.g. a diffusion model's full T-step bound, which costs T network calls per image)")
+  parser.add_argument(
+    "--reference_split", default=None, help="dataset split compared with (default: the training split)"
+  )
+  parser.add_argument(
+    "--batch_size", type=int, default=None, help="sampling and evaluation batch (default: the run's eval batch)"
+  )
+  parser.add_argument(
+    "--max_examples",
+    type=int,
+    default=None,
+    help="the family's own evaluation on only the first N examples of the split "
+    "(e.g. a diffusion model's full T-step bound, which costs T network calls per image)",
+  )
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_ema", action="store_true", help="evaluate the raw weights, not the EMA")
   parser.add_argument("--keep", type=int, default=10_000, help="feature vectors kept for kid and pr")
   parser.add_argument("--inception_weights", default=None, help="path of pt_inception-2015-12-05-6726825d.pth")
   parser.add_argument("--classifier_dir", default=None, help="workdir of the classifier run used as feature network")
-  parser.add_argument("--cache_dir", default=None, help="reference statistics cache (default $GENJAX_HOME/reference_stats)")
+  parser.add_argument(
+    "--cache_dir", default=None, help="reference statistics cache (default $GENJAX_HOME/reference_stats)"
+  )
   parser.add_argument("--no_log", action="store_true", help="do not append the result to WORKDIR/eval.jsonl")
   cli.add_distributed_flags(parser)
   args, rest = parser.parse_known_args(argv)
@@ -74,10 +92,13 @@ def parse(argv):
       name = ALIASES.get(name, name)
       if name not in METRICS:
         import difflib
+
         close = difflib.get_close_matches(name, METRICS + tuple(ALIASES), n=1)
-        cli.fail(f"Unknown metric {name!r}{f' (did you mean {close[0]}?)' if close else ''}. "
-                 f"--metrics takes a comma-separated list of {', '.join(METRICS)}; leave it out for "
-                 "the family's own evaluation.")
+        cli.fail(
+          f"Unknown metric {name!r}{f' (did you mean {close[0]}?)' if close else ''}. "
+          f"--metrics takes a comma-separated list of {', '.join(METRICS)}; leave it out for "
+          "the family's own evaluation."
+        )
       if name not in metrics:
         metrics.append(name)
     if not metrics:
@@ -93,11 +114,15 @@ def parse(argv):
   if args.batch_size is not None and args.batch_size < 1:
     cli.fail(f"--batch_size={args.batch_size} must be a positive number of examples.")
   if option_tokens and not metrics:
-    cli.fail(f"Unknown arguments {' '.join(option_tokens)}: sampling options are for --metrics (the family's own "
-             "evaluation takes none).")
+    cli.fail(
+      f"Unknown arguments {' '.join(option_tokens)}: sampling options are for --metrics (the family's own "
+      "evaluation takes none)."
+    )
   if not os.path.isdir(args.workdir):
-    cli.fail(f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
-             f"--workdir DIR` run wrote (it holds config.json and checkpoints/).")
+    cli.fail(
+      f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
+      f"--workdir DIR` run wrote (it holds config.json and checkpoints/)."
+    )
   return args, metrics
 
 
@@ -108,6 +133,7 @@ def family_evaluation(exp, family, state, args) -> dict:
 
   from genjax import data
   from genjax.data import datasets
+
   dataset = data.load(exp.data, exp.data.eval_split)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   rng = jax.random.key(args.seed)
@@ -118,8 +144,10 @@ def family_evaluation(exp, family, state, args) -> dict:
   batches = _progress(batches, -(-total // batch_size), "evaluating", "batch")
   if family.evaluate is not None:
     result = family.evaluate(state, batches, rng)
-    return {k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
-            for k, v in result.items()}
+    return {
+      k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
+      for k, v in result.items()
+    }
   step = jax.jit(family.eval_step)
   totals, weight = {}, 0.0
   for i, batch in enumerate(batches):
@@ -133,18 +161,27 @@ def family_evaluation(exp, family, state, args) -> dict:
 def _progress(iterable, total: int, desc: str, unit: str):
   """A progress bar with an ETA on stderr (stdout carries the JSON)."""
   from tqdm import tqdm
-  return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-              mininterval=1.0 if os.isatty(2) else 30.0)
+
+  return tqdm(
+    iterable,
+    total=total,
+    desc=desc,
+    unit=unit,
+    dynamic_ncols=True,
+    file=sys.stderr,
+    mininterval=1.0 if os.isatty(2) else 30.0,
+  )
 
 
 def draw_samples(family, variables, rng, num: int, batch_size: int, options=None):
   """Yields batches of samples (numpy, in [-1, 1]) totalling exactly `num`."""
   import jax
   import numpy as np
+
   sample = jax.jit(lambda v, r: family.sample(v, r, batch_size, options))
   for i, start in enumerate(range(0, num, batch_size)):
     images = np.asarray(jax.device_get(sample(variables, jax.random.fold_in(rng, i))))
-    yield images[:num - start]
+    yield images[: num - start]
 
 
 def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dict:
@@ -152,16 +189,25 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   import numpy as np
 
   from genjax.metrics import features, frechet, inception_score, kid, precision_recall, reference_stats, stacked_mnist
+
   if family.output == "none":
-    raise ValueError(f"This run's family ({exp.family}) is not a generative model and has no samples: leave "
-                     "out --metrics to get its own evaluation (a classifier's test accuracy).")
+    raise ValueError(
+      f"This run's family ({exp.family}) is not a generative model and has no samples: leave "
+      "out --metrics to get its own evaluation (a classifier's test accuracy)."
+    )
   if family.output != "image" or info.kind != "image":
-    raise ValueError(f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
-                     "Leave out --metrics for its own evaluation (e.g. bits per character).")
+    raise ValueError(
+      f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
+      "Leave out --metrics for its own evaluation (e.g. bits per character)."
+    )
   # Published FIDs (Inception features, CIFAR-size data) use 50,000 samples; the MNIST-size
   # classifier features 10,000 (their reference splits hold 10,000 to 60,000 images).
-  inception = any(m != "modes" for m in metrics) and (args.feature_net or features.default_for(exp.data.name)) == "inception"
-  num = args.num_samples or (stacked_mnist.PACGAN_NUM_SAMPLES if metrics == ["modes"] else 50_000 if inception else 10_000)
+  inception = (
+    any(m != "modes" for m in metrics) and (args.feature_net or features.default_for(exp.data.name)) == "inception"
+  )
+  num = args.num_samples or (
+    stacked_mnist.PACGAN_NUM_SAMPLES if metrics == ["modes"] else 50_000 if inception else 10_000
+  )
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   net_options = {"weights": args.inception_weights, "classifier_dir": args.classifier_dir}
   feature_metrics = [m for m in metrics if m != "modes"]
@@ -169,12 +215,13 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   if feature_metrics:
     net = features.get(args.feature_net or features.default_for(exp.data.name), **net_options)
     split = args.reference_split or exp.data.train_split
-    ref = reference_stats.reference_stats(exp.data, split, net, keep=args.keep,
-                                          cache_dir=args.cache_dir, log=log)
+    ref = reference_stats.reference_stats(exp.data, split, net, keep=args.keep, cache_dir=args.cache_dir, log=log)
   counter = None
   if "modes" in metrics:
     if info.shape[-1] != 3:
-      raise ValueError(f"modes counts Stacked-MNIST modes in 3-channel samples; {exp.data.name} has shape {info.shape}.")
+      raise ValueError(
+        f"modes counts Stacked-MNIST modes in 3-channel samples; {exp.data.name} has shape {info.shape}."
+      )
     mnist = features.get("classifier_mnist", classifier_dir=args.classifier_dir)
     counter = stacked_mnist.ModeCounter(lambda x: np.argmax(mnist.apply(x)[1], -1))
 
@@ -191,7 +238,7 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
       feats, logits = net.apply(images)
       stats.update(feats)
       if drawn < args.keep:
-        kept.append(feats[:args.keep - drawn])
+        kept.append(feats[: args.keep - drawn])
       if "is" in metrics:
         probs.append(np.asarray(jax.nn.softmax(logits, -1)))
       classes += np.bincount(np.argmax(np.asarray(logits), -1), minlength=len(classes))
@@ -210,8 +257,8 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   if "kid" in metrics:
     result.update(kid.kernel_distance(ref.features, np.concatenate(kept), seed=args.seed))
   if "pr" in metrics:
-    real = ref.features[:args.keep]
-    result.update(precision_recall.precision_recall(real, np.concatenate(kept)[:len(real)]))
+    real = ref.features[: args.keep]
+    result.update(precision_recall.precision_recall(real, np.concatenate(kept)[: len(real)]))
   if "is" in metrics:
     result.update(inception_score.inception_score(np.concatenate(probs)))
   if counter is not None:
@@ -219,8 +266,13 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
     result.update({"modes": modes["modes"], "kl": modes["kl"]})
   details = {"num_samples": num, "sample_seconds": round(time.perf_counter() - start, 1)}
   if net is not None:
-    details.update({"feature_net": net.name, "reference": f"{exp.data.name}/{args.reference_split or exp.data.train_split}",
-                    "reference_count": ref.count})
+    details.update(
+      {
+        "feature_net": net.name,
+        "reference": f"{exp.data.name}/{args.reference_split or exp.data.train_split}",
+        "reference_count": ref.count,
+      }
+    )
   return {"metrics": result, **details}
 
 
@@ -239,6 +291,7 @@ def main(argv=None):
   from genjax.metrics import features
   from genjax.sample import parse_options
   from genjax.trainer import workdir
+
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
   start = time.perf_counter()
   try:
@@ -252,15 +305,30 @@ def main(argv=None):
       out["sample_options"] = dataclasses.asdict(options)
     else:
       out = {"metrics": family_evaluation(exp, family, state, args), "split": exp.data.eval_split}
-  except (FileNotFoundError, checkpoint.CheckpointError, features.FeatureNetError, ValueError, TypeError,
-          ArithmeticError, NotImplementedError, data.DatasetNotPreparedError, config_lib.ConfigError) as e:
+  except (
+    FileNotFoundError,
+    checkpoint.CheckpointError,
+    features.FeatureNetError,
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    NotImplementedError,
+    data.DatasetNotPreparedError,
+    config_lib.ConfigError,
+  ) as e:
     cli.fail(e)
-  record = {"workdir": os.path.abspath(args.workdir), "experiment": exp.name, "family": exp.family,
-            "dataset": exp.data.name, "step": int(jax.device_get(state.step)),
-            "ema": not args.no_ema and state.ema_params is not None, **out,
-            **({"overrides": args.overrides} if args.overrides else {}),
-            "seconds": round(time.perf_counter() - start, 1),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+  record = {
+    "workdir": os.path.abspath(args.workdir),
+    "experiment": exp.name,
+    "family": exp.family,
+    "dataset": exp.data.name,
+    "step": int(jax.device_get(state.step)),
+    "ema": not args.no_ema and state.ema_params is not None,
+    **out,
+    **({"overrides": args.overrides} if args.overrides else {}),
+    "seconds": round(time.perf_counter() - start, 1),
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+  }
   text = json.dumps(record)
   print(text)
   if not args.no_log and jax.process_index() == 0:

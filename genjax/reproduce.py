@@ -69,8 +69,9 @@ class Suite:
     os.makedirs(os.path.dirname(log), exist_ok=True)
     t0 = time.monotonic()
     with open(log, "w") as f:
-      proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=f, text=True,
-                              env=self.env, start_new_session=True)
+      proc = subprocess.Popen(
+        [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=f, text=True, env=self.env, start_new_session=True
+      )
       try:
         stdout, _ = proc.communicate(timeout=max(timeout_s, 1))
         stopped = False
@@ -82,8 +83,13 @@ class Suite:
         except subprocess.TimeoutExpired:
           os.killpg(proc.pid, signal.SIGKILL)
           stdout, _ = proc.communicate()
-    return {"code": proc.returncode, "seconds": round(time.monotonic() - t0, 1), "stopped_at_box": stopped,
-            "stdout": stdout, "log": log}
+    return {
+      "code": proc.returncode,
+      "seconds": round(time.monotonic() - t0, 1),
+      "stopped_at_box": stopped,
+      "stdout": stdout,
+      "log": log,
+    }
 
   def last_json(self, stdout: str) -> dict:
     for line in reversed((stdout or "").strip().splitlines()):
@@ -103,26 +109,46 @@ def _bench(suite: Suite) -> dict:
     path = os.path.join(suite.out, "bench", f"bench_{dtype}.json")
     args = ["genjax.bench", "--only", "gpt2_small,ddpm_cifar10", "--dtype", dtype, "--no-loop", "--out", path]
     args += ["--quick"] if suite.dry_run else ["--min_time", "3"]
-    run = suite.command(args, suite.left_s() if dtype == "float32" else suite.left_s() * 0.55,
-                        os.path.join(suite.out, "bench", f"bench_{dtype}.log"))
+    run = suite.command(
+      args,
+      suite.left_s() if dtype == "float32" else suite.left_s() * 0.55,
+      os.path.join(suite.out, "bench", f"bench_{dtype}.log"),
+    )
     rows = json.load(open(path))["rows"] if os.path.exists(path) else []
     out[dtype] = {"seconds": run["seconds"], "code": run["code"], "rows": rows}
   for name in ("gpt2_small", "ddpm_cifar10"):
-    rates = {d: next((r.get("train_examples_per_s") for r in out[d]["rows"] if r.get("name") == name), None)
-             for d in ("bfloat16", "float32")}
+    rates = {
+      d: next((r.get("train_examples_per_s") for r in out[d]["rows"] if r.get("name") == name), None)
+      for d in ("bfloat16", "float32")
+    }
     if all(rates.values()):
       out[f"{name}_bf16_over_f32"] = rates["bfloat16"] / rates["float32"]
   return out
 
 
-def _train_then_evaluate(suite: Suite, item: str, config: str, overrides: List[str], evaluate: List[str],
-                         eval_box_s: float, workdir: Optional[str] = None) -> dict:
+def _train_then_evaluate(
+  suite: Suite,
+  item: str,
+  config: str,
+  overrides: List[str],
+  evaluate: List[str],
+  eval_box_s: float,
+  workdir: Optional[str] = None,
+) -> dict:
   workdir = workdir or os.path.join(suite.out, item, "run")
   train_box = max(suite.left_s() - eval_box_s, 5)
-  train = suite.command(["genjax.train", "--config", config, "--workdir", workdir, *overrides,
-                         "--config.train.progress=false"], train_box, os.path.join(suite.out, item, "train.log"))
-  result = {"config": config, "overrides": overrides, "train_seconds": train["seconds"], "train_code": train["code"],
-            "stopped_at_box": train["stopped_at_box"]}
+  train = suite.command(
+    ["genjax.train", "--config", config, "--workdir", workdir, *overrides, "--config.train.progress=false"],
+    train_box,
+    os.path.join(suite.out, item, "train.log"),
+  )
+  result = {
+    "config": config,
+    "overrides": overrides,
+    "train_seconds": train["seconds"],
+    "train_code": train["code"],
+    "stopped_at_box": train["stopped_at_box"],
+  }
   metrics = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics):
     records = [json.loads(line) for line in open(metrics) if line.strip()]
@@ -134,8 +160,11 @@ def _train_then_evaluate(suite: Suite, item: str, config: str, overrides: List[s
   if train["code"] not in (0, 75):
     result["error"] = f"training exited with {train['code']}; see {train['log']}"
     return result
-  run = suite.command(["genjax.evaluate", "--workdir", workdir, *evaluate], max(suite.left_s(), 5),
-                      os.path.join(suite.out, item, "evaluate.log"))
+  run = suite.command(
+    ["genjax.evaluate", "--workdir", workdir, *evaluate],
+    max(suite.left_s(), 5),
+    os.path.join(suite.out, item, "evaluate.log"),
+  )
   result["evaluate_seconds"] = run["seconds"]
   result["evaluation"] = suite.last_json(run["stdout"])
   if run["code"] != 0:
@@ -144,58 +173,130 @@ def _train_then_evaluate(suite: Suite, item: str, config: str, overrides: List[s
 
 
 def _tiny_gpt(dry: bool) -> List[str]:
-  return ["--config.model.num_layers=1", "--config.model.num_heads=2", "--config.model.width=32",
-          "--config.data.block_size=32", "--config.train.batch_size=8", "--config.train.steps=4",
-          "--config.optim.warmup_steps=0",
-          "--config.train.eval_every=4", "--config.train.checkpoint_every=4", "--config.train.log_every=2",
-          "--config.eval.num_batches=1", "--config.eval.sample_length=8"] if dry else []
+  return (
+    [
+      "--config.model.num_layers=1",
+      "--config.model.num_heads=2",
+      "--config.model.width=32",
+      "--config.data.block_size=32",
+      "--config.train.batch_size=8",
+      "--config.train.steps=4",
+      "--config.optim.warmup_steps=0",
+      "--config.train.eval_every=4",
+      "--config.train.checkpoint_every=4",
+      "--config.train.log_every=2",
+      "--config.eval.num_batches=1",
+      "--config.eval.sample_length=8",
+    ]
+    if dry
+    else []
+  )
 
 
 def _shakespeare(suite: Suite) -> dict:
-  return _train_then_evaluate(suite, "shakespeare", _experiment("gpt_shakespeare_char.py"), _tiny_gpt(suite.dry_run),
-                              ["--max_examples", "4"] if suite.dry_run else [], eval_box_s=25)
+  return _train_then_evaluate(
+    suite,
+    "shakespeare",
+    _experiment("gpt_shakespeare_char.py"),
+    _tiny_gpt(suite.dry_run),
+    ["--max_examples", "4"] if suite.dry_run else [],
+    eval_box_s=25,
+  )
 
 
 def _classifier(suite: Suite) -> dict:
-  overrides = (["--config.train.steps=4", "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
-                "--config.train.log_every=2", "--config.eval.num_batches=1", "--config.optim.warmup_steps=0"]
-               if suite.dry_run else [])
-  return _train_then_evaluate(suite, "classifier", _experiment("classifier_mnist.py"), overrides,
-                              ["--max_examples", "16"] if suite.dry_run else [], eval_box_s=15,
-                              workdir=os.path.join(suite.env["GENJAX_HOME"], "classifiers", "mnist"))
+  overrides = (
+    [
+      "--config.train.steps=4",
+      "--config.train.eval_every=4",
+      "--config.train.checkpoint_every=4",
+      "--config.train.log_every=2",
+      "--config.eval.num_batches=1",
+      "--config.optim.warmup_steps=0",
+    ]
+    if suite.dry_run
+    else []
+  )
+  return _train_then_evaluate(
+    suite,
+    "classifier",
+    _experiment("classifier_mnist.py"),
+    overrides,
+    ["--max_examples", "16"] if suite.dry_run else [],
+    eval_box_s=15,
+    workdir=os.path.join(suite.env["GENJAX_HOME"], "classifiers", "mnist"),
+  )
 
 
 def _pacgan(m: int) -> Callable:
   def run(suite: Suite) -> dict:
-    tiny = ["--config.model.g_widths=32,16,8,4", "--config.model.d_widths=4,8,16,32", "--config.train.steps=4",
-            "--config.train.log_every=2", "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
-            "--config.eval.num_batches=1"]
-    full = ["--config.train.steps_per_call=50", "--config.train.log_every=1000", "--config.train.eval_every=100000",
-            "--config.train.checkpoint_every=5000"]
+    tiny = [
+      "--config.model.g_widths=32,16,8,4",
+      "--config.model.d_widths=4,8,16,32",
+      "--config.train.steps=4",
+      "--config.train.log_every=2",
+      "--config.train.eval_every=4",
+      "--config.train.checkpoint_every=4",
+      "--config.eval.num_batches=1",
+    ]
+    full = [
+      "--config.train.steps_per_call=50",
+      "--config.train.log_every=1000",
+      "--config.train.eval_every=100000",
+      "--config.train.checkpoint_every=5000",
+    ]
     evaluate = ["--metrics", "modes"] + (["--num_samples", "260"] if suite.dry_run else [])
-    return _train_then_evaluate(suite, f"pacgan{m}", _experiment(f"pacgan_stacked_mnist.py:{m}"),
-                                tiny if suite.dry_run else full, evaluate, eval_box_s=40)
+    return _train_then_evaluate(
+      suite,
+      f"pacgan{m}",
+      _experiment(f"pacgan_stacked_mnist.py:{m}"),
+      tiny if suite.dry_run else full,
+      evaluate,
+      eval_box_s=40,
+    )
+
   return run
 
 
 def _iwae(suite: Suite) -> dict:
-  overrides = (["--config.model.hidden=16", "--config.model.latents=4", "--config.model.eval_samples=10",
-                "--config.model.eval_chunk=5", "--config.train.steps=4", "--config.train.steps_per_call=2",
-                "--config.train.log_every=2", "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
-                "--config.eval.num_batches=1"] if suite.dry_run else
-               ["--config.train.steps_per_call=1000", "--config.train.log_every=10000",
-                "--config.train.eval_every=1000000", "--config.train.checkpoint_every=20000"])
-  return _train_then_evaluate(suite, "iwae", _experiment("vae_binarized_mnist.py:vae"), overrides,
-                              ["--max_examples", "8" if suite.dry_run else "1000"], eval_box_s=40)
+  overrides = (
+    [
+      "--config.model.hidden=16",
+      "--config.model.latents=4",
+      "--config.model.eval_samples=10",
+      "--config.model.eval_chunk=5",
+      "--config.train.steps=4",
+      "--config.train.steps_per_call=2",
+      "--config.train.log_every=2",
+      "--config.train.eval_every=4",
+      "--config.train.checkpoint_every=4",
+      "--config.eval.num_batches=1",
+    ]
+    if suite.dry_run
+    else [
+      "--config.train.steps_per_call=1000",
+      "--config.train.log_every=10000",
+      "--config.train.eval_every=1000000",
+      "--config.train.checkpoint_every=20000",
+    ]
+  )
+  return _train_then_evaluate(
+    suite,
+    "iwae",
+    _experiment("vae_binarized_mnist.py:vae"),
+    overrides,
+    ["--max_examples", "8" if suite.dry_run else "1000"],
+    eval_box_s=40,
+  )
 
 
 ITEMS = [
-    Item("bench", 170, _bench, "gpt2_small and ddpm_cifar10, bfloat16 and float32"),
-    Item("shakespeare", 175, _shakespeare, "nanoGPT shakespeare_char, 5000 steps, validation loss"),
-    Item("classifier", 45, _classifier, "MNIST classifier for the mode counts"),
-    Item("pacgan1", 75, _pacgan(1), "Stacked MNIST DCGAN: modes / KL"),
-    Item("pacgan2", 75, _pacgan(2), "Stacked MNIST PacDCGAN2: modes / KL"),
-    Item("iwae", 60, _iwae, "IWAE-paper VAE, as many steps as fit"),
+  Item("bench", 170, _bench, "gpt2_small and ddpm_cifar10, bfloat16 and float32"),
+  Item("shakespeare", 175, _shakespeare, "nanoGPT shakespeare_char, 5000 steps, validation loss"),
+  Item("classifier", 45, _classifier, "MNIST classifier for the mode counts"),
+  Item("pacgan1", 75, _pacgan(1), "Stacked MNIST DCGAN: modes / KL"),
+  Item("pacgan2", 75, _pacgan(2), "Stacked MNIST PacDCGAN2: modes / KL"),
+  Item("iwae", 60, _iwae, "IWAE-paper VAE, as many steps as fit"),
 ]
 
 
@@ -211,9 +312,14 @@ def _experiment(spec: str) -> str:
 
 def device_description() -> dict:
   import jax
+
   device = jax.devices()[0]
-  return {"platform": device.platform, "kind": getattr(device, "device_kind", ""), "count": jax.device_count(),
-          "jax": jax.__version__}
+  return {
+    "platform": device.platform,
+    "kind": getattr(device, "device_kind", ""),
+    "count": jax.device_count(),
+    "jax": jax.__version__,
+  }
 
 
 def markdown_rows(record: dict, device: str, date: str) -> List[str]:
@@ -230,9 +336,11 @@ def markdown_rows(record: dict, device: str, date: str) -> List[str]:
         rate = row.get("train_tokens_per_s") or row.get("train_examples_per_s")
         unit = "tokens/s" if row.get("train_tokens_per_s") else "examples/s"
         peak = f"{row['mfu_peak']:.3f}" if row.get("mfu_peak") is not None else "- (no data-sheet peak)"
-        rows.append(f"| bench | {row['name']} {dtype} batch {row['batch']} | {rate:.4g} {unit}; MFU {peak} "
-                    f"of peak, {row['mfu_measured']:.3f} of measured matmul; compile {row['compile_s']:.1f} s; "
-                    f"peak memory {row['peak_memory_bytes'] / 2**30:.2f} GiB | {cmd} | {device} | {date} |")
+        rows.append(
+          f"| bench | {row['name']} {dtype} batch {row['batch']} | {rate:.4g} {unit}; MFU {peak} "
+          f"of peak, {row['mfu_measured']:.3f} of measured matmul; compile {row['compile_s']:.1f} s; "
+          f"peak memory {row['peak_memory_bytes'] / 2**30:.2f} GiB | {cmd} | {device} | {date} |"
+        )
     for key in ("gpt2_small_bf16_over_f32", "ddpm_cifar10_bf16_over_f32"):
       if key in res:
         rows.append(f"| bench | {key} | {res[key]:.2f}x | {cmd} | {device} | {date} |")
@@ -240,17 +348,26 @@ def markdown_rows(record: dict, device: str, date: str) -> List[str]:
   if "error" in record:
     return [f"| {name} | - | error: {record['error'][:200]} | {cmd} | {device} | {date} |"]
   ev = res.get("evaluation", {}).get("metrics", {})
-  shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.items()
-                    if k in ("loss", "modes", "kl", "nll", "bits_per_dim", "accuracy"))
-  rows.append(f"| {name} | {res.get('steps_done', '?')} steps in {res.get('train_seconds', '?')} s"
-              f"{' (stopped at its time box)' if res.get('stopped_at_box') else ''} | {shown or res.get('error', '-')} | "
-              f"{cmd} | {device} | {date} |")
+  shown = ", ".join(
+    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+    for k, v in ev.items()
+    if k in ("loss", "modes", "kl", "nll", "bits_per_dim", "accuracy")
+  )
+  rows.append(
+    f"| {name} | {res.get('steps_done', '?')} steps in {res.get('train_seconds', '?')} s"
+    f"{' (stopped at its time box)' if res.get('stopped_at_box') else ''} | {shown or res.get('error', '-')} | "
+    f"{cmd} | {device} | {date} |"
+  )
   return rows
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m genjax.reproduce", description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser = argparse.ArgumentParser(
+    prog="python -m genjax.reproduce",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=__doc__,
+  )
   parser.add_argument("suite", choices=("gpu",))
   parser.add_argument("--out", required=True, help="where results, workdirs and logs go")
   parser.add_argument("--data_dir", default=None, help="the portable dataset export (or prepared TFDS datasets)")
@@ -263,8 +380,10 @@ def main(argv=None):
   if unknown:
     cli.fail(f"--only: unknown item(s) {', '.join(unknown)}; the suite has {', '.join(i.name for i in ITEMS)}.")
   if args.data_dir and not os.path.isdir(args.data_dir):
-    cli.fail(f"--data_dir {args.data_dir} does not exist: export the datasets there first (python -m "
-             "genjax.data.export --datasets mnist,tiny_shakespeare,binarized_mnist --out DIR).")
+    cli.fail(
+      f"--data_dir {args.data_dir} does not exist: export the datasets there first (python -m "
+      "genjax.data.export --datasets mnist,tiny_shakespeare,binarized_mnist --out DIR)."
+    )
   suite = Suite(args.out, args.data_dir, args.dry_run, args.budget_s)
   device = device_description()
   where = f"{device['kind'] or device['platform']} (jax {device['jax']})"
@@ -291,8 +410,12 @@ def main(argv=None):
     if "skipped" not in record:
       with open(table_path, "a") as f:
         f.write("\n".join(markdown_rows(record, where, date)) + "\n")
-    print(f"[{item.name}] {'skipped: ' + record['skipped'] if 'skipped' in record else 'error: ' + record['error'] if 'error' in record else 'done'}"
-          f" ({record.get('seconds', 0)} s; {suite.left_s():.0f} s of the budget left)", file=sys.stderr, flush=True)
+    print(
+      f"[{item.name}] {'skipped: ' + record['skipped'] if 'skipped' in record else 'error: ' + record['error'] if 'error' in record else 'done'}"
+      f" ({record.get('seconds', 0)} s; {suite.left_s():.0f} s of the budget left)",
+      file=sys.stderr,
+      flush=True,
+    )
   print(f"results: {results_path}\ntable: {table_path}", file=sys.stderr)
 
 

@@ -17,6 +17,7 @@ from genjax import cli
 def options_help() -> str:
   """Every family's sampling options, read from the families' SampleOptions classes."""
   from genjax import families
+
   lines = []
   for name in families.names():
     for model_class, cls in families.get(name).SAMPLE_OPTIONS.items():
@@ -28,6 +29,7 @@ def options_help() -> str:
 def parse_options(cls, tokens):
   """The family's SampleOptions from ["--name", "value", "--name=value", ...] (ValueError if bad)."""
   from genjax import config as config_lib
+
   fields = {f.name: f for f in dataclasses.fields(cls)}
   hints = typing.get_type_hints(cls)
   values, i = {}, 0
@@ -52,9 +54,12 @@ def parse_options(cls, tokens):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m genjax.sample", description=__doc__,
-                                   epilog="Sampling options by family:\n" + options_help(),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m genjax.sample",
+    description=__doc__,
+    epilog="Sampling options by family:\n" + options_help(),
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--num", type=int, default=64, help="number of samples")
   parser.add_argument("--out", required=True, help="output file: .png grid, .npy arrays, or .txt for text")
@@ -82,21 +87,28 @@ def main(argv=None):
   from genjax.core import checkpoint
   from genjax.families.base import check_options
   from genjax.trainer import workdir, writers
+
   try:
     exp, family, state, info = workdir.restore(args.workdir)
   except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, ValueError) as e:
     cli.fail(e)
   if family.output == "none":
-    cli.fail(f"This run's family ({exp.family}) is not a generative model and draws no samples; "
-             "`python -m genjax.evaluate --workdir DIR` reports its test accuracy.")
+    cli.fail(
+      f"This run's family ({exp.family}) is not a generative model and draws no samples; "
+      "`python -m genjax.evaluate --workdir DIR` reports its test accuracy."
+    )
   wanted = "text" if family.output == "text" else "image"
   if args.out.endswith(".txt" if wanted == "image" else ".png"):
-    cli.fail(f"--out {args.out}: this run's family ({exp.family}) makes {wanted}s; write "
-             f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays.")
+    cli.fail(
+      f"--out {args.out}: this run's family ({exp.family}) makes {wanted}s; write "
+      f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays."
+    )
   try:
     options = check_options(family, parse_options(family.sample_options, option_tokens))
   except (ValueError, TypeError) as e:
-    cli.fail(f"{e} (sampling options of this run: {', '.join('--' + f.name for f in dataclasses.fields(family.sample_options)) or 'none'}).")
+    cli.fail(
+      f"{e} (sampling options of this run: {', '.join('--' + f.name for f in dataclasses.fields(family.sample_options)) or 'none'})."
+    )
   try:
     fn = jax.jit(lambda v, r: family.sample(v, r, args.num, options))
     variables = state.variables(ema=not args.no_ema)
@@ -114,8 +126,11 @@ def main(argv=None):
       f.write(joined)
   else:
     writers.save_image_grid(args.out, samples)
-  print(f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
-        f"{dataclasses.asdict(options)})", file=sys.stderr)
+  print(
+    f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
+    f"{dataclasses.asdict(options)})",
+    file=sys.stderr,
+  )
 
 
 if __name__ == "__main__":

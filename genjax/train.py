@@ -15,28 +15,37 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 
 def parse(argv):
-  parser = argparse.ArgumentParser(prog="python -m genjax.train", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m genjax.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--config", default=None, help="experiment file: experiments/NAME.py[:arg]")
-  parser.add_argument("--workdir", default=None, help="where checkpoints, metrics and samples go "
-                      "(default: runs/<experiment name>); rerunning with the same workdir resumes")
+  parser.add_argument(
+    "--workdir",
+    default=None,
+    help="where checkpoints, metrics and samples go "
+    "(default: runs/<experiment name>); rerunning with the same workdir resumes",
+  )
   cli.add_distributed_flags(parser)
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown:
     import difflib
+
     known = [o for a in parser._actions for o in a.option_strings]
     hints = {u: difflib.get_close_matches(u.split("=")[0], known, n=1) for u in unknown}
-    cli.fail("Unknown arguments: " + ", ".join(f"{u}" + (f" (did you mean {h[0]}?)" if h else "")
-                                               for u, h in hints.items())
-             + ". Config fields are set as --config.GROUP.FIELD=VALUE, e.g. --config.train.steps=100.")
+    cli.fail(
+      "Unknown arguments: "
+      + ", ".join(f"{u}" + (f" (did you mean {h[0]}?)" if h else "") for u, h in hints.items())
+      + ". Config fields are set as --config.GROUP.FIELD=VALUE, e.g. --config.train.steps=100."
+    )
   return args, overrides
 
 
 def main(argv=None):
   args, overrides = parse(sys.argv[1:] if argv is None else argv)
   from genjax import config as config_lib
+
   try:
     spec = args.config or DEFAULT_CONFIG
     exp = config_lib.apply_overrides(config_lib.load_config_file(spec), overrides)
@@ -46,6 +55,7 @@ def main(argv=None):
   cli.configure_logging()
   from genjax.core import checkpoint
   from genjax.trainer import loop
+
   workdir = args.workdir or os.path.join("runs", exp.name)
   try:
     summary = loop.train(exp, workdir)
@@ -60,6 +70,7 @@ def main(argv=None):
   except loop.Preempted as e:
     cli.fail(e, code=loop.PREEMPTED_EXIT_CODE)
   import json
+
   print(json.dumps(summary, default=str))
 
 

@@ -22,8 +22,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 def _module_hygiene(request):
   yield
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.clear_caches()
   gc.collect()
   assert "tensorflow.python" not in sys.modules, (
-      f"{request.module.__name__} loaded TensorFlow into the test process; run that code in a child "
-      "process (as genjax does when it prepares a dataset)")
+    f"{request.module.__name__} loaded TensorFlow into the test process; run that code in a child "
+    "process (as genjax does when it prepares a dataset)"
+  )

@@ -22,6 +22,7 @@ import tempfile
 if __name__ == "__main__" and "--compare" not in sys.argv:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from genjax.cli import simulated_devices_xla_flags
+
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(2, os.environ.get("XLA_FLAGS", ""))
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -29,36 +30,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # config spec -> overrides that keep a few steps affordable on a CPU (applied before and after).
 CONFIGS = {
-    "default.py": {},
-    "classifier_mnist.py": {},
-    "dcgan_mnist.py": {},
-    "wgan_gp_mnist.py": {"train.batch_size": "20", "eval.batch_size": "20"},
-    "pacgan_stacked_mnist.py:1": {},
-    "pacgan_stacked_mnist.py:2": {},
-    "sngan_fashion_mnist.py:cnn": {},
-    "sngan_fashion_mnist.py:resnet_cond": {},
-    "vae_binarized_mnist.py:vae": {},
-    "vae_binarized_mnist.py:iwae": {},
-    "vae_binarized_mnist.py:iwae2": {},
-    "vae_fixed_binarized_mnist.py": {},
-    "vae_conv_fashion_mnist.py": {},
-    "gpt_shakespeare_char.py:cpu": {},
-    "gpt_shakespeare_char.py": {},
-    "gpt2_small.py": {"train.batch_size": "2", "eval.batch_size": "2"},
-    "pixelcnn_binarized_mnist.py:cpu": {},
-    "ddpm_mnist.py:cpu": {"model.sampler": "ddim", "model.sample_steps": "3"},
-    "ddpm_fashion_mnist.py": {"model.sampler": "ddim", "model.sample_steps": "3"},
+  "default.py": {},
+  "classifier_mnist.py": {},
+  "dcgan_mnist.py": {},
+  "wgan_gp_mnist.py": {"train.batch_size": "20", "eval.batch_size": "20"},
+  "pacgan_stacked_mnist.py:1": {},
+  "pacgan_stacked_mnist.py:2": {},
+  "sngan_fashion_mnist.py:cnn": {},
+  "sngan_fashion_mnist.py:resnet_cond": {},
+  "vae_binarized_mnist.py:vae": {},
+  "vae_binarized_mnist.py:iwae": {},
+  "vae_binarized_mnist.py:iwae2": {},
+  "vae_fixed_binarized_mnist.py": {},
+  "vae_conv_fashion_mnist.py": {},
+  "gpt_shakespeare_char.py:cpu": {},
+  "gpt_shakespeare_char.py": {},
+  "gpt2_small.py": {"train.batch_size": "2", "eval.batch_size": "2"},
+  "pixelcnn_binarized_mnist.py:cpu": {},
+  "ddpm_mnist.py:cpu": {"model.sampler": "ddim", "model.sample_steps": "3"},
+  "ddpm_fashion_mnist.py": {"model.sampler": "ddim", "model.sample_steps": "3"},
 }
 
-SMALL = {"train.steps": "3", "train.log_every": "1", "train.eval_every": "3", "train.checkpoint_every": "3",
-         "train.steps_per_call": "1", "train.progress": "false", "train.async_checkpoints": "false",
-         "eval.num_batches": "1", "eval.num_samples": "4", "eval.sample_length": "8",
-         "parallel.num_devices": os.environ.get("FINGERPRINT_DEVICES", "2")}
+SMALL = {
+  "train.steps": "3",
+  "train.log_every": "1",
+  "train.eval_every": "3",
+  "train.checkpoint_every": "3",
+  "train.steps_per_call": "1",
+  "train.progress": "false",
+  "train.async_checkpoints": "false",
+  "eval.num_batches": "1",
+  "eval.num_samples": "4",
+  "eval.sample_length": "8",
+  "parallel.num_devices": os.environ.get("FINGERPRINT_DEVICES", "2"),
+}
 
 
 def tree_hash(tree) -> str:
   import jax
   import numpy as np
+
   h = hashlib.sha256()
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
@@ -71,11 +82,13 @@ def tree_hash(tree) -> str:
 
 def fingerprint(spec: str, mode: str) -> dict:
   from genjax import config as config_lib
+
   try:
     from genjax.trainer import loop, writers
     from genjax.trainer import workdir as restorer
   except ImportError:  # before the trainer / toolkit split
     from genjax.trainer import loop, writers
+
     restorer = loop
   exp = config_lib.load_config_file(os.path.join(ROOT, "experiments", spec))
   train = exp.train
@@ -86,8 +99,11 @@ def fingerprint(spec: str, mode: str) -> dict:
   overrides.setdefault("train.batch_size", str(batch))
   overrides.setdefault("eval.batch_size", str(batch))
   exp = config_lib.apply_overrides(exp, overrides)
-  exp = dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or train.steps)) \
-      if exp.optim.schedule == "warmup_cosine" else exp
+  exp = (
+    dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, decay_steps=exp.optim.decay_steps or train.steps))
+    if exp.optim.schedule == "warmup_cosine"
+    else exp
+  )
   with tempfile.TemporaryDirectory() as workdir:
     loop.train(exp, workdir)
     records = writers.read_metrics(workdir)
@@ -99,9 +115,14 @@ def fingerprint(spec: str, mode: str) -> dict:
         pictures[name] = hashlib.sha256(f.read()).hexdigest()[:16]
   for r in records:
     r.pop("steps_per_sec", None)
-  return {"metrics": records, "params": tree_hash(state.params),
-          "ema": tree_hash(state.ema_params) if state.ema_params is not None else None,
-          "extra": tree_hash(state.extra), "step": int(state.step), "pictures": pictures}
+  return {
+    "metrics": records,
+    "params": tree_hash(state.params),
+    "ema": tree_hash(state.ema_params) if state.ema_params is not None else None,
+    "extra": tree_hash(state.extra),
+    "step": int(state.step),
+    "pictures": pictures,
+  }
 
 
 def compare(a_path: str, b_path: str) -> int:
@@ -121,8 +142,12 @@ def compare(a_path: str, b_path: str) -> int:
       bad += 1
       continue
     same = {
-        "losses": x["metrics"] == y["metrics"], "params": x["params"] == y["params"],
-        "ema": x["ema"] == y["ema"], "extra": x["extra"] == y["extra"], "samples": x["pictures"] == y["pictures"]}
+      "losses": x["metrics"] == y["metrics"],
+      "params": x["params"] == y["params"],
+      "ema": x["ema"] == y["ema"],
+      "extra": x["extra"] == y["extra"],
+      "samples": x["pictures"] == y["pictures"],
+    }
     spec, mode = key.rsplit("|", 1)
     print(f"{spec:40s} {mode:5s} " + " ".join(f"{'same' if v else 'DIFF':8s}" for v in same.values()))
     bad += not all(same.values())
@@ -139,6 +164,7 @@ def main():
   if args.compare:
     sys.exit(1 if compare(*args.compare) else 0)
   import logging
+
   logging.basicConfig(level=logging.WARNING)
   specs = [s for s in args.only.split(",") if s] or list(CONFIGS)
   results = {}

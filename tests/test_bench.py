@@ -11,9 +11,22 @@ import pytest
 from genjax import bench, families
 from genjax import data as data_lib
 
-COMMON = ["batch", "train_examples_per_s", "flops_per_step", "compile_s", "first_step_s", "matmul_flops_per_s",
-          "mfu_measured", "peak_memory_bytes", "memory_source", "pipeline_examples_per_s", "pipeline_over_train",
-          "checkpoint_blocked_s", "checkpoint_total_s", "checkpoint_bytes"]
+COMMON = [
+  "batch",
+  "train_examples_per_s",
+  "flops_per_step",
+  "compile_s",
+  "first_step_s",
+  "matmul_flops_per_s",
+  "mfu_measured",
+  "peak_memory_bytes",
+  "memory_source",
+  "pipeline_examples_per_s",
+  "pipeline_over_train",
+  "checkpoint_blocked_s",
+  "checkpoint_total_s",
+  "checkpoint_bytes",
+]
 
 
 def check_row(row):
@@ -21,8 +34,9 @@ def check_row(row):
     assert key in row and row[key] is not None, key
   assert row["flops_per_step"] > 0
   assert 0 < row["mfu_measured"] < 1.5
-  assert math.isclose(row["mfu_measured"],
-                      row["flops_per_step"] / row["train_seconds_per_step"] / row["matmul_flops_per_s"], rel_tol=1e-6)
+  assert math.isclose(
+    row["mfu_measured"], row["flops_per_step"] / row["train_seconds_per_step"] / row["matmul_flops_per_s"], rel_tol=1e-6
+  )
   assert math.isclose(row["train_examples_per_s"], row["batch"] / row["train_seconds_per_step"], rel_tol=1e-6)
   assert 0 < row["compile_s"] < row["first_step_s"]
   assert row["peak_memory_bytes"] > 0

@@ -9,8 +9,9 @@ from tests.reliability.procs import child_env
 
 
 def test_simulated_device_flags_replace_the_count_and_keep_the_users_timeouts():
-  flags = simulated_devices_xla_flags(4, "--xla_force_host_platform_device_count=8 --xla_dump_to=/x "
-                                         "--xla_cpu_collective_call_terminate_timeout_seconds=5").split()
+  flags = simulated_devices_xla_flags(
+    4, "--xla_force_host_platform_device_count=8 --xla_dump_to=/x --xla_cpu_collective_call_terminate_timeout_seconds=5"
+  ).split()
   assert [f for f in flags if "device_count" in f] == ["--xla_force_host_platform_device_count=4"]
   assert "--xla_dump_to=/x" in flags
   assert [f for f in flags if "terminate_timeout" in f] == ["--xla_cpu_collective_call_terminate_timeout_seconds=5"]
@@ -45,9 +46,11 @@ def _run_straggler(xla_flags):
 def test_the_collective_timeout_flags_decide_whether_xla_aborts_a_straggler():
   """The flags this jaxlib reads: with a 2 s limit XLA kills the process (SIGABRT); with the
   simulated-device defaults the same program waits for the straggler and finishes."""
-  short = _run_straggler(simulated_devices_xla_flags(
-      2, "--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 "
-         "--xla_cpu_collective_call_terminate_timeout_seconds=2"))
+  short = _run_straggler(
+    simulated_devices_xla_flags(
+      2, "--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 --xla_cpu_collective_call_terminate_timeout_seconds=2"
+    )
+  )
   assert short.returncode == -signal.SIGABRT, short.stderr[-2000:]
   assert "Termination timeout" in short.stderr
   waited = _run_straggler(simulated_devices_xla_flags(2))

@@ -23,13 +23,23 @@ from genjax.trainer import loop, writers
 
 def small_experiment(steps=8, steps_per_call=1, log_every=2, eval_every=4, checkpoint_every=4, num_devices=1):
   return Experiment(
-      name="compile-once", family="vae",
-      model=vae.Config(hidden=(32,), latents=(4,), eval_samples=10, eval_chunk=10, eval_step_samples=3),
-      data=Data(name="digits"), optim=Optim(learning_rate=3e-3, ema_decay=0.9),
-      train=Train(steps=steps, batch_size=16, log_every=log_every, eval_every=eval_every,
-                  checkpoint_every=checkpoint_every, steps_per_call=steps_per_call, progress=False),
-      parallel=Parallel(mode="jit", num_devices=num_devices),
-      eval=Eval(num_batches=2, num_samples=4))
+    name="compile-once",
+    family="vae",
+    model=vae.Config(hidden=(32,), latents=(4,), eval_samples=10, eval_chunk=10, eval_step_samples=3),
+    data=Data(name="digits"),
+    optim=Optim(learning_rate=3e-3, ema_decay=0.9),
+    train=Train(
+      steps=steps,
+      batch_size=16,
+      log_every=log_every,
+      eval_every=eval_every,
+      checkpoint_every=checkpoint_every,
+      steps_per_call=steps_per_call,
+      progress=False,
+    ),
+    parallel=Parallel(mode="jit", num_devices=num_devices),
+    eval=Eval(num_batches=2, num_samples=4),
+  )
 
 
 class CompileLog(logging.Handler):
@@ -90,8 +100,9 @@ def test_compile_counter_sees_a_recompilation(compile_log):
 
 def test_steps_per_call_gives_the_same_losses(tmp_path):
   one = loop.train(small_experiment(steps=8, log_every=4, eval_every=8, checkpoint_every=8), str(tmp_path / "k1"))
-  four = loop.train(small_experiment(steps=8, steps_per_call=4, log_every=4, eval_every=8, checkpoint_every=8),
-                    str(tmp_path / "k4"))
+  four = loop.train(
+    small_experiment(steps=8, steps_per_call=4, log_every=4, eval_every=8, checkpoint_every=8), str(tmp_path / "k4")
+  )
   losses = lambda d: {r["step"]: r["loss"] for r in writers.read_metrics(str(tmp_path / d)) if "loss" in r}
   l1, l4 = losses("k1"), losses("k4")
   assert sorted(l1) == sorted(l4) == [4, 8]

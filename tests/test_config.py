@@ -22,9 +22,17 @@ def exp(**train):
 
 
 def test_override_converts_to_field_types():
-  e = config_lib.apply_overrides(exp(), ["--config.train.steps=100", "--config.optim.learning_rate=3e-4",
-                                         "--config.data.flip=true", "--config.optim.grad_clip_norm=1",
-                                         "--config.optim.boundaries=10,20", "--config.model.width=16"])
+  e = config_lib.apply_overrides(
+    exp(),
+    [
+      "--config.train.steps=100",
+      "--config.optim.learning_rate=3e-4",
+      "--config.data.flip=true",
+      "--config.optim.grad_clip_norm=1",
+      "--config.optim.boundaries=10,20",
+      "--config.model.width=16",
+    ],
+  )
   assert e.train.steps == 100 and isinstance(e.train.steps, int)
   assert e.optim.learning_rate == pytest.approx(3e-4)
   assert e.data.flip is True
@@ -47,14 +55,17 @@ def test_unknown_key_names_closest():
     config_lib.apply_overrides(exp(), ["--config.trian.steps=10"])
 
 
-@pytest.mark.parametrize("key,value,expected", [
+@pytest.mark.parametrize(
+  "key,value,expected",
+  [
     ("train.steps", "ten", "expected an integer"),
     ("train.steps", "1.5", "expected an integer"),
     ("optim.learning_rate", "fast", "expected a number"),
     ("data.flip", "maybe", "expected a boolean"),
     ("parallel.mode", "tpu", "one of 'jit', 'fsdp', 'pmap'"),
     ("train", "3", "is a group of settings"),
-])
+  ],
+)
 def test_wrong_types_say_what_is_expected(key, value, expected):
   with pytest.raises(ConfigError, match=expected):
     config_lib.apply_overrides(exp(), {key: value})
@@ -65,13 +76,16 @@ def test_missing_value():
     config_lib.apply_overrides(exp(), ["--config.train.steps"])
 
 
-@pytest.mark.parametrize("changes,expected", [
+@pytest.mark.parametrize(
+  "changes,expected",
+  [
     ({"optim.learning_rate": "-0.1"}, "learning_rate = -0.1 must be > 0"),
     ({"train.steps": "0"}, "train.steps = 0 must be a positive integer"),
     ({"train.batch_size": "-4"}, "batch_size = -4 must be a positive"),
     ({"optim.ema_decay": "1.5"}, "ema_decay"),
     ({"optim.boundaries": "10,20", "optim.scales": "0.1"}, "same length"),
-])
+  ],
+)
 def test_impossible_values(changes, expected):
   with pytest.raises(ConfigError, match=expected):
     config_lib.validate(config_lib.apply_overrides(exp(), changes), num_devices=1)
@@ -92,9 +106,10 @@ def test_type_check_of_config_files():
 def test_config_file_with_argument(tmp_path):
   path = tmp_path / "exp.py"
   path.write_text(
-      "import dataclasses\nfrom genjax.config import Experiment, Train\n"
-      "@dataclasses.dataclass(frozen=True)\nclass M:\n  width: int = 1\n"
-      "def get_config(arg=None):\n  return Experiment(name=arg or 'plain', model=M(), train=Train(steps=7))\n")
+    "import dataclasses\nfrom genjax.config import Experiment, Train\n"
+    "@dataclasses.dataclass(frozen=True)\nclass M:\n  width: int = 1\n"
+    "def get_config(arg=None):\n  return Experiment(name=arg or 'plain', model=M(), train=Train(steps=7))\n"
+  )
   assert config_lib.load_config_file(str(path)).name == "plain"
   assert config_lib.load_config_file(f"{path}:small").name == "small"
   with pytest.raises(ConfigError, match="does not exist"):
@@ -109,8 +124,20 @@ def test_json_round_trip_and_diff():
   assert config_lib.diff(e, config_lib.apply_overrides(e, {"train.seed": "4"})) == ["train.seed"]
 
 
-KEYS = ["train.steps", "train.batch_size", "optim.learning_rate", "data.flip", "parallel.mode",
-        "optim.ema_decay", "optim.boundaries", "model.width", "train", "nope", "train.nope", "data.name"]
+KEYS = [
+  "train.steps",
+  "train.batch_size",
+  "optim.learning_rate",
+  "data.flip",
+  "parallel.mode",
+  "optim.ema_decay",
+  "optim.boundaries",
+  "model.width",
+  "train",
+  "nope",
+  "train.nope",
+  "data.name",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -125,16 +152,28 @@ def test_random_overrides_never_crash_unclearly(key, value):
   field_value = e
   for part in key.split("."):
     field_value = getattr(field_value, part)
-  hints = {"train.steps": int, "train.batch_size": int, "optim.learning_rate": float, "data.flip": bool,
-           "parallel.mode": str, "model.width": int, "data.name": str, "optim.boundaries": tuple}
+  hints = {
+    "train.steps": int,
+    "train.batch_size": int,
+    "optim.learning_rate": float,
+    "data.flip": bool,
+    "parallel.mode": str,
+    "model.width": int,
+    "data.name": str,
+    "optim.boundaries": tuple,
+  }
   if key in hints:
     assert isinstance(field_value, hints[key])
 
 
-@pytest.mark.parametrize("key,value", [("optim.learning_rate", "nan"), ("optim.learning_rate", "inf"),
-                                       ("model.width", "7"), ("optim.scales", "0.1,nan")])
+@pytest.mark.parametrize(
+  "key,value",
+  [("optim.learning_rate", "nan"), ("optim.learning_rate", "inf"), ("model.width", "7"), ("optim.scales", "0.1,nan")],
+)
 def test_non_finite_numbers_are_refused(key, value):
-  e = config_lib.apply_overrides(exp(), {key: value, **({"optim.boundaries": "10,20"} if key == "optim.scales" else {})})
+  e = config_lib.apply_overrides(
+    exp(), {key: value, **({"optim.boundaries": "10,20"} if key == "optim.scales" else {})}
+  )
   if key == "model.width":
     assert config_lib.validate(e, num_devices=1) is e
     return

@@ -15,8 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "genjax.evaluate", *args], capture_output=True,
-                        text=True, cwd=ROOT, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "genjax.evaluate", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+  )
 
 
 def assert_one_paragraph_error(result, *words):
@@ -51,16 +52,26 @@ def _config(name):
 
 def _quick(exp, steps):
   return dataclasses.replace(
-      exp, optim=dataclasses.replace(exp.optim, warmup_steps=2),
-      train=dataclasses.replace(exp.train, steps=steps, batch_size=64, eval_every=steps,
-                                checkpoint_every=steps, log_every=steps, progress=False,
-                                async_checkpoints=False),
-      eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=64, num_samples=4))
+    exp,
+    optim=dataclasses.replace(exp.optim, warmup_steps=2),
+    train=dataclasses.replace(
+      exp.train,
+      steps=steps,
+      batch_size=64,
+      eval_every=steps,
+      checkpoint_every=steps,
+      log_every=steps,
+      progress=False,
+      async_checkpoints=False,
+    ),
+    eval=dataclasses.replace(exp.eval, num_batches=1, batch_size=64, num_samples=4),
+  )
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   from genjax.trainer import loop
+
   root = tmp_path_factory.mktemp("runs")
   classifier = _quick(_config("classifier_mnist").get_config("digits"), 40)
   vae = _quick(_config("default").get_config(), 20)
@@ -72,6 +83,7 @@ def runs(tmp_path_factory):
 
 def run_main(capsys, *args):
   from genjax import evaluate
+
   evaluate.main(list(args))
   return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
@@ -81,6 +93,7 @@ def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
   from genjax import data
   from genjax.config import Data
   from genjax.metrics import features
+
   record = run_main(capsys, "--workdir", str(runs / "classifier"))
   test = next(data.load(Data(name="digits"), "test").eval_batches(1000))
   n = int(test["mask"].sum())
@@ -99,9 +112,11 @@ def test_max_examples_evaluates_the_first_n_examples(runs, capsys):
   from genjax import data
   from genjax.config import Data
   from genjax.metrics import features
+
   # 150 of the 297 test digits, in batches of 64: the cut falls inside the third batch.
-  record = run_main(capsys, "--workdir", str(runs / "classifier"), "--max_examples", "150", "--batch_size", "64",
-                    "--no_log")
+  record = run_main(
+    capsys, "--workdir", str(runs / "classifier"), "--max_examples", "150", "--batch_size", "64", "--no_log"
+  )
   test = next(data.load(Data(name="digits"), "test").eval_batches(1000))
   net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
   _, logits = net.apply(test["image"][:150])
@@ -117,16 +132,43 @@ def test_max_examples_must_be_positive(tmp_path):
 def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tmp_path):
   from genjax.config import Data
   from genjax.metrics import features, frechet, reference_stats
-  args = ["--workdir", str(runs / "vae"), "--metrics", "fd,kid,pr,is", "--feature_net", "classifier_digits",
-          "--classifier_dir", str(runs / "classifier"), "--num_samples", "150", "--keep", "150",
-          "--batch_size", "50", "--cache_dir", str(tmp_path)]
+
+  args = [
+    "--workdir",
+    str(runs / "vae"),
+    "--metrics",
+    "fd,kid,pr,is",
+    "--feature_net",
+    "classifier_digits",
+    "--classifier_dir",
+    str(runs / "classifier"),
+    "--num_samples",
+    "150",
+    "--keep",
+    "150",
+    "--batch_size",
+    "50",
+    "--cache_dir",
+    str(tmp_path),
+  ]
   record = run_main(capsys, *args)
   metrics = record["metrics"]
-  assert set(metrics) == {"fd", "kid", "kid_std", "precision", "recall", "is", "is_std", "class_fractions",
-                          "class_min_fraction"}
+  assert set(metrics) == {
+    "fd",
+    "kid",
+    "kid_std",
+    "precision",
+    "recall",
+    "is",
+    "is_std",
+    "class_fractions",
+    "class_min_fraction",
+  }
   assert len(metrics["class_fractions"]) == 10 and abs(sum(metrics["class_fractions"]) - 1) < 1e-3
-  assert metrics["class_min_fraction"] == min(metrics["class_fractions"]) or abs(
-      metrics["class_min_fraction"] - min(metrics["class_fractions"])) < 1e-4
+  assert (
+    metrics["class_min_fraction"] == min(metrics["class_fractions"])
+    or abs(metrics["class_min_fraction"] - min(metrics["class_fractions"])) < 1e-4
+  )
   assert metrics["fd"] > 0 and 1.0 <= metrics["is"] <= 10.0
   assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
   assert record["num_samples"] == 150 and record["reference"] == "digits/train"
@@ -136,7 +178,8 @@ def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tm
   net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
   ref = reference_stats.load(cache)
   direct = reference_stats.compute(
-      __import__("genjax.data", fromlist=["load"]).load(Data(name="digits"), "train").eval_batches(256), net, keep=150)
+    __import__("genjax.data", fromlist=["load"]).load(Data(name="digits"), "train").eval_batches(256), net, keep=150
+  )
   np.testing.assert_allclose(ref.mean, direct.mean, rtol=1e-6, atol=1e-9)
   assert frechet.frechet_distance(ref.mean, ref.cov, direct.mean, direct.cov) < 1e-6
   mtime = os.path.getmtime(cache)
@@ -149,6 +192,7 @@ def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tm
 @pytest.mark.slow
 def test_sample_metrics_refuse_a_classifier_run(runs, capsys):
   from genjax import evaluate
+
   with pytest.raises(SystemExit) as exit_:
     evaluate.main(["--workdir", str(runs / "classifier"), "--metrics", "fd"])
   assert exit_.value.code != 0

@@ -8,14 +8,22 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # package (folder or module under genjax/) -> genjax packages it must not import
 FORBIDDEN = {
-    "config.py": ("genjax.",),
-    "core": ("genjax.families", "genjax.trainer", "genjax.nn", "genjax.metrics", "genjax.data",
-             "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench"),
-    "nn": ("genjax.families", "genjax.trainer", "genjax.metrics", "genjax.data", "genjax.train"),
-    "data": ("genjax.families", "genjax.trainer", "genjax.core", "genjax.nn", "genjax.metrics"),
-    "families": ("genjax.trainer", "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench",
-                 "genjax.metrics"),
-    "trainer": ("genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.train"),
+  "config.py": ("genjax.",),
+  "core": (
+    "genjax.families",
+    "genjax.trainer",
+    "genjax.nn",
+    "genjax.metrics",
+    "genjax.data",
+    "genjax.train",
+    "genjax.sample",
+    "genjax.evaluate",
+    "genjax.bench",
+  ),
+  "nn": ("genjax.families", "genjax.trainer", "genjax.metrics", "genjax.data", "genjax.train"),
+  "data": ("genjax.families", "genjax.trainer", "genjax.core", "genjax.nn", "genjax.metrics"),
+  "families": ("genjax.trainer", "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.metrics"),
+  "trainer": ("genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.train"),
 }
 
 
@@ -32,13 +40,17 @@ def test_no_import_runs_back_up_the_layers():
   bad = []
   for part, forbidden in FORBIDDEN.items():
     where = os.path.join(ROOT, part)
-    files = [where] if where.endswith(".py") else [
-        os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs if f.endswith(".py")]
+    files = (
+      [where]
+      if where.endswith(".py")
+      else [os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs if f.endswith(".py")]
+    )
     assert files, part
     for path in files:
       for line, name in _imports(path):
-        if any(name == f.rstrip(".") or name.startswith(f if f.endswith(".") else f + ".") or name == f
-               for f in forbidden):
+        if any(
+          name == f.rstrip(".") or name.startswith(f if f.endswith(".") else f + ".") or name == f for f in forbidden
+        ):
           bad.append(f"{os.path.relpath(path, ROOT)}:{line} imports {name}")
   assert not bad, "imports that run back up the layers:\n" + "\n".join(bad)
 

@@ -61,11 +61,13 @@ def assert_float32_state_and_bf16_compute(family, batch):
 
 def gpt_experiment(dtype):
   return Experiment(
-      name="mp-gpt", family="autoregressive",
-      model=autoregressive.GPTConfig(num_layers=2, num_heads=2, width=64, dropout=0.0),
-      data=Data(name="tiny_shakespeare", block_size=32),
-      optim=Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1, grad_clip_norm=1.0, ema_decay=0.99),
-      train=Train(steps=STEPS, batch_size=16, compute_dtype=dtype))
+    name="mp-gpt",
+    family="autoregressive",
+    model=autoregressive.GPTConfig(num_layers=2, num_heads=2, width=64, dropout=0.0),
+    data=Data(name="tiny_shakespeare", block_size=32),
+    optim=Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1, grad_clip_norm=1.0, ema_decay=0.99),
+    train=Train(steps=STEPS, batch_size=16, compute_dtype=dtype),
+  )
 
 
 def periodic_tokens(vocab=16, batch=16, length=33):
@@ -92,6 +94,7 @@ def test_gpt_bfloat16_tracks_float32():
 
 def test_gpt_logits_and_loss_are_float32_under_bfloat16():
   from genjax.families.autoregressive import gpt
+
   model = gpt.GPT(vocab_size=16, block_size=8, num_layers=1, num_heads=2, width=32, dtype=jnp.bfloat16)
   tokens = jnp.zeros((2, 8), jnp.int32)
   params = model.init(jax.random.key(0), tokens)["params"]
@@ -110,11 +113,22 @@ def test_vae_bfloat16_tracks_float32_on_digits():
   info = dataset.info
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    exp = Experiment(name="mp-vae", family="vae",
-                     model=vae.Config(architecture="mlp", hidden=(128, 128), latents=(16,), likelihood="logistic",
-                                      num_bins=17, eval_samples=10, eval_chunk=10),
-                     data=Data(name="digits"), optim=Optim(learning_rate=3e-3, ema_decay=0.99),
-                     train=Train(steps=STEPS, batch_size=32, compute_dtype=dtype))
+    exp = Experiment(
+      name="mp-vae",
+      family="vae",
+      model=vae.Config(
+        architecture="mlp",
+        hidden=(128, 128),
+        latents=(16,),
+        likelihood="logistic",
+        num_bins=17,
+        eval_samples=10,
+        eval_chunk=10,
+      ),
+      data=Data(name="digits"),
+      optim=Optim(learning_rate=3e-3, ema_decay=0.99),
+      train=Train(steps=STEPS, batch_size=32, compute_dtype=dtype),
+    )
     family = vae.build(exp, info)
     losses[dtype], state, _ = run(family, batches)
     if dtype == "bfloat16":
@@ -126,19 +140,25 @@ def test_vae_bfloat16_tracks_float32_on_digits():
 def test_conv_families_keep_float32_state_under_bfloat16(name):
   info = DataInfo(name="mnist", kind="image", shape=(8, 8, 1), num_classes=10)
   if name == "diffusion":
-    model = diffusion.Config(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1,
-                             timesteps=100)
+    model = diffusion.Config(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1, timesteps=100)
     build = diffusion.build
   else:
     model = gan.Config(arch="dcgan", latent_dim=8, g_widths=(32, 16), d_widths=(16, 32))
     build = gan.build
-  exp = Experiment(name=f"mp-{name}", family=name, model=model, data=Data(name="mnist"),
-                   optim=Optim(learning_rate=1e-3, ema_decay=0.99),
-                   train=Train(steps=10, batch_size=8, compute_dtype="bfloat16"))
+  exp = Experiment(
+    name=f"mp-{name}",
+    family=name,
+    model=model,
+    data=Data(name="mnist"),
+    optim=Optim(learning_rate=1e-3, ema_decay=0.99),
+    train=Train(steps=10, batch_size=8, compute_dtype="bfloat16"),
+  )
   family = build(exp, info)
   r = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(r.uniform(-1, 1, (8, 8, 8, 1)), jnp.float32),
-           "label": jnp.asarray(r.integers(0, 10, (8,)), jnp.int32)}
+  batch = {
+    "image": jnp.asarray(r.uniform(-1, 1, (8, 8, 8, 1)), jnp.float32),
+    "label": jnp.asarray(r.integers(0, 10, (8,)), jnp.int32),
+  }
   assert_float32_state_and_bf16_compute(family, batch)
   # Normalisation statistics (GroupNorm / BatchNorm running averages) are float32 too.
   assert all(x.dtype == jnp.float32 for x in float_leaves(family.init(jax.random.key(0)).extra))

@@ -10,7 +10,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def test_the_pure_function_examples_run():
   text = open(README).read()
-  section = text[text.index("## Using the pure functions in your own code"):]
+  section = text[text.index("## Using the pure functions in your own code") :]
   blocks = re.findall(r"```python\n(.*?)```", section, re.S)
   assert len(blocks) == 3
   scope = {}

@@ -34,48 +34,79 @@ def text_export(tmp_path_factory):
   parts = {"train": TEXT[:cut1], "validation": TEXT[cut1:cut2], "test": TEXT[cut2:]}
   for split, text in parts.items():
     (folder / f"{split}.txt").write_text(text, encoding="utf-8")
-  (folder / export.MARKER).write_text(json.dumps({"format": export.FORMAT_VERSION, "name": "tiny_shakespeare",
-                                                  "kind": "text", "splits": {k: len(v) for k, v in parts.items()}}))
+  (folder / export.MARKER).write_text(
+    json.dumps(
+      {
+        "format": export.FORMAT_VERSION,
+        "name": "tiny_shakespeare",
+        "kind": "text",
+        "splits": {k: len(v) for k, v in parts.items()},
+      }
+    )
+  )
   return str(root)
 
 
 def experiments(text_dir):
   digits = C.Data(name="digits")
   return {
-      "vae": C.Experiment(family="vae", model=vae.Config(hidden=(16,), latents=(4,), eval_samples=10, eval_chunk=5,
-                                                         eval_step_samples=2), data=digits),
-      "gan": C.Experiment(family="gan", model=gan.Config(g_widths=(16, 8), d_widths=(8, 16), latent_dim=8,
-                                                         kernel_size=3), data=digits,
-                          optim=C.Optim(learning_rate=2e-4, b1=0.5, ema_decay=0.9)),
-      "gpt": C.Experiment(family="autoregressive", model=autoregressive.GPTConfig(num_layers=1, num_heads=2, width=16,
-                                                                                  dropout=0.1),
-                          data=C.Data(name="tiny_shakespeare", data_dir=text_dir, block_size=16,
-                                      train_split="nanogpt_train", eval_split="nanogpt_val")),
-      "pixelcnn": C.Experiment(family="autoregressive",
-                               model=autoregressive.PixelCNNConfig(num_layers=2, channels=8, output_channels=8),
-                               data=dataclasses.replace(digits, binarize="threshold")),
-      "diffusion": C.Experiment(family="diffusion",
-                                model=diffusion.Config(ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(),
-                                                       timesteps=20, sampler="ddim", sample_steps=3,
-                                                       eval_max_examples=2),
-                                data=digits, optim=C.Optim(ema_decay=0.99)),
-      "classifier": C.Experiment(family="classifier", model=classifier.Config(channels=(4,), feature_dim=8),
-                                 data=digits),
+    "vae": C.Experiment(
+      family="vae",
+      model=vae.Config(hidden=(16,), latents=(4,), eval_samples=10, eval_chunk=5, eval_step_samples=2),
+      data=digits,
+    ),
+    "gan": C.Experiment(
+      family="gan",
+      model=gan.Config(g_widths=(16, 8), d_widths=(8, 16), latent_dim=8, kernel_size=3),
+      data=digits,
+      optim=C.Optim(learning_rate=2e-4, b1=0.5, ema_decay=0.9),
+    ),
+    "gpt": C.Experiment(
+      family="autoregressive",
+      model=autoregressive.GPTConfig(num_layers=1, num_heads=2, width=16, dropout=0.1),
+      data=C.Data(
+        name="tiny_shakespeare", data_dir=text_dir, block_size=16, train_split="nanogpt_train", eval_split="nanogpt_val"
+      ),
+    ),
+    "pixelcnn": C.Experiment(
+      family="autoregressive",
+      model=autoregressive.PixelCNNConfig(num_layers=2, channels=8, output_channels=8),
+      data=dataclasses.replace(digits, binarize="threshold"),
+    ),
+    "diffusion": C.Experiment(
+      family="diffusion",
+      model=diffusion.Config(
+        ch=32,
+        ch_mult=(1,),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        timesteps=20,
+        sampler="ddim",
+        sample_steps=3,
+        eval_max_examples=2,
+      ),
+      data=digits,
+      optim=C.Optim(ema_decay=0.99),
+    ),
+    "classifier": C.Experiment(family="classifier", model=classifier.Config(channels=(4,), feature_dim=8), data=digits),
   }
 
 
 def _run(exp, workdir, steps, mode, devices):
   exp = dataclasses.replace(
-      exp, name="stack", train=C.Train(steps=steps, batch_size=8, log_every=1, eval_every=2, checkpoint_every=2,
-                                       progress=False),
-      eval=C.Eval(num_batches=1, batch_size=8, num_samples=4, sample_length=4),
-      parallel=C.Parallel(mode=mode, num_devices=devices))
+    exp,
+    name="stack",
+    train=C.Train(steps=steps, batch_size=8, log_every=1, eval_every=2, checkpoint_every=2, progress=False),
+    eval=C.Eval(num_batches=1, batch_size=8, num_samples=4, sample_length=4),
+    parallel=C.Parallel(mode=mode, num_devices=devices),
+  )
   return loop.train(exp, workdir)
 
 
 def _losses(workdir):
-  return [(r["step"], r.get("loss", r.get("d_loss"))) for r in writers.read_metrics(workdir)
-          if "loss" in r or "d_loss" in r]
+  return [
+    (r["step"], r.get("loss", r.get("d_loss"))) for r in writers.read_metrics(workdir) if "loss" in r or "d_loss" in r
+  ]
 
 
 @pytest.mark.parametrize("name", ["vae", "gan", "gpt", "pixelcnn", "diffusion", "classifier"])
@@ -95,6 +126,7 @@ def test_each_family_trains_resumes_samples_and_evaluates(name, text_export, tmp
     else:
       np.testing.assert_allclose([v for _, v in _losses(workdir)], [v for _, v in _losses(straight)], rtol=2e-4)
   from genjax import evaluate, sample
+
   out = tmp_path / ("s.txt" if name == "gpt" else "s.png")
   if name != "classifier":
     sample.main(["--workdir", straight, "--num", "2", "--out", str(out)])
@@ -102,9 +134,27 @@ def test_each_family_trains_resumes_samples_and_evaluates(name, text_export, tmp
   if name == "gan":  # no evaluation of its own: sample metrics in a digits classifier trained here
     net = str(tmp_path / "classifier")
     _run(experiments(text_export)["classifier"], net, 2, "jit", 1)
-    evaluate.main(["--workdir", straight, "--metrics", "fd,kid,pr", "--num_samples", "16", "--keep", "16",
-                   "--feature_net", "classifier_digits", "--classifier_dir", net, "--cache_dir", str(tmp_path),
-                   "--batch_size", "8", "--no_log"])
+    evaluate.main(
+      [
+        "--workdir",
+        straight,
+        "--metrics",
+        "fd,kid,pr",
+        "--num_samples",
+        "16",
+        "--keep",
+        "16",
+        "--feature_net",
+        "classifier_digits",
+        "--classifier_dir",
+        net,
+        "--cache_dir",
+        str(tmp_path),
+        "--batch_size",
+        "8",
+        "--no_log",
+      ]
+    )
   else:
     evaluate.main(["--workdir", straight, "--max_examples", "4", "--batch_size", "8", "--no_log"])
   record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -116,13 +166,23 @@ def test_the_gpu_suite_dry_run_measures_every_item(tmp_path):
   a portable export (GENJAX_EXPORT_DIR: mnist, tiny_shakespeare, binarized_mnist), so the first
   minutes on a GPU are not spent on an import or shape error."""
   data = os.environ.get("GENJAX_EXPORT_DIR")
-  if not data or not all(os.path.isdir(os.path.join(data, n)) for n in ("mnist", "tiny_shakespeare", "binarized_mnist")):
-    pytest.skip("needs GENJAX_EXPORT_DIR with mnist, tiny_shakespeare and binarized_mnist exported "
-                "(python -m genjax.data.export; .ci/run makes it)")
+  if not data or not all(
+    os.path.isdir(os.path.join(data, n)) for n in ("mnist", "tiny_shakespeare", "binarized_mnist")
+  ):
+    pytest.skip(
+      "needs GENJAX_EXPORT_DIR with mnist, tiny_shakespeare and binarized_mnist exported "
+      "(python -m genjax.data.export; .ci/run makes it)"
+    )
   out = tmp_path / "suite"
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=REPO)
-  run = subprocess.run([sys.executable, "-m", "genjax.reproduce", "gpu", "--dry_run", "--out", str(out),
-                        "--data_dir", data], capture_output=True, text=True, timeout=1500, cwd=REPO, env=env)
+  run = subprocess.run(
+    [sys.executable, "-m", "genjax.reproduce", "gpu", "--dry_run", "--out", str(out), "--data_dir", data],
+    capture_output=True,
+    text=True,
+    timeout=1500,
+    cwd=REPO,
+    env=env,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   records = [json.loads(line) for line in open(out / "results.jsonl")]
   assert [r["item"] for r in records] == ["bench", "shakespeare", "classifier", "pacgan1", "pacgan2", "iwae"]

@@ -149,8 +149,11 @@ def main():
       g_loss.backward()
       opt_g.step()
     if (step + 1) % 100 == 0 or step + 1 == args.steps:
-      print(f"step {step + 1} d_loss {d_loss.item():.4f} g_loss {g_loss.item():.4f} "
-            f"({time.time() - start:.0f} s)", file=log, flush=True)
+      print(
+        f"step {step + 1} d_loss {d_loss.item():.4f} g_loss {g_loss.item():.4f} ({time.time() - start:.0f} s)",
+        file=log,
+        flush=True,
+      )
   train_seconds = time.time() - start
   G.eval()
   with torch.no_grad():

@@ -14,6 +14,7 @@ N(0, 0.02 / sqrt(2 * layers)); AdamW (0.9, 0.99), weight decay 0.1 on every tens
 lr 1e-3 with 100 linear warmup steps and a cosine to 1e-4 at step 2000, clip 1.0, batch 12.
 Validation: the whole last 10% in non-overlapping windows, and nanoGPT's 20-random-batch estimate.
 """
+
 import math
 import os
 import sys
@@ -39,8 +40,12 @@ steps, lr_max, lr_min, warm = 2000, 1e-3, 1e-4, 100
 class Block(nn.Module):
   def __init__(s):
     super().__init__()
-    s.ln1 = nn.LayerNorm(D, bias=False); s.qkv = nn.Linear(D, 3 * D, bias=False); s.proj = nn.Linear(D, D, bias=False)
-    s.ln2 = nn.LayerNorm(D, bias=False); s.fc = nn.Linear(D, 4 * D, bias=False); s.out = nn.Linear(4 * D, D, bias=False)
+    s.ln1 = nn.LayerNorm(D, bias=False)
+    s.qkv = nn.Linear(D, 3 * D, bias=False)
+    s.proj = nn.Linear(D, D, bias=False)
+    s.ln2 = nn.LayerNorm(D, bias=False)
+    s.fc = nn.Linear(D, 4 * D, bias=False)
+    s.out = nn.Linear(4 * D, D, bias=False)
 
   def forward(s, x):
     b, t, _ = x.shape
@@ -54,8 +59,10 @@ class Block(nn.Module):
 class GPT(nn.Module):
   def __init__(s):
     super().__init__()
-    s.wte = nn.Embedding(V, D); s.wpe = nn.Embedding(L, D)
-    s.blocks = nn.ModuleList(Block() for _ in range(NL)); s.lnf = nn.LayerNorm(D, bias=False)
+    s.wte = nn.Embedding(V, D)
+    s.wpe = nn.Embedding(L, D)
+    s.blocks = nn.ModuleList(Block() for _ in range(NL))
+    s.lnf = nn.LayerNorm(D, bias=False)
     for m in s.modules():
       if isinstance(m, (nn.Linear, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
@@ -73,8 +80,9 @@ class GPT(nn.Module):
 model = GPT()
 decay = [p for p in model.parameters() if p.dim() >= 2]
 nodecay = [p for p in model.parameters() if p.dim() < 2]
-opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
-                        lr=lr_max, betas=(0.9, 0.99))
+opt = torch.optim.AdamW(
+  [{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}], lr=lr_max, betas=(0.9, 0.99)
+)
 
 
 def lr_at(it):
@@ -87,7 +95,7 @@ def lr_at(it):
 def batch(split):
   d = train if split == "train" else val
   ix = torch.randint(len(d) - L, (B,))
-  return torch.stack([d[i:i + L] for i in ix]), torch.stack([d[i + 1:i + 1 + L] for i in ix])
+  return torch.stack([d[i : i + L] for i in ix]), torch.stack([d[i + 1 : i + 1 + L] for i in ix])
 
 
 @torch.no_grad()
@@ -97,8 +105,10 @@ def whole_val():
   tot, cnt = 0.0, 0
   for s0 in range(0, w, 128):
     idx = torch.arange(s0, min(s0 + 128, w)) * L
-    x = torch.stack([val[i:i + L] for i in idx]); y = torch.stack([val[i + 1:i + 1 + L] for i in idx])
-    tot += F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1), reduction="sum").item(); cnt += y.numel()
+    x = torch.stack([val[i : i + L] for i in idx])
+    y = torch.stack([val[i + 1 : i + 1 + L] for i in idx])
+    tot += F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1), reduction="sum").item()
+    cnt += y.numel()
   model.train()
   return tot / cnt
 
@@ -106,7 +116,9 @@ def whole_val():
 @torch.no_grad()
 def est20():
   model.eval()
-  out = np.mean([F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1)).item() for x, y in (batch("val") for _ in range(20))])
+  out = np.mean(
+    [F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1)).item() for x, y in (batch("val") for _ in range(20))]
+  )
   model.train()
   return out
 
@@ -122,5 +134,8 @@ for it in range(steps):
   torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
   opt.step()
   if (it + 1) % 500 == 0:
-    print(f"step {it + 1}: train {loss.item():.4f} whole-val {whole_val():.4f} est20 {est20():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    print(
+      f"step {it + 1}: train {loss.item():.4f} whole-val {whole_val():.4f} est20 {est20():.4f} ({time.time() - t0:.0f}s)",
+      flush=True,
+    )
 print(f"seed {seed}: whole-val {whole_val():.4f}; est20 x10: {np.mean([est20() for _ in range(10)]):.4f}")

@@ -31,13 +31,15 @@ class Checkpoints:
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True)
+      max_to_keep=keep, create=True, enable_async_checkpointing=async_save, cleanup_tmp_directories=True
+    )
     try:
       self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
     except OSError as e:
-      raise CheckpointError(f"Cannot create the checkpoint folder {self.directory}: {e}. "
-                            "Choose a --workdir on a writable disk with free space.") from e
+      raise CheckpointError(
+        f"Cannot create the checkpoint folder {self.directory}: {e}. "
+        "Choose a --workdir on a writable disk with free space."
+      ) from e
 
   def steps(self):
     return sorted(self.manager.all_steps())
@@ -45,11 +47,14 @@ class Checkpoints:
   def save(self, step: int, state: Any, meta: dict, force: bool = True) -> bool:
     """Starts an asynchronous save; returns when the arrays are copied off the devices."""
     try:
-      return self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+      return self.manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force
+      )
     except OSError as e:
-      raise CheckpointError(f"Saving checkpoint {step} to {self.directory} failed: {e}. "
-                            "Free disk space or choose another --workdir; earlier checkpoints are untouched.") from e
+      raise CheckpointError(
+        f"Saving checkpoint {step} to {self.directory} failed: {e}. "
+        "Free disk space or choose another --workdir; earlier checkpoints are untouched."
+      ) from e
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-process runs: whether JAX's preemption service asks every process to stop at `step`."""
@@ -73,8 +78,9 @@ class Checkpoints:
 
   def restore(self, step: int, abstract_state: Any) -> Tuple[Any, dict]:
     """(state, meta) of checkpoint `step`; `abstract_state` as for `restore_latest`."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    restored = self.manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    )
     return restored["state"], restored["meta"]
 
   def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
@@ -89,9 +95,14 @@ class Checkpoints:
 
   def _set_aside(self, step: int, error: Exception):
     target = os.path.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
-    log.warning("Checkpoint %d in %s cannot be read (%s: %s). Moving it to %s and falling back "
-                "to the one before it.", step, self.directory, type(error).__name__,
-                str(error).splitlines()[0][:300] if str(error) else "", target)
+    log.warning(
+      "Checkpoint %d in %s cannot be read (%s: %s). Moving it to %s and falling back to the one before it.",
+      step,
+      self.directory,
+      type(error).__name__,
+      str(error).splitlines()[0][:300] if str(error) else "",
+      target,
+    )
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       source = os.path.join(self.directory, str(step))
@@ -107,4 +118,5 @@ class Checkpoints:
 def _sync(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)

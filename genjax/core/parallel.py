@@ -98,6 +98,7 @@ def _under_axis(fn: Callable, axis: str) -> Callable:
   def mapped(*args):
     with mapped_over(axis):
       return fn(*args)
+
   return mapped
 
 
@@ -119,22 +120,31 @@ class Parallelism:
 
   def __init__(self, mode: str, num_devices: Optional[int] = None, model_parallel: int = 1, rules=()):
     from genjax.config import ConfigError  # the user's error type; config imports nothing of genjax
+
     self.mode, self.rules = mode, tuple(rules)
     self.state_sharding = None  # set by `abstract` for the state it describes
     n = num_devices or jax.device_count()
     if n > jax.device_count():
-      raise ConfigError(f"config.parallel.num_devices = {n} but only {jax.device_count()} devices exist "
-                        f"({jax.devices()[0].platform}). Use at most {jax.device_count()}, or leave it unset for all.")
+      raise ConfigError(
+        f"config.parallel.num_devices = {n} but only {jax.device_count()} devices exist "
+        f"({jax.devices()[0].platform}). Use at most {jax.device_count()}, or leave it unset for all."
+      )
     if mode in ("jit", "fsdp") and n % model_parallel:
-      raise ConfigError(f"config.parallel.model_parallel = {model_parallel} does not divide the {n} devices: use a "
-                        "divisor of the device count.")
+      raise ConfigError(
+        f"config.parallel.model_parallel = {model_parallel} does not divide the {n} devices: use a "
+        "divisor of the device count."
+      )
     if mode in ("jit", "fsdp"):
       if n != jax.device_count() and jax.process_count() > 1:
         raise ConfigError("config.parallel.num_devices must cover every device in multi-host runs.")
       self.devices = jax.devices()[:n]
       if model_parallel > 1:
-        self.mesh = jax.make_mesh((n // model_parallel, model_parallel), (DATA_AXIS, sharding_lib.MODEL_AXIS),
-                                  devices=self.devices, axis_types=(jax.sharding.AxisType.Auto,) * 2)
+        self.mesh = jax.make_mesh(
+          (n // model_parallel, model_parallel),
+          (DATA_AXIS, sharding_lib.MODEL_AXIS),
+          devices=self.devices,
+          axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        )
       else:
         self.mesh = jax.make_mesh((n,), (DATA_AXIS,), devices=self.devices, axis_types=(jax.sharding.AxisType.Auto,))
       self.replicated = NamedSharding(self.mesh, P())
@@ -142,8 +152,9 @@ class Parallelism:
     else:
       local = num_devices or jax.local_device_count()
       if local > jax.local_device_count():
-        raise ConfigError(f"config.parallel.num_devices = {local} but this process has "
-                          f"{jax.local_device_count()} devices.")
+        raise ConfigError(
+          f"config.parallel.num_devices = {local} but this process has {jax.local_device_count()} devices."
+        )
       self.devices = jax.local_devices()[:local]
       self.replicated = jax.sharding.SingleDeviceSharding(self.devices[0])
     self.num_devices = n if mode == "jit" else len(self.devices) * jax.process_count()
@@ -162,12 +173,14 @@ class Parallelism:
   def abstract(self, abstract_state):
     """`abstract_state` with the shardings this mode gives the state (remembered for `compile`)."""
     if self.on_mesh:
-      self.state_sharding = sharding_lib.state_shardings(abstract_state, self.mesh, self.rules,
-                                                         fsdp=self.mode == "fsdp")
+      self.state_sharding = sharding_lib.state_shardings(
+        abstract_state, self.mesh, self.rules, fsdp=self.mode == "fsdp"
+      )
     else:
       self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract_state)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        abstract_state, self.state_sharding)
+    return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, self.state_sharding
+    )
 
   def put_state(self, state):
     if self.on_mesh:
@@ -197,6 +210,7 @@ class Parallelism:
         else:
           x = multihost_utils.process_allgather(x, tiled=True)
       return jax.device_put(x, self.devices_here[0])
+
     return jax.tree.map(local, self.one_copy(state))
 
   # -- batches: each process gives its share, the global batch is sharded over the data axis
@@ -216,10 +230,10 @@ class Parallelism:
     if self.on_mesh:
       state = self.state_sharding if self.state_sharding is not None else self.replicated
       out = (state, self.replicated) if returns_state else self.replicated
-      return jax.jit(fn, in_shardings=(state, self.sharded, self.replicated), out_shardings=out,
-                     donate_argnums=donate)
-    return jax.pmap(_under_axis(fn, DATA_AXIS), axis_name=DATA_AXIS, in_axes=(0, 0, None),
-                    devices=self.devices, donate_argnums=donate)
+      return jax.jit(fn, in_shardings=(state, self.sharded, self.replicated), out_shardings=out, donate_argnums=donate)
+    return jax.pmap(
+      _under_axis(fn, DATA_AXIS), axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=self.devices, donate_argnums=donate
+    )
 
   def host_metrics(self, metrics):
     metrics = jax.device_get(metrics)

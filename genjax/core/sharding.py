@@ -49,8 +49,10 @@ def spec_for(name: str, shape: Tuple[int, ...], rules: Rules, mesh_axes: Dict[st
     if len(logical) == len(shape) and re.search(pattern, name):
       axes = [LOGICAL_TO_MESH.get(a) if a else None for a in logical]
       break
-  axes = [a if a is not None and mesh_axes.get(a, 1) > 1 and shape[i] % mesh_axes[a] == 0 else None
-          for i, a in enumerate(axes)]
+  axes = [
+    a if a is not None and mesh_axes.get(a, 1) > 1 and shape[i] % mesh_axes[a] == 0 else None
+    for i, a in enumerate(axes)
+  ]
   data = mesh_axes.get(DATA_AXIS, 1)
   if fsdp and data > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
     free = [i for i, a in enumerate(axes) if a is None and shape[i] % data == 0]
@@ -65,8 +67,9 @@ def state_shardings(abstract_state, mesh, rules: Rules, fsdp: bool):
   """A NamedSharding for every leaf of `abstract_state` (a pytree of arrays or ShapeDtypeStructs)."""
   mesh_axes = dict(zip(mesh.axis_names, mesh.devices.shape))
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: NamedSharding(mesh, spec_for(path_name(path), tuple(x.shape), rules, mesh_axes, fsdp)),
-      abstract_state)
+    lambda path, x: NamedSharding(mesh, spec_for(path_name(path), tuple(x.shape), rules, mesh_axes, fsdp)),
+    abstract_state,
+  )
 
 
 def bytes_per_device(abstract_state, shardings) -> int:

@@ -28,9 +28,14 @@ class TrainState:
   def create(cls, params, tx: optax.GradientTransformation, ema: bool = False, extra=None):
     extra = extra or {}
     copy = lambda tree: jax.tree.map(jnp.copy, tree)
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               ema_params=copy(params) if ema else None, extra=extra,
-               ema_extra=copy(extra) if ema and extra else None)
+    return cls(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      ema_params=copy(params) if ema else None,
+      extra=extra,
+      ema_extra=copy(extra) if ema and extra else None,
+    )
 
   def variables(self, ema: bool = True) -> dict:
     """The Flax variables to apply the model with: the EMA weights and their EMA'd collections
@@ -71,15 +76,18 @@ def ema_of(optim) -> Optional[EMA]:
 
 def ema_update(ema_params, params, decay):
   """ema <- decay * ema + (1 - decay) * params (floating leaves; others take the new value)."""
+
   def one(new, old):
     if not jnp.issubdtype(jnp.asarray(new).dtype, jnp.floating):
       return new
     return optax.incremental_update(new, old, step_size=1.0 - decay)
+
   return jax.tree.map(one, params, ema_params)
 
 
-def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
-                    ema_decay=None, params_key=None, **updates) -> TrainState:
+def apply_gradients(
+  state: TrainState, grads, tx: optax.GradientTransformation, ema_decay=None, params_key=None, **updates
+) -> TrainState:
   """One optimizer update (and EMA update, with the decay given) of `state.params`, or of
   `state.params[params_key]` when a family keeps several networks with their own optimizers
   (e.g. a GAN's "g" and "d"). Other fields of the state may be replaced through `updates` (e.g.

@@ -62,8 +62,9 @@ def keeps_ema(state: TrainState, key: Optional[str]) -> bool:
   return state.ema_params is not None and (key is None or key in state.ema_params)
 
 
-def apply_update(state: TrainState, batch, rng, update: Update, i: int, tx: optax.GradientTransformation,
-                 ema: Optional[EMA]):
+def apply_update(
+  state: TrainState, batch, rng, update: Update, i: int, tx: optax.GradientTransformation, ema: Optional[EMA]
+):
   """One update: gradients, the mean over devices, the optimizer, the EMA (of the parameters
   and of the network's collections), the collections."""
   params = state.params if update.key is None else state.params[update.key]
@@ -74,8 +75,14 @@ def apply_update(state: TrainState, batch, rng, update: Update, i: int, tx: opta
   decay = None
   if ema is not None and keeps_ema(state, update.key):
     decay = ema.decay_at(state.step * update.repeat + i)  # the network's update count so far
-  state = apply_gradients(state, grads, tx, ema_decay=decay, params_key=update.key,
-                          extra=merge_collections(state.extra, update.key, collections))
+  state = apply_gradients(
+    state,
+    grads,
+    tx,
+    ema_decay=decay,
+    params_key=update.key,
+    extra=merge_collections(state.extra, update.key, collections),
+  )
   if decay is not None and collections and state.ema_extra is not None:
     new = merge_collections({}, update.key, collections)
     state = state.replace(ema_extra=overlay(state.ema_extra, ema_update(_subtree(state.ema_extra, new), new, decay)))
@@ -89,9 +96,16 @@ def _subtree(tree, like):
   return tree
 
 
-def train_step(state: TrainState, batch, rng, *, updates: Sequence[Update],
-               optimizers: Mapping[Optional[str], optax.GradientTransformation],
-               ema: Optional[EMA] = None, prepare: Optional[Callable] = None):
+def train_step(
+  state: TrainState,
+  batch,
+  rng,
+  *,
+  updates: Sequence[Update],
+  optimizers: Mapping[Optional[str], optax.GradientTransformation],
+  ema: Optional[EMA] = None,
+  prepare: Optional[Callable] = None,
+):
   """One train step: every update in order (each `repeat` times); returns (state, metrics) with
   each update's metrics averaged over its repetitions. `prepare(batch, rng) -> batch` adds what
   every update of the step shares (drawn once: e.g. a GAN's per-example keys). Bind the keyword
@@ -163,6 +177,7 @@ def scan_steps(train_step):
   def many(state, batches, rngs):
     def body(carry, xs):
       return train_step(carry, *xs)
+
     return jax.lax.scan(body, state, (batches, rngs))
 
   return many

@@ -44,17 +44,29 @@ DATASETS = IMAGE_DATASETS + TEXT_DATASETS
 # What each dataset holds, known without reading it: (kind, example shape, classes, binary,
 # vocabulary of the char tokenizer). Text shapes are (block_size,), filled in by `describe`.
 SHAPES = {
-    "digits": ("image", (8, 8, 1), 10, False, None),
-    "mnist": ("image", (28, 28, 1), 10, False, None),
-    "fashion_mnist": ("image", (28, 28, 1), 10, False, None),
-    "binarized_mnist": ("image", (28, 28, 1), None, True, None),
-    "cifar10": ("image", (32, 32, 3), 10, False, None),
-    "stacked_mnist": ("image", (28, 28, 3), 1000, False, None),
-    "tiny_shakespeare": ("text", None, None, False, 65),
+  "digits": ("image", (8, 8, 1), 10, False, None),
+  "mnist": ("image", (28, 28, 1), 10, False, None),
+  "fashion_mnist": ("image", (28, 28, 1), 10, False, None),
+  "binarized_mnist": ("image", (28, 28, 1), None, True, None),
+  "cifar10": ("image", (32, 32, 3), 10, False, None),
+  "stacked_mnist": ("image", (28, 28, 3), 1000, False, None),
+  "tiny_shakespeare": ("text", None, None, False, 65),
 }
 
-__all__ = ["load", "describe", "pipeline_throughput", "SHAPES", "Dataset", "ImageDataset", "TextDataset", "DataInfo",
-           "DatasetNotPreparedError", "ChecksumMismatchError", "DATASETS", "tokenizers"]
+__all__ = [
+  "load",
+  "describe",
+  "pipeline_throughput",
+  "SHAPES",
+  "Dataset",
+  "ImageDataset",
+  "TextDataset",
+  "DataInfo",
+  "DatasetNotPreparedError",
+  "ChecksumMismatchError",
+  "DATASETS",
+  "tokenizers",
+]
 
 
 def load(data_cfg, split: str) -> Dataset:
@@ -63,8 +75,9 @@ def load(data_cfg, split: str) -> Dataset:
   if name in TEXT_DATASETS:
     text, corpus = sources.tfds_text(name, split, data_cfg)
     tokenizer = tokenizers.make(data_cfg.tokenizer, corpus)
-    info = DataInfo(name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size,
-                    tokenizer=tokenizer)
+    info = DataInfo(
+      name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer
+    )
     return TextDataset(info, tokenizer.encode(text), tokenizer, data_cfg.block_size)
   if name == "digits":
     source, num_classes = sources.digits(split), 10
@@ -77,6 +90,7 @@ def load(data_cfg, split: str) -> Dataset:
     close = difflib.get_close_matches(name, DATASETS, n=2)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     from genjax.config import ConfigError
+
     raise ConfigError(f"Unknown dataset --config.data.name={name!r}.{hint} Known: {', '.join(DATASETS)}.")
   binary = name == "binarized_mnist" or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
@@ -92,8 +106,9 @@ def describe(data_cfg) -> DataInfo:
   if kind == "text":
     vocab = 256 if data_cfg.tokenizer == "byte" else char_vocab
     return DataInfo(name=data_cfg.name, kind="text", shape=(data_cfg.block_size,), vocab_size=vocab)
-  return DataInfo(name=data_cfg.name, kind="image", shape=shape, num_classes=num_classes,
-                  binary=binary or data_cfg.binarize != "none")
+  return DataInfo(
+    name=data_cfg.name, kind="image", shape=shape, num_classes=num_classes, binary=binary or data_cfg.binarize != "none"
+  )
 
 
 def pipeline_throughput(dataset: Dataset, global_batch: int, steps: int, seed: int = 0) -> float:

@@ -44,8 +44,10 @@ def process_share(global_batch: int, process_index: int, process_count: int) -> 
   if process_count <= 0 or not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count}).")
   if global_batch <= 0 or global_batch % process_count:
-    raise ValueError(f"The global batch {global_batch} must be a positive multiple of the "
-                     f"{process_count} processes (set train.batch_size / eval.batch_size accordingly).")
+    raise ValueError(
+      f"The global batch {global_batch} must be a positive multiple of the "
+      f"{process_count} processes (set train.batch_size / eval.batch_size accordingly)."
+    )
   per_process = global_batch // process_count
   return process_index * per_process, (process_index + 1) * per_process
 
@@ -152,8 +154,7 @@ class ImageDataset:
       on = uniform_fn(images_u8.shape[1:]) * top < images_u8
     return np.where(on, np.float32(1), np.float32(-1))
 
-  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0,
-            process_count: int = 1) -> Batch:
+  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1) -> Batch:
     """This process's share of the training batch of `step` (a pure function of its arguments)."""
     _check_seed(seed)
     lo, hi = process_share(global_batch, process_index, process_count)
@@ -165,8 +166,9 @@ class ImageDataset:
       image[mirror] = image[mirror][:, :, ::-1]
     return {"image": image, "label": labels.astype(np.int32)}
 
-  def eval_batches(self, global_batch: int, num_batches: Optional[int] = None, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[Batch]:
+  def eval_batches(
+    self, global_batch: int, num_batches: Optional[int] = None, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[Batch]:
     """Batches over the split in stored order (all of it, or the first `num_batches`)."""
     lo, hi = process_share(global_batch, process_index, process_count)
     for g, real in eval_indices(self.num_examples, global_batch, num_batches, lo, hi):
@@ -209,8 +211,10 @@ class TextDataset:
 
   def __init__(self, info: DataInfo, tokens: np.ndarray, tokenizer: Tokenizer, block_size: int):
     if len(tokens) < block_size + 1:
-      raise ConfigError(f"Split of {info.name!r} has {len(tokens)} tokens, fewer than block_size + 1 = "
-                       f"{block_size + 1}: lower data.block_size.")
+      raise ConfigError(
+        f"Split of {info.name!r} has {len(tokens)} tokens, fewer than block_size + 1 = "
+        f"{block_size + 1}: lower data.block_size."
+      )
     self.info = info
     self.tokens = np.asarray(tokens, dtype=np.int32)
     self.tokenizer = tokenizer
@@ -223,8 +227,7 @@ class TextDataset:
   def _windows(self, offsets: np.ndarray) -> np.ndarray:
     return self.tokens[offsets[:, None] + self._span]
 
-  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0,
-            process_count: int = 1) -> Batch:
+  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1) -> Batch:
     """This process's share of random windows for `step` (a pure function of its arguments)."""
     _check_seed(seed)
     lo, hi = process_share(global_batch, process_index, process_count)
@@ -232,8 +235,9 @@ class TextDataset:
     offsets = rng.integers(0, self.num_tokens - self.block_size, size=global_batch)[lo:hi]
     return {"tokens": self._windows(offsets)}
 
-  def eval_batches(self, global_batch: int, num_batches: Optional[int] = None, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[Batch]:
+  def eval_batches(
+    self, global_batch: int, num_batches: Optional[int] = None, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[Batch]:
     """Consecutive non-overlapping windows in order; the last batch padded and masked."""
     lo, hi = process_share(global_batch, process_index, process_count)
     for w, real in eval_indices(self.num_examples, global_batch, num_batches, lo, hi):

@@ -25,14 +25,19 @@ from genjax.config import ConfigError
 
 MARKER = "genjax_export.json"
 FORMAT_VERSION = 1
-IMAGE_SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"),
-                "binarized_mnist": ("train", "validation", "test")}
+IMAGE_SPLITS = {
+  "mnist": ("train", "test"),
+  "fashion_mnist": ("train", "test"),
+  "cifar10": ("train", "test"),
+  "binarized_mnist": ("train", "validation", "test"),
+}
 TEXT_SPLITS = {"tiny_shakespeare": ("train", "validation", "test")}
 
 
 def exported_dir(name: str, data_cfg) -> Optional[str]:
   """DATA_DIR/<name> when it holds an export of `name`, else None."""
   from genjax.data import tfds_io
+
   folder = os.path.join(tfds_io.data_dir_for(data_cfg), name)
   return folder if os.path.isfile(os.path.join(folder, MARKER)) else None
 
@@ -41,16 +46,20 @@ def read_info(folder: str) -> dict:
   with open(os.path.join(folder, MARKER)) as f:
     info = json.load(f)
   if info.get("format") != FORMAT_VERSION:
-    raise ValueError(f"{folder} holds a genjax export of format {info.get('format')}, this genjax reads "
-                     f"format {FORMAT_VERSION}: export the dataset again with python -m genjax.data.export.")
+    raise ValueError(
+      f"{folder} holds a genjax export of format {info.get('format')}, this genjax reads "
+      f"format {FORMAT_VERSION}: export the dataset again with python -m genjax.data.export."
+    )
   return info
 
 
 def _check_split(info: dict, folder: str, split: str):
   if split not in info["splits"]:
     sliced = "[" in split
-    raise ConfigError(f"The export in {folder} has splits {sorted(info['splits'])}, not {split!r}"
-                     + (" (TFDS split slicing needs the TFDS dataset itself, not an export)." if sliced else "."))
+    raise ConfigError(
+      f"The export in {folder} has splits {sorted(info['splits'])}, not {split!r}"
+      + (" (TFDS split slicing needs the TFDS dataset itself, not an export)." if sliced else ".")
+    )
 
 
 def images(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray, Optional[int]]:
@@ -60,8 +69,10 @@ def images(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray, Optional[in
   with np.load(os.path.join(folder, f"{split}.npz")) as data:
     images_, labels = data["images"], data["labels"]
   if len(images_) != info["splits"][split] or tuple(images_.shape[1:]) != tuple(info["shape"]):
-    raise ValueError(f"{folder}/{split}.npz holds {images_.shape}, not the {info['splits'][split]} x "
-                     f"{tuple(info['shape'])} images its {MARKER} lists: export it again.")
+    raise ValueError(
+      f"{folder}/{split}.npz holds {images_.shape}, not the {info['splits'][split]} x "
+      f"{tuple(info['shape'])} images its {MARKER} lists: export it again."
+    )
   return images_, labels, info.get("num_classes")
 
 
@@ -78,6 +89,7 @@ def texts(folder: str) -> Dict[str, str]:
 def export(name: str, out: str, data_cfg) -> dict:
   """Writes the export of the prepared TFDS dataset `name` to OUT/<name>; returns its info."""
   from genjax.data import sources, tfds_io
+
   folder = os.path.join(out, name)
   os.makedirs(folder, exist_ok=True)
   if name in TEXT_SPLITS:
@@ -109,25 +121,30 @@ def export(name: str, out: str, data_cfg) -> dict:
 
 def _whole_in_memory(data_cfg):
   import dataclasses
+
   return dataclasses.replace(data_cfg, in_memory_max_mb=1 << 30)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m genjax.data.export", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--datasets", required=True, help="comma-separated: mnist,fashion_mnist,binarized_mnist,"
-                                                        "cifar10,tiny_shakespeare")
+  parser.add_argument(
+    "--datasets", required=True, help="comma-separated: mnist,fashion_mnist,binarized_mnist,cifar10,tiny_shakespeare"
+  )
   parser.add_argument("--out", required=True, help="the folder to write (one sub-folder per dataset)")
-  parser.add_argument("--data_dir", default=None, help="the prepared TFDS datasets (default: GENJAX_DATA_DIR, "
-                                                       "~/tensorflow_datasets)")
+  parser.add_argument(
+    "--data_dir", default=None, help="the prepared TFDS datasets (default: GENJAX_DATA_DIR, ~/tensorflow_datasets)"
+  )
   parser.add_argument("--manual_dir", default=None, help="raw files, if a dataset must be prepared first")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   from genjax import cli
   from genjax.config import Data
   from genjax.data import tfds_io
+
   names = [n.strip() for n in args.datasets.split(",") if n.strip()]
   for name in names:
     if os.path.abspath(os.path.join(args.out, name)) == os.path.abspath(
-        os.path.join(tfds_io.data_dir_for(Data(data_dir=args.data_dir)), name)):
+      os.path.join(tfds_io.data_dir_for(Data(data_dir=args.data_dir)), name)
+    ):
       cli.fail(f"--out {args.out} is the TFDS data_dir itself: write the export to another folder.")
     try:
       info = export(name, args.out, Data(name=name, data_dir=args.data_dir, manual_dir=args.manual_dir))

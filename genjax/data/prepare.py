@@ -20,8 +20,12 @@ from genjax.config import Data
 from genjax.data import DATASETS, IMAGE_DATASETS, load, tfds_io
 
 # The splits each dataset's in-memory cache is built for.
-_CACHE_SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"), "cifar10": ("train", "test"),
-                 "binarized_mnist": ("train", "validation", "test")}
+_CACHE_SPLITS = {
+  "mnist": ("train", "test"),
+  "fashion_mnist": ("train", "test"),
+  "cifar10": ("train", "test"),
+  "binarized_mnist": ("train", "validation", "test"),
+}
 
 
 def main(argv=None) -> int:
@@ -53,8 +57,10 @@ def main(argv=None) -> int:
         print(f"{name}: FAILED\n{e}", file=sys.stderr, flush=True)
         return 1
       splits = ", ".join(f"{s}={info.num_examples}" for s, info in builder.info.splits.items())
-      print(f"{name}: prepared from {manual_dir} into {builder.data_dir} ({splits}) "
-            f"in {time.time() - start:.1f} s", flush=True)
+      print(
+        f"{name}: prepared from {manual_dir} into {builder.data_dir} ({splits}) in {time.time() - start:.1f} s",
+        flush=True,
+      )
     if name in IMAGE_DATASETS:
       start = time.time()
       for split in _CACHE_SPLITS.get(name, ("train", "test")):

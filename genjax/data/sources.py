@@ -31,6 +31,7 @@ DIGITS_NUM_TRAIN = 1500
 def digits(split: str) -> ArraySource:
   """scikit-learn's bundled 8x8 digits (no download): uint8[N, 8, 8, 1] in 0..16, 10 classes."""
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
   bunch = load_digits()
   images = bunch.images.astype(np.uint8)[..., None]
   labels = bunch.target.astype(np.int32)
@@ -77,8 +78,7 @@ def _decode_all(source: TfdsSource, builder, split: str) -> ArraySource:
     with np.load(path) as cached:
       if len(cached["labels"]) == source.num_examples:
         return ArraySource(cached["images"], cached["labels"])
-  chunks = [source.get(np.arange(i, min(i + 4096, source.num_examples)))
-            for i in range(0, source.num_examples, 4096)]
+  chunks = [source.get(np.arange(i, min(i + 4096, source.num_examples))) for i in range(0, source.num_examples, 4096)]
   images = np.concatenate([c[0] for c in chunks])
   labels = np.concatenate([c[1] for c in chunks])
   # Only real prepared splits are cached (not mocked ones), and only where we may write.
@@ -94,14 +94,17 @@ def _data_source(builder, split: str):
     return builder.as_data_source(split=split)
   except (KeyError, ValueError) as e:
     splits = sorted(builder.info.splits) if isinstance(builder.info.splits, dict) else []
-    raise ConfigError(f"{builder.name} has no split {split!r}: choose one of {splits} "
-                     f"(TFDS slicing such as 'train[:90%]' also works). TFDS said: {e}") from e
+    raise ConfigError(
+      f"{builder.name} has no split {split!r}: choose one of {splits} "
+      f"(TFDS slicing such as 'train[:90%]' also works). TFDS said: {e}"
+    ) from e
 
 
 def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[int]]:
   """The image source of a TFDS split and its number of classes (None when unlabelled): from a
   portable export (genjax.data.export) when the data_dir holds one, else from TFDS."""
   from genjax.data import export  # imported here, so `python -m genjax.data.export` runs it once
+
   folder = export.exported_dir(name, data_cfg)
   if folder is not None:
     images, labels, num_classes = export.images(folder, split)
@@ -111,8 +114,7 @@ def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[
   has_label = "label" in features
   num_classes = features["label"].num_classes if has_label else None
   shape = tuple(features["image"].shape)
-  source = TfdsSource(_data_source(builder, split), shape, has_label,
-                      scale=255 if name == "binarized_mnist" else 1)
+  source = TfdsSource(_data_source(builder, split), shape, has_label, scale=255 if name == "binarized_mnist" else 1)
   size_mb = source.num_examples * math.prod(shape) / 2**20
   if size_mb <= data_cfg.in_memory_max_mb:
     return _decode_all(source, builder, split), num_classes
@@ -138,8 +140,10 @@ class StackedMnistSource:
 
   def __init__(self, mnist: ImageSource):
     n = mnist.num_examples
-    permutations = [np.random.Generator(np.random.PCG64(np.random.SeedSequence([STACKED_MNIST_SEED, c])))
-                    .permutation(n) for c in (1, 2)]
+    permutations = [
+      np.random.Generator(np.random.PCG64(np.random.SeedSequence([STACKED_MNIST_SEED, c]))).permutation(n)
+      for c in (1, 2)
+    ]
     self.digit_indices_Nx3 = np.stack([np.arange(n), *permutations], axis=1)
     self.mnist = mnist
     self.num_examples = n
@@ -173,6 +177,7 @@ def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
   if split not in TEXT_SPLITS:
     raise ConfigError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
   from genjax.data import export
+
   folder = export.exported_dir(name, data_cfg)
   if folder is not None:
     texts = export.texts(folder)

@@ -54,6 +54,7 @@ def import_tfds():
   if importlib.util.find_spec("importlib_resources") is None:
     sys.modules.setdefault("importlib_resources", importlib.resources)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   return tfds
 
 
@@ -78,8 +79,13 @@ def expected_files(name: str) -> List[RawFile]:
   """The raw files TFDS downloads for `name`, with the names it looks for in manual_dir."""
   tfds = import_tfds()
   infos = tfds.builder_cls(name).url_infos or {}
-  return sorted((RawFile(info.filename or url.rsplit("/", 1)[-1], url, int(info.size), info.checksum)
-                 for url, info in infos.items()), key=lambda f: f.filename)
+  return sorted(
+    (
+      RawFile(info.filename or url.rsplit("/", 1)[-1], url, int(info.size), info.checksum)
+      for url, info in infos.items()
+    ),
+    key=lambda f: f.filename,
+  )
 
 
 def missing_files(name: str, manual_dir: Optional[str]) -> List[RawFile]:
@@ -109,15 +115,19 @@ def not_prepared_message(name: str, data_dir: str, manual_dir: Optional[str], re
   folder = manual_dir or f"MANUAL_DIR/{name}"
   files = expected_files(name)
   missing = {f.filename for f in missing_files(name, manual_dir)}
-  lines = [f"Dataset {name!r} is not prepared in {data_dir} ({reason}).",
-           f"Put these files (the names TFDS expects) in {folder}/:"]
+  lines = [
+    f"Dataset {name!r} is not prepared in {data_dir} ({reason}).",
+    f"Put these files (the names TFDS expects) in {folder}/:",
+  ]
   for f in files:
     state = "missing" if f.filename in missing else "present"
     lines.append(f"  {f.filename:32s} {f.size:>11,d} bytes  sha256 {f.sha256}  [{state}]  from {f.url}")
   lines.append("then prepare it (needs tensorflow-cpu, only for this step):")
   lines.append(f"  {prepare_command(name, data_dir, _manual_root(manual_dir))}")
-  lines.append("or set data.manual_dir / GENJAX_MANUAL_DIR (a folder with one sub-folder per dataset) "
-               "and genjax prepares it on first use.")
+  lines.append(
+    "or set data.manual_dir / GENJAX_MANUAL_DIR (a folder with one sub-folder per dataset) "
+    "and genjax prepares it on first use."
+  )
   return "\n".join(lines)
 
 
@@ -130,15 +140,18 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
   tfds = import_tfds()
   missing = missing_files(name, manual_dir)
   if missing:
-    raise DatasetNotPreparedError(not_prepared_message(
-        name, data_dir, manual_dir, f"missing raw files: {', '.join(f.filename for f in missing)}"))
+    raise DatasetNotPreparedError(
+      not_prepared_message(name, data_dir, manual_dir, f"missing raw files: {', '.join(f.filename for f in missing)}")
+    )
   if not tensorflow_available():
-    raise DatasetNotPreparedError(not_prepared_message(
-        name, data_dir, manual_dir, "preparing needs TensorFlow: pip install tensorflow-cpu"))
+    raise DatasetNotPreparedError(
+      not_prepared_message(name, data_dir, manual_dir, "preparing needs TensorFlow: pip install tensorflow-cpu")
+    )
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   if builder.is_prepared():
     return builder
   from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
+
   os.makedirs(data_dir, exist_ok=True)
   # Extracted copies of the raw files are only needed while preparing: keep them out of data_dir.
   with tempfile.TemporaryDirectory(prefix=f"genjax-{name}-", dir=data_dir) as download_dir:
@@ -146,12 +159,14 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
     try:
       builder.download_and_prepare(download_dir=download_dir, download_config=config)
     except download_manager.NonMatchingChecksumError as e:
-      files = "\n".join(f"  {f.filename}: {f.size:,d} bytes, sha256 {f.sha256}, from {f.url}"
-                        for f in expected_files(name))
+      files = "\n".join(
+        f"  {f.filename}: {f.size:,d} bytes, sha256 {f.sha256}, from {f.url}" for f in expected_files(name)
+      )
       raise ChecksumMismatchError(
-          f"A raw file for {name!r} in {manual_dir} does not match the size/SHA-256 TFDS registers "
-          f"(a truncated or different download?). TFDS said: {e}\nReplace it with a fresh copy of:\n"
-          f"{files}\nthen rerun: {prepare_command(name, data_dir, _manual_root(manual_dir))}") from e
+        f"A raw file for {name!r} in {manual_dir} does not match the size/SHA-256 TFDS registers "
+        f"(a truncated or different download?). TFDS said: {e}\nReplace it with a fresh copy of:\n"
+        f"{files}\nthen rerun: {prepare_command(name, data_dir, _manual_root(manual_dir))}"
+      ) from e
   return builder
 
 
@@ -168,17 +183,19 @@ def open_builder(name: str, data_cfg):
         reason = "preparing needs TensorFlow: pip install tensorflow-cpu"
       raise DatasetNotPreparedError(not_prepared_message(name, data_dir, manual_dir, reason))
     start = time.time()
-    print(f"genjax: preparing {name} in {data_dir} from {manual_dir} (a child process) ...",
-          file=sys.stderr, flush=True)
+    print(
+      f"genjax: preparing {name} in {data_dir} from {manual_dir} (a child process) ...", file=sys.stderr, flush=True
+    )
     prepare_in_child(name, data_dir, manual_dir)
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     print(f"genjax: prepared {name} in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
   file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
   if str(file_format) != "array_record":
     raise DatasetNotPreparedError(
-        f"Dataset {name!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
-        "array_record (random access without TensorFlow). Prepare it into another data_dir: "
-        f"{prepare_command(name, os.path.join(data_dir, 'array_record'), None)}")
+      f"Dataset {name!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
+      "array_record (random access without TensorFlow). Prepare it into another data_dir: "
+      f"{prepare_command(name, os.path.join(data_dir, 'array_record'), None)}"
+    )
   return builder
 
 
@@ -197,8 +214,15 @@ def prepare_in_child(name: str, data_dir: str, manual_dir: Optional[str]):
   env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
   with tempfile.TemporaryDirectory(prefix="genjax-prepare-") as scratch:
     message_file = os.path.join(scratch, "error.txt")
-    command = [sys.executable, "-c", "import sys; from genjax.data import tfds_io; "
-               "sys.exit(tfds_io.child_main(sys.argv[1:]))", name, data_dir, manual_dir or "", message_file]
+    command = [
+      sys.executable,
+      "-c",
+      "import sys; from genjax.data import tfds_io; sys.exit(tfds_io.child_main(sys.argv[1:]))",
+      name,
+      data_dir,
+      manual_dir or "",
+      message_file,
+    ]
     code = subprocess.run(command, env=env, check=False).returncode
     if code == 0:
       return
@@ -206,9 +230,10 @@ def prepare_in_child(name: str, data_dir: str, manual_dir: Optional[str]):
     if code in _CHILD_ERRORS:
       raise _CHILD_ERRORS[code](message)
     raise DatasetNotPreparedError(
-        f"Preparing {name!r} in a child process failed (exit code {code}); its output is above. "
-        f"Run it by hand to see the whole error: "
-        f"{prepare_command(name, data_dir, _manual_root(manual_dir))}")
+      f"Preparing {name!r} in a child process failed (exit code {code}); its output is above. "
+      f"Run it by hand to see the whole error: "
+      f"{prepare_command(name, data_dir, _manual_root(manual_dir))}"
+    )
 
 
 def child_main(argv) -> int:

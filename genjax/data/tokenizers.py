@@ -68,8 +68,9 @@ class CharTokenizer(Tokenizer):
     if (ids < 0).any():
       unknown = sorted({chr(c) for c in codepoints[ids < 0]})
       raise ValueError(
-          f"Characters {unknown[:10]!r} are not in this CharTokenizer's {self.vocab_size}-symbol "
-          "vocabulary; use the byte tokenizer (--config.data.tokenizer=byte) for arbitrary text.")
+        f"Characters {unknown[:10]!r} are not in this CharTokenizer's {self.vocab_size}-symbol "
+        "vocabulary; use the byte tokenizer (--config.data.tokenizer=byte) for arbitrary text."
+      )
     return ids
 
   def decode(self, ids) -> str:

@@ -11,11 +11,11 @@ from typing import Dict, Tuple
 from genjax.config import ConfigError
 
 _MODULES = {
-    "vae": "genjax.families.vae",
-    "gan": "genjax.families.gan",
-    "autoregressive": "genjax.families.autoregressive",
-    "diffusion": "genjax.families.diffusion",
-    "classifier": "genjax.families.classifier",
+  "vae": "genjax.families.vae",
+  "gan": "genjax.families.gan",
+  "autoregressive": "genjax.families.autoregressive",
+  "diffusion": "genjax.families.diffusion",
+  "classifier": "genjax.families.classifier",
 }
 
 
@@ -47,10 +47,12 @@ def of(exp):
   expected = " or ".join(f"{c.__module__}.{c.__name__}" for c in module.CONFIGS)
   if owner:
     raise ConfigError(
-        f"config.family = {exp.family!r} but config.model is a {type(exp.model).__name__}, the model config "
-        f"of the {owner[0]!r} family. Set --config.family={owner[0]}, or give a {expected}.")
-  raise ConfigError(f"config.model must be the {exp.family} family's model config ({expected}), "
-                    f"got {type(exp.model).__name__}.")
+      f"config.family = {exp.family!r} but config.model is a {type(exp.model).__name__}, the model config "
+      f"of the {owner[0]!r} family. Set --config.family={owner[0]}, or give a {expected}."
+    )
+  raise ConfigError(
+    f"config.model must be the {exp.family} family's model config ({expected}), got {type(exp.model).__name__}."
+  )
 
 
 def build(exp, info):

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 
-Batch = Dict[str, Any]      # {"image": f32[B,H,W,C] in [-1, 1], "label": i32[B]} or {"tokens": i32[B,L+1]}
+Batch = Dict[str, Any]  # {"image": f32[B,H,W,C] in [-1, 1], "label": i32[B]} or {"tokens": i32[B,L+1]}
 Metrics = Dict[str, jax.Array]  # scalar means over the batch
 
 

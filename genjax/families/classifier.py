@@ -30,8 +30,8 @@ from genjax.nn.norm import BatchNorm, Dropout
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  channels: Tuple[int, ...] = (32, 64)   # one block of two 3x3 convolutions per entry
-  feature_dim: int = 128                 # width of the penultimate (feature) layer
+  channels: Tuple[int, ...] = (32, 64)  # one block of two 3x3 convolutions per entry
+  feature_dim: int = 128  # width of the penultimate (feature) layer
   dropout: float = 0.3
   label_smoothing: float = 0.0
 
@@ -63,8 +63,10 @@ class Classifier(nn.Module):
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Classifier:
   """The Flax module of a classifier experiment (used by genjax.metrics.features too)."""
   if info.kind != "image" or info.num_classes is None:
-    raise ConfigError(f"The classifier family needs labelled images; dataset {info.name!r} is "
-                      f"{info.kind} with num_classes={info.num_classes}.")
+    raise ConfigError(
+      f"The classifier family needs labelled images; dataset {info.name!r} is "
+      f"{info.kind} with num_classes={info.num_classes}."
+    )
   return Classifier(cfg, info.num_classes, dtype=jnp.dtype(dtype))
 
 
@@ -77,8 +79,12 @@ def loss(params, batch_stats, batch, rng, model: Classifier):
   """Cross-entropy (with the config's label smoothing) of a training batch, BatchNorm on batch
   statistics and dropout from rng: (loss, ({"loss", "accuracy"}, new batch_stats))."""
   (logits, _), updates = model.apply(
-      {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-      rngs={"dropout": rng}, mutable=["batch_stats"])
+    {"params": params, "batch_stats": batch_stats},
+    batch["image"],
+    train=True,
+    rngs={"dropout": rng},
+    mutable=["batch_stats"],
+  )
   targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], model.num_classes), model.config.label_smoothing)
   value = optax.softmax_cross_entropy(logits, targets).mean()
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
@@ -98,8 +104,12 @@ def evaluate(variables, batches, model: Classifier):
   """Exact test accuracy and cross-entropy over every (unpadded) example of `batches`."""
   jitted = jax.jit(lambda batch, v: eval_sums(v, batch, None, model))
   means, n = step_lib.exact_means(jitted, batches, variables)
-  return {"accuracy": means["accuracy"], "error_rate": 1.0 - means["accuracy"], "loss": means["loss"],
-          "num_examples": int(n)}
+  return {
+    "accuracy": means["accuracy"],
+    "error_rate": 1.0 - means["accuracy"],
+    "loss": means["loss"],
+    "num_examples": int(n),
+  }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,19 +127,22 @@ def build(exp, info) -> Family:
 
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *info.shape), jnp.float32), train=False)
-    return TrainState.create(variables["params"], tx, ema=exp.optim.ema_decay is not None,
-                             extra={"batch_stats": variables["batch_stats"]})
+    return TrainState.create(
+      variables["params"], tx, ema=exp.optim.ema_decay is not None, extra={"batch_stats": variables["batch_stats"]}
+    )
 
   def train_loss(params, state, batch, rng, i):
     value, (metrics, batch_stats) = loss(params, state.extra["batch_stats"], batch, rng, model)
     return value, (metrics, {"batch_stats": batch_stats})
 
   return Family(
-      init=init,
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
-      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(state.variables(), batch, rng, model)),
-      sample=lambda variables, rng, n, options=None: jnp.zeros((0, *info.shape), jnp.float32),
-      output="none",
-      evaluate=lambda state, batches, rng: evaluate(state.variables(), batches, model),
-      notes="classifier used for domain FD and Stacked-MNIST mode counts")
+    init=init,
+    train_step=functools.partial(
+      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
+    ),
+    eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(state.variables(), batch, rng, model)),
+    sample=lambda variables, rng, n, options=None: jnp.zeros((0, *info.shape), jnp.float32),
+    output="none",
+    evaluate=lambda state, batches, rng: evaluate(state.variables(), batches, model),
+    notes="classifier used for domain FD and Stacked-MNIST mode counts",
+  )

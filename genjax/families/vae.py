@@ -107,10 +107,8 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins: int):
   # When the bin mass underflows, the density at the centre times the bin width is accurate.
   mid_in = inv_scale * centered
   log_pdf_mid = mid_in - log_scale - 2.0 * jax.nn.softplus(mid_in)
-  log_mid = jnp.where(cdf_delta > 1e-5, jnp.log(jnp.maximum(cdf_delta, 1e-12)),
-                      log_pdf_mid + jnp.log(2.0 * half_bin))
-  log_p = jnp.where(x < -1.0 + half_bin, log_cdf_plus,
-                    jnp.where(x > 1.0 - half_bin, log_survival_minus, log_mid))
+  log_mid = jnp.where(cdf_delta > 1e-5, jnp.log(jnp.maximum(cdf_delta, 1e-12)), log_pdf_mid + jnp.log(2.0 * half_bin))
+  log_p = jnp.where(x < -1.0 + half_bin, log_cdf_plus, jnp.where(x > 1.0 - half_bin, log_survival_minus, log_mid))
   return jnp.sum(log_p, axis=(-3, -2, -1))
 
 
@@ -214,8 +212,9 @@ class VAE(nn.Module):
     self.p_heads = [nn.Dense(2 * cfg.latents[i - 1], dtype=self.dtype) for i in range(1, num_layers)]
     out_features = self.image_shape[-1] * self.params_per_pixel
     if cfg.architecture == "conv":
-      self.decoder = ConvDecoder(self.image_shape, cfg.conv_channels, cfg.hidden, out_features,
-                                 cfg.activation, self.dtype)
+      self.decoder = ConvDecoder(
+        self.image_shape, cfg.conv_channels, cfg.hidden, out_features, cfg.activation, self.dtype
+      )
     else:
       self.decoder_mlp = MLP(tuple(reversed(cfg.hidden)), cfg.activation, self.dtype)
       self.decoder_out = nn.Dense(int(np.prod(self.image_shape)) * self.params_per_pixel, dtype=self.dtype)
@@ -272,8 +271,9 @@ class VAE(nn.Module):
     mean, log_scale = self._mean_and_log_scale(params_NxHxWxCxP)
     if self.likelihood == "logistic":
       return discretized_logistic_log_prob(x_NxHxWxC, mean, log_scale, self.config.num_bins)
-    return jnp.sum(-0.5 * jnp.square((x_NxHxWxC - mean) * jnp.exp(-log_scale)) - log_scale - 0.5 * LOG_2PI,
-                   axis=(1, 2, 3))
+    return jnp.sum(
+      -0.5 * jnp.square((x_NxHxWxC - mean) * jnp.exp(-log_scale)) - log_scale - 0.5 * LOG_2PI, axis=(1, 2, 3)
+    )
 
   def _mean_and_log_scale(self, params):
     mean = params[..., 0]
@@ -377,36 +377,46 @@ def resolve_likelihood(cfg: Config, info: DataInfo) -> str:
 def check_config(cfg: Config, info: DataInfo) -> None:
   """Raises ConfigError, before anything compiles, for settings that cannot work together."""
   if info.kind != "image":
-    raise ConfigError(f"The vae family models images, but dataset {info.name!r} is {info.kind}: "
-                      f"use --config.data.name=digits|mnist|fashion_mnist|binarized_mnist|cifar10.")
+    raise ConfigError(
+      f"The vae family models images, but dataset {info.name!r} is {info.kind}: "
+      f"use --config.data.name=digits|mnist|fashion_mnist|binarized_mnist|cifar10."
+    )
   if not cfg.latents or min(cfg.latents) <= 0:
     raise ConfigError(f"config.model.latents = {cfg.latents} must list positive sizes, e.g. (50,) or (100, 50).")
   if any(w <= 0 for w in cfg.hidden):
     raise ConfigError(f"config.model.hidden = {cfg.hidden} must hold positive widths.")
   if resolve_likelihood(cfg, info) == "bernoulli" and not info.binary:
-    raise ConfigError(f"config.model.likelihood='bernoulli' needs binary data, but {info.name!r} is not binarized: "
-                      f"set --config.data.binarize=dynamic (or threshold), or use likelihood=logistic.")
+    raise ConfigError(
+      f"config.model.likelihood='bernoulli' needs binary data, but {info.name!r} is not binarized: "
+      f"set --config.data.binarize=dynamic (or threshold), or use likelihood=logistic."
+    )
   if cfg.architecture == "conv":
     if not cfg.conv_channels:
       raise ConfigError("config.model.conv_channels must not be empty for architecture='conv'.")
     factor = 2 ** len(cfg.conv_channels)
     h, w, _ = info.shape
     if h % factor or w % factor:
-      raise ConfigError(f"architecture='conv' halves the image {len(cfg.conv_channels)} times, so H and W must be "
-                        f"divisible by {factor}; {info.name!r} is {h}x{w}. Use fewer config.model.conv_channels.")
+      raise ConfigError(
+        f"architecture='conv' halves the image {len(cfg.conv_channels)} times, so H and W must be "
+        f"divisible by {factor}; {info.name!r} is {h}x{w}. Use fewer config.model.conv_channels."
+      )
   if cfg.num_bins < 2:
     raise ConfigError(f"config.model.num_bins = {cfg.num_bins} must be >= 2 (256 for 8-bit images).")
   for name in ("train_samples", "eval_samples", "eval_chunk", "eval_step_samples"):
     if getattr(cfg, name) <= 0:
       raise ConfigError(f"config.model.{name} = {getattr(cfg, name)} must be a positive integer.")
   if cfg.eval_samples % min(cfg.eval_chunk, cfg.eval_samples):
-    raise ConfigError(f"config.model.eval_samples = {cfg.eval_samples} must be a multiple of eval_chunk = "
-                      f"{cfg.eval_chunk} (e.g. --config.model.eval_chunk=100).")
+    raise ConfigError(
+      f"config.model.eval_samples = {cfg.eval_samples} must be a multiple of eval_chunk = "
+      f"{cfg.eval_chunk} (e.g. --config.model.eval_chunk=100)."
+    )
   if cfg.beta < 0:
     raise ConfigError(f"config.model.beta = {cfg.beta} must be >= 0.")
   if cfg.objective == "iwae" and cfg.beta != 1.0:
-    raise ConfigError("config.model.beta weights the ELBO's KL; the IWAE bound has no KL term. "
-                      "Use objective='elbo' with beta, or beta=1 with objective='iwae'.")
+    raise ConfigError(
+      "config.model.beta weights the ELBO's KL; the IWAE bound has no KL term. "
+      "Use objective='elbo' with beta, or beta=1 with objective='iwae'."
+    )
 
 
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> VAE:
@@ -418,9 +428,11 @@ def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> VAE:
 def draw_eps(model: VAE, keys_B: jax.Array, k: int) -> List[jax.Array]:
   """Standard normal noise for K posterior samples per example, one key per example: a list over
   stochastic layers of f32[B,K,Z_i]."""
+
   def one(key):
     layer_keys = jax.random.split(key, len(model.config.latents))
     return [jax.random.normal(layer_keys[i], (k, z)) for i, z in enumerate(model.config.latents)]
+
   return parallel.per_example(one, keys_B)
 
 
@@ -592,6 +604,7 @@ def pictures(params, batch, model: VAE):
 def _traversal_grid(model: VAE, variables, n: int = 15):
   """Decoded means on an n x n grid of Gaussian quantiles of a 2-D top latent: f32[n*n,H,W,C]."""
   from scipy.stats import norm  # only for the quantiles, computed once on the host
+
   q = norm.ppf(np.linspace(0.05, 0.95, n)).astype(np.float32)
   grid = np.stack(np.meshgrid(q, q[::-1], indexing="xy"), -1).reshape(n * n, 2)  # rows top to bottom
   eps = [jnp.zeros((n * n, z)) for z in model.config.latents[:-1]] + [jnp.asarray(grid)]
@@ -625,13 +638,15 @@ def build(exp: Experiment, info: DataInfo) -> Family:
 
   sums = lambda state, batch, rng: eval_sums(state.variables()["params"], batch, rng, model)
   return Family(
-      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
-      eval_step=step_lib.eval_step_from_sums(sums),
-      sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
-      sample_options=SampleOptions,
-      evaluate=lambda state, batches, rng: evaluate(state.variables()["params"], batches, rng, model),
-      pictures=lambda state, batch, rng: pictures(state.variables()["params"], batch, model),
-      notes=f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
-            f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})")
+    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+    train_step=functools.partial(
+      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
+    ),
+    eval_step=step_lib.eval_step_from_sums(sums),
+    sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
+    sample_options=SampleOptions,
+    evaluate=lambda state, batches, rng: evaluate(state.variables()["params"], batches, rng, model),
+    pictures=lambda state, batch, rng: pictures(state.variables()["params"], batch, model),
+    notes=f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
+    f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})",
+  )

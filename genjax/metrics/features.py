@@ -24,10 +24,10 @@ Apply = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 @dataclasses.dataclass(frozen=True)
 class FeatureNet:
   name: str
-  dim: int                # feature dimension D
-  num_classes: int        # logits K (Inception: 1008; classifiers: the dataset's classes)
-  apply: Apply            # images f32[N,H,W,C] in [-1, 1] (quantized to 8 bits) -> (features f32[N,D], logits f32[N,K])
-  fingerprint: str        # changes when the weights change (keys the reference-statistics cache)
+  dim: int  # feature dimension D
+  num_classes: int  # logits K (Inception: 1008; classifiers: the dataset's classes)
+  apply: Apply  # images f32[N,H,W,C] in [-1, 1] (quantized to 8 bits) -> (features f32[N,D], logits f32[N,K])
+  fingerprint: str  # changes when the weights change (keys the reference-statistics cache)
 
 
 class FeatureNetError(ValueError):
@@ -41,6 +41,7 @@ def register(name: str):
   def wrap(factory):
     _REGISTRY[name] = factory
     return factory
+
   return wrap
 
 
@@ -54,7 +55,7 @@ def get(name: str, **options) -> FeatureNet:
   if name in _REGISTRY:
     return _REGISTRY[name](**options)
   if name.startswith("classifier_") and len(name) > len("classifier_"):
-    return classifier_net(name[len("classifier_"):], **options)
+    return classifier_net(name[len("classifier_") :], **options)
   raise FeatureNetError(f"Unknown feature network {name!r}; known: {', '.join(names())}.")
 
 
@@ -88,12 +89,12 @@ def batched(fn: Callable, batch_size: int) -> Apply:
     n = len(images)
     outputs = []
     for start in range(0, n, batch_size):
-      chunk = images[start:start + batch_size]
+      chunk = images[start : start + batch_size]
       pad = batch_size - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
       features, logits = jax.device_get(jitted(chunk))
-      outputs.append((features[:batch_size - pad], logits[:batch_size - pad]))
+      outputs.append((features[: batch_size - pad], logits[: batch_size - pad]))
     if not outputs:
       raise ValueError("No images to compute features of.")
     return (np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]))
@@ -111,11 +112,16 @@ def _fingerprint(variables) -> str:
 @register("inception")
 def inception_net(weights: Optional[str] = None, batch_size: int = 50, **unused) -> FeatureNet:
   from genjax.metrics import inception
+
   variables = inception.load_fid_weights(weights)
   module = inception.FIDInceptionV3()
-  return FeatureNet("inception", inception.FEATURE_DIM, inception.NUM_LOGITS,
-                    batched(lambda x: module.apply(variables, x), batch_size),
-                    f"inception-{inception.WEIGHTS_SHA256_PREFIX}")
+  return FeatureNet(
+    "inception",
+    inception.FEATURE_DIM,
+    inception.NUM_LOGITS,
+    batched(lambda x: module.apply(variables, x), batch_size),
+    f"inception-{inception.WEIGHTS_SHA256_PREFIX}",
+  )
 
 
 def classifier_workdir(dataset: str, classifier_dir: Optional[str] = None) -> str:
@@ -124,22 +130,26 @@ def classifier_workdir(dataset: str, classifier_dir: Optional[str] = None) -> st
   return classifier_dir or os.environ.get(env) or os.path.join(genjax_home(), "classifiers", dataset)
 
 
-def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_size: int = 500,
-                   **unused) -> FeatureNet:
+def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_size: int = 500, **unused) -> FeatureNet:
   from genjax.families import classifier
+
   workdir = classifier_workdir(dataset, classifier_dir)
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FeatureNetError(
-        f"No trained {dataset} classifier at {workdir}. Train it once with `python -m genjax.train "
-        f"--config experiments/classifier_{dataset}.py --workdir {workdir}` (or set "
-        f"GENJAX_CLASSIFIER_{dataset.upper()} / GENJAX_HOME to where one was trained).")
+      f"No trained {dataset} classifier at {workdir}. Train it once with `python -m genjax.train "
+      f"--config experiments/classifier_{dataset}.py --workdir {workdir}` (or set "
+      f"GENJAX_CLASSIFIER_{dataset.upper()} / GENJAX_HOME to where one was trained)."
+    )
   from genjax.core import checkpoint
   from genjax.trainer import workdir as workdir_lib
+
   try:
     exp, _, state, info = workdir_lib.restore(workdir)
   except (FileNotFoundError, checkpoint.CheckpointError) as e:
-    raise FeatureNetError(f"The {dataset} classifier at {workdir} cannot be read ({e}); is its training "
-                          "still running or was it stopped before the first checkpoint?") from e
+    raise FeatureNetError(
+      f"The {dataset} classifier at {workdir} cannot be read ({e}); is its training "
+      "still running or was it stopped before the first checkpoint?"
+    ) from e
   if exp.family != "classifier":
     raise FeatureNetError(f"{workdir} holds a {exp.family} run, not a classifier.")
   model = classifier.make_model(exp.model, info, exp.train.compute_dtype)
@@ -151,6 +161,10 @@ def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_siz
     logits, features = model.apply(variables, images, train=False)
     return features, logits
 
-  return FeatureNet(f"classifier_{dataset}", exp.model.feature_dim, info.num_classes,
-                    batched(features_and_logits, batch_size),
-                    f"classifier_{dataset}-{int(state.step)}-{_fingerprint(variables)}")
+  return FeatureNet(
+    f"classifier_{dataset}",
+    exp.model.feature_dim,
+    info.num_classes,
+    batched(features_and_logits, batch_size),
+    f"classifier_{dataset}-{int(state.step)}-{_fingerprint(variables)}",
+  )

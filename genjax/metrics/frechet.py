@@ -30,8 +30,8 @@ class RunningStats:
 
   dim: int
   count: int = 0
-  shift: Optional[np.ndarray] = None   # f64[D]
-  sum: Optional[np.ndarray] = None     # f64[D]: sum of (x - shift)
+  shift: Optional[np.ndarray] = None  # f64[D]
+  sum: Optional[np.ndarray] = None  # f64[D]: sum of (x - shift)
   sum_outer: Optional[np.ndarray] = None  # f64[D,D]: sum of (x - shift)(x - shift)^T
 
   def update(self, features_NxD, mask_N=None) -> "RunningStats":

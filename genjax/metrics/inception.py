@@ -54,13 +54,14 @@ class BasicConv2d(nn.Module):
   features: int
   kernel: Tuple[int, int]
   strides: int = 1
-  padding: Tuple[int, int] = (0, 0)   # (rows, columns) of zeros added on each side
+  padding: Tuple[int, int] = (0, 0)  # (rows, columns) of zeros added on each side
 
   @nn.compact
   def __call__(self, x):
     (ph, pw) = self.padding
-    x = nn.Conv(self.features, self.kernel, strides=self.strides,
-                padding=((ph, ph), (pw, pw)), use_bias=False, name="conv")(x)
+    x = nn.Conv(
+      self.features, self.kernel, strides=self.strides, padding=((ph, ph), (pw, pw)), use_bias=False, name="conv"
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
@@ -144,12 +145,22 @@ class FIDInceptionE(nn.Module):
   def __call__(self, x):
     b1 = BasicConv2d(320, (1, 1), name="branch1x1")(x)
     b3 = BasicConv2d(384, (1, 1), name="branch3x3_1")(x)
-    b3 = jnp.concatenate([BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                          BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], -1)
+    b3 = jnp.concatenate(
+      [
+        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+      ],
+      -1,
+    )
     bd = BasicConv2d(448, (1, 1), name="branch3x3dbl_1")(x)
     bd = BasicConv2d(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                          BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd)], -1)
+    bd = jnp.concatenate(
+      [
+        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
+        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
+      ],
+      -1,
+    )
     pooled = _avg_pool_exclude_pad(x) if self.pool == "avg" else _max_pool_3x3(x, 1, padding=1)
     bp = BasicConv2d(192, (1, 1), name="branch_pool")(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
@@ -204,9 +215,15 @@ class FIDInceptionV3(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 
@@ -234,16 +251,19 @@ class _Tensor:
     flat = self.storage.array
     if self.storage.view is not None:  # legacy view of a larger storage: (key, offset, size)
       _, view_offset, view_size = self.storage.view
-      flat = flat[view_offset:view_offset + view_size]
+      flat = flat[view_offset : view_offset + view_size]
     if not self.size:
       return np.array(flat[self.offset])
     needed = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
     if needed > len(flat) or min(self.stride, default=0) < 0:
-      raise ValueError(f"Tensor of size {self.size} and stride {self.stride} overruns its storage "
-                       f"({len(flat)} elements): the weight file is corrupt.")
+      raise ValueError(
+        f"Tensor of size {self.size} and stride {self.stride} overruns its storage "
+        f"({len(flat)} elements): the weight file is corrupt."
+      )
     itemsize = flat.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.size,
-                                           strides=tuple(s * itemsize for s in self.stride))
+    view = np.lib.stride_tricks.as_strided(
+      flat[self.offset :], shape=self.size, strides=tuple(s * itemsize for s in self.stride)
+    )
     return np.array(view)  # a copy, independent of the file's buffer
 
 
@@ -259,10 +279,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
   """Allows only what a state dict of tensors needs; persistent ids name raw storages."""
 
   _ALLOWED = {
-      ("collections", "OrderedDict"): _AttrDict,
-      ("torch._utils", "_rebuild_tensor_v2"): _Tensor,
-      ("torch._utils", "_rebuild_tensor"): _Tensor,
-      ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _AttrDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _Tensor,
+    ("torch._utils", "_rebuild_tensor"): _Tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
   }
 
   def __init__(self, file):
@@ -275,11 +295,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     if module == "torch" and name in _STORAGE_DTYPES:
       return _StorageType(name)
     raise pickle.UnpicklingError(
-        f"Refusing to load global {module}.{name}: only tensors and dicts are read from weight files.")
+      f"Refusing to load global {module}.{name}: only tensors and dicts are read from weight files."
+    )
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-            and isinstance(pid[1], _StorageType)):
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
       raise pickle.UnpicklingError(f"Unsupported persistent id {pid!r} in the weight file.")
     storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
     view = pid[5] if len(pid) > 5 else None
@@ -310,7 +330,7 @@ def _load_zip(path: str):
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
     if len(pickles) != 1:
       raise ValueError(f"{path} is a zip file but not a torch checkpoint (no single data.pkl).")
-    prefix = pickles[0][:-len("data.pkl")]
+    prefix = pickles[0][: -len("data.pkl")]
     unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])))
     obj = unpickler.load()
     for storage in unpickler.storages.values():
@@ -359,6 +379,7 @@ def read_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
 # From the torch state dict to Flax variables
 # ----------------------------------------------------------------------------------------------
 
+
 def torch_to_flax_name(torch_name: str) -> Optional[Tuple[str, Tuple[str, ...]]]:
   """'Mixed_5b.branch1x1.conv.weight' -> ("params", ("Mixed_5b", "branch1x1", "conv", "kernel")).
   None for entries Flax does not keep (num_batches_tracked)."""
@@ -367,9 +388,12 @@ def torch_to_flax_name(torch_name: str) -> Optional[Tuple[str, Tuple[str, ...]]]
     return None
   owner = path[-1] if path else ""
   if owner == "bn":
-    collection, leaf = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-                        "running_mean": ("batch_stats", "mean"),
-                        "running_var": ("batch_stats", "var")}[leaf]
+    collection, leaf = {
+      "weight": ("params", "scale"),
+      "bias": ("params", "bias"),
+      "running_mean": ("batch_stats", "mean"),
+      "running_var": ("batch_stats", "var"),
+    }[leaf]
   else:  # conv (no bias) and fc
     collection, leaf = "params", {"weight": "kernel", "bias": "bias"}[leaf]
   return collection, (*path, leaf)
@@ -409,8 +433,10 @@ def variables_from_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
   missing = sorted(jax.tree_util.keystr(k) for k in set(flat_expected) - set(flat_got))
   extra = sorted(jax.tree_util.keystr(k) for k in set(flat_got) - set(flat_expected))
   if missing or extra:
-    raise ValueError(f"The weights do not fit FIDInceptionV3: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                     f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}. Is this {WEIGHTS_FILE}?")
+    raise ValueError(
+      f"The weights do not fit FIDInceptionV3: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+      f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}. Is this {WEIGHTS_FILE}?"
+    )
   for key, spec in flat_expected.items():
     if flat_got[key].shape != spec.shape:
       raise ValueError(f"Weight {jax.tree_util.keystr(key)} has shape {flat_got[key].shape}, expected {spec.shape}.")
@@ -420,6 +446,7 @@ def variables_from_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Finding the weights file
 # ----------------------------------------------------------------------------------------------
+
 
 def default_weights_path() -> str:
   home = os.environ.get("GENJAX_HOME", os.path.join(os.path.expanduser("~"), ".genjax"))
@@ -450,15 +477,18 @@ def find_weights(path: Optional[str] = None, download: bool = True) -> str:
         os.remove(partial)
   if not os.path.isfile(candidate):
     raise FileNotFoundError(
-        f"The FID Inception weights {WEIGHTS_FILE} were not found at {candidate} and could not be "
-        f"downloaded. Download {WEIGHTS_URL} on a machine with a network and either put it at "
-        f"{default_weights_path()} or point {WEIGHTS_ENV}=/path/to/{WEIGHTS_FILE} at it "
-        f"(or pass --inception_weights). torch is not needed to read it.")
+      f"The FID Inception weights {WEIGHTS_FILE} were not found at {candidate} and could not be "
+      f"downloaded. Download {WEIGHTS_URL} on a machine with a network and either put it at "
+      f"{default_weights_path()} or point {WEIGHTS_ENV}=/path/to/{WEIGHTS_FILE} at it "
+      f"(or pass --inception_weights). torch is not needed to read it."
+    )
   digest = sha256_of(candidate)
   if not digest.startswith(WEIGHTS_SHA256_PREFIX):
-    raise ValueError(f"{candidate} has SHA-256 {digest}, which does not start with "
-                     f"{WEIGHTS_SHA256_PREFIX} as {WEIGHTS_FILE} does: the file is corrupt or another "
-                     f"file. Download it again from {WEIGHTS_URL}.")
+    raise ValueError(
+      f"{candidate} has SHA-256 {digest}, which does not start with "
+      f"{WEIGHTS_SHA256_PREFIX} as {WEIGHTS_FILE} does: the file is corrupt or another "
+      f"file. Download it again from {WEIGHTS_URL}."
+    )
   return candidate
 
 

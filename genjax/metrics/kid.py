@@ -27,8 +27,9 @@ def mmd2_unbiased(x_NxD: np.ndarray, y_MxD: np.ndarray) -> float:
   return float(within_x + within_y - 2.0 * k_xy.mean())
 
 
-def kernel_distance(real_NxD: np.ndarray, fake_MxD: np.ndarray, num_subsets: int = 100,
-                    subset_size: int = 1000, seed: Optional[int] = 0) -> Dict[str, float]:
+def kernel_distance(
+  real_NxD: np.ndarray, fake_MxD: np.ndarray, num_subsets: int = 100, subset_size: int = 1000, seed: Optional[int] = 0
+) -> Dict[str, float]:
   """KID: mean and standard deviation of the unbiased MMD^2 over `num_subsets` random subsets
   of `subset_size` examples drawn without replacement from each set (smaller sets: all of it)."""
   real, fake = np.asarray(real_NxD), np.asarray(fake_MxD)
@@ -36,8 +37,10 @@ def kernel_distance(real_NxD: np.ndarray, fake_MxD: np.ndarray, num_subsets: int
     raise ValueError(f"Feature dimensions differ: {real.shape} vs {fake.shape}.")
   size = min(subset_size, len(real), len(fake))
   rng = np.random.default_rng(seed)
-  values = np.array([
-      mmd2_unbiased(real[rng.choice(len(real), size, replace=False)],
-                    fake[rng.choice(len(fake), size, replace=False)])
-      for _ in range(num_subsets)])
+  values = np.array(
+    [
+      mmd2_unbiased(real[rng.choice(len(real), size, replace=False)], fake[rng.choice(len(fake), size, replace=False)])
+      for _ in range(num_subsets)
+    ]
+  )
   return {"kid": float(values.mean()), "kid_std": float(values.std())}

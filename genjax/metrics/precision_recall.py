@@ -25,20 +25,19 @@ def knn_radii(features_NxD: np.ndarray, k: int = 3, block: int = 1024) -> np.nda
     raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(x)}.")
   radii = np.empty(len(x))
   for start in range(0, len(x), block):
-    d = _squared_distances(x[start:start + block], x)
+    d = _squared_distances(x[start : start + block], x)
     # Index k of the sorted row: position 0 is the vector itself at distance 0.
-    radii[start:start + block] = np.partition(d, k, axis=1)[:, k]
+    radii[start : start + block] = np.partition(d, k, axis=1)[:, k]
   return radii
 
 
-def fraction_inside(manifold_NxD: np.ndarray, radii_N: np.ndarray, queries_MxD: np.ndarray,
-                    block: int = 1024) -> float:
+def fraction_inside(manifold_NxD: np.ndarray, radii_N: np.ndarray, queries_MxD: np.ndarray, block: int = 1024) -> float:
   """The fraction of `queries` within distance sqrt(radii[i]) of some manifold vector i."""
   q = np.asarray(queries_MxD)
   inside = np.zeros(len(q), bool)
   for start in range(0, len(q), block):
-    d = _squared_distances(q[start:start + block], np.asarray(manifold_NxD))
-    inside[start:start + block] = (d <= radii_N[None, :]).any(1)
+    d = _squared_distances(q[start : start + block], np.asarray(manifold_NxD))
+    inside[start : start + block] = (d <= radii_N[None, :]).any(1)
   return float(inside.mean())
 
 

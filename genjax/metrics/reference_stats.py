@@ -21,10 +21,10 @@ DEFAULT_KEEP = 10_000
 
 @dataclasses.dataclass
 class ReferenceStats:
-  mean: np.ndarray        # f64[D]
-  cov: np.ndarray         # f64[D,D]
+  mean: np.ndarray  # f64[D]
+  cov: np.ndarray  # f64[D,D]
   count: int
-  features: np.ndarray    # f32[min(count, keep), D]: for KID and precision/recall
+  features: np.ndarray  # f32[min(count, keep), D]: for KID and precision/recall
   fingerprint: str
 
 
@@ -43,7 +43,7 @@ def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) 
     stats.update(features, mask)
     real = features[mask > 0]
     if num_kept < keep:
-      kept.append(real[:keep - num_kept].astype(np.float32))
+      kept.append(real[: keep - num_kept].astype(np.float32))
       num_kept += len(kept[-1])
   features = np.concatenate(kept) if kept else np.zeros((0, net.dim), np.float32)
   return ReferenceStats(stats.mean, stats.cov, stats.count, features, net.fingerprint)
@@ -52,8 +52,9 @@ def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) 
 def save(path: str, ref: ReferenceStats):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   partial = path + ".partial.npz"
-  np.savez(partial, mean=ref.mean, cov=ref.cov, count=ref.count, features=ref.features,
-           fingerprint=np.array(ref.fingerprint))
+  np.savez(
+    partial, mean=ref.mean, cov=ref.cov, count=ref.count, features=ref.features, fingerprint=np.array(ref.fingerprint)
+  )
   os.replace(partial, path)
 
 
@@ -62,9 +63,15 @@ def load(path: str) -> ReferenceStats:
     return ReferenceStats(f["mean"], f["cov"], int(f["count"]), f["features"], str(f["fingerprint"]))
 
 
-def reference_stats(data_cfg, split: str, net: FeatureNet, keep: int = DEFAULT_KEEP,
-                    batch_size: int = 500, cache_dir: Optional[str] = None,
-                    log=print) -> ReferenceStats:
+def reference_stats(
+  data_cfg,
+  split: str,
+  net: FeatureNet,
+  keep: int = DEFAULT_KEEP,
+  batch_size: int = 500,
+  cache_dir: Optional[str] = None,
+  log=print,
+) -> ReferenceStats:
   """The cached statistics of `split` of the dataset `data_cfg` (a genjax.config.Data), computed
   and saved on first use or when the feature network's weights changed."""
   path = cache_path(data_cfg.name, split, net.name, cache_dir)
@@ -74,15 +81,25 @@ def reference_stats(data_cfg, split: str, net: FeatureNet, keep: int = DEFAULT_K
       return ref
     log(f"Reference statistics {path} were computed with other weights or fewer kept features; recomputing.")
   from genjax import data
+
   dataset = data.load(data_cfg, split)
-  log(f"Computing {net.name} reference statistics of {data_cfg.name}/{split} "
-      f"({dataset.num_examples} examples) into {path} (once).")
+  log(
+    f"Computing {net.name} reference statistics of {data_cfg.name}/{split} "
+    f"({dataset.num_examples} examples) into {path} (once)."
+  )
   import sys
 
   from tqdm import tqdm
-  batches = tqdm(dataset.eval_batches(batch_size), total=-(-dataset.num_examples // batch_size),
-                 desc=f"reference statistics {data_cfg.name}/{split}", unit="batch", file=sys.stderr,
-                 mininterval=1.0 if os.isatty(2) else 30.0, dynamic_ncols=True)
+
+  batches = tqdm(
+    dataset.eval_batches(batch_size),
+    total=-(-dataset.num_examples // batch_size),
+    desc=f"reference statistics {data_cfg.name}/{split}",
+    unit="batch",
+    file=sys.stderr,
+    mininterval=1.0 if os.isatty(2) else 30.0,
+    dynamic_ncols=True,
+  )
   ref = compute(batches, net, keep)
   save(path, ref)
   return ref
@@ -92,18 +109,22 @@ def score_samples(images, net: FeatureNet, ref: ReferenceStats, name: str = "sam
   """Frechet distance of `images` (f32[N,H,W,C] in [-1, 1]) to `ref`, and the fraction of them
   in each class of the feature network's classifier."""
   from genjax.metrics import frechet
+
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or not np.isfinite(images).all() or images.min() < -1.001 or images.max() > 1.001:
     raise ValueError(f"{name}: expected finite images f32[N,H,W,C] in [-1, 1], got shape {images.shape}.")
   stats, counts = RunningStats(net.dim), np.zeros(net.num_classes, np.int64)
   for start in range(0, len(images), 1000):
-    feats, logits = net.apply(images[start:start + 1000])
+    feats, logits = net.apply(images[start : start + 1000])
     stats.update(feats)
     counts += np.bincount(np.argmax(np.asarray(logits), -1), minlength=net.num_classes)
   fractions = counts / counts.sum()
-  return {"fd_samples": frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov),
-          "num_samples": int(len(images)), "class_fractions": [round(float(f), 4) for f in fractions],
-          "class_min_fraction": float(fractions.min())}
+  return {
+    "fd_samples": frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov),
+    "num_samples": int(len(images)),
+    "class_fractions": [round(float(f), 4) for f in fractions],
+    "class_min_fraction": float(fractions.min()),
+  }
 
 
 def main(argv=None):
@@ -136,10 +157,14 @@ def main(argv=None):
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   from genjax import data
   from genjax.metrics import features, frechet
+
   log = lambda m: print(m, file=sys.stderr)  # noqa: E731
   try:
-    net = features.get(args.feature_net or features.default_for(args.dataset),
-                       weights=args.inception_weights, classifier_dir=args.classifier_dir)
+    net = features.get(
+      args.feature_net or features.default_for(args.dataset),
+      weights=args.inception_weights,
+      classifier_dir=args.classifier_dir,
+    )
     cfg = Data(name=args.dataset)
     ref = reference_stats(cfg, args.split, net, cache_dir=args.cache_dir, log=log)
     out = {"dataset": args.dataset, "split": args.split, "feature_net": net.name, "count": ref.count}

@@ -20,15 +20,17 @@ Cache = dict  # {"k": f[B,S,N,H], "v": f[B,S,N,H], "index": i32[] (next position
 
 
 def pick_implementation(requested: Optional[str], dtype, head_dim: int) -> str:
-  """"xla" or "cudnn" for jax.nn.dot_product_attention.
+  """ "xla" or "cudnn" for jax.nn.dot_product_attention.
 
   requested "auto" (or None) picks cuDNN flash attention where it applies (a GPU, float16 or
   bfloat16 inputs, a head width that is a multiple of 8 up to 128) and XLA otherwise.
   """
   if requested in ("xla", "cudnn"):
     if requested == "cudnn" and jax.default_backend() != "gpu":
-      raise ValueError(f"attention implementation 'cudnn' needs a GPU, but the backend is "
-                       f"{jax.default_backend()!r}: use 'auto' or 'xla'.")
+      raise ValueError(
+        f"attention implementation 'cudnn' needs a GPU, but the backend is "
+        f"{jax.default_backend()!r}: use 'auto' or 'xla'."
+      )
     return requested
   if requested not in (None, "auto"):
     raise ValueError(f"attention implementation {requested!r} is unknown: use 'auto', 'xla' or 'cudnn'.")
@@ -86,9 +88,9 @@ class SelfAttention(nn.Module):
     if D % N:
       raise ValueError(f"width {D} is not divisible by num_heads {N}.")
     H = D // N
-    qkv_BxLx3xNxH = nn.DenseGeneral((3, N, H), use_bias=self.use_bias, dtype=self.dtype,
-                                    kernel_init=nn.initializers.normal(self.init_std),
-                                    name="qkv")(x_BxLxD)
+    qkv_BxLx3xNxH = nn.DenseGeneral(
+      (3, N, H), use_bias=self.use_bias, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std), name="qkv"
+    )(x_BxLxD)
     q_BxLxNxH, k_BxLxNxH, v_BxLxNxH = (qkv_BxLx3xNxH[:, :, i] for i in range(3))
     if self.rotary:
       q_BxLxNxH = rotary(q_BxLxNxH, positions_L)
@@ -96,8 +98,9 @@ class SelfAttention(nn.Module):
 
     if cache is None:
       impl = pick_implementation(self.implementation, self.dtype, H)
-      y_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxLxNxH, v_BxLxNxH,
-                                               is_causal=self.causal, implementation=impl)
+      y_BxLxNxH = jax.nn.dot_product_attention(
+        q_BxLxNxH, k_BxLxNxH, v_BxLxNxH, is_causal=self.causal, implementation=impl
+      )
       new_cache = None
     else:
       if not self.causal:
@@ -109,12 +112,21 @@ class SelfAttention(nn.Module):
       # Query i (at position index + i) sees cached positions 0 .. index + i; the rest of the
       # cache is empty or in its future. Attending over all S slots keeps each step's cost fixed.
       mask_1x1xLxS = (jnp.arange(S)[None, :] <= index + jnp.arange(L)[:, None])[None, None]
-      y_BxLxNxH = jax.nn.dot_product_attention(q_BxLxNxH, k_BxSxNxH.astype(q_BxLxNxH.dtype),
-                                               v_BxSxNxH.astype(q_BxLxNxH.dtype),
-                                               mask=mask_1x1xLxS, implementation="xla")
+      y_BxLxNxH = jax.nn.dot_product_attention(
+        q_BxLxNxH,
+        k_BxSxNxH.astype(q_BxLxNxH.dtype),
+        v_BxSxNxH.astype(q_BxLxNxH.dtype),
+        mask=mask_1x1xLxS,
+        implementation="xla",
+      )
       new_cache = {"k": k_BxSxNxH, "v": v_BxSxNxH, "index": index + L}
 
-    y_BxLxD = nn.DenseGeneral(D, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
-                              kernel_init=nn.initializers.normal(self.out_init_std),
-                              name="out")(y_BxLxNxH)
+    y_BxLxD = nn.DenseGeneral(
+      D,
+      axis=(-2, -1),
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.normal(self.out_init_std),
+      name="out",
+    )(y_BxLxNxH)
     return y_BxLxD, new_cache

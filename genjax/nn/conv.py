@@ -59,11 +59,21 @@ def _patches_matmul(x_BxHxWxC, w_KhxKwxCxO, strides, pads, precision, preferred_
   if kh == kw == 1 and sh == sw == 1:
     cols = xp[:, :ho, :wo]
   else:
-    cols = jnp.concatenate([
+    cols = jnp.concatenate(
+      [
         lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
-        for i in range(kh) for j in range(kw)], axis=-1)
-  return jnp.einsum("bhwk,ko->bhwo", cols, w_KhxKwxCxO.reshape(kh * kw * c, o), precision=precision,
-                    preferred_element_type=preferred_element_type)
+        for i in range(kh)
+        for j in range(kw)
+      ],
+      axis=-1,
+    )
+  return jnp.einsum(
+    "bhwk,ko->bhwo",
+    cols,
+    w_KhxKwxCxO.reshape(kh * kw * c, o),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
 
 
 def _phase(k: int, s: int, pad_lo: int, r: int, n: int, q: int):
@@ -78,19 +88,44 @@ def _phase(k: int, s: int, pad_lo: int, r: int, n: int, q: int):
   return t0, (-first, q - 1 + first + taps - n)
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None):
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  batch_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+):
   """`lax.conv_general_dilated`, computed with matrix products for 2-D NHWC/HWIO (see module doc)."""
   lhs_dilation = tuple(lhs_dilation or (1, 1))
   rhs_dilation = tuple(rhs_dilation or (1, 1))
   window_strides = tuple(window_strides)
-  supported = (_is_nhwc(dimension_numbers, lhs.ndim) and feature_group_count == 1 and batch_group_count == 1
-               and rhs_dilation == (1, 1) and (lhs_dilation == (1, 1) or window_strides == (1, 1)))
+  supported = (
+    _is_nhwc(dimension_numbers, lhs.ndim)
+    and feature_group_count == 1
+    and batch_group_count == 1
+    and rhs_dilation == (1, 1)
+    and (lhs_dilation == (1, 1) or window_strides == (1, 1))
+  )
   if not supported:
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, batch_group_count,
-                                    precision, preferred_element_type)
+    return lax.conv_general_dilated(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+      precision,
+      preferred_element_type,
+    )
   kh, kw, cin, cout = rhs.shape
   if isinstance(padding, str):
     dilated = [(n - 1) * d + 1 for n, d in zip(lhs.shape[1:3], lhs_dilation)]
@@ -124,7 +159,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
 
 def _use_matmul(impl: str, features: int) -> bool:
-  """"auto": matrix products on the CPU, except for layers with a handful of output channels
+  """ "auto": matrix products on the CPU, except for layers with a handful of output channels
   (the RGB / grey image out of a generator), where the product is memory-bound and XLA's
   convolution measured 10-40x faster."""
   if impl not in ("auto", "matmul", "xla"):
@@ -135,11 +170,18 @@ def _use_matmul(impl: str, features: int) -> bool:
 IntPair = Union[int, Sequence[int]]
 
 
-def Conv(features: int, kernel_size: Sequence[int], strides: IntPair = 1, padding="SAME",
-         impl: str = "auto", **kwargs) -> nn.Conv:
+def Conv(
+  features: int, kernel_size: Sequence[int], strides: IntPair = 1, padding="SAME", impl: str = "auto", **kwargs
+) -> nn.Conv:
   """`nn.Conv`, computed as a matrix product on the CPU (see the module doc)."""
-  return nn.Conv(features, tuple(kernel_size), strides=strides, padding=padding,
-                 conv_general_dilated=conv_general_dilated if _use_matmul(impl, features) else None, **kwargs)
+  return nn.Conv(
+    features,
+    tuple(kernel_size),
+    strides=strides,
+    padding=padding,
+    conv_general_dilated=conv_general_dilated if _use_matmul(impl, features) else None,
+    **kwargs,
+  )
 
 
 def transpose_padding(kernel_size: Sequence[int], strides: Sequence[int], padding: str) -> Tuple[Tuple[int, int], ...]:
@@ -156,12 +198,24 @@ def transpose_padding(kernel_size: Sequence[int], strides: Sequence[int], paddin
   return tuple(pads)
 
 
-def ConvTranspose(features: int, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1),
-                  padding: str = "SAME", impl: str = "auto", **kwargs) -> nn.Conv:
+def ConvTranspose(
+  features: int,
+  kernel_size: Sequence[int],
+  strides: Sequence[int] = (1, 1),
+  padding: str = "SAME",
+  impl: str = "auto",
+  **kwargs,
+) -> nn.Conv:
   """`nn.ConvTranspose(features, kernel_size, strides, padding)` (transpose_kernel=False): the
   same output and the same (kh, kw, C_in, C_out) kernel, written as the input-dilated
   convolution it is, so that the CPU can run it as sub-pixel matrix products."""
   kernel_size, strides = tuple(kernel_size), tuple(strides)
-  return nn.Conv(features, kernel_size, strides=1, padding=transpose_padding(kernel_size, strides, padding),
-                 input_dilation=strides,
-                 conv_general_dilated=conv_general_dilated if _use_matmul(impl, features) else None, **kwargs)
+  return nn.Conv(
+    features,
+    kernel_size,
+    strides=1,
+    padding=transpose_padding(kernel_size, strides, padding),
+    input_dilation=strides,
+    conv_general_dilated=conv_general_dilated if _use_matmul(impl, features) else None,
+    **kwargs,
+  )

@@ -70,13 +70,25 @@ class GatedBlock(nn.Module):
     k, C = self.kernel_size, self.features
     if k % 2 == 0:
       raise ValueError(f"PixelCNN kernel sizes must be odd, got {k}.")
-    v_BxHxWx2C = Conv(2 * C, (k, k), padding="SAME", dtype=self.dtype,
-                      mask=vertical_mask(k, v_BxHxWxC.shape[-1], 2 * C), name="vertical")(v_BxHxWxC)
-    h_BxHxWx2C = Conv(2 * C, (1, k), padding="SAME", dtype=self.dtype,
-                      mask=horizontal_mask(k, h_BxHxWxC.shape[-1], 2 * C, include_center=not self.first),
-                      name="horizontal")(h_BxHxWxC)
+    v_BxHxWx2C = Conv(
+      2 * C,
+      (k, k),
+      padding="SAME",
+      dtype=self.dtype,
+      mask=vertical_mask(k, v_BxHxWxC.shape[-1], 2 * C),
+      name="vertical",
+    )(v_BxHxWxC)
+    h_BxHxWx2C = Conv(
+      2 * C,
+      (1, k),
+      padding="SAME",
+      dtype=self.dtype,
+      mask=horizontal_mask(k, h_BxHxWxC.shape[-1], 2 * C, include_center=not self.first),
+      name="horizontal",
+    )(h_BxHxWxC)
     h_BxHxWx2C = h_BxHxWx2C + Conv(2 * C, (1, 1), dtype=self.dtype, name="vertical_to_horizontal")(
-        shift_down(v_BxHxWx2C))
+      shift_down(v_BxHxWx2C)
+    )
     h_out_BxHxWxC = Conv(C, (1, 1), dtype=self.dtype, name="horizontal_out")(gate(h_BxHxWx2C))
     if not self.first:
       h_out_BxHxWxC = h_out_BxHxWxC + h_BxHxWxC

@@ -48,12 +48,18 @@ class MLP(nn.Module):
     # backward pass's weight-gradient products through transposing copies that recompute the
     # GELU derivative, and the MLP's gradient took 3x as long (9.1 ms vs 3.0 ms at 768 x 128).
     x_TxD = x_BxLxD.reshape(-1, D)
-    h_TxF = nn.Dense(self.mlp_ratio * D, use_bias=self.use_bias, dtype=self.dtype,
-                     kernel_init=nn.initializers.normal(self.init_std), name="fc")(x_TxD)
+    h_TxF = nn.Dense(
+      self.mlp_ratio * D,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.normal(self.init_std),
+      name="fc",
+    )(x_TxD)
     # Exact (erf) GELU, as nanoGPT's nn.GELU(); GPT-2 used the tanh approximation.
     h_TxF = jax.nn.gelu(h_TxF, approximate=False)
-    y_TxD = nn.Dense(D, use_bias=self.use_bias, dtype=self.dtype,
-                     kernel_init=nn.initializers.normal(self.out_init_std), name="proj")(h_TxF)
+    y_TxD = nn.Dense(
+      D, use_bias=self.use_bias, dtype=self.dtype, kernel_init=nn.initializers.normal(self.out_init_std), name="proj"
+    )(h_TxF)
     return y_TxD.reshape(x_BxLxD.shape)
 
 
@@ -75,16 +81,24 @@ class Block(nn.Module):
   out_init_std: float = 0.02
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_L, cache: Optional[Cache] = None,
-               dropout_keys_B: Optional[jax.Array] = None, site: int = 0):
+  def __call__(
+    self, x_BxLxD, positions_L, cache: Optional[Cache] = None, dropout_keys_B: Optional[jax.Array] = None, site: int = 0
+  ):
     h_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_attn")(x_BxLxD)
-    h_BxLxD, cache = SelfAttention(self.num_heads, causal=self.causal, use_bias=self.use_bias,
-                                   rotary=self.rotary, dtype=self.dtype,
-                                   implementation=self.attention_implementation,
-                                   out_init_std=self.out_init_std, name="attn")(h_BxLxD, positions_L, cache)
+    h_BxLxD, cache = SelfAttention(
+      self.num_heads,
+      causal=self.causal,
+      use_bias=self.use_bias,
+      rotary=self.rotary,
+      dtype=self.dtype,
+      implementation=self.attention_implementation,
+      out_init_std=self.out_init_std,
+      name="attn",
+    )(h_BxLxD, positions_L, cache)
     x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site)
     h_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
-    h_BxLxD = MLP(self.mlp_ratio, use_bias=self.use_bias, dtype=self.dtype,
-                  out_init_std=self.out_init_std, name="mlp")(h_BxLxD)
+    h_BxLxD = MLP(self.mlp_ratio, use_bias=self.use_bias, dtype=self.dtype, out_init_std=self.out_init_std, name="mlp")(
+      h_BxLxD
+    )
     x_BxLxD = x_BxLxD + example_dropout(h_BxLxD, self.dropout, dropout_keys_B, site + 1)
     return x_BxLxD, cache

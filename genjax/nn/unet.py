@@ -32,8 +32,7 @@ _zero_init = nn.initializers.zeros
 
 def _group_norm(x, name: str):
   """GroupNorm(32) whose statistics and affine transform run in float32; cast back to x's dtype."""
-  y = nn.GroupNorm(num_groups=min(32, x.shape[-1]), epsilon=1e-6, dtype=jnp.float32, name=name)(
-      x.astype(jnp.float32))
+  y = nn.GroupNorm(num_groups=min(32, x.shape[-1]), epsilon=1e-6, dtype=jnp.float32, name=name)(x.astype(jnp.float32))
   return y.astype(x.dtype)
 
 
@@ -48,10 +47,15 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC, temb_BxE, train: bool):
     conv = lambda ch, k, name, init=_default_init: nn.Conv(
-        ch, (k, k), padding="SAME", dtype=self.dtype, kernel_init=init, name=name)
+      ch, (k, k), padding="SAME", dtype=self.dtype, kernel_init=init, name=name
+    )
     h = conv(self.out_ch, 3, "conv1")(nn.swish(_group_norm(x_BxHxWxC, "norm1")))
-    h = h + nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=_default_init, name="temb_proj")(
-        nn.swish(temb_BxE))[:, None, None, :]
+    h = (
+      h
+      + nn.Dense(self.out_ch, dtype=self.dtype, kernel_init=_default_init, name="temb_proj")(nn.swish(temb_BxE))[
+        :, None, None, :
+      ]
+    )
     h = nn.swish(_group_norm(h, "norm2"))
     h = Dropout(self.dropout, deterministic=not train)(h)
     h = conv(self.out_ch, 3, "conv2", _zero_init)(h)
@@ -103,17 +107,20 @@ class UNet(nn.Module):
     levels = len(self.ch_mult)
     if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
       raise ValueError(
-          f"UNet: a {H}x{W} image cannot be halved {levels - 1} times (ch_mult={tuple(self.ch_mult)}); "
-          f"use fewer levels, e.g. ch_mult=(1, 2, 2) for 28x28 (28 -> 14 -> 7).")
+        f"UNet: a {H}x{W} image cannot be halved {levels - 1} times (ch_mult={tuple(self.ch_mult)}); "
+        f"use fewer levels, e.g. ch_mult=(1, 2, 2) for 28x28 (28 -> 14 -> 7)."
+      )
     res_block = lambda ch, name: ResBlock(ch, self.dropout, self.dtype, name=name)
     attn_block = lambda name: AttnBlock(self.num_heads, self.dtype, name=name)
     conv = lambda ch, name, stride=1, init=_default_init: nn.Conv(
-        ch, (3, 3), strides=(stride, stride), padding="SAME", dtype=self.dtype, kernel_init=init, name=name)
+      ch, (3, 3), strides=(stride, stride), padding="SAME", dtype=self.dtype, kernel_init=init, name=name
+    )
 
     temb_BxE = sinusoidal_embedding(t_B, self.ch).astype(self.dtype)
     temb_BxE = nn.Dense(4 * self.ch, dtype=self.dtype, kernel_init=_default_init, name="temb_dense0")(temb_BxE)
     temb_BxE = nn.Dense(4 * self.ch, dtype=self.dtype, kernel_init=_default_init, name="temb_dense1")(
-        nn.swish(temb_BxE))
+      nn.swish(temb_BxE)
+    )
     if self.num_classes is not None:
       if label_B is None:
         raise ValueError("UNet: this model is class-conditional; pass label_B (num_classes for 'no label').")

@@ -89,8 +89,9 @@ def check_loop_config(exp: config_lib.Experiment, parallelism: Parallelism):
   t = exp.train
   for name in ("log_every", "eval_every", "checkpoint_every", "steps"):
     if getattr(t, name) % t.steps_per_call:
-      raise config_lib.ConfigError(f"config.train.{name} = {getattr(t, name)} must be a multiple of "
-                                   f"train.steps_per_call = {t.steps_per_call}.")
+      raise config_lib.ConfigError(
+        f"config.train.{name} = {getattr(t, name)} must be a multiple of train.steps_per_call = {t.steps_per_call}."
+      )
 
 
 def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
@@ -191,13 +192,17 @@ class _Run:
     if bad:
       kept = f"step {self.last_saved}" if self.last_saved else "none yet"
       raise NonFiniteLoss(
-          f"Step {step}: {', '.join(f'{b} = {scalars[b]}' for b in bad)} is not finite. The run stopped; the "
-          f"last good checkpoint ({kept}) is kept in {self.checkpoints.directory}. Lower optim.learning_rate, "
-          "set optim.grad_clip_norm, or check the data; rerunning the command resumes from that checkpoint.")
+        f"Step {step}: {', '.join(f'{b} = {scalars[b]}' for b in bad)} is not finite. The run stopped; the "
+        f"last good checkpoint ({kept}) is kept in {self.checkpoints.directory}. Lower optim.learning_rate, "
+        "set optim.grad_clip_norm, or check the data; rerunning the command resumes from that checkpoint."
+      )
 
   def save(self, step: int):
-    self.checkpoints.save(step, self.par.one_copy(self.state),
-                          {**self.meta_base, "step": step, "data": {"seed": self.exp.train.seed, "next_step": step}})
+    self.checkpoints.save(
+      step,
+      self.par.one_copy(self.state),
+      {**self.meta_base, "step": step, "data": {"seed": self.exp.train.seed, "next_step": step}},
+    )
     self.last_saved = step
 
   def evaluate(self, step: int, preempt=None):
@@ -224,8 +229,9 @@ class _Run:
     """Sample grids (or texts) of the EMA weights of `here` (a local copy of the state) into
     WORKDIR/samples and TensorBoard."""
     exp, family = self.exp, self.family
-    samples = np.asarray(jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng,
-                                                       exp.eval.num_samples)))
+    samples = np.asarray(
+      jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng, exp.eval.num_samples))
+    )
     sample_dir = os.path.join(self.workdir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
     if family.output == "text":
@@ -248,19 +254,30 @@ class _Run:
     if self.progress is None or not self.last_logged:
       return
     shown = {k: v for k, v in self.last_logged.items() if v is not None}
-    shown = ({"loss": shown["loss"]} if "loss" in shown else
-             {k: v for k, v in shown.items() if k.endswith("loss")} or dict(list(shown.items())[:2]))
+    shown = (
+      {"loss": shown["loss"]}
+      if "loss" in shown
+      else {k: v for k, v in shown.items() if k.endswith("loss")} or dict(list(shown.items())[:2])
+    )
     self.progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
 
   def loop(self):
     t, K = self.exp.train, self.exp.train.steps_per_call
     if self.is_chief and t.progress:
       from tqdm import tqdm
-      self.progress = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
-                           mininterval=1.0 if os.isatty(2) else 30.0, desc=self.exp.name)
+
+      self.progress = tqdm(
+        total=t.steps,
+        initial=self.step,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0 if os.isatty(2) else 30.0,
+        desc=self.exp.name,
+      )
     self.prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    queue = collections.deque(self.prefetch.submit(self.device_batch, s)
-                              for s in range(self.step, min(self.step + 2 * K, t.steps), K))
+    queue = collections.deque(
+      self.prefetch.submit(self.device_batch, s) for s in range(self.step, min(self.step + 2 * K, t.steps), K)
+    )
     next_prefetch = self.step + len(queue) * K
     window_start, window_steps = time.perf_counter(), 0
     in_flight = collections.deque()
@@ -317,8 +334,10 @@ class _Run:
       self.save(step)
     if stop:
       self.checkpoints.wait()
-      raise Preempted(f"Preempted at step {step}: a checkpoint was written to {self.checkpoints.directory}. "
-                      "Rerun the same command to resume.")
+      raise Preempted(
+        f"Preempted at step {step}: a checkpoint was written to {self.checkpoints.directory}. "
+        "Rerun the same command to resume."
+      )
 
   def close(self):
     if self.profiling:

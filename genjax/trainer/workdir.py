@@ -24,10 +24,23 @@ from genjax.data.info import DataInfo
 
 # Fields that may change between the runs that share a workdir; any other difference means the
 # workdir holds a different experiment and resuming from it is refused.
-RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.eval_every",
-                     "train.checkpoint_every", "train.keep_checkpoints", "train.async_checkpoints",
-                     "train.progress", "train.steps_per_call", "train.profile_steps", "eval.", "parallel.",
-                     "data.data_dir", "data.manual_dir", "data.in_memory_max_mb")
+RESUMABLE_CHANGES = (
+  "name",
+  "train.steps",
+  "train.log_every",
+  "train.eval_every",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.async_checkpoints",
+  "train.progress",
+  "train.steps_per_call",
+  "train.profile_steps",
+  "eval.",
+  "parallel.",
+  "data.data_dir",
+  "data.manual_dir",
+  "data.in_memory_max_mb",
+)
 
 
 def config_path(workdir: str) -> str:
@@ -38,15 +51,18 @@ def load_config(workdir: str) -> config_lib.Experiment:
   """The Experiment a run in `workdir` was started with."""
   path = config_path(workdir)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: is {workdir!r} a genjax workdir? "
-                            "Train first with python -m genjax.train --workdir DIR.")
+    raise FileNotFoundError(
+      f"{path} does not exist: is {workdir!r} a genjax workdir? Train first with python -m genjax.train --workdir DIR."
+    )
   try:
     with open(path) as f:
       data = json.load(f)
     return config_lib.from_dict(data, families.model_classes())
   except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as e:
-    raise config_lib.ConfigError(f"{path} cannot be read ({type(e).__name__}: {e}): the workdir's config is damaged "
-                                 "or not genjax's. Nothing was changed; use another --workdir.") from None
+    raise config_lib.ConfigError(
+      f"{path} cannot be read ({type(e).__name__}: {e}): the workdir's config is damaged "
+      "or not genjax's. Nothing was changed; use another --workdir."
+    ) from None
 
 
 def prepare(workdir: str, exp: config_lib.Experiment):
@@ -73,15 +89,17 @@ def check_same_experiment(workdir: str, exp: config_lib.Experiment):
   try:
     old = load_config(workdir)
   except (ValueError, TypeError, KeyError) as e:
-    raise config_lib.ConfigError(f"{path} exists but cannot be read ({e}); this workdir holds something else. "
-                                 "Use a new --workdir.") from e
+    raise config_lib.ConfigError(
+      f"{path} exists but cannot be read ({e}); this workdir holds something else. Use a new --workdir."
+    ) from e
   changed = [k for k in config_lib.diff(old, exp) if not k.startswith(RESUMABLE_CHANGES)]
   if changed:
     shown = ", ".join(f"{k} ({_get(old, k)!r} -> {_get(exp, k)!r})" for k in changed[:8])
     raise config_lib.ConfigError(
-        f"The workdir {workdir} holds a run of a different experiment; differing fields: {shown}"
-        f"{' ...' if len(changed) > 8 else ''}. Resuming it with this config would mix two models. "
-        "Use a new --workdir, or the config the run was started with.")
+      f"The workdir {workdir} holds a run of a different experiment; differing fields: {shown}"
+      f"{' ...' if len(changed) > 8 else ''}. Resuming it with this config would mix two models. "
+      "Use a new --workdir, or the config the run was started with."
+    )
 
 
 def _get(exp, dotted):
@@ -102,16 +120,19 @@ def restore(workdir: str, step: Optional[int] = None, overrides=()):
   checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
   try:
     if not checkpoints.steps():
-      raise FileNotFoundError(f"No checkpoint in {checkpoints.directory}: train longer than "
-                              "train.checkpoint_every steps, or check the --workdir.")
+      raise FileNotFoundError(
+        f"No checkpoint in {checkpoints.directory}: train longer than "
+        "train.checkpoint_every steps, or check the --workdir."
+      )
     found = checkpoints.latest_meta() if step is None else (step, checkpoints.read_meta(step))
     if found is None:  # a damaged newest checkpoint falls back to the one before
       raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
     info = DataInfo.from_dict(found[1]["data_info"])
     family = families.build(exp, info)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            jax.eval_shape(family.init, jax.random.key(0)))
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(family.init, jax.random.key(0))
+    )
     if step is None:
       restored = checkpoints.restore_latest(abstract)
       if restored is None:
@@ -127,6 +148,7 @@ def restore(workdir: str, step: Optional[int] = None, overrides=()):
 def truncate_metrics(workdir: str, step: int):
   """Drops records past the restored step: the resumed run writes them again, identically."""
   from genjax.trainer import writers
+
   records = [r for r in writers.read_metrics(workdir) if r["step"] <= step]
   write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
 

@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 
 
-def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1,
-               min_cell: int = 64) -> Image.Image:
+def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, min_cell: int = 64) -> Image.Image:
   """A PIL image tiling `images` f32[N,H,W,C] in [-1, 1] (C = 1 or 3; other C show channel 0
   .. 2). Small images are enlarged with nearest-neighbour so each cell is >= `min_cell` px."""
   images = np.asarray(images, np.float32)
@@ -29,7 +28,7 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1,
   grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
   for i in range(n):
     r, col = divmod(i, ncols)
-    grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = pixels[i]
+    grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = pixels[i]
   picture = Image.fromarray(grid[..., 0] if c == 1 else grid)
   scale = max(1, int(math.ceil(min_cell / max(h, w))))
   if scale > 1:
@@ -59,8 +58,9 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # imported here: only the writing process needs it
       except ImportError:
         logging.getLogger("genjax").warning(
-            "tensorboardX is not installed: no TensorBoard events are written (metrics.jsonl and the "
-            "sample pictures are). `pip install tensorboardX` to have them.")
+          "tensorboardX is not installed: no TensorBoard events are written (metrics.jsonl and the "
+          "sample pictures are). `pip install tensorboardX` to have them."
+        )
       else:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 

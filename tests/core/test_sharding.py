@@ -22,8 +22,12 @@ def test_rules_name_the_split_dimensions_and_fsdp_takes_the_largest_free_one():
   mesh = {"data": 4, "model": 2}
   rules = gpt.PARTITION_RULES
   # Tensor parallel: heads and MLP units over "model"; FSDP: the largest other dimension over "data".
-  assert sharding.spec_for("block_0/attn/qkv/kernel", (768, 3, 12, 64), rules, mesh, fsdp=False) == P(None, None, "model")
-  assert sharding.spec_for("block_0/attn/qkv/kernel", (768, 3, 12, 64), rules, mesh, fsdp=True) == P("data", None, "model")
+  assert sharding.spec_for("block_0/attn/qkv/kernel", (768, 3, 12, 64), rules, mesh, fsdp=False) == P(
+    None, None, "model"
+  )
+  assert sharding.spec_for("block_0/attn/qkv/kernel", (768, 3, 12, 64), rules, mesh, fsdp=True) == P(
+    "data", None, "model"
+  )
   assert sharding.spec_for("block_0/mlp/fc/kernel", (768, 3072), rules, mesh, fsdp=True) == P("data", "model")
   assert sharding.spec_for("block_0/mlp/proj/kernel", (3072, 768), rules, mesh, fsdp=True) == P("model", "data")
   # The optimizer's moments end in the parameter's path.
@@ -37,8 +41,12 @@ def test_rules_name_the_split_dimensions_and_fsdp_takes_the_largest_free_one():
 
 
 def test_fsdp_holds_an_eighth_of_the_state_per_device():
-  exp = C.Experiment(family="autoregressive", model=gpt.GPTConfig(num_layers=2, num_heads=4, width=128),
-                     optim=C.Optim(name="adamw"), data=C.Data(name="tiny_shakespeare", block_size=64))
+  exp = C.Experiment(
+    family="autoregressive",
+    model=gpt.GPTConfig(num_layers=2, num_heads=4, width=128),
+    optim=C.Optim(name="adamw"),
+    data=C.Data(name="tiny_shakespeare", block_size=64),
+  )
   family = autoregressive.build(exp, DataInfo("t", "text", (64,), vocab_size=65))
   abstract = jax.eval_shape(family.init, jax.random.key(0))
   mesh = jax.make_mesh((8,), ("data",), devices=jax.devices()[:8], axis_types=(jax.sharding.AxisType.Auto,))
@@ -49,10 +57,12 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
 
 def _run(exp, workdir, steps, mode, devices=8, model_parallel=1):
   exp = dataclasses.replace(
-      exp, name="sharding", train=C.Train(steps=steps, batch_size=8, log_every=1, eval_every=steps,
-                                          checkpoint_every=2, progress=False),
-      eval=C.Eval(num_batches=1, batch_size=8, num_samples=2, sample_length=4),
-      parallel=C.Parallel(mode=mode, num_devices=devices, model_parallel=model_parallel))
+    exp,
+    name="sharding",
+    train=C.Train(steps=steps, batch_size=8, log_every=1, eval_every=steps, checkpoint_every=2, progress=False),
+    eval=C.Eval(num_batches=1, batch_size=8, num_samples=2, sample_length=4),
+    parallel=C.Parallel(mode=mode, num_devices=devices, model_parallel=model_parallel),
+  )
   loop.train(exp, workdir)
   return [r.get("loss", r.get("d_loss")) for r in writers.read_metrics(workdir) if "loss" in r or "d_loss" in r]
 

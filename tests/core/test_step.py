@@ -12,11 +12,14 @@ from genjax.core.state import EMA, TrainState
 def _state(ema: bool):
   params = {"a": {"w": jnp.array([1.0, 2.0])}, "b": {"w": jnp.array([3.0])}}
   tx = optax.sgd(0.1)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state={"a": tx.init(params["a"]), "b": tx.init(params["b"])},
-                    ema_params={"a": params["a"]} if ema else None,
-                    extra={"stats": {"a": jnp.zeros(()), "b": jnp.zeros(())}},
-                    ema_extra={"stats": {"a": jnp.zeros(())}} if ema else None), tx
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state={"a": tx.init(params["a"]), "b": tx.init(params["b"])},
+    ema_params={"a": params["a"]} if ema else None,
+    extra={"stats": {"a": jnp.zeros(()), "b": jnp.zeros(())}},
+    ema_extra={"stats": {"a": jnp.zeros(())}} if ema else None,
+  ), tx
 
 
 def test_updates_run_in_order_with_their_own_networks_collections_and_ema():
@@ -34,8 +37,9 @@ def test_updates_run_in_order_with_their_own_networks_collections_and_ema():
     return value, ({"lb": value}, {})
 
   updates = (step_lib.Update(loss_a, key="a", repeat=2), step_lib.Update(loss_b, key="b"))
-  new, metrics = step_lib.train_step(state, {"x": 1.0}, None, updates=updates, optimizers={"a": tx, "b": tx},
-                                     ema=EMA(0.5, warmup=False))
+  new, metrics = step_lib.train_step(
+    state, {"x": 1.0}, None, updates=updates, optimizers={"a": tx, "b": tx}, ema=EMA(0.5, warmup=False)
+  )
   assert seen == [("a", 0), ("a", 1), ("b", 0)]
   # a: two SGD steps on |w|^2 (w <- 0.8 w each), b: one step with gradient a_w[0] after them.
   np.testing.assert_allclose(new.params["a"]["w"], [0.64, 1.28], rtol=1e-6)
@@ -44,8 +48,11 @@ def test_updates_run_in_order_with_their_own_networks_collections_and_ema():
   np.testing.assert_allclose(metrics["la"], (5.0 + 3.2) / 2, rtol=1e-6)
   assert float(new.extra["stats"]["a"]) == 2.0 and float(new.extra["stats"]["b"]) == 0.0
   # the EMA follows a (the only network it holds) after each of a's updates: 0.5 and 0.5
-  np.testing.assert_allclose(new.ema_params["a"]["w"], [0.5 * (0.5 * 1.0 + 0.5 * 0.8) + 0.5 * 0.64,
-                                                        0.5 * (0.5 * 2.0 + 0.5 * 1.6) + 0.5 * 1.28], rtol=1e-6)
+  np.testing.assert_allclose(
+    new.ema_params["a"]["w"],
+    [0.5 * (0.5 * 1.0 + 0.5 * 0.8) + 0.5 * 0.64, 0.5 * (0.5 * 2.0 + 0.5 * 1.6) + 0.5 * 1.28],
+    rtol=1e-6,
+  )
   # ... and so does the EMA of a's collections (stats 1 then 2): 0.5 * (0.5 * 0 + 0.5 * 1) + 0.5 * 2
   assert float(new.ema_extra["stats"]["a"]) == 1.25 and "b" not in new.ema_extra["stats"]
   # sampling with the EMA reads both EMAs, and b's raw collections
@@ -62,7 +69,7 @@ def test_ema_warmup_forgets_the_initial_weights():
   # After 254 updates toward a constant target the warmed-up EMA holds about 4% of its start
   # (the product of the decays), the plain one 78% (0.999 ** 254).
   left = np.prod([float(ema.decay_at(t)) for t in range(254)])
-  assert left < 0.05 and 0.999 ** 254 > 0.77
+  assert left < 0.05 and 0.999**254 > 0.77
 
 
 def test_eval_means_come_from_masked_sums():

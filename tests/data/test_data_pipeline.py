@@ -52,9 +52,9 @@ def test_every_example_appears_once_per_epoch():
   steps = 4 * N // batch + 2
   labels = np.concatenate([ds.batch(s, batch, seed=0)["label"] for s in range(steps)])
   for epoch in range(4):
-    assert sorted(labels[epoch * N:(epoch + 1) * N]) == list(range(N))
+    assert sorted(labels[epoch * N : (epoch + 1) * N]) == list(range(N))
   # Different epochs are shuffled differently.
-  assert not np.array_equal(labels[:N], labels[N:2 * N])
+  assert not np.array_equal(labels[:N], labels[N : 2 * N])
 
 
 @pytest.mark.parametrize("process_count", [1, 2, 4])
@@ -63,8 +63,7 @@ def test_process_shares_concatenate_to_the_global_batch(process_count, binarize)
   ds = indexed_dataset(binarize=binarize, flip=True)
   for step in (0, 4, 9):  # step 4 straddles the first epoch boundary (32..39)
     whole = ds.batch(step, 8, seed=2)
-    shares = [ds.batch(step, 8, seed=2, process_index=p, process_count=process_count)
-              for p in range(process_count)]
+    shares = [ds.batch(step, 8, seed=2, process_index=p, process_count=process_count) for p in range(process_count)]
     for key in whole:
       assert np.array_equal(np.concatenate([s[key] for s in shares]), whole[key])
 
@@ -72,7 +71,7 @@ def test_process_shares_concatenate_to_the_global_batch(process_count, binarize)
 def test_uniform_rows_equals_slices_of_the_whole_draw():
   whole = np.random.Generator(np.random.PCG64(np.random.SeedSequence([7, 3]))).random((10, 2, 3))
   for start, count in [(0, 10), (3, 4), (9, 1)]:
-    np.testing.assert_array_equal(uniform_rows((7, 3), start, count, (2, 3)), whole[start:start + count])
+    np.testing.assert_array_equal(uniform_rows((7, 3), start, count, (2, 3)), whole[start : start + count])
 
 
 def test_shares_must_divide_the_batch():
@@ -88,8 +87,7 @@ def test_eval_batches_cover_every_example_once(process_count):
   ds = indexed_dataset(binarize="dynamic")
   seen, batches = [], 0
   for b in range(-(-N // 8)):
-    shares = [list(ds.eval_batches(8, process_index=p, process_count=process_count))[b]
-              for p in range(process_count)]
+    shares = [list(ds.eval_batches(8, process_index=p, process_count=process_count))[b] for p in range(process_count)]
     labels = np.concatenate([s["label"] for s in shares])
     mask = np.concatenate([s["mask"] for s in shares])
     assert labels.shape == mask.shape == (8,)
@@ -174,7 +172,9 @@ def test_stacked_mnist_construction():
     assert all(len(m) >= 1 for m in match)
     channel_sources.append([m[0] for m in match])
   d = np.array(channel_sources).T  # [n, 3]
-  np.testing.assert_array_equal(labels, 100 * mnist.labels[d[:, 0]] + 10 * mnist.labels[d[:, 1]] + mnist.labels[d[:, 2]])
+  np.testing.assert_array_equal(
+    labels, 100 * mnist.labels[d[:, 0]] + 10 * mnist.labels[d[:, 1]] + mnist.labels[d[:, 2]]
+  )
   np.testing.assert_array_equal(d[:, 0], np.arange(n))
   for c in (1, 2):  # every digit used once per channel
     assert sorted(d[:, c]) == list(range(n))
@@ -194,9 +194,12 @@ def test_pipeline_throughput_is_positive():
 
 def test_first_examples_masks_everything_after_the_limit():
   from genjax.data.datasets import first_examples
-  batches = [{"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)},
-             {"x": np.arange(4), "mask": np.array([1, 1, 0, 0], np.float32)},
-             {"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)}]
+
+  batches = [
+    {"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)},
+    {"x": np.arange(4), "mask": np.array([1, 1, 0, 0], np.float32)},
+    {"x": np.arange(4), "mask": np.array([1, 1, 1, 1], np.float32)},
+  ]
   out = list(first_examples(iter(batches), 5))
   assert len(out) == 2  # nothing after the batch that reaches the limit
   np.testing.assert_array_equal(out[1]["mask"], [1, 0, 0, 0])

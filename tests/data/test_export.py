@@ -35,9 +35,14 @@ def _batches(cfg: Data, split: str, eval_split: str):
 
 
 @pytest.mark.dataset
-@pytest.mark.parametrize("name,split,eval_split,options", [
-    ("mnist", "train", "test", {}), ("mnist", "train", "test", {"binarize": "dynamic"}),
-    ("tiny_shakespeare", "nanogpt_train", "nanogpt_val", {"block_size": 64})])
+@pytest.mark.parametrize(
+  "name,split,eval_split,options",
+  [
+    ("mnist", "train", "test", {}),
+    ("mnist", "train", "test", {"binarize": "dynamic"}),
+    ("tiny_shakespeare", "nanogpt_train", "nanogpt_val", {"block_size": 64}),
+  ],
+)
 def test_an_export_gives_the_tfds_batches_byte_for_byte(tmp_path, name, split, eval_split, options):
   tfds_cfg = real(name, data_dir=os.environ.get("GENJAX_DATA_DIR"), **options)
   info = export.export(name, str(tmp_path), tfds_cfg)
@@ -76,8 +81,18 @@ def test_exports_that_do_not_fit_are_refused(tmp_path):
   (folder / export.MARKER).write_text(json.dumps({"format": 99, "splits": {}}))
   with pytest.raises(ValueError, match="export the dataset again"):
     gd.load(Data(name="mnist", data_dir=str(tmp_path)), "train")
-  (folder / export.MARKER).write_text(json.dumps({"format": export.FORMAT_VERSION, "name": "mnist", "kind": "image",
-                                                  "shape": [2, 2, 1], "num_classes": 2, "splits": {"train": 3}}))
+  (folder / export.MARKER).write_text(
+    json.dumps(
+      {
+        "format": export.FORMAT_VERSION,
+        "name": "mnist",
+        "kind": "image",
+        "shape": [2, 2, 1],
+        "num_classes": 2,
+        "splits": {"train": 3},
+      }
+    )
+  )
   np.savez_compressed(folder / "train.npz", images=np.zeros((3, 2, 2, 1), np.uint8), labels=np.zeros(3, np.int32))
   assert gd.load(Data(name="mnist", data_dir=str(tmp_path)), "train").num_examples == 3
   with pytest.raises(ValueError, match="TFDS split slicing"):

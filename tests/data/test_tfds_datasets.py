@@ -17,15 +17,21 @@ import genjax.data as gd
 from genjax.config import Data
 from genjax.data import tfds_io
 
-MNIST_FILES = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-               "train-labels-idx1-ubyte.gz"]
+MNIST_FILES = [
+  "t10k-images-idx3-ubyte.gz",
+  "t10k-labels-idx1-ubyte.gz",
+  "train-images-idx3-ubyte.gz",
+  "train-labels-idx1-ubyte.gz",
+]
 
 
 def real(name, **kwargs) -> Data:
   """The config of a real dataset, or a skip when no raw files were provided."""
   if not os.environ.get("GENJAX_MANUAL_DIR"):
-    pytest.skip("needs real data: set GENJAX_MANUAL_DIR (one sub-folder of raw files per dataset) "
-                "and GENJAX_DATA_DIR, and run python -m genjax.data.prepare")
+    pytest.skip(
+      "needs real data: set GENJAX_MANUAL_DIR (one sub-folder of raw files per dataset) "
+      "and GENJAX_DATA_DIR, and run python -m genjax.data.prepare"
+    )
   return Data(name=name, **kwargs)
 
 
@@ -54,10 +60,14 @@ def test_missing_dataset_error_names_the_files_and_the_command(tmp_path, monkeyp
   assert f"python -m genjax.data.prepare --datasets mnist --data_dir {tmp_path / 'tfds'}" in message
 
 
-@pytest.mark.parametrize("name,files", [("binarized_mnist", ["binarized_mnist_test.amat", "binarized_mnist_train.amat",
-                                                             "binarized_mnist_valid.amat"]),
-                                        ("tiny_shakespeare", ["input.txt"]),
-                                        ("cifar10", ["cifar-10-binary.tar.gz"])])
+@pytest.mark.parametrize(
+  "name,files",
+  [
+    ("binarized_mnist", ["binarized_mnist_test.amat", "binarized_mnist_train.amat", "binarized_mnist_valid.amat"]),
+    ("tiny_shakespeare", ["input.txt"]),
+    ("cifar10", ["cifar-10-binary.tar.gz"]),
+  ],
+)
 def test_expected_files_are_the_names_tfds_looks_for(name, files):
   assert [f.filename for f in tfds_io.expected_files(name)] == files
 
@@ -113,16 +123,22 @@ def test_cifar10_code_path_with_mock_data(in_memory_max_mb):
   """
   tfds = tfds_io.import_tfds()
   from tensorflow_datasets.testing import mocking  # pylint: disable=g-import-not-at-top
-  with tfds.testing.mock_data(num_examples=20), \
-       mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True), \
-       mock.patch.object(mocking, "_getitems", _mock_getitems):
+
+  with (
+    tfds.testing.mock_data(num_examples=20),
+    mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True),
+    mock.patch.object(mocking, "_getitems", _mock_getitems),
+  ):
     ds = gd.load(Data(name="cifar10", in_memory_max_mb=in_memory_max_mb), "train")
     assert ds.info == gd.DataInfo(name="cifar10", kind="image", shape=(32, 32, 3), num_classes=10)
     assert ds.num_examples == 20
     assert isinstance(ds.source, gd.datasets.ArraySource if in_memory_max_mb else gd.sources.TfdsSource)
     batch = ds.batch(0, 8, seed=0)
-    expected = np.stack([ds.source.data_source[int(i)]["image"] for i in range(20)]) if not in_memory_max_mb \
-        else ds.source.images
+    expected = (
+      np.stack([ds.source.data_source[int(i)]["image"] for i in range(20)])
+      if not in_memory_max_mb
+      else ds.source.images
+    )
     # Each batch image is one of the dataset's images, scaled to [-1, 1].
     pool = {bytes(((x.astype(np.float32) / 127.5) - 1).tobytes()) for x in expected}
     assert all(bytes(x.tobytes()) in pool for x in batch["image"])
@@ -145,11 +161,13 @@ def _idx(path, header):
 @pytest.mark.dataset
 def test_reading_a_prepared_dataset_does_not_import_tensorflow():
   real("mnist")
-  code = ("import sys; import genjax.data as gd; from genjax.config import Data\n"
-          "for name in ('mnist', 'tiny_shakespeare'):\n"
-          "  ds = gd.load(Data(name=name), 'test'); ds.batch(0, 8, 0); next(ds.eval_batches(8))\n"
-          "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-          "print('no tensorflow')\n")
+  code = (
+    "import sys; import genjax.data as gd; from genjax.config import Data\n"
+    "for name in ('mnist', 'tiny_shakespeare'):\n"
+    "  ds = gd.load(Data(name=name), 'test'); ds.batch(0, 8, 0); next(ds.eval_batches(8))\n"
+    "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    "print('no tensorflow')\n"
+  )
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "no tensorflow" in result.stdout
@@ -209,26 +227,46 @@ def test_tiny_shakespeare_splits_match_input_txt_and_nanogpt():
   val = gd.load(cfg, "nanogpt_val")
   assert train.info.vocab_size == 65 and train.tokenizer.chars == "".join(sorted(set(raw)))
   n = len(raw)
-  assert train.tokenizer.decode(train.tokens) == raw[:int(n * 0.9)]
-  assert val.tokenizer.decode(val.tokens) == raw[int(n * 0.9):]
+  assert train.tokenizer.decode(train.tokens) == raw[: int(n * 0.9)]
+  assert val.tokenizer.decode(val.tokens) == raw[int(n * 0.9) :]
   np.testing.assert_array_equal(gd.load(cfg, "train").tokens, train.tokens)  # TFDS train == nanoGPT train
   byte = gd.load(real("tiny_shakespeare", tokenizer="byte"), "validation")
-  assert byte.info.vocab_size == 256 and byte.tokenizer.decode(byte.tokens) == raw[int(n * 0.9):int(n * 0.9) + (n - int(n * 0.9)) // 2]
+  assert (
+    byte.info.vocab_size == 256
+    and byte.tokenizer.decode(byte.tokens) == raw[int(n * 0.9) : int(n * 0.9) + (n - int(n * 0.9)) // 2]
+  )
 
 
 @pytest.mark.dataset
 @pytest.mark.slow
 def test_prepare_command_prepares_into_a_fresh_folder(tmp_path):
   real("tiny_shakespeare")
-  result = subprocess.run([sys.executable, "-m", "genjax.data.prepare", "--datasets", "tiny_shakespeare,digits",
-                           "--data_dir", str(tmp_path), "--manual_dir", os.environ["GENJAX_MANUAL_DIR"]],
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genjax.data.prepare",
+      "--datasets",
+      "tiny_shakespeare,digits",
+      "--data_dir",
+      str(tmp_path),
+      "--manual_dir",
+      os.environ["GENJAX_MANUAL_DIR"],
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "tiny_shakespeare: prepared from" in result.stdout
   ds = gd.load(Data(name="tiny_shakespeare", data_dir=str(tmp_path)), "test")
   assert ds.num_tokens == 1115394 - int(1115394 * 0.9) - (1115394 - int(1115394 * 0.9)) // 2
-  again = subprocess.run([sys.executable, "-m", "genjax.data.prepare", "--datasets", "tiny_shakespeare",
-                          "--data_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+  again = subprocess.run(
+    [sys.executable, "-m", "genjax.data.prepare", "--datasets", "tiny_shakespeare", "--data_dir", str(tmp_path)],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert "already prepared" in again.stdout
 
 
@@ -239,10 +277,12 @@ def test_load_prepares_automatically_in_a_child_process(tmp_path):
   real("tiny_shakespeare")
   if not tfds_io.tensorflow_available():
     pytest.skip("preparing needs TensorFlow")
-  code = ("import sys; import genjax.data as gd; from genjax.config import Data\n"
-          f"ds = gd.load(Data(name='tiny_shakespeare', data_dir={str(tmp_path)!r}, block_size=32), 'nanogpt_val')\n"
-          "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-          "print('tokens', ds.num_tokens)\n")
+  code = (
+    "import sys; import genjax.data as gd; from genjax.config import Data\n"
+    f"ds = gd.load(Data(name='tiny_shakespeare', data_dir={str(tmp_path)!r}, block_size=32), 'nanogpt_val')\n"
+    "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    "print('tokens', ds.num_tokens)\n"
+  )
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"tokens {1115394 - int(1115394 * 0.9)}" in result.stdout

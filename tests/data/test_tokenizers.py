@@ -68,7 +68,7 @@ def test_text_eval_windows_are_consecutive_and_cover_the_split():
   rows = np.array(rows)
   assert len(rows) == ds.num_examples
   # Inputs tile the stream without overlap; each window's last token starts the next window.
-  np.testing.assert_array_equal(rows[:, :-1].reshape(-1), ds.tokens[:ds.num_examples * 16])
+  np.testing.assert_array_equal(rows[:, :-1].reshape(-1), ds.tokens[: ds.num_examples * 16])
   np.testing.assert_array_equal(rows[:-1, -1], rows[1:, 0])
   shares = [list(ds.eval_batches(8, process_index=p, process_count=2)) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate([shares[0][0]["tokens"], shares[1][0]["tokens"]]), rows[:8])

@@ -28,16 +28,24 @@ BINARY = DataInfo("binarized_mnist", "image", (5, 5, 1), binary=True)
 
 def text_exp(mode="jit", **model):
   model = {"num_layers": 2, "num_heads": 2, "width": 16, **model}
-  return C.Experiment(family="autoregressive", model=ar.GPTConfig(**model),
-                      data=C.Data(name="tiny_shakespeare", block_size=BLOCK),
-                      optim=C.Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1),
-                      train=C.Train(steps=100, batch_size=8), parallel=C.Parallel(mode=mode))
+  return C.Experiment(
+    family="autoregressive",
+    model=ar.GPTConfig(**model),
+    data=C.Data(name="tiny_shakespeare", block_size=BLOCK),
+    optim=C.Optim(name="adamw", learning_rate=3e-3, weight_decay=0.1),
+    train=C.Train(steps=100, batch_size=8),
+    parallel=C.Parallel(mode=mode),
+  )
 
 
 def image_exp(**model):
   model = {"num_layers": 3, "channels": 8, "output_channels": 16, "first_kernel_size": 3, **model}
-  return C.Experiment(family="autoregressive", model=ar.PixelCNNConfig(**model),
-                      data=C.Data(name="binarized_mnist"), train=C.Train(steps=10, batch_size=4))
+  return C.Experiment(
+    family="autoregressive",
+    model=ar.PixelCNNConfig(**model),
+    data=C.Data(name="binarized_mnist"),
+    train=C.Train(steps=10, batch_size=4),
+  )
 
 
 def gpt_model(**model):
@@ -81,7 +89,7 @@ def test_gpt_cached_decoding_matches_full_pass(positions):
   first, caches = apply(params, tokens[:, :P], jnp.arange(P), caches)
   steps = [first]
   for t in range(P, BLOCK):
-    logits, caches = apply(params, tokens[:, t:t + 1], jnp.array([t]), caches)
+    logits, caches = apply(params, tokens[:, t : t + 1], jnp.array([t]), caches)
     steps.append(logits)
   np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
 
@@ -111,7 +119,7 @@ def test_gpt_learns_a_periodic_sequence():
   exp = text_exp()
   family = build_gpt(exp)
   pattern = np.arange(BLOCK + 1 + 8) % 5
-  tokens = np.stack([pattern[i:i + BLOCK + 1] for i in range(8)]).astype(np.int32)
+  tokens = np.stack([pattern[i : i + BLOCK + 1] for i in range(8)]).astype(np.int32)
   state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   first = None
@@ -180,8 +188,9 @@ def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
   x = jnp.ones((8, 4, 6))
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(8))
   whole = example_dropout(x, 0.5, keys, site=2)
-  halves = jnp.concatenate([example_dropout(x[:4], 0.5, keys[:4], site=2),
-                            example_dropout(x[4:], 0.5, keys[4:], site=2)])
+  halves = jnp.concatenate(
+    [example_dropout(x[:4], 0.5, keys[:4], site=2), example_dropout(x[4:], 0.5, keys[4:], site=2)]
+  )
   np.testing.assert_array_equal(whole, halves)
   assert 0.3 < float((whole == 0).mean()) < 0.7
   assert not np.array_equal(whole, example_dropout(x, 0.5, keys, site=3))
@@ -197,7 +206,8 @@ def test_gpt_pmap_step_equals_jit_step_with_dropout():
     pytest.skip("needs 2 devices (tests/conftest.py simulates 8 CPU devices)")
   par = Parallelism("pmap", 2)
   pmap_state, pmap_metrics = par.compile(family.train_step, returns_state=True)(
-      par.put_state(state), par.put_batch({"tokens": tokens}), rng)
+    par.put_state(state), par.put_batch({"tokens": tokens}), rng
+  )
   assert float(pmap_metrics["loss"][0]) == pytest.approx(float(jit_metrics["loss"]), rel=1e-5)
   assert float(pmap_metrics["loss"][1]) == pytest.approx(float(jit_metrics["loss"]), rel=1e-5)
   np.testing.assert_allclose(pmap_state.params["wte"][0], jit_state.params["wte"], atol=1e-6)
@@ -215,8 +225,7 @@ def test_top_k_and_top_p_never_sample_outside_their_sets():
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
   keys = jax.random.split(jax.random.key(0), 300)
-  draw = jax.jit(jax.vmap(lambda key, tk, tp: sampling.sample_token(key, logits, 1.0, tk, tp),
-                          in_axes=(0, None, None)))
+  draw = jax.jit(jax.vmap(lambda key, tk, tp: sampling.sample_token(key, logits, 1.0, tk, tp), in_axes=(0, None, None)))
   for row in range(4):
     order = np.argsort(-probs[row])
     top_k_set = set(order[:k].tolist())
@@ -278,8 +287,7 @@ def test_gpt_config_errors_are_actionable():
 
 def test_pixelcnn_pixel_sees_exactly_the_pixels_before_it():
   H, W = 6, 6
-  model = pixelcnn_lib.PixelCNN(num_layers=4, channels=8, kernel_size=3, first_kernel_size=3,
-                                output_channels=8)
+  model = pixelcnn_lib.PixelCNN(num_layers=4, channels=8, kernel_size=3, first_kernel_size=3, output_channels=8)
   x = jax.random.bernoulli(jax.random.key(0), 0.5, (1, H, W, 1)).astype(jnp.float32)
   params = model.init(jax.random.key(1), x)
   # d logit(pixel i) / d x(pixel j) for every pair, in one compiled Jacobian.
@@ -329,7 +337,8 @@ def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
   assert set(np.unique(a).tolist()) <= {-1.0, 1.0}
   # Pixel (0, 0) has nothing before it: its probability is the model's constant logit there.
   logit00 = pixelcnn_lib.PixelCNN(num_layers=2, channels=8, output_channels=16, first_kernel_size=3).apply(
-      variables, jnp.zeros((1, 3, 3, 1)))[0, 0, 0, 0]
+    variables, jnp.zeros((1, 3, 3, 1))
+  )[0, 0, 0, 0]
   assert float((a[:, 0, 0, 0] > 0).mean()) == pytest.approx(float(jax.nn.sigmoid(logit00)), abs=0.03)
 
 

@@ -10,8 +10,12 @@ from genjax.families import classifier
 
 
 def build(steps=30):
-  exp = C.Experiment(family="classifier", model=classifier.Config(channels=(8, 16), feature_dim=32, dropout=0.0),
-                     optim=C.Optim(learning_rate=3e-3), train=C.Train(steps=steps, batch_size=32))
+  exp = C.Experiment(
+    family="classifier",
+    model=classifier.Config(channels=(8, 16), feature_dim=32, dropout=0.0),
+    optim=C.Optim(learning_rate=3e-3),
+    train=C.Train(steps=steps, batch_size=32),
+  )
   info = DataInfo("toy", "image", (8, 8, 1), num_classes=2)
   return classifier.build(exp, info), info
 
@@ -34,7 +38,9 @@ def test_learns_counts_steps_and_evaluates_exactly_with_padding():
     state, metrics = step(state, toy_batch(rng, 32), jax.random.key(i))
   assert int(state.step) == 30
   test = toy_batch(rng, 50)
-  padded = {k: np.concatenate([v, v[:14] * 0]) for k, v in test.items()} | {"mask": np.r_[np.ones(50), np.zeros(14)].astype(np.float32)}
+  padded = {k: np.concatenate([v, v[:14] * 0]) for k, v in test.items()} | {
+    "mask": np.r_[np.ones(50), np.zeros(14)].astype(np.float32)
+  }
   padded["label"] = padded["label"].astype(np.int32)
   result = family.evaluate(state, [padded], None)
   model = classifier.make_model(classifier.Config(channels=(8, 16), feature_dim=32), info)

@@ -44,6 +44,7 @@ def test_forward_marginal_matches_the_chain_step_by_step(name):
     beta, z = inputs
     x = jnp.sqrt(1 - beta) * x + jnp.sqrt(beta) * z
     return x, x
+
   _, chain = jax.lax.scan(step, x0, (sched.betas, zs))
   for t in (0, 5, 20, T - 1):
     t_B = jnp.full((n,), t)
@@ -64,11 +65,13 @@ def test_posterior_matches_bayes_rule():
   rng = np.random.default_rng(0)
   x0, xt = rng.normal(size=(T, 3, 2, 1)), rng.normal(size=(T, 3, 2, 1))
   t = np.arange(T)
-  mean, var, logvar = schedules.q_posterior(sched, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.asarray(t))
+  mean, var, logvar = schedules.q_posterior(
+    sched, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.asarray(t)
+  )
   for i in range(1, T):
     prior_mean, prior_var = math.sqrt(ab[i - 1]) * x0[i], 1 - ab[i - 1]
     lik_scale, lik_var = math.sqrt(1 - betas[i]), betas[i]  # x_t = lik_scale x_{t-1} + N(0, lik_var)
-    post_var = 1 / (1 / prior_var + lik_scale ** 2 / lik_var)
+    post_var = 1 / (1 / prior_var + lik_scale**2 / lik_var)
     post_mean = post_var * (prior_mean / prior_var + lik_scale * xt[i] / lik_var)
     np.testing.assert_allclose(mean[i], post_mean, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(float(var[i, 0, 0, 0]), post_var, rtol=2e-4)
@@ -93,40 +96,64 @@ def test_predictions_convert_back_to_x0_and_eps(prediction):
 def test_discretized_gaussian_is_a_distribution_over_256_values():
   values = jnp.linspace(-1, 1, 256)[:, None]
   for mean, log_scale in ((0.1, -3.0), (-0.97, -5.0), (0.5, 0.0)):
-    logp = objectives.discretized_gaussian_log_likelihood(values, jnp.full_like(values, mean), jnp.full_like(values, log_scale))
+    logp = objectives.discretized_gaussian_log_likelihood(
+      values, jnp.full_like(values, mean), jnp.full_like(values, log_scale)
+    )
     assert abs(float(jnp.exp(logp).sum()) - 1) < 1e-4
 
 
 def point_model(x_star):
   """The perfect denoiser for data that is the single point x_star: x0_hat = x_star, and eps_hat
   the true noise (x_t - sqrt(ab_t) x_star) / sqrt(1 - ab_t)."""
+
   def make(sched):
     def model_fn(xt, t_B):
       x0 = jnp.broadcast_to(x_star, xt.shape)
       return x0, objectives.eps_from_x0(sched, x0, xt, t_B)
+
     return model_fn
+
   return make
 
 
 def gaussian_model(mu, s):
   """The optimal denoiser for data x0 ~ N(mu, s^2) per dimension: E[x0 | x_t]."""
+
   def make(sched):
     def model_fn(xt, t_B):
       a2 = schedules.at(sched.alphas_cumprod, t_B, xt.ndim)
-      x0 = mu + jnp.sqrt(a2) * s ** 2 / (a2 * s ** 2 + 1 - a2) * (xt - jnp.sqrt(a2) * mu)
+      x0 = mu + jnp.sqrt(a2) * s**2 / (a2 * s**2 + 1 - a2) * (xt - jnp.sqrt(a2) * mu)
       return x0, objectives.eps_from_x0(sched, x0, xt, t_B)
+
     return model_fn
+
   return make
 
 
-@pytest.mark.parametrize("sampler,num_steps,eta,clip", [
-    ("ddpm", None, None, True), ("ddim", 300, 0.0, False), ("ddim", 20, 1.0, True), ("ddim", 1, 0.0, False),
-    ("dpmpp_2m", 20, None, False), ("dpmpp_2m", 5, None, True)])
+@pytest.mark.parametrize(
+  "sampler,num_steps,eta,clip",
+  [
+    ("ddpm", None, None, True),
+    ("ddim", 300, 0.0, False),
+    ("ddim", 20, 1.0, True),
+    ("ddim", 1, 0.0, False),
+    ("dpmpp_2m", 20, None, False),
+    ("dpmpp_2m", 5, None, True),
+  ],
+)
 def test_every_sampler_returns_the_point_of_a_perfect_denoiser(sampler, num_steps, eta, clip):
   sched = schedules.make_schedule("linear", 300)
   x_star = jax.random.uniform(jax.random.key(1), (1, 4, 4, 3), minval=-0.95, maxval=0.95)
-  x = samplers.get(sampler)(point_model(x_star)(sched), sched, jax.random.key(2), (3, 4, 4, 3),
-                            num_steps=num_steps, eta=eta, clip_denoised=clip, variance="fixedlarge")
+  x = samplers.get(sampler)(
+    point_model(x_star)(sched),
+    sched,
+    jax.random.key(2),
+    (3, 4, 4, 3),
+    num_steps=num_steps,
+    eta=eta,
+    clip_denoised=clip,
+    variance="fixedlarge",
+  )
   np.testing.assert_allclose(x, jnp.broadcast_to(x_star, x.shape), atol=1e-4)
 
 
@@ -138,8 +165,9 @@ def test_ddim_with_eta_one_on_all_steps_follows_ddpm():
   T, n, mu, s = 100, 4000, 0.3, 0.5
   sched = schedules.make_schedule("linear", T)
   model_fn = gaussian_model(mu, s)(sched)
-  run = lambda name, **kw: samplers.get(name)(model_fn, sched, jax.random.key(hash(name) % 1000), (n, 2, 2, 1),
-                                              clip_denoised=False, **kw)
+  run = lambda name, **kw: samplers.get(name)(
+    model_fn, sched, jax.random.key(hash(name) % 1000), (n, 2, 2, 1), clip_denoised=False, **kw
+  )
   ddpm = run("ddpm", variance="fixedsmall")
   ddim = run("ddim", num_steps=T, eta=1.0)
   tol_mean, tol_std = 5 * s / math.sqrt(4 * n), 5 * s / math.sqrt(8 * n)
@@ -170,6 +198,7 @@ def test_samplers_are_one_compiled_call_with_one_evaluation_per_step(sampler, nu
   def counted(xt, t_B):
     jax.debug.callback(lambda: calls.append(1))
     return inner(xt, t_B)
+
   fn = jax.jit(lambda rng: samplers.get(sampler)(counted, sched, rng, (2, 2, 2, 1), num_steps=num_steps, eta=0.0))
   jax.block_until_ready(fn(jax.random.key(0)))
   jax.block_until_ready(fn(jax.random.key(1)))
@@ -184,7 +213,9 @@ def test_bits_per_dim_of_the_true_noise_predictor_on_one_point(variance):
   KL terms compare two Gaussians with the same mean (zero for sigma_t^2 = beta_tilde_t); the
   decoder is N(x*, sigma_1^2) integrated over x*'s bin."""
   T = 1000
-  x_star_np = np.array([-1.0, 1.0, 2 * 100 / 255 - 1, 2 * 200 / 255 - 1, 2 * 3 / 255 - 1, 0.0 + 1 / 255]).reshape(1, 2, 3, 1)
+  x_star_np = np.array([-1.0, 1.0, 2 * 100 / 255 - 1, 2 * 200 / 255 - 1, 2 * 3 / 255 - 1, 0.0 + 1 / 255]).reshape(
+    1, 2, 3, 1
+  )
   x_star = jnp.asarray(x_star_np, jnp.float32)
   sched = schedules.make_schedule("linear", T)
   terms = likelihood.full_bound(point_model(x_star)(sched), sched, x_star, jax.random.key(0), variance=variance)
@@ -194,20 +225,24 @@ def test_bits_per_dim_of_the_true_noise_predictor_on_one_point(variance):
   ab_prev = np.append(1.0, ab[:-1])
   post_var = betas * (1 - ab_prev) / (1 - ab)
   d = x_star_np.size
-  prior = np.sum(0.5 * (ab[-1] * x_star_np ** 2 + (1 - ab[-1]) - 1 - np.log(1 - ab[-1])))
+  prior = np.sum(0.5 * (ab[-1] * x_star_np**2 + (1 - ab[-1]) - 1 - np.log(1 - ab[-1])))
   model_var = betas if variance == "fixedlarge" else post_var
   kl = d * np.sum(0.5 * (np.log(model_var[1:] / post_var[1:]) + post_var[1:] / model_var[1:] - 1))
   sigma_1 = math.sqrt(post_var[1])  # both variances use beta_tilde at the first index
   half_bin = 1 / 255
-  p = np.where(np.abs(x_star_np) > 0.999, stats.norm.cdf(half_bin / sigma_1),
-               stats.norm.cdf(half_bin / sigma_1) - stats.norm.cdf(-half_bin / sigma_1))
+  p = np.where(
+    np.abs(x_star_np) > 0.999,
+    stats.norm.cdf(half_bin / sigma_1),
+    stats.norm.cdf(half_bin / sigma_1) - stats.norm.cdf(-half_bin / sigma_1),
+  )
   decoder = -np.sum(np.log(p))
   np.testing.assert_allclose(float(terms["prior"][0]), prior, rtol=1e-3, atol=1e-6)
   np.testing.assert_allclose(float(terms["diffusion"][0]), kl, rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(float(terms["decoder"][0]), decoder, rtol=1e-4)
   total = prior + kl + decoder
-  np.testing.assert_allclose(float(likelihood.nats_to_bits_per_dim(terms["total"], d)[0]),
-                             total / (d * math.log(2)), rtol=1e-3)
+  np.testing.assert_allclose(
+    float(likelihood.nats_to_bits_per_dim(terms["total"], d)[0]), total / (d * math.log(2)), rtol=1e-3
+  )
   if variance == "fixedlarge":
     assert kl > 1.0  # beta_t != beta_tilde_t: the test sees the KL terms
 

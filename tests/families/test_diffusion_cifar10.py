@@ -22,9 +22,23 @@ def load():
 def test_config_is_the_papers_setup():
   exp = load()
   m, o, t = exp.model, exp.optim, exp.train
-  assert (t.batch_size, o.name, o.learning_rate, o.warmup_steps, o.grad_clip_norm, o.ema_decay) == (128, "adam", 2e-4, 5000, 1.0, 0.9999)
+  assert (t.batch_size, o.name, o.learning_rate, o.warmup_steps, o.grad_clip_norm, o.ema_decay) == (
+    128,
+    "adam",
+    2e-4,
+    5000,
+    1.0,
+    0.9999,
+  )
   assert (m.ch, m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.dropout) == (128, (1, 2, 2, 2), 2, (16,), 0.1)
-  assert (m.schedule, m.timesteps, m.beta_start, m.beta_end, m.prediction, m.loss) == ("linear", 1000, 1e-4, 0.02, "eps", "simple")
+  assert (m.schedule, m.timesteps, m.beta_start, m.beta_end, m.prediction, m.loss) == (
+    "linear",
+    1000,
+    1e-4,
+    0.02,
+    "eps",
+    "simple",
+  )
   assert exp.data.flip and exp.data.name == "cifar10" and t.steps == 800_000
 
 
@@ -40,8 +54,10 @@ def test_model_has_the_papers_parameter_count():
 def test_one_train_step_on_a_mock_batch():
   family = diffusion.build(load(), CIFAR10)
   rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)) / 127.5 - 1, jnp.float32),
-           "label": jnp.array([1, 2], jnp.int32)}
+  batch = {
+    "image": jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)) / 127.5 - 1, jnp.float32),
+    "label": jnp.array([1, 2], jnp.int32),
+  }
   state = family.init(jax.random.key(0))
   new_state, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
   assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))

@@ -18,17 +18,34 @@ INFO = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
 
 
 def experiment(**model):
-  cfg = diffusion.Config(**{"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (4,),
-                            "timesteps": 40, "class_conditional": True, "guidance_scale": 2.0,
-                            "sampler": "ddim", "sample_steps": 7, **model})
-  return C.Experiment(family="diffusion", model=cfg, optim=C.Optim(learning_rate=1e-3, ema_decay=0.9),
-                      train=C.Train(steps=10, batch_size=8))
+  cfg = diffusion.Config(
+    **{
+      "ch": 32,
+      "ch_mult": (1, 2),
+      "num_res_blocks": 1,
+      "attn_resolutions": (4,),
+      "timesteps": 40,
+      "class_conditional": True,
+      "guidance_scale": 2.0,
+      "sampler": "ddim",
+      "sample_steps": 7,
+      **model,
+    }
+  )
+  return C.Experiment(
+    family="diffusion",
+    model=cfg,
+    optim=C.Optim(learning_rate=1e-3, ema_decay=0.9),
+    train=C.Train(steps=10, batch_size=8),
+  )
 
 
 def batch(n=8, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": jnp.asarray(rng.integers(0, 256, (n, 8, 8, 1)) / 127.5 - 1, jnp.float32),
-          "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+  return {
+    "image": jnp.asarray(rng.integers(0, 256, (n, 8, 8, 1)) / 127.5 - 1, jnp.float32),
+    "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +83,18 @@ def test_guided_ddim_is_one_scan_with_one_unet_call_per_step(trained):
   family, _, state, _ = trained
   n, steps = 3, 7
   jaxpr = jax.make_jaxpr(lambda v, r: family.sample(v, r, n, SampleOptions(sampler="ddim", num_steps=steps)))(
-      state.variables(), jax.random.key(0)).jaxpr
+    state.variables(), jax.random.key(0)
+  ).jaxpr
   eqns = list(_eqns(jaxpr))
   scans = [e for e in eqns if e.primitive.name == "scan"]
   assert [e.params["length"] for e in scans] == [steps]
   convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
   model = UNet(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), num_classes=10, out_ch=1)
-  one_call = jax.make_jaxpr(lambda v: model.apply(v, jnp.zeros((2 * n, 8, 8, 1)), jnp.zeros((2 * n,), jnp.int32),
-                                                  jnp.zeros((2 * n,), jnp.int32)))(state.variables()).jaxpr
+  one_call = jax.make_jaxpr(
+    lambda v: model.apply(
+      v, jnp.zeros((2 * n, 8, 8, 1)), jnp.zeros((2 * n,), jnp.int32), jnp.zeros((2 * n,), jnp.int32)
+    )
+  )(state.variables()).jaxpr
   convs_per_call = [e for e in _eqns(one_call) if e.primitive.name == "conv_general_dilated"]
   # Exactly one U-Net evaluation per step, on the conditional and null-label halves together.
   assert len(convs) == len(convs_per_call)
@@ -83,7 +104,9 @@ def test_guided_ddim_is_one_scan_with_one_unet_call_per_step(trained):
 def test_sample_options_and_errors(trained):
   family, _, state, _ = trained
   v = state.variables()
-  x = family.sample(v, jax.random.key(0), 4, SampleOptions(sampler="dpmpp_2m", num_steps=3, label=7, guidance_scale=1.0))
+  x = family.sample(
+    v, jax.random.key(0), 4, SampleOptions(sampler="dpmpp_2m", num_steps=3, label=7, guidance_scale=1.0)
+  )
   assert x.shape == (4, 8, 8, 1) and float(jnp.abs(x).max()) <= 1.0
   # The config's 7 steps belong to its ddim sampler; ddpm runs all T = 40.
   assert family.resolve_options(SampleOptions(sampler="ddpm")).num_steps == 40
@@ -93,9 +116,10 @@ def test_sample_options_and_errors(trained):
   # The module-level sampler draws the labels it is given; the adapter's label option is every image's class.
   model = diffusion.make_model(experiment().model, INFO)
   options = SampleOptions(num_steps=3, guidance_scale=1.0)
-  np.testing.assert_array_equal(diffusion.sample(v, jax.random.key(1), 2, model, options, labels=[7, 7]),
-                                family.sample(v, jax.random.key(1), 2, SampleOptions(num_steps=3, guidance_scale=1.0,
-                                                                                     label=7)))
+  np.testing.assert_array_equal(
+    diffusion.sample(v, jax.random.key(1), 2, model, options, labels=[7, 7]),
+    family.sample(v, jax.random.key(1), 2, SampleOptions(num_steps=3, guidance_scale=1.0, label=7)),
+  )
   with pytest.raises(ValueError, match="labels must lie"):
     diffusion.sample(v, jax.random.key(0), 2, model, labels=[3, 10])
   with pytest.raises(ValueError, match="labels must lie"):
@@ -107,7 +131,9 @@ def test_sample_options_and_errors(trained):
   with pytest.raises(ConfigError, match="class_conditional"):
     diffusion.build(experiment(class_conditional=False), INFO)  # guidance_scale 2 needs labels
   with pytest.raises(ConfigError, match="ch_mult"):
-    diffusion.build(experiment(ch_mult=(1, 2, 2, 2)), DataInfo(name="x", kind="image", shape=(28, 28, 1), num_classes=10))
+    diffusion.build(
+      experiment(ch_mult=(1, 2, 2, 2)), DataInfo(name="x", kind="image", shape=(28, 28, 1), num_classes=10)
+    )
 
 
 def test_evaluate_reports_the_bound_over_real_examples_only(trained):

@@ -33,14 +33,21 @@ def tiny(mode="jit", batch_size=16, **model):
   """An 8x8 DCGAN small enough to compile in seconds."""
   cfg = dict(g_widths=(8, 4), d_widths=(4, 8), latent_dim=6, kernel_size=3)
   cfg.update(model)
-  return Experiment(family="gan", model=gan.Config(**cfg), optim=Optim(learning_rate=1e-2, b1=0.5),
-                    train=Train(steps=10, batch_size=batch_size), parallel=Parallel(mode=mode))
+  return Experiment(
+    family="gan",
+    model=gan.Config(**cfg),
+    optim=Optim(learning_rate=1e-2, b1=0.5),
+    train=Train(steps=10, batch_size=batch_size),
+    parallel=Parallel(mode=mode),
+  )
 
 
 def batch(n, shape=(8, 8, 1), seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": jnp.asarray(rng.uniform(-1, 1, (n,) + shape), jnp.float32),
-          "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+  return {
+    "image": jnp.asarray(rng.uniform(-1, 1, (n,) + shape), jnp.float32),
+    "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+  }
 
 
 def tree_equal(a, b):
@@ -81,8 +88,9 @@ def test_gradient_penalty_matches_finite_differences():
 def test_losses_match_their_definitions():
   real, fake = jnp.array([2.0, -0.5]), jnp.array([0.3, -3.0])
   sig = lambda t: 1 / (1 + np.exp(-np.asarray(t)))
-  np.testing.assert_allclose(losses.discriminator_loss("non_saturating", real, fake),
-                             -np.log(sig(real)) - np.log(1 - sig(fake)), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.discriminator_loss("non_saturating", real, fake), -np.log(sig(real)) - np.log(1 - sig(fake)), rtol=1e-5
+  )
   np.testing.assert_allclose(losses.generator_loss("non_saturating", fake), -np.log(sig(fake)), rtol=1e-5)
   np.testing.assert_allclose(losses.discriminator_loss("hinge", real, fake), [0.0 + 1.3, 1.5 + 0.0], rtol=1e-6)
   np.testing.assert_allclose(losses.discriminator_loss("wasserstein", real, fake), [-1.7, -2.5], rtol=1e-6)
@@ -101,14 +109,16 @@ def test_spectral_norm_power_iteration_converges_to_largest_singular_value():
 
   @jax.jit
   def iterate(stats):
-    _, new = D.apply({"params": params, models.SPECTRAL: stats}, x, train=True, update_stats=True,
-                     mutable=[models.SPECTRAL])
+    _, new = D.apply(
+      {"params": params, models.SPECTRAL: stats}, x, train=True, update_stats=True, mutable=[models.SPECTRAL]
+    )
     return new[models.SPECTRAL]
 
   for _ in range(60):
     stats = iterate(stats)
-  flat_sigmas = {"/".join(str(getattr(k, "key", k)) for k in path): v
-                 for path, v in jax.tree_util.tree_leaves_with_path(stats)}
+  flat_sigmas = {
+    "/".join(str(getattr(k, "key", k)) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(stats)
+  }
   checked = 0
   for path, kernel in jax.tree_util.tree_leaves_with_path(params):
     kernel = np.asarray(kernel)
@@ -151,13 +161,17 @@ def test_each_update_leaves_the_other_network_untouched(model):
   assert not tree_equal(after_g.ema_params["g"], state.ema_params["g"])
   assert not tree_equal(after_g.extra["batch_stats"]["g"], state.extra["batch_stats"]["g"])
   # The EMA generator's BatchNorm statistics follow the raw ones (decay 0.1 at the first update).
-  jax.tree.map(lambda e, old, new: np.testing.assert_allclose(e, 0.1 * old + 0.9 * new, rtol=1e-5, atol=1e-7),
-               after_g.ema_extra["batch_stats"]["g"], state.ema_extra["batch_stats"]["g"],
-               after_g.extra["batch_stats"]["g"])
+  jax.tree.map(
+    lambda e, old, new: np.testing.assert_allclose(e, 0.1 * old + 0.9 * new, rtol=1e-5, atol=1e-7),
+    after_g.ema_extra["batch_stats"]["g"],
+    state.ema_extra["batch_stats"]["g"],
+    after_g.extra["batch_stats"]["g"],
+  )
   assert tree_equal(after_g.params["d"], state.params["d"])
   assert tree_equal(after_g.opt_state["d"], state.opt_state["d"])
-  assert tree_equal({k: v["d"] for k, v in after_g.extra.items() if "d" in v},
-                    {k: v["d"] for k, v in state.extra.items() if "d" in v})
+  assert tree_equal(
+    {k: v["d"] for k, v in after_g.extra.items() if "d" in v}, {k: v["d"] for k, v in state.extra.items() if "d" in v}
+  )
 
 
 @pytest.mark.parametrize("n_in,n_out,kernel", [(4, 7, 5), (4, 7, 4), (2, 4, 5), (7, 14, 5), (4, 7, 3)])
@@ -172,7 +186,7 @@ def test_odd_sizes_crop_where_tf_conv2d_transpose_lands(n_in, n_out, kernel):
   want = jax.vjp(conv, jnp.zeros((1, n_out, n_out, 3)))[1](y)[0]
   full = jax.lax.conv_transpose(y, w, (2, 2), "SAME", dimension_numbers=dn, transpose_kernel=True)
   o = models.same_transpose_offset(n_in, n_out, kernel)
-  np.testing.assert_allclose(full[:, o:o + n_out, o:o + n_out], want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(full[:, o : o + n_out, o : o + n_out], want, rtol=1e-5, atol=1e-5)
 
 
 def test_dcgan_weights_start_as_in_the_paper():
@@ -182,10 +196,14 @@ def test_dcgan_weights_start_as_in_the_paper():
   x = jnp.zeros((2, 28, 28, 1))
   for arch, widths in (("dcgan", (512, 256, 128, 64)), ("sngan_cnn", (512, 256, 128))):
     g = models.Generator(arch=arch, out_shape=(28, 28, 1), widths=widths).init(jax.random.key(0), z, train=False)
-    d = models.Discriminator(arch=arch, widths=(64, 128, 256, 512)).init(jax.random.key(1), x, train=False,
-                                                                       update_stats=False)
-    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path((g["params"], d["params"]))
-               if getattr(path[-1], "key", None) == "kernel" and leaf.size > 1000]
+    d = models.Discriminator(arch=arch, widths=(64, 128, 256, 512)).init(
+      jax.random.key(1), x, train=False, update_stats=False
+    )
+    kernels = [
+      leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path((g["params"], d["params"]))
+      if getattr(path[-1], "key", None) == "kernel" and leaf.size > 1000
+    ]
     stds = np.array([float(jnp.std(k)) for k in kernels])
     if arch == "dcgan":
       np.testing.assert_allclose(stds, 0.02, rtol=0.1)
@@ -202,8 +220,16 @@ def test_packing_concatenates_consecutive_examples_along_channels():
 
 
 def test_wgan_gp_training_lowers_the_critic_loss_and_samples_are_images():
-  exp = tiny(batch_size=20, g_norm="none", d_norm="none", loss="wasserstein", gp_weight=10.0,
-             n_critic=5, critic_batches="split", latent_dist="normal")
+  exp = tiny(
+    batch_size=20,
+    g_norm="none",
+    d_norm="none",
+    loss="wasserstein",
+    gp_weight=10.0,
+    n_critic=5,
+    critic_batches="split",
+    latent_dist="normal",
+  )
   f = gan.build(exp, INFO)
   state = f.init(jax.random.PRNGKey(0))
   step = jax.jit(f.train_step)
@@ -282,8 +308,11 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
   pmapped = par.one_copy(state)
 
   for other in (sharded, pmapped):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                 (single.params, single.extra), (other.params, other.extra))
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+      (single.params, single.extra),
+      (other.params, other.extra),
+    )
   np.testing.assert_allclose(float(m_single["d_loss"]), float(m_pmap["d_loss"][0]), rtol=1e-4)
   assert not tree_equal(single.params, init.params)
 
@@ -300,16 +329,20 @@ def _load(name, arg=None):
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
-@pytest.mark.parametrize("name,arg,shape,g_params,d_params", [
+@pytest.mark.parametrize(
+  "name,arg,shape,g_params,d_params",
+  [
     # DCGAN-tensorflow at 28x28 (PacGAN's code): dense 100 -> 2*2*512, deconvs 5x5.
     ("dcgan_mnist", None, (28, 28, 1), None, None),
     ("wgan_gp_mnist", None, (28, 28, 1), None, None),
     ("sngan_fashion_mnist", "cnn_cond", (28, 28, 1), None, None),
     ("sngan_fashion_mnist", "resnet", (28, 28, 1), None, None),
     ("pacgan_stacked_mnist", "2", (28, 28, 3), None, None),
-])
+  ],
+)
 def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_params):
   from genjax.config import validate
+
   exp = validate(_load(name, arg), num_devices=1)
   info = DataInfo(exp.data.name, "image", shape, num_classes=10 if name != "pacgan_stacked_mnist" else 1000)
   f = gan.build(exp, info)
@@ -319,8 +352,9 @@ def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_p
   if name == "dcgan_mnist":
     # DCGAN-tensorflow's conditional MNIST networks, counted by hand (layers followed by
     # BatchNorm have no bias; BN has a scale and an offset per channel):
-    assert g == (110 * 1024 + 2 * 1024) + (1034 * 7 * 7 * 128 + 2 * 7 * 7 * 128) + (25 * 138 * 128 + 2 * 128) \
-        + (25 * 138 * 1 + 1)
+    assert g == (110 * 1024 + 2 * 1024) + (1034 * 7 * 7 * 128 + 2 * 7 * 7 * 128) + (25 * 138 * 128 + 2 * 128) + (
+      25 * 138 * 1 + 1
+    )
     assert d == (25 * 11 * 11 + 11) + (25 * 21 * 74 + 2 * 74) + (3636 * 1024 + 2 * 1024) + (1034 + 1)
   if name == "pacgan_stacked_mnist":
     # PacGAN's (DCGAN-tensorflow's generic) networks at 28x28x3: dense 100 -> 2*2*512, deconvs 5x5.
@@ -341,6 +375,7 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
   import functools
 
   import optax
+
   exp = tiny(g_norm="none", d_norm="none", loss="hinge")
   net = gan.make_model(exp.model, INFO)
   state = gan.build(exp, INFO).init(jax.random.PRNGKey(0))
@@ -360,8 +395,11 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
   g, d, metrics = by_hand(state.params["g"], state.params["d"])
   stepped, logged = jax.jit(gan.build(exp, INFO).train_step)(state, data, jax.random.PRNGKey(3))
   np.testing.assert_allclose(float(metrics["d_loss"]), float(logged["d_loss"]), rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), (g, d),
-               (stepped.params["g"], stepped.params["d"]))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    (g, d),
+    (stepped.params["g"], stepped.params["d"]),
+  )
   assert not tree_equal(g, state.params["g"])
 
 
@@ -372,20 +410,28 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
 
 
 def _kernels(params, name):
-  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf.shape
-          for path, leaf in jax.tree_util.tree_leaves_with_path(params) if name in jax.tree_util.keystr(path)}
+  return {
+    "/".join(str(getattr(k, "key", k)) for k in path): leaf.shape
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    if name in jax.tree_util.keystr(path)
+  }
 
 
-@pytest.mark.parametrize("arch,g_widths,d_widths,kernel,g_sizes", [
+@pytest.mark.parametrize(
+  "arch,g_widths,d_widths,kernel,g_sizes",
+  [
     ("dcgan", (64, 32, 16, 8), (8, 16, 32, 64), 5, [5, 5, 5, 5]),
     ("sngan_cnn", (64, 32, 16), (8, 16, 32, 64), 4, [3, 4, 4]),  # two 4x4 deconvolutions, a 3x3 output conv
-    ("dcgan_mnist", (64, 16), (8, 32), 5, [5, 5])])
+    ("dcgan_mnist", (64, 16), (8, 32), 5, [5, 5]),
+  ],
+)
 def test_each_architecture_has_its_papers_kernel_size(arch, g_widths, d_widths, kernel, g_sizes):
   cfg = gan.Config(arch=arch, g_widths=g_widths, d_widths=d_widths, conditional=arch == "dcgan_mnist")
   info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
   model = gan.make_model(cfg, info)
-  params = jax.eval_shape(gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init,
-                          jax.random.key(0)).params
+  params = jax.eval_shape(
+    gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
+  ).params
   sizes = sorted(s[0] for s in _kernels(params["g"], "kernel").values() if len(s) == 4)
   assert sizes == g_sizes
   assert model.generator.kernel_size == kernel
@@ -396,8 +442,9 @@ def test_each_architecture_has_its_papers_kernel_size(arch, g_widths, d_widths, 
 def test_dcgan_mnist_is_dcgan_tensorflows_conditional_network():
   cfg = gan.Config(arch="dcgan_mnist", g_widths=(1024, 128), d_widths=(64, 1024), conditional=True)
   info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
-  params = jax.eval_shape(gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init,
-                          jax.random.key(0)).params
+  params = jax.eval_shape(
+    gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
+  ).params
   kernels = lambda net: sorted(s for p, s in _kernels(params[net], "kernel").items())
   # model.py's y_dim branch, hand-counted: z + y -> 1024; 1024 + y -> 7*7*128; deconvs over 128 + y.
   assert kernels("g") == sorted([(110, 1024), (1034, 7 * 7 * 128), (5, 5, 138, 128), (5, 5, 138, 1)])
@@ -436,8 +483,9 @@ def test_sigmoid_pixels_take_the_penalty_on_unit_range_images():
   unit = losses.gradient_penalty(on_unit, (real + 1) / 2, (fake + 1) / 2, eps)
   np.testing.assert_allclose(ours, unit, rtol=1e-5)
   # The unit-range gradient is twice the [-1, 1] one (what an unscaled penalty would constrain).
-  np.testing.assert_allclose(losses._input_grad_norms(on_unit, (real + 1) / 2),
-                             2.0 * losses._input_grad_norms(critic, real), rtol=1e-4)  # 1e-12 in the sqrt
+  np.testing.assert_allclose(
+    losses._input_grad_norms(on_unit, (real + 1) / 2), 2.0 * losses._input_grad_norms(critic, real), rtol=1e-4
+  )  # 1e-12 in the sqrt
   assert float(jnp.min(losses._input_grad_norms(critic, real))) > 1e-4
   # And G's sigmoid output is the [0, 1] image mapped to [-1, 1].
   G = models.Generator(arch="dcgan", out_shape=(8, 8, 1), widths=(8, 4), kernel_size=3, norm=False, pixels="sigmoid")
@@ -481,10 +529,19 @@ def test_the_ema_generator_samples_with_its_own_batchnorm_statistics():
 def test_reference_configs_say_what_the_papers_say():
   wgan = _load("wgan_gp_mnist").model
   assert (wgan.weight_init, wgan.crop, wgan.pixels, wgan.n_critic, wgan.critic_batches) == (
-      "tflib", "top_left", "sigmoid", 5, "split")
+    "tflib",
+    "top_left",
+    "sigmoid",
+    5,
+    "split",
+  )
   dcgan = _load("dcgan_mnist")
   assert (dcgan.model.arch, dcgan.model.g_steps, dcgan.model.reuse_noise, dcgan.model.fake_labels) == (
-      "dcgan_mnist", 2, True, "real")
+    "dcgan_mnist",
+    2,
+    True,
+    "real",
+  )
   cnn, resnet = _load("sngan_fashion_mnist", "cnn"), _load("sngan_fashion_mnist", "resnet")
   assert cnn.model.kernel() == 4 and cnn.model.d_learning_rate is None
   assert (cnn.optim.learning_rate, cnn.optim.b1, cnn.optim.b2, cnn.model.n_critic) == (2e-4, 0.5, 0.999, 1)
@@ -501,14 +558,17 @@ def test_dcgan_mnist_draws_every_digit_it_is_asked_for(tmp_path):
   from genjax.metrics import features
   from genjax.trainer import loop
   from genjax.trainer import workdir as workdir_lib
+
   try:
     net = features.get("classifier_mnist")
     data_lib.load(C_Data("mnist"), "test")
   except (features.FeatureNetError, FileNotFoundError) as e:
     pytest.skip(f"needs prepared MNIST and the trained MNIST classifier: {e}")
   exp = _load("dcgan_mnist", "cpu")
-  exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=192, log_every=48, eval_every=192,
-                                                           checkpoint_every=192, progress=False))
+  exp = dataclasses.replace(
+    exp,
+    train=dataclasses.replace(exp.train, steps=192, log_every=48, eval_every=192, checkpoint_every=192, progress=False),
+  )
   loop.train(exp, str(tmp_path))
   _, family, state, _ = workdir_lib.restore(str(tmp_path))
   images = np.asarray(jax.jit(family.sample, static_argnums=2)(state.variables(), jax.random.key(0), 500))

@@ -63,7 +63,7 @@ def numpy_terms(p, x_BxD, eps_BxKxZ, likelihood, num_bins=256):
     log_px = np.sum(np.log(upper - lower), -1)
   log_pz = np.sum(stats.norm.logpdf(z), -1)
   log_qz = np.sum(stats.norm.logpdf(z, mu[:, None], np.exp(log_sd)[:, None]), -1)
-  kl = np.sum(0.5 * (mu ** 2 + np.exp(2 * log_sd) - 1) - log_sd, -1)
+  kl = np.sum(0.5 * (mu**2 + np.exp(2 * log_sd) - 1) - log_sd, -1)
   return log_px.mean(1), kl, log_px + log_pz - log_qz
 
 
@@ -93,11 +93,13 @@ def test_discretized_logistic_is_a_distribution_with_the_stated_mean():
   log_scale = jnp.log(jnp.array([0.2, 0.5, 0.05, 3.0])).reshape(4, 1, 1, 1)
   for bins in (17, 256):
     levels = np.linspace(-1, 1, bins)
-    probs = np.stack([np.exp(vae.discretized_logistic_log_prob(jnp.full(mean.shape, v), mean, log_scale, bins))
-                      for v in levels], -1)
+    probs = np.stack(
+      [np.exp(vae.discretized_logistic_log_prob(jnp.full(mean.shape, v), mean, log_scale, bins)) for v in levels], -1
+    )
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(vae.discretized_logistic_mean(mean, log_scale, bins).ravel(),
-                               (probs * levels).sum(-1), atol=1e-4)
+    np.testing.assert_allclose(
+      vae.discretized_logistic_mean(mean, log_scale, bins).ravel(), (probs * levels).sum(-1), atol=1e-4
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
     def mean_bound(r, k=k):
       eps = vae.draw_eps(model, jax.vmap(lambda key: jax.random.fold_in(key, r))(keys), k)
       return jnp.mean(vae.iwae_bound(model.apply(variables, x, eps)))
+
     bounds[k] = float(jnp.mean(jax.jit(jax.vmap(mean_bound))(jnp.arange(40))))
   # Each sample set: log mean w >= mean log w (Jensen), exactly, not just in expectation.
   terms = model.apply(variables, x, vae.draw_eps(model, keys, 50))
@@ -155,23 +158,29 @@ def test_importance_sampled_nll_matches_exact_linear_gaussian():
   log_std = np.log(np.sqrt(np.diag(post_cov))) + 0.4
   q_kernel = np.concatenate([mean_kernel, np.zeros((4, 2))], 1)
   q_bias = np.concatenate([-b @ mean_kernel, log_std])
-  params = {**variables["params"], "q_heads_0": {"kernel": jnp.asarray(q_kernel, jnp.float32),
-                                                 "bias": jnp.asarray(q_bias, jnp.float32)}}
+  params = {
+    **variables["params"],
+    "q_heads_0": {"kernel": jnp.asarray(q_kernel, jnp.float32), "bias": jnp.asarray(q_bias, jnp.float32)},
+  }
   variables = {"params": params}
   x = np.random.default_rng(5).multivariate_normal(b, cov, size=6).astype(np.float32)
   exact = stats.multivariate_normal(b, cov).logpdf(x.astype(np.float64))
   keys = jax.random.split(jax.random.key(7), 6)
   estimate = jax.jit(lambda v, x, k: vae.importance_sampled_log_px(model, v, x, k, 5000, 500))(
-      variables, jnp.asarray(x.reshape(6, 2, 2, 1)), keys)
+    variables, jnp.asarray(x.reshape(6, 2, 2, 1)), keys
+  )
   np.testing.assert_allclose(estimate, exact, atol=0.03)
   # The elbo with the same (mismatched) encoder is visibly lower: the test would see a bound.
-  elbo = vae.elbo_terms(model.apply(variables, jnp.asarray(x.reshape(6, 2, 2, 1)),
-                                    vae.draw_eps(model, keys, 200)))["elbo"]
+  elbo = vae.elbo_terms(model.apply(variables, jnp.asarray(x.reshape(6, 2, 2, 1)), vae.draw_eps(model, keys, 200)))[
+    "elbo"
+  ]
   assert np.all(np.asarray(elbo) < exact - 0.05)
+
   # Unbiasedness of the importance-sampled p(x) itself (not its log): E[p_hat / p] = 1 for any k.
   def log_p_hat(r):
     rkeys = jax.vmap(lambda key: jax.random.fold_in(key, 1000 + r))(keys)
     return vae.iwae_bound(model.apply(variables, jnp.asarray(x.reshape(6, 2, 2, 1)), vae.draw_eps(model, rkeys, 10)))
+
   ratios = np.exp(np.asarray(jax.jit(jax.vmap(log_p_hat))(jnp.arange(300)), np.float64) - exact).ravel()
   assert abs(ratios.mean() - 1.0) < 4 * ratios.std() / np.sqrt(ratios.size) + 1e-3, ratios.mean()
 
@@ -193,8 +202,7 @@ INFO_4x4 = DataInfo("t", "image", (4, 4, 1), binary=True)
 
 def tiny_exp(**model):
   model = {"hidden": (16,), "latents": (2,), "eval_samples": 40, "eval_chunk": 20, "eval_step_samples": 5, **model}
-  return Experiment(model=vae.Config(**model),
-                    optim=Optim(learning_rate=3e-3), train=Train(steps=100, batch_size=16))
+  return Experiment(model=vae.Config(**model), optim=Optim(learning_rate=3e-3), train=Train(steps=100, batch_size=16))
 
 
 def test_sample_shapes_range_and_determinism():
@@ -235,8 +243,10 @@ def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
   np.testing.assert_allclose(metrics["elbo"], metrics["recon"] - metrics["kl"], rtol=1e-5)
 
   test = binary_batch(6, seed=99)
-  padded = {"image": np.concatenate([test["image"], np.ones((2, 4, 4, 1), np.float32)]),
-            "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
+  padded = {
+    "image": np.concatenate([test["image"], np.ones((2, 4, 4, 1), np.float32)]),
+    "mask": np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32),
+  }
   exact = {"image": test["image"], "mask": np.ones(6, np.float32)}
   out_padded = fam.evaluate(state, [padded], jax.random.key(5))
   out_exact = fam.evaluate(state, [exact], jax.random.key(5))
@@ -264,8 +274,16 @@ def test_config_errors_are_raised_before_compiling():
     vae.build(tiny_exp(eval_samples=50, eval_chunk=20), INFO_4x4)
 
 
-@pytest.mark.parametrize("model", [dict(), pytest.param(dict(architecture="conv", conv_channels=(4, 8), hidden=(8,),
-                                                          objective="iwae", train_samples=3), marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  "model",
+  [
+    dict(),
+    pytest.param(
+      dict(architecture="conv", conv_channels=(4, 8), hidden=(8,), objective="iwae", train_samples=3),
+      marks=pytest.mark.slow,
+    ),
+  ],
+)
 def test_pmap_step_equals_one_device_step(model):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")

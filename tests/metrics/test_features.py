@@ -2,7 +2,6 @@
 train it with `python -m genjax.train --config experiments/classifier_mnist.py --workdir
 $GENJAX_HOME/classifiers/mnist`, or point GENJAX_CLASSIFIER_MNIST at a trained run)."""
 
-
 import numpy as np
 import pytest
 
@@ -72,6 +71,7 @@ def test_trained_mnist_classifier_features_separate_data_from_noise():
   net = _trained_mnist_classifier()
   from genjax import data
   from genjax.config import Data
+
   try:
     batch = next(data.load(Data(name="mnist"), "test").eval_batches(4000))
   except FileNotFoundError as e:

@@ -68,7 +68,7 @@ def test_streaming_stats_equal_batch_stats_with_masks_and_offsets():
   stats = frechet.RunningStats(12)
   start = 0
   for size in (1, 7, 300, 92, 600):
-    chunk = x[start:start + size]
+    chunk = x[start : start + size]
     mask = np.ones(len(chunk))
     padded = np.concatenate([chunk, np.full((5, 12), 123.0, np.float32)])  # padding rows
     stats.update(padded, np.concatenate([mask, np.zeros(5)]))

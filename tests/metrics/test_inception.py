@@ -22,40 +22,71 @@ from genjax.metrics import inception
 
 
 def _inception_a(prefix, cin, pool):
-  return {f"{prefix}.branch1x1": (cin, 64, 1, 1), f"{prefix}.branch5x5_1": (cin, 48, 1, 1),
-          f"{prefix}.branch5x5_2": (48, 64, 5, 5), f"{prefix}.branch3x3dbl_1": (cin, 64, 1, 1),
-          f"{prefix}.branch3x3dbl_2": (64, 96, 3, 3), f"{prefix}.branch3x3dbl_3": (96, 96, 3, 3),
-          f"{prefix}.branch_pool": (cin, pool, 1, 1)}
+  return {
+    f"{prefix}.branch1x1": (cin, 64, 1, 1),
+    f"{prefix}.branch5x5_1": (cin, 48, 1, 1),
+    f"{prefix}.branch5x5_2": (48, 64, 5, 5),
+    f"{prefix}.branch3x3dbl_1": (cin, 64, 1, 1),
+    f"{prefix}.branch3x3dbl_2": (64, 96, 3, 3),
+    f"{prefix}.branch3x3dbl_3": (96, 96, 3, 3),
+    f"{prefix}.branch_pool": (cin, pool, 1, 1),
+  }
 
 
 def _inception_c(prefix, c7):
-  return {f"{prefix}.branch1x1": (768, 192, 1, 1), f"{prefix}.branch7x7_1": (768, c7, 1, 1),
-          f"{prefix}.branch7x7_2": (c7, c7, 1, 7), f"{prefix}.branch7x7_3": (c7, 192, 7, 1),
-          f"{prefix}.branch7x7dbl_1": (768, c7, 1, 1), f"{prefix}.branch7x7dbl_2": (c7, c7, 7, 1),
-          f"{prefix}.branch7x7dbl_3": (c7, c7, 1, 7), f"{prefix}.branch7x7dbl_4": (c7, c7, 7, 1),
-          f"{prefix}.branch7x7dbl_5": (c7, 192, 1, 7), f"{prefix}.branch_pool": (768, 192, 1, 1)}
+  return {
+    f"{prefix}.branch1x1": (768, 192, 1, 1),
+    f"{prefix}.branch7x7_1": (768, c7, 1, 1),
+    f"{prefix}.branch7x7_2": (c7, c7, 1, 7),
+    f"{prefix}.branch7x7_3": (c7, 192, 7, 1),
+    f"{prefix}.branch7x7dbl_1": (768, c7, 1, 1),
+    f"{prefix}.branch7x7dbl_2": (c7, c7, 7, 1),
+    f"{prefix}.branch7x7dbl_3": (c7, c7, 1, 7),
+    f"{prefix}.branch7x7dbl_4": (c7, c7, 7, 1),
+    f"{prefix}.branch7x7dbl_5": (c7, 192, 1, 7),
+    f"{prefix}.branch_pool": (768, 192, 1, 1),
+  }
 
 
 def _inception_e(prefix, cin):
-  return {f"{prefix}.branch1x1": (cin, 320, 1, 1), f"{prefix}.branch3x3_1": (cin, 384, 1, 1),
-          f"{prefix}.branch3x3_2a": (384, 384, 1, 3), f"{prefix}.branch3x3_2b": (384, 384, 3, 1),
-          f"{prefix}.branch3x3dbl_1": (cin, 448, 1, 1), f"{prefix}.branch3x3dbl_2": (448, 384, 3, 3),
-          f"{prefix}.branch3x3dbl_3a": (384, 384, 1, 3), f"{prefix}.branch3x3dbl_3b": (384, 384, 3, 1),
-          f"{prefix}.branch_pool": (cin, 192, 1, 1)}
+  return {
+    f"{prefix}.branch1x1": (cin, 320, 1, 1),
+    f"{prefix}.branch3x3_1": (cin, 384, 1, 1),
+    f"{prefix}.branch3x3_2a": (384, 384, 1, 3),
+    f"{prefix}.branch3x3_2b": (384, 384, 3, 1),
+    f"{prefix}.branch3x3dbl_1": (cin, 448, 1, 1),
+    f"{prefix}.branch3x3dbl_2": (448, 384, 3, 3),
+    f"{prefix}.branch3x3dbl_3a": (384, 384, 1, 3),
+    f"{prefix}.branch3x3dbl_3b": (384, 384, 3, 1),
+    f"{prefix}.branch_pool": (cin, 192, 1, 1),
+  }
 
 
 REFERENCE_CONVS = {
-    "Conv2d_1a_3x3": (3, 32, 3, 3), "Conv2d_2a_3x3": (32, 32, 3, 3), "Conv2d_2b_3x3": (32, 64, 3, 3),
-    "Conv2d_3b_1x1": (64, 80, 1, 1), "Conv2d_4a_3x3": (80, 192, 3, 3),
-    **_inception_a("Mixed_5b", 192, 32), **_inception_a("Mixed_5c", 256, 64), **_inception_a("Mixed_5d", 288, 64),
-    "Mixed_6a.branch3x3": (288, 384, 3, 3), "Mixed_6a.branch3x3dbl_1": (288, 64, 1, 1),
-    "Mixed_6a.branch3x3dbl_2": (64, 96, 3, 3), "Mixed_6a.branch3x3dbl_3": (96, 96, 3, 3),
-    **_inception_c("Mixed_6b", 128), **_inception_c("Mixed_6c", 160), **_inception_c("Mixed_6d", 160),
-    **_inception_c("Mixed_6e", 192),
-    "Mixed_7a.branch3x3_1": (768, 192, 1, 1), "Mixed_7a.branch3x3_2": (192, 320, 3, 3),
-    "Mixed_7a.branch7x7x3_1": (768, 192, 1, 1), "Mixed_7a.branch7x7x3_2": (192, 192, 1, 7),
-    "Mixed_7a.branch7x7x3_3": (192, 192, 7, 1), "Mixed_7a.branch7x7x3_4": (192, 192, 3, 3),
-    **_inception_e("Mixed_7b", 1280), **_inception_e("Mixed_7c", 2048),
+  "Conv2d_1a_3x3": (3, 32, 3, 3),
+  "Conv2d_2a_3x3": (32, 32, 3, 3),
+  "Conv2d_2b_3x3": (32, 64, 3, 3),
+  "Conv2d_3b_1x1": (64, 80, 1, 1),
+  "Conv2d_4a_3x3": (80, 192, 3, 3),
+  **_inception_a("Mixed_5b", 192, 32),
+  **_inception_a("Mixed_5c", 256, 64),
+  **_inception_a("Mixed_5d", 288, 64),
+  "Mixed_6a.branch3x3": (288, 384, 3, 3),
+  "Mixed_6a.branch3x3dbl_1": (288, 64, 1, 1),
+  "Mixed_6a.branch3x3dbl_2": (64, 96, 3, 3),
+  "Mixed_6a.branch3x3dbl_3": (96, 96, 3, 3),
+  **_inception_c("Mixed_6b", 128),
+  **_inception_c("Mixed_6c", 160),
+  **_inception_c("Mixed_6d", 160),
+  **_inception_c("Mixed_6e", 192),
+  "Mixed_7a.branch3x3_1": (768, 192, 1, 1),
+  "Mixed_7a.branch3x3_2": (192, 320, 3, 3),
+  "Mixed_7a.branch7x7x3_1": (768, 192, 1, 1),
+  "Mixed_7a.branch7x7x3_2": (192, 192, 1, 7),
+  "Mixed_7a.branch7x7x3_3": (192, 192, 7, 1),
+  "Mixed_7a.branch7x7x3_4": (192, 192, 3, 3),
+  **_inception_e("Mixed_7b", 1280),
+  **_inception_e("Mixed_7c", 2048),
 }
 
 
@@ -73,8 +104,11 @@ def reference_state_dict_shapes():
 
 def flax_shapes():
   variables = inception.abstract_variables()
-  return {(col, *(k.key for k in path)): leaf.shape
-          for col in variables for path, leaf in jax.tree_util.tree_leaves_with_path(variables[col])}
+  return {
+    (col, *(k.key for k in path)): leaf.shape
+    for col in variables
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables[col])
+  }
 
 
 def test_parameter_shapes_and_count_match_the_reference_architecture():
@@ -86,7 +120,11 @@ def test_parameter_shapes_and_count_match_the_reference_architecture():
       collection, path = mapped
       expected[(collection, *path)] = inception.torch_to_flax_array(name, np.zeros(shape)).shape
   assert flax_shapes() == expected
-  trainable = sum(int(np.prod(s)) for n, s in reference.items() if not n.endswith(("running_mean", "running_var", "num_batches_tracked")))
+  trainable = sum(
+    int(np.prod(s))
+    for n, s in reference.items()
+    if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+  )
   flax_params = sum(int(np.prod(s)) for k, s in flax_shapes().items() if k[0] == "params")
   assert flax_params == trainable
   # torchvision documents 27,161,264 parameters for inception_v3 (1000 classes, with the
@@ -203,8 +241,12 @@ def _example(torch):
   state["fc.weight"] = _TensorRecord(torch, s0, 0, (4, 6), (1, 4))  # transposed view [6,4].T
   state["fc.bias"] = _TensorRecord(torch, s0, 20, (4,), (1,))
   state["bn.num_batches_tracked"] = _TensorRecord(torch, s1, 1, (), ())
-  want = {"conv.weight": base.reshape(2, 3, 2, 2), "fc.weight": base.reshape(6, 4).T,
-          "fc.bias": base[20:24], "bn.num_batches_tracked": np.array(9)}
+  want = {
+    "conv.weight": base.reshape(2, 3, 2, 2),
+    "fc.weight": base.reshape(6, 4).T,
+    "fc.bias": base[20:24],
+    "bn.num_batches_tracked": np.array(9),
+  }
   return state, {"0": base.tobytes(), "1": ints.tobytes()}, want
 
 
@@ -254,14 +296,19 @@ def test_refuses_to_execute_code_in_weight_files(tmp_path):
 
 def test_state_dict_maps_onto_the_flax_tree_and_checks_shapes():
   rng = np.random.default_rng(0)
-  state = {name: rng.standard_normal(shape, np.float32) if shape else np.array(3)
-           for name, shape in reference_state_dict_shapes().items()}
+  state = {
+    name: rng.standard_normal(shape, np.float32) if shape else np.array(3)
+    for name, shape in reference_state_dict_shapes().items()
+  }
   variables = inception.variables_from_state_dict(state)
-  np.testing.assert_array_equal(variables["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"],
-                                state["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    variables["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"],
+    state["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0),
+  )
   np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], state["fc.weight"].T)
-  np.testing.assert_array_equal(variables["batch_stats"]["Conv2d_1a_3x3"]["bn"]["var"],
-                                state["Conv2d_1a_3x3.bn.running_var"])
+  np.testing.assert_array_equal(
+    variables["batch_stats"]["Conv2d_1a_3x3"]["bn"]["var"], state["Conv2d_1a_3x3.bn.running_var"]
+  )
   del state["Mixed_7c.branch_pool.bn.bias"]
   with pytest.raises(ValueError, match="missing"):
     inception.variables_from_state_dict(state)
@@ -270,8 +317,7 @@ def test_state_dict_maps_onto_the_flax_tree_and_checks_shapes():
 def test_missing_weights_error_names_file_url_and_place(tmp_path, monkeypatch):
   monkeypatch.setenv("GENJAX_HOME", str(tmp_path))
   monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-  monkeypatch.setattr(inception.urllib.request, "urlretrieve",
-                      lambda *a: (_ for _ in ()).throw(OSError("no network")))
+  monkeypatch.setattr(inception.urllib.request, "urlretrieve", lambda *a: (_ for _ in ()).throw(OSError("no network")))
   with pytest.raises(FileNotFoundError) as error:
     inception.find_weights()
   message = str(error.value)

@@ -21,7 +21,7 @@ def test_counter_is_exact_on_a_synthetic_histogram():
   digits[:, 0] = np.minimum(digits[:, 0], 4)  # only modes 0xx .. 4xx: at most 500 modes
   counter = stacked_mnist.ModeCounter(read_digit)
   for start in range(0, len(digits), 700):
-    counter.update(images_of(digits[start:start + 700]))
+    counter.update(images_of(digits[start : start + 700]))
   want = np.zeros(1000, int)
   for a, b, c in digits:
     want[int(f"{a}{b}{c}")] += 1

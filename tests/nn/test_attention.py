@@ -35,10 +35,12 @@ def test_module_matches_numpy_causal_attention():
 def test_rotary_scores_depend_only_on_relative_position():
   q = jax.random.normal(jax.random.key(0), (1, 1, 1, 16))
   k = jax.random.normal(jax.random.key(1), (1, 1, 1, 16))
+
   def score(pq, pk):
     rq = attention.rotary(q, jnp.array([pq]))
     rk = attention.rotary(k, jnp.array([pk]))
     return float(jnp.sum(rq * rk))
+
   assert score(3, 1) == pytest.approx(score(10, 8), abs=1e-4)
   assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
   # A rotation keeps the norm.
@@ -56,7 +58,7 @@ def test_cache_prefill_then_decode_matches_full_pass(rotary):
   first, cache = module.apply(variables, x[:, :P], jnp.arange(P), cache)
   outs = [first]
   for t in range(P, L):
-    y, cache = module.apply(variables, x[:, t:t + 1], jnp.array([t]), cache)
+    y, cache = module.apply(variables, x[:, t : t + 1], jnp.array([t]), cache)
     outs.append(y)
   assert int(cache["index"]) == L
   np.testing.assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)

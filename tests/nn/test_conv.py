@@ -12,10 +12,16 @@ from genjax.nn import conv
 # odd sizes (7 -> 14 -> keep 13 in TF's convention is the caller's crop), kernels smaller than,
 # equal to and larger than the stride, and non-square inputs.
 CASES = [
-    (2, 2, 8, 4, 5, 2, "SAME"), (4, 4, 8, 4, 5, 2, "SAME"), (7, 7, 3, 5, 5, 2, "SAME"),
-    (7, 5, 3, 2, 4, 2, "SAME"), (6, 6, 3, 2, 3, 2, "VALID"), (5, 5, 3, 2, 4, 2, "VALID"),
-    (6, 6, 2, 3, 3, 3, "SAME"), (5, 6, 2, 3, 1, 2, "SAME"), (5, 5, 2, 2, 2, 2, "SAME"),
-    (3, 4, 2, 2, 3, 1, "SAME"),
+  (2, 2, 8, 4, 5, 2, "SAME"),
+  (4, 4, 8, 4, 5, 2, "SAME"),
+  (7, 7, 3, 5, 5, 2, "SAME"),
+  (7, 5, 3, 2, 4, 2, "SAME"),
+  (6, 6, 3, 2, 3, 2, "VALID"),
+  (5, 5, 3, 2, 4, 2, "VALID"),
+  (6, 6, 2, 3, 3, 3, "SAME"),
+  (5, 6, 2, 3, 1, 2, "SAME"),
+  (5, 5, 2, 2, 2, 2, "SAME"),
+  (3, 4, 2, 2, 3, 1, "SAME"),
 ]
 
 
@@ -47,7 +53,9 @@ def test_conv_transpose_equals_flax(h, w, cin, cout, k, s, padding):
 @pytest.mark.parametrize("h,w,cin,cout,k,s,padding", CASES)
 def test_strided_conv_equals_flax(h, w, cin, cout, k, s, padding):
   x = jnp.asarray(np.random.default_rng(h * 10 + k).normal(size=(2, h, w, cin)), jnp.float32)
-  _check_same_function(nn.Conv(cout, (k, k), (s, s), padding), conv.Conv(cout, (k, k), (s, s), padding, impl="matmul"), x)
+  _check_same_function(
+    nn.Conv(cout, (k, k), (s, s), padding), conv.Conv(cout, (k, k), (s, s), padding, impl="matmul"), x
+  )
 
 
 def test_unsupported_arguments_fall_back_to_lax():

@@ -11,7 +11,9 @@ from genjax.nn.unet import UNet, count_params
 
 def test_cifar10_config_has_the_papers_parameter_count():
   # Ho et al. 2020, Table/appendix B: 35.7M parameters for the CIFAR-10 model.
-  n = count_params(UNet(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1), (32, 32, 3))
+  n = count_params(
+    UNet(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1), (32, 32, 3)
+  )
   assert round(n / 1e6, 1) == 35.7, n
 
 
@@ -61,7 +63,11 @@ def test_attention_only_at_the_listed_resolutions():
   assert {"down_1_attn_0", "up_1_attn_0", "up_1_attn_1", "mid_attn"} <= names
   assert not any(n.startswith(("down_0_attn", "up_0_attn", "down_2_attn", "up_2_attn")) for n in names)
   with pytest.raises(ValueError, match="cannot be halved"):
-    jax.eval_shape(lambda: UNet(ch=32, ch_mult=(1, 2, 2, 2)).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32)))
+    jax.eval_shape(
+      lambda: UNet(ch=32, ch_mult=(1, 2, 2, 2)).init(
+        jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32)
+      )
+    )
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output():

@@ -24,8 +24,11 @@ def fault_table():
 def pytest_terminal_summary(terminalreporter):
   if not _TABLE:
     return
-  lines = ["", "fault injection                           trials  outcome",
-           "----------------------------------------  ------  -------------------------------"]
+  lines = [
+    "",
+    "fault injection                           trials  outcome",
+    "----------------------------------------  ------  -------------------------------",
+  ]
   for fault, row in _TABLE.items():
     outcomes = ", ".join(f"{n} {o}" for o, n in row["outcomes"].items())
     lines.append(f"{fault:<40}  {row['trials']:>6}  {outcomes}")

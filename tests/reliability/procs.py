@@ -22,8 +22,12 @@ def free_port() -> int:
 
 def child_env(devices: int) -> dict:
   """The environment of a child: `devices` simulated CPU devices, the repo importable."""
-  return {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": simulated_devices_xla_flags(devices, os.environ.get("XLA_FLAGS", ""))}
+  return {
+    **os.environ,
+    "PYTHONPATH": REPO,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": simulated_devices_xla_flags(devices, os.environ.get("XLA_FLAGS", "")),
+  }
 
 
 def train_command(config: str, workdir: str, *extra: str):

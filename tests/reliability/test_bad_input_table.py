@@ -10,7 +10,7 @@ import pytest
 from tests.reliability.test_bad_input import _fails_cleanly
 from tests.test_stack import text_export  # noqa: F401 - the fixture
 
-CONFIG = '''
+CONFIG = """
 import dataclasses
 from genjax import config as C
 from tests.test_stack import experiments
@@ -19,43 +19,49 @@ def get_config(arg=None):
   exp = experiments({text_dir!r})[{name!r}]
   return dataclasses.replace(exp, name="bad-input", train=C.Train(steps=2, batch_size=8, log_every=1, eval_every=2,
                              checkpoint_every=2, progress=False), eval=C.Eval(num_batches=1, batch_size=8, num_samples=2))
-'''
+"""
 
 # case -> (family config, extra arguments, what the message must name)
 TRAIN = {
-    "vae without latents": ("vae", ["--config.model.latents="], "latents"),
-    "vae bernoulli on grey images": ("vae", ["--config.model.likelihood=bernoulli"], "binarize"),
-    "gan penalty with batchnorm": ("gan", ["--config.model.gp_weight=10"], "d_norm"),
-    "gan pack not dividing the batch": ("gan", ["--config.model.pack=3"], "multiple"),
-    "gan dcgan_mnist unconditional": ("gan", ["--config.model.arch=dcgan_mnist"], "conditional"),
-    "gan real labels unconditional": ("gan", ["--config.model.fake_labels=real"], "conditional"),
-    "gpt heads not dividing width": ("gpt", ["--config.model.width=15"], "divisible"),
-    "gpt vocabulary too small": ("gpt", ["--config.model.vocab_size=3"], "vocab_size"),
-    "gpt on images": ("gpt", ["--config.data.name=digits", "--config.data.train_split=train",
-                              "--config.data.eval_split=test"], "text"),
-    "pixelcnn on grey images": ("pixelcnn", ["--config.data.binarize=none"], "binary"),
-    "pixelcnn even kernel": ("pixelcnn", ["--config.model.kernel_size=4"], "odd"),
-    "diffusion channels not for groupnorm": ("diffusion", ["--config.model.ch=48"], "multiple of 32"),
-    "diffusion too many halvings": ("diffusion", ["--config.model.ch_mult=1,2,2,2,2"], "ch_mult"),
-    "diffusion guidance unconditional": ("diffusion", ["--config.model.guidance_scale=2"], "class_conditional"),
-    "diffusion label dropout above one": ("diffusion", ["--config.model.label_dropout=1.5"], "label_dropout"),
-    "diffusion unknown sampler": ("diffusion", ["--config.model.sampler=euler"], "sampler"),
-    "classifier on text": ("gpt", ["--config.family=classifier"], "family"),
-    "family and model disagree": ("vae", ["--config.family=gan"], "family"),
-    "unknown family": ("vae", ["--config.family=flow"], "Unknown family"),
-    "unknown dataset": ("vae", ["--config.data.name=cifar100"], "Unknown dataset"),
-    "unknown split": ("vae", ["--config.data.eval_split=tset"], "splits"),
-    "negative seed": ("vae", ["--config.train.seed=-1"], "seed"),
-    "more devices than exist": ("vae", ["--config.parallel.num_devices=64"], "devices exist"),
-    "model axis not dividing the devices": ("vae", ["--config.parallel.model_parallel=3"], "model_parallel"),
-    "model axis under pmap": ("vae", ["--config.parallel.mode=pmap", "--config.parallel.model_parallel=2"], "mesh"),
-    "unknown parallel mode": ("vae", ["--config.parallel.mode=dp"], "parallel.mode"),
-    "profile steps backwards": ("vae", ["--config.train.profile_steps=5,1"], "profile_steps"),
-    "steps per call not dividing": ("vae", ["--config.train.steps_per_call=3"], "multiple of"),
-    "ema decay of one": ("vae", ["--config.optim.ema_decay=1.0"], "ema_decay"),
-    "warmup longer than the run": ("vae", ["--config.optim.schedule=warmup_cosine", "--config.optim.warmup_steps=5"],
-                                   "warmup_steps"),
-    "batch not dividing the devices": ("vae", ["--config.train.batch_size=12"], "divide"),
+  "vae without latents": ("vae", ["--config.model.latents="], "latents"),
+  "vae bernoulli on grey images": ("vae", ["--config.model.likelihood=bernoulli"], "binarize"),
+  "gan penalty with batchnorm": ("gan", ["--config.model.gp_weight=10"], "d_norm"),
+  "gan pack not dividing the batch": ("gan", ["--config.model.pack=3"], "multiple"),
+  "gan dcgan_mnist unconditional": ("gan", ["--config.model.arch=dcgan_mnist"], "conditional"),
+  "gan real labels unconditional": ("gan", ["--config.model.fake_labels=real"], "conditional"),
+  "gpt heads not dividing width": ("gpt", ["--config.model.width=15"], "divisible"),
+  "gpt vocabulary too small": ("gpt", ["--config.model.vocab_size=3"], "vocab_size"),
+  "gpt on images": (
+    "gpt",
+    ["--config.data.name=digits", "--config.data.train_split=train", "--config.data.eval_split=test"],
+    "text",
+  ),
+  "pixelcnn on grey images": ("pixelcnn", ["--config.data.binarize=none"], "binary"),
+  "pixelcnn even kernel": ("pixelcnn", ["--config.model.kernel_size=4"], "odd"),
+  "diffusion channels not for groupnorm": ("diffusion", ["--config.model.ch=48"], "multiple of 32"),
+  "diffusion too many halvings": ("diffusion", ["--config.model.ch_mult=1,2,2,2,2"], "ch_mult"),
+  "diffusion guidance unconditional": ("diffusion", ["--config.model.guidance_scale=2"], "class_conditional"),
+  "diffusion label dropout above one": ("diffusion", ["--config.model.label_dropout=1.5"], "label_dropout"),
+  "diffusion unknown sampler": ("diffusion", ["--config.model.sampler=euler"], "sampler"),
+  "classifier on text": ("gpt", ["--config.family=classifier"], "family"),
+  "family and model disagree": ("vae", ["--config.family=gan"], "family"),
+  "unknown family": ("vae", ["--config.family=flow"], "Unknown family"),
+  "unknown dataset": ("vae", ["--config.data.name=cifar100"], "Unknown dataset"),
+  "unknown split": ("vae", ["--config.data.eval_split=tset"], "splits"),
+  "negative seed": ("vae", ["--config.train.seed=-1"], "seed"),
+  "more devices than exist": ("vae", ["--config.parallel.num_devices=64"], "devices exist"),
+  "model axis not dividing the devices": ("vae", ["--config.parallel.model_parallel=3"], "model_parallel"),
+  "model axis under pmap": ("vae", ["--config.parallel.mode=pmap", "--config.parallel.model_parallel=2"], "mesh"),
+  "unknown parallel mode": ("vae", ["--config.parallel.mode=dp"], "parallel.mode"),
+  "profile steps backwards": ("vae", ["--config.train.profile_steps=5,1"], "profile_steps"),
+  "steps per call not dividing": ("vae", ["--config.train.steps_per_call=3"], "multiple of"),
+  "ema decay of one": ("vae", ["--config.optim.ema_decay=1.0"], "ema_decay"),
+  "warmup longer than the run": (
+    "vae",
+    ["--config.optim.schedule=warmup_cosine", "--config.optim.warmup_steps=5"],
+    "warmup_steps",
+  ),
+  "batch not dividing the devices": ("vae", ["--config.train.batch_size=12"], "divide"),
 }
 
 
@@ -69,17 +75,25 @@ def _write(tmp_path, name, text_dir):
 def test_train_refuses_bad_values_of_every_family(case, text_export, tmp_path, capsys, monkeypatch):  # noqa: F811
   family, extra, needle = TRAIN[case]
   workdir = tmp_path / "w"
-  _fails_cleanly("train", ["--config", _write(tmp_path, family, text_export), "--workdir", str(workdir), *extra],
-                 capsys, monkeypatch, needle)
+  _fails_cleanly(
+    "train",
+    ["--config", _write(tmp_path, family, text_export), "--workdir", str(workdir), *extra],
+    capsys,
+    monkeypatch,
+    needle,
+  )
   assert not (workdir / "checkpoints").exists()
 
 
 BROKEN_FILES = {
-    "syntax error": ("def get_config(arg=None):\n  return (\n", "broken_file.py:"),
-    "name error at import": ("import genjax\nfrom genjax import nothing_here\n", "ImportError"),
-    "no get_config": ("x = 1\n", "get_config"),
-    "returns something else": ("def get_config(arg=None):\n  return {'steps': 3}\n", "expected genjax.config.Experiment"),
-    "raises on its argument": ("def get_config(arg='a'):\n  raise ValueError(f'takes a or b, got {arg!r}')\n", "takes a or b"),
+  "syntax error": ("def get_config(arg=None):\n  return (\n", "broken_file.py:"),
+  "name error at import": ("import genjax\nfrom genjax import nothing_here\n", "ImportError"),
+  "no get_config": ("x = 1\n", "get_config"),
+  "returns something else": ("def get_config(arg=None):\n  return {'steps': 3}\n", "expected genjax.config.Experiment"),
+  "raises on its argument": (
+    "def get_config(arg='a'):\n  raise ValueError(f'takes a or b, got {arg!r}')\n",
+    "takes a or b",
+  ),
 }
 
 
@@ -93,10 +107,20 @@ def test_broken_config_files_name_the_file_and_line(case, tmp_path, capsys, monk
 
 
 def test_arguments_configs_do_not_take(tmp_path, capsys, monkeypatch):
-  _fails_cleanly("train", ["--config", "experiments/gpt2_small.py:medium", "--workdir", str(tmp_path / "w")], capsys,
-                 monkeypatch, "no argument")
-  _fails_cleanly("train", ["--config", "experiments/vae_binarized_mnist.py:vea", "--workdir", str(tmp_path / "w")],
-                 capsys, monkeypatch, "vae")
+  _fails_cleanly(
+    "train",
+    ["--config", "experiments/gpt2_small.py:medium", "--workdir", str(tmp_path / "w")],
+    capsys,
+    monkeypatch,
+    "no argument",
+  )
+  _fails_cleanly(
+    "train",
+    ["--config", "experiments/vae_binarized_mnist.py:vea", "--workdir", str(tmp_path / "w")],
+    capsys,
+    monkeypatch,
+    "vae",
+  )
 
 
 def _digest(folder) -> str:
@@ -112,6 +136,7 @@ def _digest(folder) -> str:
 def trained(text_export, tmp_path_factory):  # noqa: F811
   """Two small trained runs (a VAE and the classifier) that rejected commands must not touch."""
   from genjax.train import main
+
   root = tmp_path_factory.mktemp("trained")
   runs = {}
   for family in ("vae", "classifier"):
@@ -122,17 +147,17 @@ def trained(text_export, tmp_path_factory):  # noqa: F811
 
 
 SAMPLE = [
-    (["--temperature", "0.5"], "not a sampling option"),
-    (["--num_steps=ten"], "not a sampling option"),
-    (["--seed", "-1"], "--seed"),
-    (["--num", "0"], "--num"),
+  (["--temperature", "0.5"], "not a sampling option"),
+  (["--num_steps=ten"], "not a sampling option"),
+  (["--seed", "-1"], "--seed"),
+  (["--num", "0"], "--num"),
 ]
 EVALUATE = [
-    (["--metrics", "modes"], "modes counts"),
-    (["--sampler", "ddim"], "sampling options are for --metrics"),
-    (["--max_examples", "0"], "--max_examples"),
-    (["--batch_size", "0"], "--batch_size"),
-    (["--seed", "-3"], "--seed"),
+  (["--metrics", "modes"], "modes counts"),
+  (["--sampler", "ddim"], "sampling options are for --metrics"),
+  (["--max_examples", "0"], "--max_examples"),
+  (["--batch_size", "0"], "--batch_size"),
+  (["--seed", "-3"], "--seed"),
 ]
 
 
@@ -142,26 +167,36 @@ def test_sample_and_evaluate_refuse_bad_flags_and_touch_nothing(trained, tmp_pat
   for argv, needle in SAMPLE:
     _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", out, *argv], capsys, monkeypatch, needle)
   _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", str(tmp_path / "s.txt")], capsys, monkeypatch, ".png")
-  _fails_cleanly("sample", ["--workdir", trained["classifier"], "--out", out], capsys, monkeypatch,
-                 "not a generative model")
+  _fails_cleanly(
+    "sample", ["--workdir", trained["classifier"], "--out", out], capsys, monkeypatch, "not a generative model"
+  )
   for argv, needle in EVALUATE:
     _fails_cleanly("evaluate", ["--workdir", trained["vae"], *argv], capsys, monkeypatch, needle)
-  _fails_cleanly("evaluate", ["--workdir", trained["classifier"], "--metrics", "fd"], capsys, monkeypatch,
-                 "not a generative model")
+  _fails_cleanly(
+    "evaluate", ["--workdir", trained["classifier"], "--metrics", "fd"], capsys, monkeypatch, "not a generative model"
+  )
   # A rejected train command on an existing run: another experiment's config, a broken override.
   from genjax.trainer import workdir as workdir_lib
+
   config = trained["vae"] + "_again.py"
   open(config, "w").write(CONFIG.format(text_dir="", name="vae"))
-  _fails_cleanly("train", ["--config", config, "--workdir", trained["vae"], "--config.model.hidden=32"], capsys,
-                 monkeypatch, "different experiment")
-  _fails_cleanly("train", ["--config", config, "--workdir", trained["vae"], "--config.train.seed=-2"], capsys,
-                 monkeypatch, "seed")
+  _fails_cleanly(
+    "train",
+    ["--config", config, "--workdir", trained["vae"], "--config.model.hidden=32"],
+    capsys,
+    monkeypatch,
+    "different experiment",
+  )
+  _fails_cleanly(
+    "train", ["--config", config, "--workdir", trained["vae"], "--config.train.seed=-2"], capsys, monkeypatch, "seed"
+  )
   assert {name: _digest(w) for name, w in trained.items()} == before
   assert workdir_lib.load_config(trained["vae"]).train.steps == 2
 
 
 def test_a_corrupt_workdir_is_reported_and_kept(trained, tmp_path, capsys, monkeypatch):
   import shutil
+
   broken = str(tmp_path / "broken")
   shutil.copytree(trained["vae"], broken)
   with open(os.path.join(broken, "config.json"), "w") as f:

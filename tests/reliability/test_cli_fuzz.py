@@ -22,15 +22,20 @@ def _leaf_keys(obj, prefix=""):
 
 
 KEYS = _leaf_keys(small_experiment())
-VALUES = st.one_of(st.text(max_size=12), st.integers(-10**12, 10**12).map(str),
-                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                   st.sampled_from(["", "None", "true", "()", "(1,", "[1, 2]", "1e999", "-0", "jit", "digits",
-                                    "'", '"', "=", "--", "(8,)", "float32"]))
+VALUES = st.one_of(
+  st.text(max_size=12),
+  st.integers(-(10**12), 10**12).map(str),
+  st.floats(allow_nan=True, allow_infinity=True).map(repr),
+  st.sampled_from(
+    ["", "None", "true", "()", "(1,", "[1, 2]", "1e999", "-0", "jit", "digits", "'", '"', "=", "--", "(8,)", "float32"]
+  ),
+)
 ARG = st.one_of(
-    st.builds(lambda k, v: f"--config.{k}={v}", st.sampled_from(KEYS), VALUES),
-    st.builds(lambda k, v: f"--config.{k}={v}", st.text(max_size=15), VALUES),
-    st.builds(lambda k: f"--config.{k}", st.sampled_from(KEYS)),
-    st.text(max_size=15))
+  st.builds(lambda k, v: f"--config.{k}={v}", st.sampled_from(KEYS), VALUES),
+  st.builds(lambda k, v: f"--config.{k}={v}", st.text(max_size=15), VALUES),
+  st.builds(lambda k: f"--config.{k}", st.sampled_from(KEYS)),
+  st.text(max_size=15),
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

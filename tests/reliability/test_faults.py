@@ -46,6 +46,7 @@ def unfinished_saves(workdir, after=0):
 
 def evaluated(workdir):
   from genjax.trainer.writers import read_metrics
+
   return {r["step"] for r in read_metrics(workdir) if any(k.startswith("eval_") for k in r)}
 
 
@@ -64,8 +65,12 @@ def snapshot(folder):
 # Real processes killed at random moments
 # ----------------------------------------------------------------------------------------------
 
-PHASES = ("SIGKILL during a step", "SIGKILL during an async save", "SIGKILL during evaluation",
-          "SIGTERM (preemption, exit 75)")
+PHASES = (
+  "SIGKILL during a step",
+  "SIGKILL during an async save",
+  "SIGKILL during evaluation",
+  "SIGTERM (preemption, exit 75)",
+)
 TRIALS_PER_PHASE = int(os.environ.get("GENJAX_FAULT_TRIALS", "2"))  # raise it for a longer soak
 STEPS, CHECKPOINT_EVERY, EVAL_EVERY = 100, 5, 10
 TIMEOUT = 240
@@ -79,9 +84,11 @@ def _trigger(phase, workdir, rng, seen_before):
     return lambda: max(losses(workdir), default=0) >= target
   if "save" in phase:
     return lambda: bool(unfinished_saves(workdir, after=seen_before))
+
   def in_eval():  # the loss of an eval step is logged and its eval record is not yet written
     pending = [s for s in losses(workdir) if s % EVAL_EVERY == 0 and s > seen_before]
     return bool(pending) and max(pending) not in evaluated(workdir)
+
   return in_eval
 
 
@@ -177,13 +184,16 @@ def _corrupt_empty_files(workdir):
 
 def _corrupt_delete_array_data(workdir):
   state = os.path.join(workdir, "checkpoints", "8", "state")
-  data = [os.path.join(r, f) for r, _, fs in os.walk(state) for f in fs if "d" in os.path.relpath(r, state).split(os.sep)]
+  data = [
+    os.path.join(r, f) for r, _, fs in os.walk(state) for f in fs if "d" in os.path.relpath(r, state).split(os.sep)
+  ]
   for path in data or [os.path.join(r, f) for r, _, fs in os.walk(state) for f in fs]:
     os.remove(path)
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_truncate_state, _corrupt_truncate_meta, _corrupt_empty_files,
-                                     _corrupt_delete_array_data])
+@pytest.mark.parametrize(
+  "corrupt", [_corrupt_truncate_state, _corrupt_truncate_meta, _corrupt_empty_files, _corrupt_delete_array_data]
+)
 def test_damaged_latest_checkpoint_falls_back_and_resumes_bit_exact(runs, tmp_path, corrupt, fault_table):
   workdir = _copy(runs, tmp_path)
   corrupt(workdir)
@@ -242,11 +252,14 @@ def test_unwritable_workdir_is_a_clear_error(runs, tmp_path, fault_table):
   fault_table.record("read-only workdir (chmod 555)", CLEAN)
 
 
-@pytest.mark.parametrize("changes, named", [
+@pytest.mark.parametrize(
+  "changes, named",
+  [
     ({"model.hidden": "(32,)"}, "model.hidden"),
     ({"data.name": "mnist", "train.batch_size": "32"}, "data.name"),
     ({"optim.learning_rate": "0.1", "train.seed": "3"}, "train.seed"),
-])
+  ],
+)
 def test_workdir_of_another_model_is_refused_naming_the_fields(runs, tmp_path, changes, named, fault_table):
   workdir = _copy(runs, tmp_path)
   before = snapshot(workdir)
@@ -286,15 +299,21 @@ def test_nan_in_a_batch_stops_naming_step_and_metric(runs, tmp_path, monkeypatch
     def batch(step, *args, **kwargs):
       out = real_batch(step, *args, **kwargs)
       if step == bad_step:
-        out = dict(out, image=np.where(np.arange(out["image"].size).reshape(out["image"].shape) == 7,
-                                       np.nan, out["image"]).astype(out["image"].dtype))
+        out = dict(
+          out,
+          image=np.where(np.arange(out["image"].size).reshape(out["image"].shape) == 7, np.nan, out["image"]).astype(
+            out["image"].dtype
+          ),
+        )
       return out
 
     dataset.batch = batch
     return dataset
 
   monkeypatch.setattr(loop.data_lib, "load", poisoned_load)
-  with pytest.raises(loop.NonFiniteLoss, match=rf"Step {bad_step + 1}: .*loss = nan.*last good checkpoint \(step {bad_step}\)"):
+  with pytest.raises(
+    loop.NonFiniteLoss, match=rf"Step {bad_step + 1}: .*loss = nan.*last good checkpoint \(step {bad_step}\)"
+  ):
     loop.train(small_experiment(steps=12, checkpoint_every=1), workdir)
   _, _, state, _ = workdir_lib.restore(workdir)
   assert int(state.step) == bad_step and committed(workdir)[-1] == bad_step
@@ -308,6 +327,7 @@ def test_nan_in_a_batch_stops_naming_step_and_metric(runs, tmp_path, monkeypatch
 def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, fault_table):
   """The prepare command (a process of its own: it loads TensorFlow) names the damaged file."""
   from genjax.data import tfds_io
+
   source = os.environ.get("GENJAX_MANUAL_DIR")
   if not source or not os.path.isdir(os.path.join(source, "mnist")):
     pytest.skip("needs the raw MNIST files: set GENJAX_MANUAL_DIR to the folder holding mnist/")
@@ -320,9 +340,23 @@ def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, fault_table):
   data[100] ^= 0xFF
   victim.write_bytes(bytes(data))
   env = {k: v for k, v in child_env(1).items() if k != "GENJAX_MANUAL_DIR"}
-  result = subprocess.run([sys.executable, "-m", "genjax.data.prepare", "--datasets", "mnist",
-                           "--manual_dir", str(tmp_path / "manual"), "--data_dir", str(tmp_path / "tfds")],
-                          env=env, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genjax.data.prepare",
+      "--datasets",
+      "mnist",
+      "--manual_dir",
+      str(tmp_path / "manual"),
+      "--data_dir",
+      str(tmp_path / "tfds"),
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   code, err = result.returncode, result.stderr
   assert code == 1 and "train-labels-idx1-ubyte.gz" in err and "python -m genjax.data.prepare" in err, err
   assert "Traceback" not in err

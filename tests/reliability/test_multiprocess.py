@@ -20,10 +20,22 @@ TIMEOUT = 240  # seconds any one run may take on a loaded 2-core machine before 
 
 def _multi_process(g, config, workdir, num_processes=2, devices_each=2):
   port = free_port()
-  return [g.start(train_command(config, workdir, "--coordinator_address", f"127.0.0.1:{port}",
-                                "--num_processes", str(num_processes), "--process_id", str(i)),
-                  child_env(devices_each))
-          for i in range(num_processes)]
+  return [
+    g.start(
+      train_command(
+        config,
+        workdir,
+        "--coordinator_address",
+        f"127.0.0.1:{port}",
+        "--num_processes",
+        str(num_processes),
+        "--process_id",
+        str(i),
+      ),
+      child_env(devices_each),
+    )
+    for i in range(num_processes)
+  ]
 
 
 def _params(workdir):
@@ -79,8 +91,20 @@ def test_two_processes_of_four_devices_under_fsdp_match_one_of_eight(tmp_path):
   with group(tmp_path) as g:
     port = free_port()
     for i in range(2):
-      g.start(train_command(config, multi, *fsdp, "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
-                            "--process_id", str(i)), child_env(4))
+      g.start(
+        train_command(
+          config,
+          multi,
+          *fsdp,
+          "--coordinator_address",
+          f"127.0.0.1:{port}",
+          "--num_processes",
+          "2",
+          "--process_id",
+          str(i),
+        ),
+        child_env(4),
+      )
     assert g.wait(TIMEOUT) == [0, 0], g.output()
   reference = losses(one)
   assert sorted(reference) == sorted(losses(multi)) == list(range(1, 7))

@@ -53,7 +53,9 @@ def test_checkpoints_hold_no_pickle_and_restore_without_unpickling(tmp_path, mon
     monkeypatch.setattr(module, "loads", refuse)
     monkeypatch.setattr(module, "Unpickler", NoUnpickler)
   real_np_load = np.load
-  monkeypatch.setattr(np, "load", lambda *a, allow_pickle=False, **k: refuse() if allow_pickle else real_np_load(*a, **k))
+  monkeypatch.setattr(
+    np, "load", lambda *a, allow_pickle=False, **k: refuse() if allow_pickle else real_np_load(*a, **k)
+  )
   _, _, state, _ = workdir_lib.restore(workdir)
   assert int(state.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))

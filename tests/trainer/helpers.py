@@ -5,7 +5,7 @@ import dataclasses
 from genjax.config import Data, Eval, Experiment, Optim, Parallel, Train
 from genjax.families import vae
 
-CONFIG_FILE = '''
+CONFIG_FILE = """
 import dataclasses
 from genjax.config import Data, Eval, Experiment, Optim, Train
 from genjax.families import vae
@@ -18,19 +18,22 @@ def get_config(arg=None):
       train=Train(steps={steps}, batch_size=16, log_every=1, eval_every={eval_every},
                   checkpoint_every={checkpoint_every}, progress=False),
       eval=Eval(num_batches=1, num_samples=16))
-'''
+"""
 
 
 def small_experiment(steps=12, checkpoint_every=4, eval_every=6, mode="jit", num_devices=None, **optim):
   return Experiment(
-      name="loop-test", family="vae",
-      model=vae.Config(hidden=(64,), latents=(8,), eval_samples=20, eval_step_samples=5),
-      data=Data(name="digits"),
-      optim=dataclasses.replace(Optim(learning_rate=3e-3, ema_decay=0.9), **optim),
-      train=Train(steps=steps, batch_size=16, log_every=1, eval_every=eval_every,
-                  checkpoint_every=checkpoint_every, progress=False),
-      parallel=Parallel(mode=mode, num_devices=num_devices),
-      eval=Eval(num_batches=1, num_samples=16))
+    name="loop-test",
+    family="vae",
+    model=vae.Config(hidden=(64,), latents=(8,), eval_samples=20, eval_step_samples=5),
+    data=Data(name="digits"),
+    optim=dataclasses.replace(Optim(learning_rate=3e-3, ema_decay=0.9), **optim),
+    train=Train(
+      steps=steps, batch_size=16, log_every=1, eval_every=eval_every, checkpoint_every=checkpoint_every, progress=False
+    ),
+    parallel=Parallel(mode=mode, num_devices=num_devices),
+    eval=Eval(num_batches=1, num_samples=16),
+  )
 
 
 def write_config(path, steps=40, checkpoint_every=5, eval_every=20):
@@ -40,4 +43,5 @@ def write_config(path, steps=40, checkpoint_every=5, eval_every=20):
 
 def losses(workdir):
   from genjax.trainer.writers import read_metrics
+
   return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}

@@ -57,8 +57,8 @@ def test_outputs_a_person_sees(tmp_path):
 def test_resume_in_process_is_bit_exact(tmp_path):
   full, part = str(tmp_path / "full"), str(tmp_path / "part")
   loop.train(small_experiment(steps=12), full)
-  loop.train(small_experiment(steps=8), part)          # stops at 8 (checkpointed)
-  loop.train(small_experiment(steps=12), part)         # resumes from 8
+  loop.train(small_experiment(steps=8), part)  # stops at 8 (checkpointed)
+  loop.train(small_experiment(steps=12), part)  # resumes from 8
   assert losses(part) == losses(full)
 
 
@@ -118,8 +118,9 @@ def test_sigkill_at_random_moments_then_resume_logs_identical_losses(tmp_path):
   rng = random.Random(0)
   kills = 0
   for kill_after in sorted(rng.sample(range(3, 38), 2)):
-    proc = subprocess.Popen(_train_command(config, killed), env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+      _train_command(config, killed), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
       if max(losses(killed), default=0) >= kill_after:
@@ -136,12 +137,22 @@ def test_sigkill_at_random_moments_then_resume_logs_identical_losses(tmp_path):
 def test_cli_errors_are_one_paragraph(tmp_path):
   env = {**os.environ, "PYTHONPATH": REPO}
   config = write_config(tmp_path / "exp.py", steps=4)
-  bad = subprocess.run(_train_command(config, str(tmp_path / "w")) + ["--config.train.stpes=3"],
-                       env=env, capture_output=True, text=True, cwd=REPO)
+  bad = subprocess.run(
+    _train_command(config, str(tmp_path / "w")) + ["--config.train.stpes=3"],
+    env=env,
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
   assert bad.returncode == 2
   assert "Did you mean steps" in bad.stderr and "Traceback" not in bad.stderr
-  bad = subprocess.run(_train_command(config, str(tmp_path / "w")) + ["--config.train.batch_size=12", "--cpu_devices=8"],
-                       env=env, capture_output=True, text=True, cwd=REPO)
+  bad = subprocess.run(
+    _train_command(config, str(tmp_path / "w")) + ["--config.train.batch_size=12", "--cpu_devices=8"],
+    env=env,
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
   assert bad.returncode == 2 and "does not divide over 8 devices" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -185,8 +196,14 @@ def test_sigterm_is_answered_within_about_two_step_times(tmp_path):
   steps an unbounded queue would have dispatched."""
   seconds, workdir, marker = 1.0, str(tmp_path / "run"), str(tmp_path / "steps_done")
   script = SLOW_STEP_RUN.format(repo=REPO, seconds=seconds, workdir=workdir, marker=marker)
-  proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env={**os.environ, "PYTHONPATH": REPO})
+  proc = subprocess.Popen(
+    [sys.executable, "-c", script],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "PYTHONPATH": REPO},
+  )
   checkpoints = os.path.join(workdir, "checkpoints")
   started = time.time()
   while time.time() - started < 240 and proc.poll() is None:  # until 5 steps have run
@@ -201,19 +218,23 @@ def test_sigterm_is_answered_within_about_two_step_times(tmp_path):
   answered = float(out.split("preempted_at")[1].split()[0]) - sent  # the checkpoint is written by then
   saved = [int(s) for s in os.listdir(checkpoints) if s.isdigit()]
   assert saved and 3 <= max(saved) < 50, saved
-  print(f"SIGTERM answered (checkpoint written) in {answered:.2f} s, process ended after {exited:.2f} s, "
-        f"with {seconds} s steps; stopped at step {max(saved)}")
+  print(
+    f"SIGTERM answered (checkpoint written) in {answered:.2f} s, process ended after {exited:.2f} s, "
+    f"with {seconds} s steps; stopped at step {max(saved)}"
+  )
   assert answered < 3.5 * seconds, f"took {answered:.1f} s to answer SIGTERM with {seconds} s steps"
   assert exited < answered + 30  # and the process ended soon after
 
 
 def test_profile_steps_write_a_trace(tmp_path):
   workdir = str(tmp_path / "run")
-  exp = config_lib.apply_overrides(small_experiment(steps=4, checkpoint_every=4, eval_every=4),
-                                   {"train.profile_steps": "1,3"})
+  exp = config_lib.apply_overrides(
+    small_experiment(steps=4, checkpoint_every=4, eval_every=4), {"train.profile_steps": "1,3"}
+  )
   loop.train(exp, workdir)
-  traces = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "profile")) for f in fs
-            if f.endswith(".xplane.pb")]
+  traces = [
+    os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "profile")) for f in fs if f.endswith(".xplane.pb")
+  ]
   assert traces and os.path.getsize(traces[0]) > 0
   with pytest.raises(config_lib.ConfigError, match="profile_steps"):
     loop.train(config_lib.apply_overrides(exp, {"train.profile_steps": "3,1"}), str(tmp_path / "bad"))

@@ -92,19 +92,24 @@ class GPT(nn.Module):
     new_caches = []
     for i in range(self.num_layers):
       x_BxLxD, cache = Block(
-          self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout, causal=True,
-          use_bias=self.use_bias, rotary=self.positions == "rotary", dtype=self.dtype,
-          attention_implementation=self.attention,
-          # GPT-2: residual projections start 1/sqrt(2 * layers) smaller, so the residual
-          # stream's variance does not grow with depth.
-          out_init_std=0.02 / math.sqrt(2 * self.num_layers), name=f"block_{i}",
+        self.num_heads,
+        mlp_ratio=self.mlp_ratio,
+        dropout=self.dropout,
+        causal=True,
+        use_bias=self.use_bias,
+        rotary=self.positions == "rotary",
+        dtype=self.dtype,
+        attention_implementation=self.attention,
+        # GPT-2: residual projections start 1/sqrt(2 * layers) smaller, so the residual
+        # stream's variance does not grow with depth.
+        out_init_std=0.02 / math.sqrt(2 * self.num_layers),
+        name=f"block_{i}",
       )(x_BxLxD, positions_L, None if caches is None else caches[i], dropout_keys_B, site=1 + 2 * i)
       new_caches.append(cache)
 
     x_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
     head_VxD = wte_VxD if self.tie_embeddings else self.param("head", init, (self.vocab_size, self.width))
-    logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, head_VxD.astype(self.dtype),
-                              preferred_element_type=jnp.float32)
+    logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, head_VxD.astype(self.dtype), preferred_element_type=jnp.float32)
     return logits_BxLxV, (None if caches is None else new_caches)
 
   def init_caches(self, batch: int, capacity: int) -> list:
@@ -116,13 +121,13 @@ class GPT(nn.Module):
 # Megatron's split of a transformer layer over the "model" axis: attention heads, and the MLP's
 # hidden units (genjax.core.sharding maps the logical names to mesh axes).
 PARTITION_RULES = (
-    (r"attn/qkv/kernel$", ("embed", None, "heads", None)),
-    (r"attn/qkv/bias$", (None, "heads", None)),
-    (r"attn/out/kernel$", ("heads", None, "embed")),
-    (r"mlp/fc/kernel$", ("embed", "mlp")),
-    (r"mlp/fc/bias$", ("mlp",)),
-    (r"mlp/proj/kernel$", ("mlp", "embed")),
-    (r"(wte|wpe|head)$", ("vocab", "embed")),
+  (r"attn/qkv/kernel$", ("embed", None, "heads", None)),
+  (r"attn/qkv/bias$", (None, "heads", None)),
+  (r"attn/out/kernel$", ("heads", None, "embed")),
+  (r"mlp/fc/kernel$", ("embed", "mlp")),
+  (r"mlp/fc/bias$", ("mlp",)),
+  (r"mlp/proj/kernel$", ("mlp", "embed")),
+  (r"(wte|wpe|head)$", ("vocab", "embed")),
 )
 
 
@@ -145,20 +150,25 @@ def flops_per_token(model: GPT, num_params: int, context: int) -> float:
 def check_config(cfg: GPTConfig, info: DataInfo) -> None:
   """Raises ConfigError, before anything compiles, for settings that cannot work with the data."""
   if info.kind != "text" or not info.vocab_size:
-    raise ConfigError(f"the GPT models text, but data {info.name!r} is {info.kind!r} "
-                      f"(vocab_size {info.vocab_size}): use a text dataset such as tiny_shakespeare, "
-                      f"or a PixelCNNConfig model for binary images.")
+    raise ConfigError(
+      f"the GPT models text, but data {info.name!r} is {info.kind!r} "
+      f"(vocab_size {info.vocab_size}): use a text dataset such as tiny_shakespeare, "
+      f"or a PixelCNNConfig model for binary images."
+    )
   if cfg.num_layers <= 0:
     raise ConfigError(f"config.model.num_layers = {cfg.num_layers} must be positive.")
   if not 0.0 <= cfg.dropout < 1.0:
     raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
   vocab_size = cfg.vocab_size or info.vocab_size
   if vocab_size < info.vocab_size:
-    raise ConfigError(f"config.model.vocab_size = {vocab_size} is smaller than the tokenizer's "
-                      f"vocabulary {info.vocab_size}: leave it None or make it >= {info.vocab_size}.")
+    raise ConfigError(
+      f"config.model.vocab_size = {vocab_size} is smaller than the tokenizer's "
+      f"vocabulary {info.vocab_size}: leave it None or make it >= {info.vocab_size}."
+    )
   if cfg.width % cfg.num_heads:
-    raise ConfigError(f"config.model.width = {cfg.width} must be divisible by "
-                      f"config.model.num_heads = {cfg.num_heads}.")
+    raise ConfigError(
+      f"config.model.width = {cfg.width} must be divisible by config.model.num_heads = {cfg.num_heads}."
+    )
   if cfg.positions == "rotary" and (cfg.width // cfg.num_heads) % 2:
     raise ConfigError("rotary positions need an even head width (model.width / model.num_heads).")
 
@@ -167,10 +177,20 @@ def make_model(cfg: GPTConfig, info: DataInfo, block_size: int, dtype=jnp.float3
   """The GPT of `cfg` for a vocabulary of info.vocab_size tokens (or cfg.vocab_size rows) and
   contexts of `block_size` tokens."""
   check_config(cfg, info)
-  return GPT(vocab_size=cfg.vocab_size or info.vocab_size, block_size=block_size, num_layers=cfg.num_layers,
-             num_heads=cfg.num_heads, width=cfg.width, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
-             positions=cfg.positions, tie_embeddings=cfg.tie_embeddings, use_bias=cfg.use_bias,
-             attention=cfg.attention, dtype=jnp.dtype(dtype))
+  return GPT(
+    vocab_size=cfg.vocab_size or info.vocab_size,
+    block_size=block_size,
+    num_layers=cfg.num_layers,
+    num_heads=cfg.num_heads,
+    width=cfg.width,
+    mlp_ratio=cfg.mlp_ratio,
+    dropout=cfg.dropout,
+    positions=cfg.positions,
+    tie_embeddings=cfg.tie_embeddings,
+    use_bias=cfg.use_bias,
+    attention=cfg.attention,
+    dtype=jnp.dtype(dtype),
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,8 +223,17 @@ def eval_sums(params, batch, rng, model: GPT):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length", "vocab_size"))
-def generate(params, rng, prompt_BxP, model: GPT, length: int, temperature=1.0, top_k=0, top_p=1.0,
-             vocab_size: Optional[int] = None):
+def generate(
+  params,
+  rng,
+  prompt_BxP,
+  model: GPT,
+  length: int,
+  temperature=1.0,
+  top_k=0,
+  top_p=1.0,
+  vocab_size: Optional[int] = None,
+):
   """i32[B, P + length]: the prompt followed by `length` sampled tokens (KV-cached, one compiled
   loop). temperature <= 0 is greedy; top_k 0 and top_p 1 switch those filters off; the three are
   traced, so changing them does not recompile. Only the first `vocab_size` tokens are drawn (the
@@ -220,8 +249,9 @@ def generate(params, rng, prompt_BxP, model: GPT, length: int, temperature=1.0, 
   # length asked for or already generated.
   capacity = max(model.block_size, prompt_BxP.shape[1] + length)
   caches = model.init_caches(prompt_BxP.shape[0], capacity)
-  return sampling.generate_tokens(step_fn, caches, rng, prompt_BxP, length, jnp.float32(temperature),
-                                  jnp.int32(top_k), jnp.float32(top_p))
+  return sampling.generate_tokens(
+    step_fn, caches, rng, prompt_BxP, length, jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,8 +267,18 @@ class SampleOptions:
   top_p: Optional[float] = None
 
 
-def sample(params, rng, n: int, model: GPT, prompt_P=None, length: Optional[int] = None, temperature: float = 1.0,
-           top_k: Optional[int] = None, top_p: Optional[float] = None, vocab_size: Optional[int] = None):
+def sample(
+  params,
+  rng,
+  n: int,
+  model: GPT,
+  prompt_P=None,
+  length: Optional[int] = None,
+  temperature: float = 1.0,
+  top_k: Optional[int] = None,
+  top_p: Optional[float] = None,
+  vocab_size: Optional[int] = None,
+):
   """i32[n, P + length]: n continuations of the token ids `prompt_P` (default: token 0), each with
   the prompt in front; length defaults to what fits in the block; tokens are drawn among the
   first `vocab_size` (default: all rows of the embedding). Checks its arguments."""
@@ -253,16 +293,19 @@ def sample(params, rng, n: int, model: GPT, prompt_P=None, length: Optional[int]
   if length < 1:
     raise ValueError(f"length must be at least 1 new token, got {length}.")
   if model.positions == "learned" and P + length > block_size:
-    raise ValueError(f"prompt ({P} tokens) + length ({length}) exceeds the block size {block_size} "
-                     f"that the learned positions cover: ask for at most {max(block_size - P, 0)} "
-                     f"new tokens, or shorten the prompt.")
+    raise ValueError(
+      f"prompt ({P} tokens) + length ({length}) exceeds the block size {block_size} "
+      f"that the learned positions cover: ask for at most {max(block_size - P, 0)} "
+      f"new tokens, or shorten the prompt."
+    )
   if top_p is not None and not 0.0 < top_p <= 1.0:
     raise ValueError(f"top_p must lie in (0, 1], got {top_p}.")
   if top_k is not None and top_k < 0:
     raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}.")
   prompt_nxP = jnp.broadcast_to(jnp.asarray(prompt_P), (n, P))
-  return generate(params, rng, prompt_nxP, model, int(length), temperature, top_k or 0,
-                  1.0 if top_p is None else top_p, vocab_size)
+  return generate(
+    params, rng, prompt_nxP, model, int(length), temperature, top_k or 0, 1.0 if top_p is None else top_p, vocab_size
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +319,10 @@ def init(rng, model: GPT):
 
 
 def num_params(model: GPT) -> int:
-  return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(jax.eval_shape(functools.partial(init, model=model), jax.random.key(0))))
+  return sum(
+    int(np.prod(s.shape))
+    for s in jax.tree.leaves(jax.eval_shape(functools.partial(init, model=model), jax.random.key(0)))
+  )
 
 
 def build(exp: Experiment, info: DataInfo) -> Family:
@@ -310,21 +356,41 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   def sample_fn(variables, rng, n, options=None):
     options = resolve(options or SampleOptions())
     prompt = np.asarray(tokenizer.encode(options.prompt), np.int32) if options.prompt else None
-    return sample(variables["params"], rng, n, model, prompt, options.length, options.temperature,
-                  options.top_k, options.top_p, vocab_size=info.vocab_size)
+    return sample(
+      variables["params"],
+      rng,
+      n,
+      model,
+      prompt,
+      options.length,
+      options.temperature,
+      options.top_k,
+      options.top_p,
+      vocab_size=info.vocab_size,
+    )
 
   flops = flops_per_token(model, num_params(model), model.block_size)
   return Family(
-      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss, finish=with_bits),),
-                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
-      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model),
-                                             with_bits),
-      sample=sample_fn, sample_options=SampleOptions, resolve_options=resolve, output="text",
-      evaluate=evaluate, decode=lambda ids: tokenizer.decode(np.asarray(ids).tolist()),
-      partition_rules=PARTITION_RULES,
-      notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
-            f"per token ~ {flops:.4g} (6N + 12*layers*width*block)")
+    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+    train_step=functools.partial(
+      step_lib.train_step,
+      updates=(step_lib.Update(train_loss, finish=with_bits),),
+      optimizers={None: tx},
+      ema=ema_of(exp.optim),
+    ),
+    eval_step=step_lib.eval_step_from_sums(
+      lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model), with_bits
+    ),
+    sample=sample_fn,
+    sample_options=SampleOptions,
+    resolve_options=resolve,
+    output="text",
+    evaluate=evaluate,
+    decode=lambda ids: tokenizer.decode(np.asarray(ids).tolist()),
+    partition_rules=PARTITION_RULES,
+    notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
+    f"per token ~ {flops:.4g} (6N + 12*layers*width*block)",
+  )
 
 
 def _start_token(info: DataInfo) -> Optional[int]:

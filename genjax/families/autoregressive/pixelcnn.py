@@ -61,8 +61,12 @@ class PixelCNN(nn.Module):
     v_BxHxWxC, h_BxHxWxC = x_BxHxWx1, x_BxHxWx1
     for i in range(self.num_layers):
       v_BxHxWxC, h_BxHxWxC = GatedBlock(
-          self.channels, self.first_kernel_size if i == 0 else self.kernel_size, first=i == 0,
-          dtype=self.dtype, name=f"gated_{i}")(v_BxHxWxC, h_BxHxWxC)
+        self.channels,
+        self.first_kernel_size if i == 0 else self.kernel_size,
+        first=i == 0,
+        dtype=self.dtype,
+        name=f"gated_{i}",
+      )(v_BxHxWxC, h_BxHxWxC)
     y_BxHxWxO = nn.Conv(self.output_channels, (1, 1), dtype=self.dtype, name="out_hidden")(nn.relu(h_BxHxWxC))
     logits_BxHxWx1 = nn.Conv(1, (1, 1), dtype=self.dtype, name="out_logits")(nn.relu(y_BxHxWxO))
     return logits_BxHxWx1.astype(jnp.float32)
@@ -70,14 +74,17 @@ class PixelCNN(nn.Module):
 
 def check_config(cfg: PixelCNNConfig, info: DataInfo) -> None:
   if info.kind != "image" or len(info.shape) != 3 or info.shape[-1] != 1 or not info.binary:
-    raise ConfigError(f"the PixelCNN models binary one-channel images, but data {info.name!r} is "
-                      f"{info.kind} {info.shape} (binary={info.binary}): use binarized_mnist, or "
-                      f"--config.data.binarize=dynamic/threshold with mnist.")
+    raise ConfigError(
+      f"the PixelCNN models binary one-channel images, but data {info.name!r} is "
+      f"{info.kind} {info.shape} (binary={info.binary}): use binarized_mnist, or "
+      f"--config.data.binarize=dynamic/threshold with mnist."
+    )
   if cfg.num_layers <= 0:
     raise ConfigError(f"config.model.num_layers = {cfg.num_layers} must be positive.")
   if cfg.kernel_size % 2 == 0 or cfg.first_kernel_size % 2 == 0:
-    raise ConfigError(f"config.model.kernel_size ({cfg.kernel_size}) and first_kernel_size "
-                      f"({cfg.first_kernel_size}) must be odd.")
+    raise ConfigError(
+      f"config.model.kernel_size ({cfg.kernel_size}) and first_kernel_size ({cfg.first_kernel_size}) must be odd."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +98,14 @@ class Model:
 
 def make_model(cfg: PixelCNNConfig, info: DataInfo, dtype=jnp.float32) -> Model:
   check_config(cfg, info)
-  network = PixelCNN(num_layers=cfg.num_layers, channels=cfg.channels, kernel_size=cfg.kernel_size,
-                     first_kernel_size=cfg.first_kernel_size, output_channels=cfg.output_channels,
-                     dtype=jnp.dtype(dtype))
+  network = PixelCNN(
+    num_layers=cfg.num_layers,
+    channels=cfg.channels,
+    kernel_size=cfg.kernel_size,
+    first_kernel_size=cfg.first_kernel_size,
+    output_channels=cfg.output_channels,
+    dtype=jnp.dtype(dtype),
+  )
   return Model(network, info.shape[0], info.shape[1])
 
 
@@ -166,11 +178,18 @@ def build(exp: Experiment, info: DataInfo) -> Family:
     return {"nll_nats": nll, "bits_per_dim": finish(means)["bits_per_dim"], "examples": count}
 
   return Family(
-      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss, finish=finish),),
-                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
-      eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model),
-                                             finish),
-      sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
-      sample_options=NoOptions, evaluate=evaluate,
-      notes="PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes")
+    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+    train_step=functools.partial(
+      step_lib.train_step,
+      updates=(step_lib.Update(train_loss, finish=finish),),
+      optimizers={None: tx},
+      ema=ema_of(exp.optim),
+    ),
+    eval_step=step_lib.eval_step_from_sums(
+      lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model), finish
+    ),
+    sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
+    sample_options=NoOptions,
+    evaluate=evaluate,
+    notes="PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes",
+  )

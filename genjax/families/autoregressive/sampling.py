@@ -39,8 +39,9 @@ def sample_token(key: jax.Array, logits_BxV: jax.Array, temperature, top_k, top_
   return jnp.where(temperature > 0, sampled_B, jnp.argmax(logits_BxV, axis=-1)).astype(jnp.int32)
 
 
-def generate_tokens(step_fn: Callable, cache, rng: jax.Array, prompt_BxP: jax.Array, length: int,
-                    temperature, top_k, top_p) -> jax.Array:
+def generate_tokens(
+  step_fn: Callable, cache, rng: jax.Array, prompt_BxP: jax.Array, length: int, temperature, top_k, top_p
+) -> jax.Array:
   """i32[B, P + length]: the prompt followed by `length` sampled tokens.
 
   step_fn(tokens_BxL, positions_L, cache) -> (logits_BxLxV, cache) runs the model on L new
@@ -68,6 +69,7 @@ def generate_binary_image(logits_fn: Callable, rng: jax.Array, n: int, height: i
   One lax.fori_loop over the H*W positions; pixel i's logits are read from a full forward pass
   over the image so far (the masks make later, still-zero pixels irrelevant).
   """
+
   def body(i, x_BxHxWx1):
     row, col = i // width, i % width
     logits_B = logits_fn(x_BxHxWx1)[:, row, col, 0].astype(jnp.float32)

@@ -84,8 +84,10 @@ def check_config(cfg: Config, info: DataInfo) -> None:
   H, W, _ = info.shape
   levels = len(cfg.ch_mult)
   if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
-    raise ConfigError(f"config.model.ch_mult={cfg.ch_mult} halves {H}x{W} images {levels - 1} times, which does not "
-                      f"divide them; use fewer levels (e.g. --config.model.ch_mult=1,2,2 for 28x28).")
+    raise ConfigError(
+      f"config.model.ch_mult={cfg.ch_mult} halves {H}x{W} images {levels - 1} times, which does not "
+      f"divide them; use fewer levels (e.g. --config.model.ch_mult=1,2,2 for 28x28)."
+    )
   if cfg.ch <= 0 or cfg.ch % 32:
     raise ConfigError(f"config.model.ch = {cfg.ch} must be a positive multiple of 32 (GroupNorm uses 32 groups).")
   if cfg.class_conditional and not info.num_classes:
@@ -124,9 +126,17 @@ class Diffusion:
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
   check_config(cfg, info)
   num_classes = info.num_classes if cfg.class_conditional else None
-  unet = UNet(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-              attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout, num_heads=cfg.num_heads,
-              out_ch=info.shape[-1], num_classes=num_classes, dtype=jnp.dtype(dtype))
+  unet = UNet(
+    ch=cfg.ch,
+    ch_mult=cfg.ch_mult,
+    num_res_blocks=cfg.num_res_blocks,
+    attn_resolutions=cfg.attn_resolutions,
+    dropout=cfg.dropout,
+    num_heads=cfg.num_heads,
+    out_ch=info.shape[-1],
+    num_classes=num_classes,
+    dtype=jnp.dtype(dtype),
+  )
   return Diffusion(cfg, unet, tuple(info.shape), num_classes)
 
 
@@ -148,8 +158,13 @@ def denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0)
   def model_fn(xt, t_B):
     if model.num_classes and guidance_scale != 1.0:
       n = xt.shape[0]
-      both = apply(variables, jnp.concatenate([xt, xt]), jnp.concatenate([t_B, t_B]),
-                   jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]), model)
+      both = apply(
+        variables,
+        jnp.concatenate([xt, xt]),
+        jnp.concatenate([t_B, t_B]),
+        jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]),
+        model,
+      )
       out = both[n:] + guidance_scale * (both[:n] - both[n:])
     else:
       out = apply(variables, xt, t_B, labels_B, model)
@@ -189,8 +204,11 @@ def loss(params, batch, rng, model: Diffusion):
     value = jnp.mean(mse_B)
   else:  # L_t in bits/dim; uniform t makes it an unbiased estimate of the bound / T.
     x0_hat, _ = objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
-    value = jnp.mean(likelihood.nats_to_bits_per_dim(
-        objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance), math.prod(model.image_shape)))
+    value = jnp.mean(
+      likelihood.nats_to_bits_per_dim(
+        objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance), math.prod(model.image_shape)
+      )
+    )
   return value, {"loss": value, "mse": jnp.mean(mse_B)}
 
 
@@ -204,8 +222,9 @@ def eval_sums(variables, batch, rng, model: Diffusion):
   out = apply(variables, xt, t_B, labels, model).astype(jnp.float32)
   mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
   null = None if labels is None else jnp.full_like(labels, model.num_classes)
-  bound_B = likelihood.bound_estimate(denoiser(variables, null, model), sched, x0, t_B, noise,
-                                      variance=cfg.variance, clip_denoised=cfg.clip_denoised)
+  bound_B = likelihood.bound_estimate(
+    denoiser(variables, null, model), sched, x0, t_B, noise, variance=cfg.variance, clip_denoised=cfg.clip_denoised
+  )
   bpd_B = likelihood.nats_to_bits_per_dim(bound_B, math.prod(model.image_shape))
   return step_lib.masked_sums({"mse": mse_B, "bpd_estimate": bpd_B}, mask_B)
 
@@ -215,8 +234,14 @@ def full_bound(variables, x0, rng, model: Diffusion):
   """Every term of the bound of the unconditional model (null label), nats f32[B] each."""
   cfg = model.config
   labels = jnp.full((x0.shape[0],), model.num_classes or 0, jnp.int32)
-  return likelihood.full_bound(denoiser(variables, labels, model), model.schedule(), x0, rng,
-                               variance=cfg.variance, clip_denoised=cfg.clip_denoised)
+  return likelihood.full_bound(
+    denoiser(variables, labels, model),
+    model.schedule(),
+    x0,
+    rng,
+    variance=cfg.variance,
+    clip_denoised=cfg.clip_denoised,
+  )
 
 
 def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[int] = None):
@@ -229,17 +254,23 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
     mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32)), np.float64)
     if not mask.any():
       break
-    terms = jax.device_get(full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i),
-                                      model))
+    terms = jax.device_get(
+      full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i), model)
+    )
     for k in totals:
       totals[k] += float(np.sum(np.asarray(terms[k], np.float64) * mask))
     count += int(mask.sum())
   if count == 0:
     raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
   bits = num_dims * math.log(2.0) * count
-  return {"nll_nats": totals["total"] / count, "bits_per_dim": totals["total"] / bits,
-          "prior_bpd": totals["prior"] / bits, "diffusion_bpd": totals["diffusion"] / bits,
-          "decoder_bpd": totals["decoder"] / bits, "num_examples": count}
+  return {
+    "nll_nats": totals["total"] / count,
+    "bits_per_dim": totals["total"] / bits,
+    "prior_bpd": totals["prior"] / bits,
+    "diffusion_bpd": totals["diffusion"] / bits,
+    "decoder_bpd": totals["decoder"] / bits,
+    "num_examples": count,
+  }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,22 +292,35 @@ def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
   samplers.get(sampler)
   num_steps = options.num_steps
   if num_steps is None:  # the config's steps go with the config's sampler
-    num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(DEFAULT_STEPS.get(sampler, cfg.timesteps),
-                                                                              cfg.timesteps)
+    num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(
+      DEFAULT_STEPS.get(sampler, cfg.timesteps), cfg.timesteps
+    )
   samplers.timesteps(cfg.timesteps, int(num_steps))
   guidance = float(cfg.guidance_scale if options.guidance_scale is None else options.guidance_scale)
   if not cfg.class_conditional and (guidance != 1.0 or options.label is not None):
     raise ValueError("label and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
-  return SampleOptions(sampler=sampler, num_steps=int(num_steps), eta=float(cfg.eta if options.eta is None else options.eta),
-                       guidance_scale=guidance, label=options.label)
+  return SampleOptions(
+    sampler=sampler,
+    num_steps=int(num_steps),
+    eta=float(cfg.eta if options.eta is None else options.eta),
+    guidance_scale=guidance,
+    label=options.label,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("n", "model", "sampler", "num_steps", "eta", "guidance_scale"))
 def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidance_scale):
   cfg = model.config
-  x = samplers.get(sampler)(denoiser(variables, labels, model, guidance_scale), model.schedule(), rng,
-                            (n, *model.image_shape), num_steps=num_steps, eta=eta, clip_denoised=cfg.clip_denoised,
-                            variance=cfg.variance)
+  x = samplers.get(sampler)(
+    denoiser(variables, labels, model, guidance_scale),
+    model.schedule(),
+    rng,
+    (n, *model.image_shape),
+    num_steps=num_steps,
+    eta=eta,
+    clip_denoised=cfg.clip_denoised,
+    variance=cfg.variance,
+  )
   return jnp.clip(x, -1.0, 1.0)
 
 
@@ -297,8 +341,17 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
     if labels is not None:
       raise ValueError("labels need a class-conditional model (model.class_conditional=True).")
     labels = np.zeros((n,), np.int32)
-  return _sample(variables, rng, jnp.asarray(labels, jnp.int32), n=int(n), model=model, sampler=options.sampler,
-                 num_steps=options.num_steps, eta=options.eta, guidance_scale=options.guidance_scale)
+  return _sample(
+    variables,
+    rng,
+    jnp.asarray(labels, jnp.int32),
+    n=int(n),
+    model=model,
+    sampler=options.sampler,
+    num_steps=options.num_steps,
+    eta=options.eta,
+    guidance_scale=options.guidance_scale,
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,15 +382,19 @@ def build(exp: Experiment, info: DataInfo) -> Family:
 
   evals = lambda s, steps: steps * (2 if s != 1.0 else 1)
   return Family(
-      init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=(step_lib.Update(train_loss),),
-                                   optimizers={None: tx}, ema=ema_of(exp.optim)),
-      eval_step=step_lib.eval_step_from_sums(
-          lambda state, batch, rng: eval_sums(state.variables(ema=True), batch, rng, model)),
-      sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
-      sample_options=SampleOptions,
-      resolve_options=lambda options: resolve_options(options, cfg),
-      evaluate=lambda state, batches, rng: evaluate(state.variables(ema=True), batches, rng, model,
-                                                    cfg.eval_max_examples),
-      notes=f"DDPM U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
-            f"{evals(cfg.guidance_scale, cfg.sample_steps or cfg.timesteps)} U-Net evaluations per batch of samples.")
+    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
+    train_step=functools.partial(
+      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
+    ),
+    eval_step=step_lib.eval_step_from_sums(
+      lambda state, batch, rng: eval_sums(state.variables(ema=True), batch, rng, model)
+    ),
+    sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
+    sample_options=SampleOptions,
+    resolve_options=lambda options: resolve_options(options, cfg),
+    evaluate=lambda state, batches, rng: evaluate(
+      state.variables(ema=True), batches, rng, model, cfg.eval_max_examples
+    ),
+    notes=f"DDPM U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
+    f"{evals(cfg.guidance_scale, cfg.sample_steps or cfg.timesteps)} U-Net evaluations per batch of samples.",
+  )

@@ -25,8 +25,9 @@ def _x0_hat(model_fn, xt, t_B, clip_denoised):
   return jnp.clip(x0_hat, -1.0, 1.0) if clip_denoised else x0_hat
 
 
-def full_bound(model_fn, sched: Schedule, x0_BxHxWxC: jax.Array, rng: jax.Array, *,
-               variance: str, clip_denoised: bool = True) -> dict:
+def full_bound(
+  model_fn, sched: Schedule, x0_BxHxWxC: jax.Array, rng: jax.Array, *, variance: str, clip_denoised: bool = True
+) -> dict:
   """Every term of the bound for each image, nats f32[B] each:
   prior (L_T), diffusion (sum of L_t over indices t = 1..T-1), decoder (L_0), total."""
   B = x0_BxHxWxC.shape[0]
@@ -40,12 +41,19 @@ def full_bound(model_fn, sched: Schedule, x0_BxHxWxC: jax.Array, rng: jax.Array,
   _, terms_TxB = jax.lax.scan(term, None, jnp.arange(sched.num_timesteps))
   prior_B = prior_term(sched, x0_BxHxWxC)
   diffusion_B, decoder_B = terms_TxB[1:].sum(axis=0), terms_TxB[0]
-  return {"prior": prior_B, "diffusion": diffusion_B, "decoder": decoder_B,
-          "total": prior_B + diffusion_B + decoder_B}
+  return {"prior": prior_B, "diffusion": diffusion_B, "decoder": decoder_B, "total": prior_B + diffusion_B + decoder_B}
 
 
-def bound_estimate(model_fn, sched: Schedule, x0_BxHxWxC: jax.Array, t_B: jax.Array, noise: jax.Array, *,
-                   variance: str, clip_denoised: bool = True) -> jax.Array:
+def bound_estimate(
+  model_fn,
+  sched: Schedule,
+  x0_BxHxWxC: jax.Array,
+  t_B: jax.Array,
+  noise: jax.Array,
+  *,
+  variance: str,
+  clip_denoised: bool = True,
+) -> jax.Array:
   """An unbiased estimate of the whole bound from one term per image: L_T + T * L_t, nats f32[B],
   for t_B uniform on {0, ..., T-1} and standard normal `noise`."""
   xt = q_sample(sched, x0_BxHxWxC, t_B, noise)

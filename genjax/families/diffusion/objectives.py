@@ -49,7 +49,9 @@ def target(sched: Schedule, x0: jax.Array, eps: jax.Array, t_B: jax.Array, predi
   if prediction == "x0":
     return x0
   if prediction == "v":
-    return at(sched.sqrt_alphas_cumprod, t_B, x0.ndim) * eps - at(sched.sqrt_one_minus_alphas_cumprod, t_B, x0.ndim) * x0
+    return (
+      at(sched.sqrt_alphas_cumprod, t_B, x0.ndim) * eps - at(sched.sqrt_one_minus_alphas_cumprod, t_B, x0.ndim) * x0
+    )
   raise ValueError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
 
 
@@ -91,8 +93,10 @@ def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale
   log_cdf_plus = jnp.log(jnp.maximum(cdf_plus, 1e-12))
   log_one_minus_cdf_min = jnp.log(jnp.maximum(1.0 - cdf_min, 1e-12))
   log_probs = jnp.where(
-      x < -0.999, log_cdf_plus,
-      jnp.where(x > 0.999, log_one_minus_cdf_min, jnp.log(jnp.maximum(cdf_plus - cdf_min, 1e-12))))
+    x < -0.999,
+    log_cdf_plus,
+    jnp.where(x > 0.999, log_one_minus_cdf_min, jnp.log(jnp.maximum(cdf_plus - cdf_min, 1e-12))),
+  )
   return log_probs
 
 
@@ -107,7 +111,9 @@ def prior_term(sched: Schedule, x0: jax.Array) -> jax.Array:
   return _sum_over_pixels(normal_kl(mean, jnp.log(var) * jnp.ones_like(mean), 0.0, 0.0))
 
 
-def vlb_term(sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array, x0_hat: jax.Array, variance: str) -> jax.Array:
+def vlb_term(
+  sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array, x0_hat: jax.Array, variance: str
+) -> jax.Array:
   """The bound's term at index t per example, nats f32[B]: L_t = KL(q || p) for t > 0 and the
   decoder's -log p(x_0 | x_1) at t = 0. x0_hat is the model's (possibly clipped) estimate."""
   true_mean, _, true_logvar = q_posterior(sched, x0, xt, t_B)

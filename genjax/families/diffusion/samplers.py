@@ -65,13 +65,13 @@ def _denoise(model_fn, sched, x, t, clip_denoised):
   return x0_hat, eps_hat, t_B
 
 
-def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, clip_denoised=True,
-         variance="fixedlarge"):
+def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, clip_denoised=True, variance="fixedlarge"):
   """Ancestral sampling through all T steps: x_{t-1} = mu(x_t, x0_hat) + sigma_t z (no noise at t=0)."""
   T = sched.num_timesteps
   if num_steps not in (None, T):
-    raise ValueError(f"The ddpm sampler runs all T = {T} steps (asked for {num_steps}); use "
-                     f"sampler=ddim or dpmpp_2m for fewer steps.")
+    raise ValueError(
+      f"The ddpm sampler runs all T = {T} steps (asked for {num_steps}); use sampler=ddim or dpmpp_2m for fewer steps."
+    )
   init_rng, loop_rng = jax.random.split(rng)
 
   def step(x, t):
@@ -84,8 +84,7 @@ def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, cli
   return x
 
 
-def ddim(model_fn, sched: Schedule, rng, shape, *, num_steps=50, eta=0.0, clip_denoised=True,
-         variance=None):
+def ddim(model_fn, sched: Schedule, rng, shape, *, num_steps=50, eta=0.0, clip_denoised=True, variance=None):
   """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z, with
   s = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev); ab_prev = 1 after the last step."""
   T = sched.num_timesteps
@@ -101,15 +100,14 @@ def ddim(model_fn, sched: Schedule, rng, shape, *, num_steps=50, eta=0.0, clip_d
     ab_prev = jnp.where(t_prev >= 0, ab[jnp.maximum(t_prev, 0)], 1.0)
     sigma = eta * jnp.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
     z = jax.random.normal(jax.random.fold_in(loop_rng, t), x.shape)
-    direction = jnp.sqrt(jnp.maximum(1 - ab_prev - sigma ** 2, 0.0)) * eps_hat
+    direction = jnp.sqrt(jnp.maximum(1 - ab_prev - sigma**2, 0.0)) * eps_hat
     return jnp.sqrt(ab_prev) * x0_hat + direction + sigma * z, None
 
   x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape), (jnp.asarray(ts), jnp.asarray(ts_prev)))
   return x
 
 
-def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, clip_denoised=True,
-             variance=None):
+def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, clip_denoised=True, variance=None):
   """DPM-Solver++(2M). With lambda = log(alpha / sigma), alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
   and h = lambda_next - lambda_t, the step from t to the next time step is
     x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D,

@@ -45,11 +45,11 @@ class Schedule:
   """Per-time-step tables, each f32[T]. Index them with `at(table, t_B)`."""
 
   betas: jax.Array
-  alphas_cumprod: jax.Array            # alpha_bar_t
-  alphas_cumprod_prev: jax.Array       # alpha_bar_{t-1}, 1 at t = 0
+  alphas_cumprod: jax.Array  # alpha_bar_t
+  alphas_cumprod_prev: jax.Array  # alpha_bar_{t-1}, 1 at t = 0
   sqrt_alphas_cumprod: jax.Array
   sqrt_one_minus_alphas_cumprod: jax.Array
-  posterior_variance: jax.Array        # beta_tilde_t (0 at t = 0)
+  posterior_variance: jax.Array  # beta_tilde_t (0 at t = 0)
   posterior_log_variance_clipped: jax.Array  # log beta_tilde_t, with t = 0 set to t = 1's value
   posterior_mean_coef_x0: jax.Array
   posterior_mean_coef_xt: jax.Array
@@ -74,12 +74,16 @@ def make_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float =
   post_var = betas * (1.0 - ab_prev) / (1.0 - ab)
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return Schedule(
-      betas=f32(betas), alphas_cumprod=f32(ab), alphas_cumprod_prev=f32(ab_prev),
-      sqrt_alphas_cumprod=f32(np.sqrt(ab)), sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - ab)),
-      posterior_variance=f32(post_var),
-      posterior_log_variance_clipped=f32(np.log(np.append(post_var[1], post_var[1:]))),
-      posterior_mean_coef_x0=f32(np.sqrt(ab_prev) * betas / (1.0 - ab)),
-      posterior_mean_coef_xt=f32(np.sqrt(1.0 - betas) * (1.0 - ab_prev) / (1.0 - ab)))
+    betas=f32(betas),
+    alphas_cumprod=f32(ab),
+    alphas_cumprod_prev=f32(ab_prev),
+    sqrt_alphas_cumprod=f32(np.sqrt(ab)),
+    sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - ab)),
+    posterior_variance=f32(post_var),
+    posterior_log_variance_clipped=f32(np.log(np.append(post_var[1], post_var[1:]))),
+    posterior_mean_coef_x0=f32(np.sqrt(ab_prev) * betas / (1.0 - ab)),
+    posterior_mean_coef_xt=f32(np.sqrt(1.0 - betas) * (1.0 - ab_prev) / (1.0 - ab)),
+  )
 
 
 def at(table_T: jax.Array, t_B: jax.Array, ndim: int = 4) -> jax.Array:
@@ -89,7 +93,9 @@ def at(table_T: jax.Array, t_B: jax.Array, ndim: int = 4) -> jax.Array:
 
 def q_sample(sched: Schedule, x0: jax.Array, t_B: jax.Array, noise: jax.Array) -> jax.Array:
   """A draw of x_t ~ q(x_t | x_0) given the standard normal `noise` (same shape as x0)."""
-  return at(sched.sqrt_alphas_cumprod, t_B, x0.ndim) * x0 + at(sched.sqrt_one_minus_alphas_cumprod, t_B, x0.ndim) * noise
+  return (
+    at(sched.sqrt_alphas_cumprod, t_B, x0.ndim) * x0 + at(sched.sqrt_one_minus_alphas_cumprod, t_B, x0.ndim) * noise
+  )
 
 
 def q_mean_variance(sched: Schedule, x0: jax.Array, t_B: jax.Array):

@@ -103,42 +103,54 @@ class Config:
 
 def _check(cfg: Config, info, exp):
   if info.kind != "image":
-    raise ConfigError(f"The gan family generates images; dataset {info.name!r} is {info.kind}. "
-                      f"Use --config.data.name=mnist (or fashion_mnist, cifar10, stacked_mnist).")
+    raise ConfigError(
+      f"The gan family generates images; dataset {info.name!r} is {info.kind}. "
+      f"Use --config.data.name=mnist (or fashion_mnist, cifar10, stacked_mnist)."
+    )
   if cfg.gp_weight < 0 or cfg.r1_weight < 0:
     raise ConfigError("config.model.gp_weight and model.r1_weight must be >= 0.")
   if (cfg.gp_weight > 0 or cfg.r1_weight > 0) and cfg.d_norm == "batch":
-    raise ConfigError("Gradient penalties need each example's own input gradient, which BatchNorm in "
-                      "the discriminator mixes across the batch: set --config.model.d_norm=none.")
+    raise ConfigError(
+      "Gradient penalties need each example's own input gradient, which BatchNorm in "
+      "the discriminator mixes across the batch: set --config.model.d_norm=none."
+    )
   if cfg.n_critic < 1 or cfg.g_steps < 1 or cfg.pack < 1:
     raise ConfigError("config.model.n_critic, model.g_steps and model.pack must be >= 1.")
   if cfg.conditional and not info.num_classes:
     raise ConfigError(f"model.conditional=True needs labelled data; {info.name!r} has no classes.")
   if cfg.conditional and cfg.pack > 1:
-    raise ConfigError("Packing (model.pack > 1) and class conditioning cannot be combined: a packed "
-                      "discriminator input has several labels. Set one of them off.")
+    raise ConfigError(
+      "Packing (model.pack > 1) and class conditioning cannot be combined: a packed "
+      "discriminator input has several labels. Set one of them off."
+    )
   if cfg.arch == "sngan_resnet" and cfg.d_norm != "none":
     raise ConfigError("The sngan_resnet discriminator has no normalisation layers: set --config.model.d_norm=none.")
   if cfg.arch == "dcgan_mnist":
     if not cfg.conditional:
-      raise ConfigError("arch=dcgan_mnist is DCGAN-tensorflow's class-conditional MNIST network: set "
-                        "--config.model.conditional=true (with a labelled dataset).")
+      raise ConfigError(
+        "arch=dcgan_mnist is DCGAN-tensorflow's class-conditional MNIST network: set "
+        "--config.model.conditional=true (with a labelled dataset)."
+      )
     if len(cfg.g_widths) != 2 or len(cfg.d_widths) != 2 or info.shape[0] % 4 or info.shape[1] % 4:
-      raise ConfigError(f"arch=dcgan_mnist takes g_widths=(dense width, channels) and d_widths=(df_dim, dense "
-                        f"width), e.g. (1024, 128) and (64, 1024), and images whose sides divide by 4; got "
-                        f"{cfg.g_widths}, {cfg.d_widths}, {info.shape}.")
+      raise ConfigError(
+        f"arch=dcgan_mnist takes g_widths=(dense width, channels) and d_widths=(df_dim, dense "
+        f"width), e.g. (1024, 128) and (64, 1024), and images whose sides divide by 4; got "
+        f"{cfg.g_widths}, {cfg.d_widths}, {info.shape}."
+      )
   if cfg.fake_labels == "real" and not cfg.conditional:
-    raise ConfigError("model.fake_labels='real' conditions generated images on the batch's labels: it needs "
-                      "model.conditional=true.")
+    raise ConfigError(
+      "model.fake_labels='real' conditions generated images on the batch's labels: it needs model.conditional=true."
+    )
   if cfg.kernel_size is not None and cfg.kernel_size < 1:
     raise ConfigError(f"config.model.kernel_size = {cfg.kernel_size} must be positive (or None: the architecture's).")
   per_critic = cfg.n_critic if cfg.critic_batches == "split" else 1
   n = exp.parallel.num_devices or 1
   if exp.train.batch_size % (per_critic * cfg.pack * n):
     raise ConfigError(
-        f"config.train.batch_size = {exp.train.batch_size} must be a multiple of "
-        f"{'n_critic * ' if per_critic > 1 else ''}pack{' * devices' if n > 1 else ''} = {per_critic * cfg.pack * n} "
-        f"(each discriminator update packs groups of {cfg.pack} from its share of each device's batch).")
+      f"config.train.batch_size = {exp.train.batch_size} must be a multiple of "
+      f"{'n_critic * ' if per_critic > 1 else ''}pack{' * devices' if n > 1 else ''} = {per_critic * cfg.pack * n} "
+      f"(each discriminator update packs groups of {cfg.pack} from its share of each device's batch)."
+    )
 
 
 def pack_images(x_BxHxWxC: jax.Array, m: int) -> jax.Array:
@@ -170,12 +182,31 @@ def make_model(cfg: Config, info, dtype=jnp.float32) -> GAN:
   """The generator / discriminator pair of `cfg` for images shaped like `info`."""
   dtype = jnp.dtype(dtype)
   num_classes = info.num_classes if cfg.conditional else None
-  g = Generator(arch=cfg.arch, out_shape=tuple(info.shape), widths=cfg.g_widths, kernel_size=cfg.kernel(),
-                norm=cfg.g_norm == "batch", num_classes=num_classes, momentum=cfg.bn_momentum, init_scheme=cfg.weight_init,
-                crop=cfg.crop, pixels=cfg.pixels, dtype=dtype)
-  d = Discriminator(arch=cfg.arch, widths=cfg.d_widths, kernel_size=cfg.kernel(),
-                    norm=cfg.d_norm == "batch", spectral_norm=cfg.spectral_norm, num_classes=num_classes,
-                    momentum=cfg.bn_momentum, init_scheme=cfg.weight_init, pixels=cfg.pixels, dtype=dtype)
+  g = Generator(
+    arch=cfg.arch,
+    out_shape=tuple(info.shape),
+    widths=cfg.g_widths,
+    kernel_size=cfg.kernel(),
+    norm=cfg.g_norm == "batch",
+    num_classes=num_classes,
+    momentum=cfg.bn_momentum,
+    init_scheme=cfg.weight_init,
+    crop=cfg.crop,
+    pixels=cfg.pixels,
+    dtype=dtype,
+  )
+  d = Discriminator(
+    arch=cfg.arch,
+    widths=cfg.d_widths,
+    kernel_size=cfg.kernel(),
+    norm=cfg.d_norm == "batch",
+    spectral_norm=cfg.spectral_norm,
+    num_classes=num_classes,
+    momentum=cfg.bn_momentum,
+    init_scheme=cfg.weight_init,
+    pixels=cfg.pixels,
+    dtype=dtype,
+  )
   return GAN(cfg, g, d, num_classes)
 
 
@@ -200,6 +231,7 @@ def draw_inputs(model: GAN, keys_B, phase: int):
     kz, ky, ke = jax.random.split(jax.random.fold_in(key, phase), 3)
     y = jax.random.randint(ky, (), 0, model.num_classes) if model.num_classes else jnp.zeros((), jnp.int32)
     return draw_latent(model.config, kz), y, jax.random.uniform(ke, ())
+
   return jax.vmap(one)(keys_B)
 
 
@@ -239,8 +271,14 @@ def discriminate(d_params, d_collections, x, y, model: GAN, train: bool = True, 
   """Discriminator logits f32[B'] and its updated collections (BatchNorm statistics in train mode,
   power-iteration vectors when update_stats); pass the returned collections on or drop them."""
   mutable = list(d_collections) if (train or update_stats) else False
-  out = model.discriminator.apply({"params": d_params, **d_collections}, x, _labels(model, y), train=train,
-                                  update_stats=update_stats, mutable=mutable or False)
+  out = model.discriminator.apply(
+    {"params": d_params, **d_collections},
+    x,
+    _labels(model, y),
+    train=train,
+    update_stats=update_stats,
+    mutable=mutable or False,
+  )
   return out if mutable else (out, d_collections)
 
 
@@ -292,8 +330,9 @@ def generator_loss(g_params, g_collections, d_variables, keys_B, phase: int, mod
     y_fake = labels_B
   x_fake, g_colls = generate_for_packs({"params": g_params, **g_collections}, z, y_fake, model, train=True)
   d_colls = {k: v for k, v in d_variables.items() if k != "params"}
-  fake_B, _ = discriminate(d_variables["params"], d_colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack],
-                           model, update_stats=False)
+  fake_B, _ = discriminate(
+    d_variables["params"], d_colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack], model, update_stats=False
+  )
   value = jnp.mean(losses.generator_loss(cfg.loss, fake_B))
   return value, ({"g_loss": value}, g_colls)
 
@@ -337,16 +376,20 @@ def updates(model: GAN):
 
   def d_update(d_params, state, batch, rng, i):
     x, y, keys = critic_inputs(batch, model, i)
-    return discriminator_loss(d_params, step_lib.collections_of(state, "d"), _variables(state, "g"), x, y, keys,
-                              i, model)
+    return discriminator_loss(
+      d_params, step_lib.collections_of(state, "d"), _variables(state, "g"), x, y, keys, i, model
+    )
 
   def g_update(g_params, state, batch, rng, j):
     keys, labels = generator_inputs(batch, model)
-    return generator_loss(g_params, step_lib.collections_of(state, "g"), _variables(state, "d"), keys,
-                          cfg.n_critic + j, model, labels)
+    return generator_loss(
+      g_params, step_lib.collections_of(state, "g"), _variables(state, "d"), keys, cfg.n_critic + j, model, labels
+    )
 
-  return (step_lib.Update(d_update, key="d", repeat=cfg.n_critic),
-          step_lib.Update(g_update, key="g", repeat=cfg.g_steps))
+  return (
+    step_lib.Update(d_update, key="d", repeat=cfg.n_critic),
+    step_lib.Update(g_update, key="g", repeat=cfg.g_steps),
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,14 +412,20 @@ def eval_sums(variables, batch, rng, model: GAN):
   d_params, colls = d.pop("params"), d
   # Packed groups count as real only if all their members are (padding comes last).
   mask_P = mask_B.reshape(-1, cfg.pack).min(axis=1)
-  real_P, _ = discriminate(d_params, colls, pack_images(x, cfg.pack), y_B[:: cfg.pack], model, train=False,
-                           update_stats=False)
-  fake_P, _ = discriminate(d_params, colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack], model,
-                           train=False, update_stats=False)
+  real_P, _ = discriminate(
+    d_params, colls, pack_images(x, cfg.pack), y_B[:: cfg.pack], model, train=False, update_stats=False
+  )
+  fake_P, _ = discriminate(
+    d_params, colls, pack_images(x_fake, cfg.pack), y_fake[:: cfg.pack], model, train=False, update_stats=False
+  )
   loss_P = losses.discriminator_loss(cfg.loss, real_P, fake_P)
   threshold = 0.0
-  values = {"d_loss": loss_P, "d_real_logit": real_P, "d_fake_logit": fake_P,
-            "d_accuracy": 0.5 * ((real_P > threshold).astype(jnp.float32) + (fake_P < threshold))}
+  values = {
+    "d_loss": loss_P,
+    "d_real_logit": real_P,
+    "d_fake_logit": fake_P,
+    "d_accuracy": 0.5 * ((real_P > threshold).astype(jnp.float32) + (fake_P < threshold)),
+  }
   return step_lib.masked_sums(values, mask_P)
 
 
@@ -458,10 +507,14 @@ def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
     extra = step_lib.merge_collections(extra, net, {k: v for k, v in variables.items() if k != "params"})
   # The EMA generator keeps an EMA of its BatchNorm statistics too (as BigGAN's code does).
   ema_extra = {name: {"g": jax.tree.map(jnp.copy, coll["g"])} for name, coll in extra.items() if "g" in coll}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-                    ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema else None,
-                    extra=extra, ema_extra=(ema_extra or None) if ema else None)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
+    ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema else None,
+    extra=extra,
+    ema_extra=(ema_extra or None) if ema else None,
+  )
 
 
 def build(exp, info) -> Family:
@@ -473,18 +526,27 @@ def build(exp, info) -> Family:
   tx_d = make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate)
   ema = exp.optim.ema_decay
   g_vars = lambda variables: _net(variables, "g")
-  notes = (f"{cfg.arch} G/D ({cfg.kernel()}x{cfg.kernel()} kernels), {cfg.loss} loss, n_critic={cfg.n_critic}, "
-           f"g_steps={cfg.g_steps}"
-           + (", spectral norm" if cfg.spectral_norm else "") + (f", pack={cfg.pack}" if cfg.pack > 1 else ""))
+  notes = (
+    f"{cfg.arch} G/D ({cfg.kernel()}x{cfg.kernel()} kernels), {cfg.loss} loss, n_critic={cfg.n_critic}, "
+    f"g_steps={cfg.g_steps}"
+    + (", spectral norm" if cfg.spectral_norm else "")
+    + (f", pack={cfg.pack}" if cfg.pack > 1 else "")
+  )
   return Family(
-      init=lambda rng: init(rng, model, tx_g, tx_d, ema is not None),
-      train_step=functools.partial(step_lib.train_step, updates=updates(model), optimizers={"g": tx_g, "d": tx_d},
-                                   ema=ema_of(exp.optim), prepare=with_keys),
-      # Evaluation pits the raw generator against the discriminator it trains with.
-      eval_step=step_lib.eval_step_from_sums(
-          lambda state, batch, rng: eval_sums(state.variables(ema=False), batch, rng, model)),
-      sample=lambda variables, rng, n, options=None: sample(g_vars(variables), rng, n, model,
-                                                            options or SampleOptions()),
-      sample_options=SampleOptions,
-      pictures=lambda state, batch, rng: pictures(g_vars(state.variables(ema=True)), exp.eval.num_samples, model),
-      notes=notes)
+    init=lambda rng: init(rng, model, tx_g, tx_d, ema is not None),
+    train_step=functools.partial(
+      step_lib.train_step,
+      updates=updates(model),
+      optimizers={"g": tx_g, "d": tx_d},
+      ema=ema_of(exp.optim),
+      prepare=with_keys,
+    ),
+    # Evaluation pits the raw generator against the discriminator it trains with.
+    eval_step=step_lib.eval_step_from_sums(
+      lambda state, batch, rng: eval_sums(state.variables(ema=False), batch, rng, model)
+    ),
+    sample=lambda variables, rng, n, options=None: sample(g_vars(variables), rng, n, model, options or SampleOptions()),
+    sample_options=SampleOptions,
+    pictures=lambda state, batch, rng: pictures(g_vars(state.variables(ema=True)), exp.eval.num_samples, model),
+    notes=notes,
+  )

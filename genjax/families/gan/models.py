@@ -71,10 +71,10 @@ def weight_init(arch: str, scheme: str = "auto", layer: str = "dense", stride: i
     k_h, k_w, fan_in_ch, fan_out_ch = shape  # Flax kernels: (kh, kw, in, out) for Conv and ConvTranspose
     fan_in, fan_out = fan_in_ch * k_h * k_w, fan_out_ch * k_h * k_w
     if layer == "deconv":
-      fan_in /= stride ** 2
+      fan_in /= stride**2
     else:
-      fan_out /= stride ** 2
-    limit = (4.0 / (fan_in + fan_out)) ** 0.5 * 3 ** 0.5
+      fan_out /= stride**2
+    limit = (4.0 / (fan_in + fan_out)) ** 0.5 * 3**0.5
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
   return he_uniform
@@ -115,8 +115,7 @@ class ConditionalBatchNorm(nn.Module):
   def __call__(self, x_BxHxWxC, y_B, train: bool):
     if self.num_classes is None:
       return BatchNorm(use_running_average=not train, momentum=self.momentum)(x_BxHxWxC)
-    h = BatchNorm(use_running_average=not train, momentum=self.momentum, use_scale=False,
-                  use_bias=False)(x_BxHxWxC)
+    h = BatchNorm(use_running_average=not train, momentum=self.momentum, use_scale=False, use_bias=False)(x_BxHxWxC)
     channels = x_BxHxWxC.shape[-1]
     gamma_BxC = nn.Embed(self.num_classes, channels, embedding_init=nn.initializers.ones, name="gamma")(y_B)
     beta_BxC = nn.Embed(self.num_classes, channels, embedding_init=nn.initializers.zeros, name="beta")(y_B)
@@ -180,12 +179,18 @@ class Generator(nn.Module):
     doublings = len(self.widths) if self.arch == "dcgan" else len(self.widths) - 1
     sizes_h, sizes_w = halvings(H, doublings)[::-1], halvings(W, doublings)[::-1]
     if self.arch != "dcgan" and (H % 2**doublings or W % 2**doublings):
-      raise ValueError(f"The {self.arch} generator doubles the resolution {doublings} times, so the "
-                       f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths.")
+      raise ValueError(
+        f"The {self.arch} generator doubles the resolution {doublings} times, so the "
+        f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths."
+      )
     # Layers followed by BatchNorm carry no bias: BN removes it, and Adam would turn its
     # (mathematically zero, numerically tiny) gradient into full-size random steps.
-    h = nn.Dense(sizes_h[0] * sizes_w[0] * self.widths[0], use_bias=not self.norm, kernel_init=self._init("dense"),
-                 dtype=self.dtype)(z_BxZ.astype(self.dtype))
+    h = nn.Dense(
+      sizes_h[0] * sizes_w[0] * self.widths[0],
+      use_bias=not self.norm,
+      kernel_init=self._init("dense"),
+      dtype=self.dtype,
+    )(z_BxZ.astype(self.dtype))
     h = h.reshape(-1, sizes_h[0], sizes_w[0], self.widths[0])
 
     if self.arch == "sngan_resnet":
@@ -200,8 +205,9 @@ class Generator(nn.Module):
     out_widths = list(self.widths[1:]) + ([C] if self.arch == "dcgan" else [])
     for i, width in enumerate(out_widths):
       last = i == len(out_widths) - 1 and self.arch == "dcgan"
-      h = conv.ConvTranspose(width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=self._init("deconv"),
-                             dtype=self.dtype)(h)
+      h = conv.ConvTranspose(
+        width, k, (2, 2), "SAME", use_bias=last or not self.norm, kernel_init=self._init("deconv"), dtype=self.dtype
+      )(h)
       h = self._crop(h, (sizes_h[i], sizes_h[i + 1]), (sizes_w[i], sizes_w[i + 1]))  # 4 -> 8 -> keep 7 where odd
       if not last:
         h = nn.relu(self._norm(h, y_B, train))
@@ -212,9 +218,9 @@ class Generator(nn.Module):
   def _crop(self, h, sizes_h, sizes_w):
     """The window of the doubled output that a transposed convolution to an odd size keeps."""
     if self.crop == "top_left":
-      return h[:, :sizes_h[1], :sizes_w[1]]
+      return h[:, : sizes_h[1], : sizes_w[1]]
     off_h, off_w = (same_transpose_offset(n, m, self.kernel_size) for n, m in (sizes_h, sizes_w))
-    return h[:, off_h:off_h + sizes_h[1], off_w:off_w + sizes_w[1]]
+    return h[:, off_h : off_h + sizes_h[1], off_w : off_w + sizes_w[1]]
 
   def _dcgan_mnist(self, z_BxZ, y_B, train):
     """DCGAN-tensorflow's MNIST generator (model.py, the y_dim branch): [z, y] -> dense 1024 ->
@@ -313,34 +319,48 @@ class Discriminator(_SNLayers):
       k = (self.kernel_size, self.kernel_size)
       for i, width in enumerate(self.widths):
         bias = i == 0 or not self.norm  # no bias before BatchNorm (see Generator)
-        h = self.layer(conv.Conv(width, k, strides=(2, 2), padding="SAME", use_bias=bias,
-                                 kernel_init=self._init("conv"), dtype=self.dtype), h, update_stats)
+        h = self.layer(
+          conv.Conv(
+            width, k, strides=(2, 2), padding="SAME", use_bias=bias, kernel_init=self._init("conv"), dtype=self.dtype
+          ),
+          h,
+          update_stats,
+        )
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.2)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_cnn":
       for i, width in enumerate(self.widths):
-        h = self.layer(nn.Conv(width, (3, 3), use_bias=i == 0 or not self.norm, kernel_init=self._init("conv", 1),
-                               dtype=self.dtype), h, update_stats)
+        h = self.layer(
+          nn.Conv(width, (3, 3), use_bias=i == 0 or not self.norm, kernel_init=self._init("conv", 1), dtype=self.dtype),
+          h,
+          update_stats,
+        )
         h = nn.leaky_relu(h if i == 0 else self._norm(h, train), 0.1)
         if i < len(self.widths) - 1:
-          h = self.layer(conv.Conv(width, (4, 4), strides=(2, 2), use_bias=not self.norm, kernel_init=self._init("conv"),
-                                   dtype=self.dtype), h, update_stats)
+          h = self.layer(
+            conv.Conv(
+              width, (4, 4), strides=(2, 2), use_bias=not self.norm, kernel_init=self._init("conv"), dtype=self.dtype
+            ),
+            h,
+            update_stats,
+          )
           h = nn.leaky_relu(self._norm(h, train), 0.1)
       features_BxF = h.reshape(h.shape[0], -1)
     elif self.arch == "sngan_resnet":
       for i, width in enumerate(self.widths):
-        h = DiscriminatorBlock(width=width, down=i < 2, first=i == 0, spectral_norm=self.spectral_norm,
-                               dtype=self.dtype)(h, update_stats)
+        h = DiscriminatorBlock(
+          width=width, down=i < 2, first=i == 0, spectral_norm=self.spectral_norm, dtype=self.dtype
+        )(h, update_stats)
       features_BxF = jnp.sum(nn.relu(h), axis=(1, 2))  # global sum pooling
     else:
       raise ValueError(f"unknown discriminator architecture {self.arch!r}")
 
-    logits_B = self.layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), features_BxF,
-                          update_stats)[:, 0]
+    logits_B = self.layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), features_BxF, update_stats)[
+      :, 0
+    ]
     if self.num_classes is not None:
       # Projection discriminator: logit += <embed(y), features>.
-      embed_BxF = self.layer(nn.Embed(self.num_classes, features_BxF.shape[-1], name="projection"),
-                             y_B, update_stats)
+      embed_BxF = self.layer(nn.Embed(self.num_classes, features_BxF.shape[-1], name="projection"), y_B, update_stats)
       logits_B = logits_B + jnp.sum(embed_BxF.astype(self.dtype) * features_BxF, axis=-1)
     return logits_B.astype(jnp.promote_types(self.dtype, jnp.float32))  # f32 logits from bf16
 
@@ -356,15 +376,30 @@ class Discriminator(_SNLayers):
     lrelu = lambda t: nn.leaky_relu(t, 0.2)
     layer = lambda module, t: self.layer(module, t, update_stats)
     h = jnp.concatenate([x, _one_hot_maps(y_B, K, H, W, self.dtype)], -1)
-    h = lrelu(layer(conv.Conv(C + K, k, strides=(2, 2), padding="SAME", kernel_init=self._init("conv"),
-                              dtype=self.dtype), h))
+    h = lrelu(
+      layer(conv.Conv(C + K, k, strides=(2, 2), padding="SAME", kernel_init=self._init("conv"), dtype=self.dtype), h)
+    )
     h = jnp.concatenate([h, _one_hot_maps(y_B, K, h.shape[1], h.shape[2], self.dtype)], -1)
-    h = layer(conv.Conv(df_dim + K, k, strides=(2, 2), padding="SAME", use_bias=not self.norm,
-                        kernel_init=self._init("conv"), dtype=self.dtype), h)
+    h = layer(
+      conv.Conv(
+        df_dim + K,
+        k,
+        strides=(2, 2),
+        padding="SAME",
+        use_bias=not self.norm,
+        kernel_init=self._init("conv"),
+        dtype=self.dtype,
+      ),
+      h,
+    )
     h = lrelu(self._norm(h, train)).reshape(B, -1)
     h = jnp.concatenate([h, onehot], -1)
-    h = lrelu(self._norm(layer(nn.Dense(dense_width, use_bias=not self.norm, kernel_init=self._init("dense"),
-                                        dtype=self.dtype), h), train))
+    h = lrelu(
+      self._norm(
+        layer(nn.Dense(dense_width, use_bias=not self.norm, kernel_init=self._init("dense"), dtype=self.dtype), h),
+        train,
+      )
+    )
     h = jnp.concatenate([h, onehot], -1)
     logits_B = layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), h)[:, 0]
     return logits_B.astype(jnp.promote_types(self.dtype, jnp.float32))
