@@ -189,7 +189,9 @@ def _tiny_gpt(dry: bool) -> List[str]:
       "--config.eval.sample_length=8",
     ]
     if dry
-    else []
+    # nanoGPT's 5000 steps; one evaluation (the whole validation split, by genjax.evaluate) and
+    # one sample at the end instead of every 250 steps, 10 steps per compiled call.
+    else ["--config.train.eval_every=5000", "--config.train.log_every=100", "--config.train.steps_per_call=10"]
   )
 
 
