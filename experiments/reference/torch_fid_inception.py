@@ -39,21 +39,33 @@ def fid_inception_random(seed: int):
   g = torch.Generator().manual_seed(seed + 1)
   with torch.no_grad():
     for m in net.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, so they are really read
-        m.running_mean.normal_(0.0, 0.1, generator=g)
-        m.running_var.uniform_(0.5, 1.5, generator=g)
+      if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial scales and shifts, so they are really read
         m.weight.uniform_(0.5, 1.5, generator=g)
         m.bias.normal_(0.0, 0.1, generator=g)
-  return net.eval()
+  return net
 
 
-def images(num: int, seed: int) -> np.ndarray:
+def calibrate(wrapper_net, net, x):
+  """Sets every BatchNorm's running statistics to those of the batch x (one forward pass in train
+  mode with a cumulative average). With statistics that do not match the activations, a random
+  Inception's pool3 features hardly depend on the image, and any FID between two sets is ~1e-13."""
+  for m in net.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      m.reset_running_stats()
+      m.momentum = None
+  wrapper_net.train()
+  with torch.no_grad():
+    wrapper_net(x)
+  wrapper_net.eval()
+
+
+def images(num: int, seed: int, max_frequency: float = 4.0) -> np.ndarray:
   """Smooth random colour patterns (not noise, so the network's features vary), 8-bit levels."""
   rng = np.random.default_rng(seed)
   y, x = np.mgrid[0:32, 0:32] / 32.0
   out = []
   for _ in range(num):
-    f = rng.uniform(0.5, 4.0, (3, 2))
+    f = rng.uniform(0.5, max_frequency, (3, 2))
     phase = rng.uniform(0, 2 * np.pi, 3)
     out.append(np.stack([np.sin(2 * np.pi * (f[c, 0] * x + f[c, 1] * y) + phase[c]) for c in range(3)], -1))
   u8 = np.round((np.stack(out) + 1.0) * 127.5).clip(0, 255)
@@ -68,10 +80,14 @@ def main():
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   net = fid_inception_random(args.seed)
-  torch.save(net.state_dict(), os.path.join(args.out, "weights.pth"))
-  a, b = images(args.num, args.seed), images(args.num, args.seed + 1)
+  # two sets from different distributions (the second has finer patterns), so their FID is clearly > 0
+  a, b = images(args.num, args.seed), images(args.num, args.seed + 1, max_frequency=8.0)
   np.save(os.path.join(args.out, "images.npy"), np.concatenate([a, b]))
-  x = torch.from_numpy((np.concatenate([a, b]).transpose(0, 3, 1, 2) + 1.0) / 2.0)  # [0, 1], as pytorch-fid reads
+
+  def to_torch(u):  # [0, 1] NCHW, as pytorch-fid reads
+    return torch.from_numpy((u.transpose(0, 3, 1, 2) + 1.0) / 2.0)
+
+  x = to_torch(np.concatenate([a, b]))
   feats, logits = [], []
   # pytorch-fid's InceptionV3 wrapper (its forward: resize to 299, 2x - 1, the four blocks up to
   # pool3) around our network: built without its __init__, which would download weights.
@@ -79,18 +95,23 @@ def main():
   torch.nn.Module.__init__(wrapper_net)
   wrapper_net.resize_input, wrapper_net.normalize_input = True, True
   wrapper_net.output_blocks, wrapper_net.last_needed_block = [3], 3
-  wrapper_net.blocks = torch.nn.ModuleList([
-      torch.nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3,
-                          torch.nn.MaxPool2d(kernel_size=3, stride=2)),
+  wrapper_net.blocks = torch.nn.ModuleList(
+    [
+      torch.nn.Sequential(
+        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2)
+      ),
       torch.nn.Sequential(net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2)),
-      torch.nn.Sequential(net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c,
-                          net.Mixed_6d, net.Mixed_6e),
+      torch.nn.Sequential(
+        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e
+      ),
       torch.nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, torch.nn.AdaptiveAvgPool2d(output_size=(1, 1))),
-  ])
-  wrapper_net.eval()
+    ]
+  )
+  calibrate(wrapper_net, net, to_torch(images(64, args.seed + 2, max_frequency=8.0)))
+  torch.save(net.state_dict(), os.path.join(args.out, "weights.pth"))
   with torch.no_grad():
     for start in range(0, len(x), 50):
-      pool = wrapper_net(x[start:start + 50])[0][:, :, 0, 0]
+      pool = wrapper_net(x[start : start + 50])[0][:, :, 0, 0]
       feats.append(pool.numpy())
       logits.append(net.fc(pool).numpy())
   feats, logits = np.concatenate(feats).astype(np.float64), np.concatenate(logits)
