@@ -263,3 +263,23 @@ def test_dpm_solver_keeps_the_spread_of_gaussian_data_at_few_steps():
   lam = 0.5 * np.log(ab[ts] / (1 - ab[ts]))
   steps_in_lambda = np.diff(lam)
   assert np.ptp(steps_in_lambda) < 0.2 * np.mean(steps_in_lambda)  # evenly spaced in log-SNR (to rounding)
+
+
+def test_dpm_solver_runs_inside_the_callers_jit():
+  """The log-SNR step grid is computed on the host: a schedule built inside a jit trace (as the
+  family's sampler builds it) is concrete, and a traced one is refused with a clear message."""
+  T = 1000
+  eager = samplers.logsnr_timesteps(schedules.make_schedule("linear", T), 10)
+
+  @jax.jit
+  def grid_and_sample(key):
+    sched = schedules.make_schedule("linear", T)
+    ts = samplers.logsnr_timesteps(sched, 10)
+    x = samplers.dpmpp_2m(gaussian_model(0.0, 0.3)(sched), sched, key, (64, 2, 2, 1), num_steps=10)
+    return jnp.asarray(ts), x
+
+  ts, x = grid_and_sample(jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(ts), eager)
+  assert x.shape == (64, 2, 2, 1) and bool(jnp.all(jnp.isfinite(x)))
+  with pytest.raises(ValueError, match="must be known when tracing"):
+    jax.jit(lambda s: samplers.logsnr_timesteps(s, 10))(schedules.make_schedule("linear", T))

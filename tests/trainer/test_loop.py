@@ -206,8 +206,10 @@ def test_sigterm_is_answered_within_about_two_step_times(tmp_path):
   )
   checkpoints = os.path.join(workdir, "checkpoints")
   started = time.time()
+  done = 0
   while time.time() - started < 240 and proc.poll() is None:  # until 5 steps have run
-    if os.path.exists(marker) and len(open(marker).read()) >= 5:
+    done = len(open(marker).read()) if os.path.exists(marker) else 0
+    if done >= 5:
       break
     time.sleep(0.1)
   sent = time.time()
@@ -217,12 +219,14 @@ def test_sigterm_is_answered_within_about_two_step_times(tmp_path):
   assert proc.returncode == loop.PREEMPTED_EXIT_CODE, err[-2000:]
   answered = float(out.split("preempted_at")[1].split()[0]) - sent  # the checkpoint is written by then
   saved = [int(s) for s in os.listdir(checkpoints) if s.isdigit()]
-  assert saved and 3 <= max(saved) < 50, saved
   print(
     f"SIGTERM answered (checkpoint written) in {answered:.2f} s, process ended after {exited:.2f} s, "
-    f"with {seconds} s steps; stopped at step {max(saved)}"
+    f"with {seconds} s steps; {done} steps done when it was sent, stopped at step {max(saved or [0])}"
   )
-  assert answered < 3.5 * seconds, f"took {answered:.1f} s to answer SIGTERM with {seconds} s steps"
+  # Counted in steps, not seconds (the machine may be loaded): when the signal came, `done` steps
+  # had finished, one was running and at most one more was queued; one step of slack for a step
+  # that finished between reading the count and sending. An unbounded queue would reach step 50.
+  assert saved and 5 <= max(saved) <= done + 3, (saved, done)
   assert exited < answered + 30  # and the process ended soon after
 
 

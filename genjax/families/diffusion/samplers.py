@@ -43,6 +43,12 @@ def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
   there are exactly num_steps): int32[num_steps]."""
   T = sched.num_timesteps
   timesteps(T, num_steps)  # checks the range
+  if isinstance(sched.alphas_cumprod, jax.core.Tracer):
+    raise ValueError(
+      "dpmpp_2m spaces its steps by the schedule's log-SNR, which must be known when tracing: "
+      "build the schedule inside the jitted function (schedules.make_schedule) or close over it, "
+      "instead of passing it as a traced argument."
+    )
   ab = np.asarray(sched.alphas_cumprod, np.float64)
   lam = 0.5 * (np.log(ab) - np.log1p(-ab))  # decreasing in t
   grid = np.linspace(lam[T - 1], lam[0], num_steps)

@@ -72,6 +72,13 @@ def make_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float =
   ab = np.cumprod(1.0 - betas)
   ab_prev = np.append(1.0, ab[:-1])
   post_var = betas * (1.0 - ab_prev) / (1.0 - ab)
+  # Concrete arrays even when built inside a jit trace, so host code (e.g. the log-SNR step grid
+  # of DPM-Solver++) can read the tables of a schedule made inside the caller's jit.
+  with jax.ensure_compile_time_eval():
+    return _tables(betas, ab, ab_prev, post_var)
+
+
+def _tables(betas, ab, ab_prev, post_var) -> Schedule:
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return Schedule(
     betas=f32(betas),
