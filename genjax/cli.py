@@ -41,7 +41,10 @@ def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
 
 
 def setup_devices(args):
-  """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected."""
+  """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected.
+  Also makes gs:// paths go through gcsfs, the backend genjax's bucket tests use, unless
+  EPATH_USE_TF says otherwise (genjax.paths)."""
+  os.environ.setdefault("EPATH_USE_TF", "false")
   if args.cpu_devices is not None:
     if args.cpu_devices <= 0:
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
@@ -102,3 +105,7 @@ def configure_logging():
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   for noisy in ("absl", "jax._src.xla_bridge", "orbax", "jax"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  # gcsfs logs every failed request with its traceback before raising; genjax turns the error it
+  # raises into one paragraph (genjax.paths.storage_error), so its own log would only repeat it.
+  logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+  logging.getLogger("fsspec").setLevel(logging.WARNING)  # a line per file opened in a bucket

@@ -118,7 +118,7 @@ def parse(argv):
       f"Unknown arguments {' '.join(option_tokens)}: sampling options are for --metrics (the family's own "
       "evaluation takes none)."
     )
-  if not os.path.isdir(args.workdir):
+  if "://" not in args.workdir and not os.path.isdir(args.workdir):
     cli.fail(
       f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
       f"--workdir DIR` run wrote (it holds config.json and checkpoints/)."
@@ -285,7 +285,7 @@ def main(argv=None):
   import jax
 
   from genjax import config as config_lib
-  from genjax import data
+  from genjax import data, paths
   from genjax.core import checkpoint
   from genjax.families.base import check_options
   from genjax.metrics import features
@@ -315,10 +315,11 @@ def main(argv=None):
     NotImplementedError,
     data.DatasetNotPreparedError,
     config_lib.ConfigError,
+    paths.StorageError,
   ) as e:
     cli.fail(e)
   record = {
-    "workdir": os.path.abspath(args.workdir),
+    "workdir": str(paths.path(args.workdir)),
     "experiment": exp.name,
     "family": exp.family,
     "dataset": exp.data.name,
@@ -332,8 +333,10 @@ def main(argv=None):
   text = json.dumps(record)
   print(text)
   if not args.no_log and jax.process_index() == 0:
-    with open(os.path.join(args.workdir, "eval.jsonl"), "a") as f:
-      f.write(text + "\n")
+    try:
+      paths.append_line(paths.join(args.workdir, "eval.jsonl"), text)
+    except Exception as e:  # noqa: BLE001 - each store raises its own types
+      cli.fail(paths.storage_error(e, args.workdir, "append eval.jsonl to the workdir"))
 
 
 if __name__ == "__main__":

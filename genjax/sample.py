@@ -72,25 +72,27 @@ def main(argv=None):
   if args.seed < 0:
     cli.fail(f"--seed={args.seed} must be a non-negative integer.")
   out_dir = os.path.dirname(os.path.abspath(args.out))
-  if not os.path.isdir(out_dir):
+  if "://" not in args.out and not os.path.isdir(out_dir):
     cli.fail(f"--out {args.out}: the folder {out_dir} does not exist. Create it or write elsewhere.")
   if not args.out.endswith((".png", ".npy", ".txt")):
     cli.fail(f"--out {args.out} must end in .png (image grid), .npy (raw arrays) or .txt (text).")
   cli.setup_devices(args)
   cli.configure_logging()
+  import io
   import time
 
   import jax
   import numpy as np
 
   from genjax import config as config_lib
+  from genjax import paths
   from genjax.core import checkpoint
   from genjax.families.base import check_options
   from genjax.trainer import workdir, writers
 
   try:
     exp, family, state, info = workdir.restore(args.workdir)
-  except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, ValueError) as e:
+  except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, paths.StorageError, ValueError) as e:
     cli.fail(e)
   if family.output == "none":
     cli.fail(
@@ -117,15 +119,19 @@ def main(argv=None):
   except ValueError as e:
     cli.fail(e)
   seconds = time.perf_counter() - start
-  if args.out.endswith(".npy"):
-    np.save(args.out, samples)
-  elif family.output == "text":
-    joined = "\n\n---\n\n".join(family.decode(row) for row in samples)
-    print(joined)
-    with open(args.out, "w") as f:
-      f.write(joined)
-  else:
-    writers.save_image_grid(args.out, samples)
+  try:
+    if args.out.endswith(".npy"):
+      buffer = io.BytesIO()
+      np.save(buffer, samples)
+      paths.write_atomic(args.out, buffer.getvalue())
+    elif family.output == "text":
+      joined = "\n\n---\n\n".join(family.decode(row) for row in samples)
+      print(joined)
+      paths.write_atomic(args.out, joined)
+    else:
+      writers.save_image_grid(args.out, samples)
+  except Exception as e:  # noqa: BLE001 - each store raises its own types
+    cli.fail(paths.storage_error(e, args.out, "write --out"))
   print(
     f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
     f"{dataclasses.asdict(options)})",

@@ -53,6 +53,7 @@ def main(argv=None):
     cli.fail(e)
   cli.setup_devices(args)
   cli.configure_logging()
+  from genjax import paths
   from genjax.core import checkpoint
   from genjax.trainer import loop
 
@@ -63,7 +64,7 @@ def main(argv=None):
     cli.fail(e)
   except FileNotFoundError as e:
     cli.fail(e)
-  except checkpoint.CheckpointError as e:
+  except (checkpoint.CheckpointError, paths.StorageError) as e:
     cli.fail(e)
   except loop.NonFiniteLoss as e:
     cli.fail(e, code=3)

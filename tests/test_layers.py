@@ -9,6 +9,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # package (folder or module under genjax/) -> genjax packages it must not import
 FORBIDDEN = {
   "config.py": ("genjax.",),
+  "paths.py": ("genjax.",),
   "core": (
     "genjax.families",
     "genjax.trainer",

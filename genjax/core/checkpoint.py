@@ -9,13 +9,13 @@ moved aside to WORKDIR/checkpoints_corrupt/ with a warning and the one before it
 """
 
 import logging
-import os
-import shutil
 import time
 from typing import Any, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+
+from genjax import paths
 
 log = logging.getLogger("genjax")
 
@@ -28,13 +28,13 @@ class Checkpoints:
   """A thin layer over `ocp.CheckpointManager` with fall-back on unreadable checkpoints."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.workdir = str(paths.path(workdir))
+    self.directory = paths.join(self.workdir, "checkpoints")
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True, enable_async_checkpointing=async_save, cleanup_tmp_directories=True
     )
     try:
-      self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+      self.manager = ocp.CheckpointManager(paths.path(self.directory), options=options, item_names=("state", "meta"))
     except OSError as e:
       raise CheckpointError(
         f"Cannot create the checkpoint folder {self.directory}: {e}. "
@@ -55,6 +55,12 @@ class Checkpoints:
         f"Saving checkpoint {step} to {self.directory} failed: {e}. "
         "Free disk space or choose another --workdir; earlier checkpoints are untouched."
       ) from e
+    except Exception as e:  # a bucket's client raises its own types (HTTP errors, auth errors)
+      if not paths.is_remote(self.directory):
+        raise
+      raise CheckpointError(
+        f"{paths.storage_error(e, self.directory, f'save checkpoint {step} to')} Earlier checkpoints are untouched."
+      ) from None
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-process runs: whether JAX's preemption service asks every process to stop at `step`."""
@@ -94,7 +100,7 @@ class Checkpoints:
     return None
 
   def _set_aside(self, step: int, error: Exception):
-    target = os.path.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
+    target = paths.join(self.workdir, "checkpoints_corrupt", f"{step}-{int(time.time())}")
     log.warning(
       "Checkpoint %d in %s cannot be read (%s: %s). Moving it to %s and falling back to the one before it.",
       step,
@@ -104,10 +110,9 @@ class Checkpoints:
       target,
     )
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      source = os.path.join(self.directory, str(step))
-      if os.path.exists(source):
-        shutil.move(source, target)
+      source = paths.join(self.directory, str(step))
+      if paths.exists(source):
+        paths.move(source, target)
     _sync(f"genjax_set_aside_{step}")
     self.manager.reload()
 

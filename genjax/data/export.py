@@ -14,13 +14,14 @@ the batches are byte for byte those of the TFDS dataset it came from.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from genjax import paths
 from genjax.config import ConfigError
 
 MARKER = "genjax_export.json"
@@ -38,13 +39,12 @@ def exported_dir(name: str, data_cfg) -> Optional[str]:
   """DATA_DIR/<name> when it holds an export of `name`, else None."""
   from genjax.data import tfds_io
 
-  folder = os.path.join(tfds_io.data_dir_for(data_cfg), name)
-  return folder if os.path.isfile(os.path.join(folder, MARKER)) else None
+  folder = paths.join(tfds_io.data_dir_for(data_cfg), name)
+  return folder if paths.exists(paths.join(folder, MARKER)) else None
 
 
 def read_info(folder: str) -> dict:
-  with open(os.path.join(folder, MARKER)) as f:
-    info = json.load(f)
+  info = json.loads(paths.read_text(paths.join(folder, MARKER)))
   if info.get("format") != FORMAT_VERSION:
     raise ValueError(
       f"{folder} holds a genjax export of format {info.get('format')}, this genjax reads "
@@ -66,7 +66,7 @@ def images(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray, Optional[in
   """(uint8 images [N,H,W,C], int32 labels [N], number of classes or None) of an exported split."""
   info = read_info(folder)
   _check_split(info, folder, split)
-  with np.load(os.path.join(folder, f"{split}.npz")) as data:
+  with np.load(io.BytesIO(paths.read_bytes(paths.join(folder, f"{split}.npz")))) as data:
     images_, labels = data["images"], data["labels"]
   if len(images_) != info["splits"][split] or tuple(images_.shape[1:]) != tuple(info["shape"]):
     raise ValueError(
@@ -81,8 +81,7 @@ def texts(folder: str) -> Dict[str, str]:
   info = read_info(folder)
   out = {}
   for split in info["splits"]:
-    with open(os.path.join(folder, f"{split}.txt"), encoding="utf-8") as f:
-      out[split] = f.read()
+    out[split] = paths.read_bytes(paths.join(folder, f"{split}.txt")).decode("utf-8")
   return out
 
 
@@ -90,15 +89,14 @@ def export(name: str, out: str, data_cfg) -> dict:
   """Writes the export of the prepared TFDS dataset `name` to OUT/<name>; returns its info."""
   from genjax.data import sources, tfds_io
 
-  folder = os.path.join(out, name)
-  os.makedirs(folder, exist_ok=True)
+  folder = paths.join(out, name)
+  paths.makedirs(folder)
   if name in TEXT_SPLITS:
     builder = tfds_io.open_builder(name, data_cfg)
     info = {"format": FORMAT_VERSION, "name": name, "kind": "text", "splits": {}}
     for split in TEXT_SPLITS[name]:
       text = sources.tfds_split_text(builder, split)
-      with open(os.path.join(folder, f"{split}.txt"), "w", encoding="utf-8") as f:
-        f.write(text)
+      paths.write_atomic(paths.join(folder, f"{split}.txt"), text.encode("utf-8"))
       info["splits"][split] = len(text)
   elif name in IMAGE_SPLITS:
     info = {"format": FORMAT_VERSION, "name": name, "kind": "image", "splits": {}}
@@ -106,16 +104,16 @@ def export(name: str, out: str, data_cfg) -> dict:
       source, num_classes = sources.tfds_images(name, split, _whole_in_memory(data_cfg))
       everything = np.arange(source.num_examples)
       images_, labels = source.get(everything)
-      np.savez_compressed(os.path.join(folder, f"{split}.npz"), images=images_, labels=labels)
+      buffer = io.BytesIO()
+      np.savez_compressed(buffer, images=images_, labels=labels)
+      paths.write_atomic(paths.join(folder, f"{split}.npz"), buffer.getvalue())
       info.update(shape=list(source.shape), num_classes=num_classes)
       info["splits"][split] = int(source.num_examples)
   else:
     known = ", ".join(sorted({**IMAGE_SPLITS, **TEXT_SPLITS}))
     raise ValueError(f"Cannot export {name!r}: genjax exports {known}.")
-  tmp = os.path.join(folder, MARKER + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(info, f, indent=1)
-  os.replace(tmp, os.path.join(folder, MARKER))  # the marker last: a half-written export is not read
+  # the marker last: a half-written export is not read
+  paths.write_atomic(paths.join(folder, MARKER), json.dumps(info, indent=1))
   return info
 
 
@@ -142,16 +140,15 @@ def main(argv=None):
 
   names = [n.strip() for n in args.datasets.split(",") if n.strip()]
   for name in names:
-    if os.path.abspath(os.path.join(args.out, name)) == os.path.abspath(
-      os.path.join(tfds_io.data_dir_for(Data(data_dir=args.data_dir)), name)
-    ):
+    if paths.join(args.out, name) == paths.join(tfds_io.data_dir_for(Data(data_dir=args.data_dir)), name):
       cli.fail(f"--out {args.out} is the TFDS data_dir itself: write the export to another folder.")
     try:
       info = export(name, args.out, Data(name=name, data_dir=args.data_dir, manual_dir=args.manual_dir))
     except (ValueError, OSError, tfds_io.DatasetNotPreparedError) as e:
       cli.fail(e)
-    size = sum(os.path.getsize(os.path.join(args.out, name, f)) for f in os.listdir(os.path.join(args.out, name)))
-    print(f"{name}: {info['splits']} -> {os.path.join(args.out, name)} ({size / 2**20:.1f} MiB)")
+    folder = paths.path(paths.join(args.out, name))
+    size = sum(f.stat().length for f in folder.iterdir())
+    print(f"{name}: {info['splits']} -> {folder} ({size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

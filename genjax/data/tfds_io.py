@@ -26,6 +26,8 @@ import tempfile
 import time
 from typing import List, NamedTuple, Optional
 
+from genjax import paths
+
 TFDS_DATASETS = ("mnist", "fashion_mnist", "binarized_mnist", "tiny_shakespeare", "cifar10")
 
 
@@ -61,7 +63,7 @@ def import_tfds():
 def data_dir_for(data_cfg) -> str:
   """Where prepared TFDS datasets live: data.data_dir, $GENJAX_DATA_DIR, ~/tensorflow_datasets."""
   path = data_cfg.data_dir or os.environ.get("GENJAX_DATA_DIR") or "~/tensorflow_datasets"
-  return os.path.abspath(os.path.expanduser(path))
+  return str(paths.path(path))
 
 
 def manual_dir_for(data_cfg, name: str) -> Optional[str]:

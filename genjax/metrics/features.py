@@ -18,6 +18,8 @@ from typing import Callable, Dict, Optional, Tuple
 import jax
 import numpy as np
 
+from genjax import paths
+
 Apply = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 
@@ -66,7 +68,8 @@ def default_for(dataset: str) -> str:
 
 
 def genjax_home() -> str:
-  return os.path.abspath(os.path.expanduser(os.environ.get("GENJAX_HOME", "~/.genjax")))
+  """$GENJAX_HOME (default ~/.genjax): a local folder or a bucket (gs://...)."""
+  return str(paths.path(os.environ.get("GENJAX_HOME", "~/.genjax")))
 
 
 def quantize_uint8(images: np.ndarray) -> np.ndarray:
@@ -127,14 +130,14 @@ def inception_net(weights: Optional[str] = None, batch_size: int = 50, **unused)
 def classifier_workdir(dataset: str, classifier_dir: Optional[str] = None) -> str:
   """Where the classifier of `dataset` was trained (see the module docstring for the order)."""
   env = f"GENJAX_CLASSIFIER_{dataset.upper()}"
-  return classifier_dir or os.environ.get(env) or os.path.join(genjax_home(), "classifiers", dataset)
+  return classifier_dir or os.environ.get(env) or paths.join(genjax_home(), "classifiers", dataset)
 
 
 def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_size: int = 500, **unused) -> FeatureNet:
   from genjax.families import classifier
 
   workdir = classifier_workdir(dataset, classifier_dir)
-  if not os.path.exists(os.path.join(workdir, "config.json")):
+  if not paths.exists(paths.join(workdir, "config.json")):
     raise FeatureNetError(
       f"No trained {dataset} classifier at {workdir}. Train it once with `python -m genjax.train "
       f"--config experiments/classifier_{dataset}.py --workdir {workdir}` (or set "

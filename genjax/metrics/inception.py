@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import paths
+
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
 # torch.hub convention: the suffix of the file name is the start of its SHA-256.
@@ -450,7 +452,17 @@ def variables_from_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
 
 def default_weights_path() -> str:
   home = os.environ.get("GENJAX_HOME", os.path.join(os.path.expanduser("~"), ".genjax"))
-  return os.path.join(home, "weights", WEIGHTS_FILE)
+  return paths.join(home, "weights", WEIGHTS_FILE)
+
+
+def _local_copy(remote: str) -> str:
+  """A local copy of the weights file `remote` (in a bucket), kept in ~/.cache/genjax/weights and
+  fetched again only when absent or damaged (the reader needs a seekable local file)."""
+  local = os.path.join(os.path.expanduser("~"), ".cache", "genjax", "weights", os.path.basename(remote))
+  if not (os.path.isfile(local) and sha256_of(local).startswith(WEIGHTS_SHA256_PREFIX)):
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    paths.write_atomic(local, paths.read_bytes(remote))
+  return local
 
 
 def sha256_of(path: str) -> str:
@@ -466,6 +478,10 @@ def find_weights(path: Optional[str] = None, download: bool = True) -> str:
   $GENJAX_HOME/weights/<file> (default ~/.genjax), downloading there when a network exists.
   The file's SHA-256 must start with the hash in its name (the torch.hub convention)."""
   candidate = path or os.environ.get(WEIGHTS_ENV) or default_weights_path()
+  if paths.is_remote(candidate):
+    # the reader needs a local file: a copy of the bucket's, or a download into the local cache
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "genjax", "weights", WEIGHTS_FILE)
+    candidate = _local_copy(candidate) if paths.exists(candidate) else cache
   if not os.path.isfile(candidate) and download and not (path or os.environ.get(WEIGHTS_ENV)):
     os.makedirs(os.path.dirname(candidate), exist_ok=True)
     partial = candidate + ".partial"

@@ -8,11 +8,13 @@ and the features of the first `keep` examples, which KID and precision/recall co
 """
 
 import dataclasses
+import io
 import os
 from typing import Iterable, Optional
 
 import numpy as np
 
+from genjax import paths
 from genjax.metrics.features import FeatureNet, genjax_home
 from genjax.metrics.frechet import RunningStats
 
@@ -29,9 +31,9 @@ class ReferenceStats:
 
 
 def cache_path(dataset: str, split: str, net_name: str, cache_dir: Optional[str] = None) -> str:
-  folder = cache_dir or os.path.join(genjax_home(), "reference_stats")
+  folder = cache_dir or paths.join(genjax_home(), "reference_stats")
   safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
-  return os.path.join(folder, f"{safe(dataset)}_{safe(split)}_{safe(net_name)}.npz")
+  return paths.join(folder, f"{safe(dataset)}_{safe(split)}_{safe(net_name)}.npz")
 
 
 def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) -> ReferenceStats:
@@ -50,16 +52,16 @@ def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) 
 
 
 def save(path: str, ref: ReferenceStats):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  partial = path + ".partial.npz"
+  buffer = io.BytesIO()
   np.savez(
-    partial, mean=ref.mean, cov=ref.cov, count=ref.count, features=ref.features, fingerprint=np.array(ref.fingerprint)
+    buffer, mean=ref.mean, cov=ref.cov, count=ref.count, features=ref.features, fingerprint=np.array(ref.fingerprint)
   )
-  os.replace(partial, path)
+  paths.makedirs(paths.path(path).parent)
+  paths.write_atomic(path, buffer.getvalue())
 
 
 def load(path: str) -> ReferenceStats:
-  with np.load(path, allow_pickle=False) as f:
+  with np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False) as f:
     return ReferenceStats(f["mean"], f["cov"], int(f["count"]), f["features"], str(f["fingerprint"]))
 
 
@@ -75,7 +77,7 @@ def reference_stats(
   """The cached statistics of `split` of the dataset `data_cfg` (a genjax.config.Data), computed
   and saved on first use or when the feature network's weights changed."""
   path = cache_path(data_cfg.name, split, net.name, cache_dir)
-  if os.path.exists(path):
+  if paths.exists(path):
     ref = load(path)
     if ref.fingerprint == net.fingerprint and len(ref.features) >= min(keep, ref.count):
       return ref

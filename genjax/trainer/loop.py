@@ -27,7 +27,7 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax import data as data_lib
-from genjax import families
+from genjax import families, paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.core.parallel import Parallelism
 from genjax.core.step import keyed_steps
@@ -232,21 +232,20 @@ class _Run:
     samples = np.asarray(
       jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng, exp.eval.num_samples))
     )
-    sample_dir = os.path.join(self.workdir, "samples")
-    os.makedirs(sample_dir, exist_ok=True)
+    sample_dir = paths.join(self.workdir, "samples")
+    paths.makedirs(sample_dir)
     if family.output == "text":
       text = "\n\n---\n\n".join(family.decode(row) for row in samples)
-      with open(os.path.join(sample_dir, f"step_{step:08d}.txt"), "w") as f:
-        f.write(text)
+      paths.write_atomic(paths.join(sample_dir, f"step_{step:08d}.txt"), text)
       self.writer.write_text("samples", step, text)
     else:
       picture = writers.image_grid(samples)
-      picture.save(os.path.join(sample_dir, f"step_{step:08d}.png"))
+      writers.save_picture(paths.join(sample_dir, f"step_{step:08d}.png"), picture)
       self.writer.write_image("samples", step, picture)
     if self.pictures_fn is not None:
       batch = next(iter(self.eval_ds.eval_batches(exp.eval.num_samples, 1)))
       for name, images in self.pictures_fn(here, batch, self.sample_rng).items():
-        writers.save_image_grid(os.path.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
+        writers.save_image_grid(paths.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
 
   # -- the loop ----------------------------------------------------------------------------------
 
@@ -314,13 +313,13 @@ class _Run:
       return
     first, last = self.exp.train.profile_steps
     if starting and not self.profiling and first <= self.step < last:
-      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+      jax.profiler.start_trace(paths.join(self.workdir, "profile"))
       self.profiling = True
     elif not starting and self.profiling and self.step >= last:
       jax.block_until_ready(self.state)
       jax.profiler.stop_trace()
       self.profiling = False
-      log.info("Profile of steps %d-%d written to %s", first, last, os.path.join(self.workdir, "profile"))
+      log.info("Profile of steps %d-%d written to %s", first, last, paths.join(self.workdir, "profile"))
 
   def _after_step(self, preempt):
     """Evaluation, checkpoint and preemption at the step just dispatched."""

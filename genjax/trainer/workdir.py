@@ -18,7 +18,7 @@ from typing import Optional
 import jax
 
 from genjax import config as config_lib
-from genjax import families
+from genjax import families, paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.data.info import DataInfo
 
@@ -44,19 +44,22 @@ RESUMABLE_CHANGES = (
 
 
 def config_path(workdir: str) -> str:
-  return os.path.join(workdir, "config.json")
+  return paths.join(workdir, "config.json")
 
 
 def load_config(workdir: str) -> config_lib.Experiment:
   """The Experiment a run in `workdir` was started with."""
   path = config_path(workdir)
-  if not os.path.exists(path):
+  try:
+    text = paths.read_text(path) if paths.exists(path) else None
+  except Exception as e:  # noqa: BLE001 - each store raises its own types
+    raise paths.storage_error(e, workdir, "read the workdir") from None
+  if text is None:
     raise FileNotFoundError(
       f"{path} does not exist: is {workdir!r} a genjax workdir? Train first with python -m genjax.train --workdir DIR."
     )
   try:
-    with open(path) as f:
-      data = json.load(f)
+    data = json.loads(text)
     return config_lib.from_dict(data, families.model_classes())
   except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as e:
     raise config_lib.ConfigError(
@@ -66,25 +69,27 @@ def load_config(workdir: str) -> config_lib.Experiment:
 
 
 def prepare(workdir: str, exp: config_lib.Experiment):
-  """Creates `workdir`, checking it is writable and holds no run of another experiment."""
+  """Creates `workdir`, checking it is writable (by writing and deleting a probe file) and holds
+  no run of another experiment."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise config_lib.ConfigError(f"Cannot create --workdir {workdir}: {e}. Choose a writable folder.") from e
-  if not os.access(workdir, os.W_OK):
-    raise config_lib.ConfigError(f"--workdir {workdir} is not writable. Choose a writable folder.")
+    paths.makedirs(workdir)
+    probe = paths.path(paths.join(workdir, f".genjax_write_probe_{os.getpid()}_{jax.process_index()}"))
+    probe.write_text("genjax checks that it can write here\n")
+    probe.unlink()
+  except Exception as e:  # noqa: BLE001 - each store raises its own types; all mean "cannot write"
+    raise paths.storage_error(e, workdir, "write the --workdir") from None
   check_same_experiment(workdir, exp)
 
 
 def write_config(workdir: str, exp: config_lib.Experiment):
   """The resolved config, as config.json (written by process 0 at every start)."""
-  write_atomic(config_path(workdir), config_lib.to_json(exp))
+  paths.write_atomic(config_path(workdir), config_lib.to_json(exp))
 
 
 def check_same_experiment(workdir: str, exp: config_lib.Experiment):
   """ConfigError when `workdir` holds a run of another experiment (see RESUMABLE_CHANGES)."""
   path = config_path(workdir)
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return
   try:
     old = load_config(workdir)
@@ -150,18 +155,4 @@ def truncate_metrics(workdir: str, step: int):
   from genjax.trainer import writers
 
   records = [r for r in writers.read_metrics(workdir) if r["step"] <= step]
-  write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
-
-
-def write_atomic(path: str, text: str):
-  """Writes `text` to a temporary file and renames it over `path`: readers see the old file or
-  the new one, never half of one."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def append_line(path: str, line: str):
-  with open(path, "a") as f:
-    f.write(line.rstrip("\n") + "\n")
+  paths.write_atomic(paths.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))

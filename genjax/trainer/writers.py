@@ -1,13 +1,15 @@
 """What a person sees: metrics.jsonl, TensorBoard events, and sample pictures (PNG grids)."""
 
+import io
 import json
 import logging
 import math
-import os
 from typing import Mapping, Optional
 
 import numpy as np
 from PIL import Image
+
+from genjax import paths
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, min_cell: int = 64) -> Image.Image:
@@ -36,24 +38,33 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, mi
   return picture
 
 
-def save_image_grid(path: str, images, ncols: Optional[int] = None) -> str:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  image_grid(images, ncols).save(path)
+def save_picture(path: str, picture: Image.Image) -> str:
+  """Writes `picture` as a PNG to `path` (a local file or an object in a bucket)."""
+  buffer = io.BytesIO()
+  picture.save(buffer, format="PNG")
+  paths.makedirs(paths.path(path).parent)
+  paths.write_atomic(path, buffer.getvalue())
   return path
+
+
+def save_image_grid(path: str, images, ncols: Optional[int] = None) -> str:
+  return save_picture(path, image_grid(images, ncols))
 
 
 class MetricWriter:
   """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars, sample grids
   and texts to TensorBoard (when tensorboardX is installed: without it the run says so once and
   writes metrics.jsonl alone). Only process 0 writes; other processes get a writer that does
-  nothing."""
+  nothing. In a bucket, where objects cannot be appended to, metrics.jsonl is rewritten whole at
+  each write from the lines this writer holds (read once, at the first write)."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = paths.join(workdir, "metrics.jsonl")
+    self._remote_lines = None
     self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      paths.makedirs(workdir)
       try:
         from tensorboardX import SummaryWriter  # imported here: only the writing process needs it
       except ImportError:
@@ -62,14 +73,20 @@ class MetricWriter:
           "sample pictures are). `pip install tensorboardX` to have them."
         )
       else:
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+        self._tb = SummaryWriter(paths.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, scalars: Mapping[str, float]):
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if paths.is_remote(self.path):
+      if self._remote_lines is None:
+        self._remote_lines = [paths.read_text(self.path)] if paths.exists(self.path) else []
+      self._remote_lines.append(line)
+      paths.write_atomic(self.path, "".join(self._remote_lines))
+    else:
+      paths.append_line(self.path, line)
     if self._tb is not None:
       for key, value in record.items():
         if key != "step" and isinstance(value, (int, float)):
@@ -95,8 +112,7 @@ def _plain(value):
 
 def read_metrics(workdir: str) -> list:
   """Every record of WORKDIR/metrics.jsonl, in order."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = paths.join(workdir, "metrics.jsonl")
+  if not paths.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]

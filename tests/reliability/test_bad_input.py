@@ -82,7 +82,11 @@ def test_train_bad_input(case, cfg, tmp_path, capsys, monkeypatch):
 def test_train_workdir_that_is_a_file(cfg, tmp_path, capsys, monkeypatch):
   (tmp_path / "f").write_text("")
   _fails_cleanly(
-    "train", ["--config", cfg, "--workdir", str(tmp_path / "f" / "run")], capsys, monkeypatch, "Cannot create --workdir"
+    "train",
+    ["--config", cfg, "--workdir", str(tmp_path / "f" / "run")],
+    capsys,
+    monkeypatch,
+    "Cannot write the --workdir",
   )
 
 

