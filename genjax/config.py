@@ -42,6 +42,12 @@ class Data:
   built by genjax from them (stacked_mnist), or `digits` (scikit-learn's bundled 8x8 digits, no
   download). `manual_dir` holds the raw files TFDS would download (or a folder with one
   sub-folder per dataset; the GENJAX_MANUAL_DIR environment variable is the fallback).
+
+  Your own data (genjax.data.files): `name="folder"` reads the PNG/JPEG images under `path`
+  (sub-folders are classes), center-cropped and resized to `image_size` x `image_size` with
+  `channels` 3 (RGB) or 1 (gray); `name="text"` reads a text file, or every file under a folder
+  `path`, with `tokenizer`. Their splits are "train", "test" (the held-out fraction `holdout`)
+  and "all", each sliceable as in TFDS ("train[:90%]", "all[100:200]").
   """
 
   name: str = "digits"
@@ -54,6 +60,11 @@ class Data:
   block_size: int = 256
   tokenizer: Literal["char", "byte"] = "char"
   in_memory_max_mb: int = 4096
+  path: Optional[str] = None  # name="folder" / "text": the folder or file (local or gs://)
+  image_size: int = 64  # name="folder": images are center-cropped and resized to this square
+  channels: int = 3  # name="folder": 3 (RGB) or 1 (grayscale)
+  holdout: float = 0.1  # name="folder" / "text": the fraction of examples in the "test" split
+  decode_threads: int = 0  # name="folder": threads decoding a batch's images; 0: one per CPU, at most 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +398,7 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     "optim.grad_accum_steps": o.grad_accum_steps,
     "eval.num_samples": exp.eval.num_samples,
     "data.block_size": exp.data.block_size,
+    "data.image_size": exp.data.image_size,
   }
   for where, value in positive.items():
     if value <= 0:
@@ -398,6 +410,15 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     raise ConfigError(
       f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys)."
     )
+  if exp.data.channels not in (1, 3):
+    raise ConfigError(f"config.data.channels = {exp.data.channels} must be 3 (RGB) or 1 (grayscale).")
+  if not 0 <= exp.data.holdout < 1:
+    raise ConfigError(
+      f"config.data.holdout = {exp.data.holdout} must lie in [0, 1): the fraction of your own data held out as "
+      "the 'test' split (e.g. 0.1)."
+    )
+  if exp.data.decode_threads < 0:
+    raise ConfigError(f"config.data.decode_threads = {exp.data.decode_threads} must be >= 0 (0: one per CPU).")
   if o.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
   if o.weight_decay < 0:

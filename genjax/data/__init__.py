@@ -19,18 +19,22 @@ text {"tokens": i32[B, block_size + 1]}. Datasets:
 | stacked_mnist (built from mnist) | image | 28x28x3 | 1000 | train (60000), test (10000) |
 | cifar10 | image | 32x32x3 | 10 | train (50000), test (10000) |
 | tiny_shakespeare | text | block_size | char 65 / byte 256 | train, validation, test, nanogpt_train, nanogpt_val, all |
+| folder (your PNG/JPEG files under data.path) | image | image_size^2 x channels | sub-folders, or none | train, test, all |
+| text (your text file or folder data.path) | text | block_size | char / byte | train, test, all |
 
 TFDS datasets are read from prepared array_record files without TensorFlow; see
 `genjax.data.tfds_io` for where raw files go and `python -m genjax.data.prepare` to prepare.
+Your own images and text are read by `genjax.data.files` (splits, classes, streaming there).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import time
 from typing import Union
 
-from genjax.data import sources, tokenizers
+from genjax.data import files, sources, tokenizers
 from genjax.data.datasets import ImageDataset, TextDataset
 from genjax.data.info import DataInfo
 from genjax.data.tfds_io import ChecksumMismatchError, DatasetNotPreparedError
@@ -39,7 +43,8 @@ Dataset = Union[ImageDataset, TextDataset]
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "cifar10", "stacked_mnist")
 TEXT_DATASETS = ("tiny_shakespeare",)
-DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+OWN_DATASETS = ("folder", "text")  # read from data.path (genjax.data.files)
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS + OWN_DATASETS
 
 # What each dataset holds, known without reading it: (kind, example shape, classes, binary,
 # vocabulary of the char tokenizer). Text shapes are (block_size,), filled in by `describe`.
@@ -72,8 +77,12 @@ __all__ = [
 def load(data_cfg, split: str) -> Dataset:
   """The `split` of the dataset `data_cfg` (a genjax.config.Data) describes."""
   name = data_cfg.name
-  if name in TEXT_DATASETS:
-    text, corpus = sources.tfds_text(name, split, data_cfg)
+  if name in TEXT_DATASETS or name == "text":
+    if name == "text":
+      corpus = files.read_corpus(data_cfg.path)
+      text = files.text_split(corpus, split, data_cfg.holdout, f"the text {data_cfg.path!r}")
+    else:
+      text, corpus = sources.tfds_text(name, split, data_cfg)
     tokenizer = tokenizers.make(data_cfg.tokenizer, corpus)
     info = DataInfo(
       name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer
@@ -84,6 +93,8 @@ def load(data_cfg, split: str) -> Dataset:
   elif name == "stacked_mnist":
     mnist, _ = sources.tfds_images("mnist", split, data_cfg)
     source, num_classes = sources.StackedMnistSource(mnist), 1000
+  elif name == "folder":
+    source, num_classes = files.folder_images(data_cfg, split)
   elif name in IMAGE_DATASETS:
     source, num_classes = sources.tfds_images(name, split, data_cfg)
   else:
@@ -99,7 +110,9 @@ def load(data_cfg, split: str) -> Dataset:
 
 def describe(data_cfg) -> DataInfo:
   """The DataInfo `load(data_cfg, ...)` would give, without reading the dataset (no tokenizer):
-  what benchmarks on synthetic batches need."""
+  what benchmarks on synthetic batches need. Your own data is listed (and text read) to know it."""
+  if data_cfg.name in OWN_DATASETS:
+    return dataclasses.replace(load(data_cfg, data_cfg.train_split).info, tokenizer=None)
   if data_cfg.name not in SHAPES:
     load(data_cfg, data_cfg.train_split)  # raises the unknown-dataset error
   kind, shape, num_classes, binary, char_vocab = SHAPES[data_cfg.name]

@@ -17,7 +17,7 @@ import sys
 import time
 
 from genjax.config import Data
-from genjax.data import DATASETS, IMAGE_DATASETS, load, tfds_io
+from genjax.data import DATASETS, IMAGE_DATASETS, OWN_DATASETS, load, tfds_io
 
 # The splits each dataset's in-memory cache is built for.
 _CACHE_SPLITS = {
@@ -38,8 +38,10 @@ def main(argv=None) -> int:
   unknown = [n for n in names if n not in DATASETS]
   if unknown:
     parser.error(f"unknown datasets {unknown}; known: {', '.join(DATASETS)}")
-  # stacked_mnist is mnist read differently; digits ships with scikit-learn.
-  tfds_names = list(dict.fromkeys("mnist" if n == "stacked_mnist" else n for n in names if n != "digits"))
+  # stacked_mnist is mnist read differently; digits ships with scikit-learn; your own data
+  # (folder, text) is read as it is.
+  skip = ("digits", *OWN_DATASETS)
+  tfds_names = list(dict.fromkeys("mnist" if n == "stacked_mnist" else n for n in names if n not in skip))
   data_dir = tfds_io.data_dir_for(Data(data_dir=args.data_dir))
   tfds_io.import_tfds().disable_progress_bar()  # one line per dataset below instead
   total = time.time()

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = (
   "data.data_dir",
   "data.manual_dir",
   "data.in_memory_max_mb",
+  "data.decode_threads",
 )
 
 

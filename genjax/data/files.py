@@ -1,0 +1,301 @@
+"""Your own data: a folder of images (`data.name="folder"`) or text files (`data.name="text"`).
+
+Images. Every PNG/JPEG file under `data.path` (local or gs://, found recursively, sorted by
+path relative to the folder) is one example. When every image lies in a sub-folder, the sorted
+sub-folder names are the classes (label k: the k-th name); images directly in the folder mean no
+classes (label 0). An image is decoded with Pillow, converted to RGB (alpha dropped) or gray
+(`data.channels`), cropped to its largest centered square and resized to `data.image_size`
+(bicubic, Pillow's `resize` of the cropped square only, so nothing outside it bleeds in); JPEGs
+are decoded at the smallest DCT scale that keeps the short side at least that size
+(`Image.draft`). Random horizontal flips are `data.flip`, drawn by the batch
+function like every other dataset's augmentation (genjax.data.datasets).
+
+Streaming. `FolderSource.get` opens only the files of the indices asked for, on a thread pool
+(`data.decode_threads`). When the decoded split fits in `data.in_memory_max_mb`, decoded images
+are also kept in memory, so the second epoch opens no file; a larger split is decoded for every
+batch and never held whole.
+
+Text. `data.path` is one file, or a folder whose files (recursively, sorted, hidden files
+skipped) are read as UTF-8 and concatenated (a newline added after a file that lacks one).
+
+Splits. "all" is every example (image files in sorted order; the text's characters). "test"
+holds out the fraction `data.holdout`: for images every example i with
+floor((i + 1) * h) > floor(i * h), i.e. every 10th file for h = 0.1, so each class is held out
+in proportion; for text the last `holdout` of the characters, as nanoGPT does. "train" is the
+rest. Each may be sliced as in TFDS: "train[:90%]", "all[10:20]", "test[-50:]" (percent
+boundaries are floor(n * k / 100)). All of it is a pure function of the files' names and
+contents, so every process and every resumed run sees the same splits.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fractions
+import io
+import math
+import os
+import re
+import threading
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from genjax import paths
+from genjax.config import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "test", "all")
+_SPLIT = re.compile(r"^(\w+)(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?$")
+
+
+class UnreadableImageError(ConfigError):
+  """An image file under data.path that Pillow cannot decode; the message names it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_split(split: str, what: str) -> Tuple[str, Optional[str], Optional[str]]:
+  """("train" | "test" | "all", start, stop) of a split string such as "train[:90%]"."""
+  match = _SPLIT.match(split.strip())
+  if not match or match.group(1) not in SPLITS:
+    raise ConfigError(
+      f"Split {split!r} of {what} is not one genjax reads: use train, test or all (test is the "
+      "data.holdout fraction, train the rest), optionally sliced as in TFDS, e.g. train[:90%], "
+      "all[100:200] or test[-50:]."
+    )
+  return match.group(1), match.group(2), match.group(3)
+
+
+def _bound(text: Optional[str], n: int, default: int) -> int:
+  if text is None:
+    return default
+  if text.endswith("%"):
+    k = int(text[:-1])
+    if not -100 <= k <= 100:
+      raise ConfigError(f"Split boundary {text!r} must lie between -100% and 100%.")
+    return n * k // 100 if k >= 0 else n - n * -k // 100
+  return int(text)
+
+
+def slice_bounds(start: Optional[str], stop: Optional[str], n: int) -> slice:
+  """The python slice of [start:stop] (ints or percents) over n examples."""
+  return slice(_bound(start, n, 0), _bound(stop, n, n))
+
+
+def _fraction(holdout: float) -> fractions.Fraction:
+  return fractions.Fraction(holdout).limit_denominator(1_000_000)  # 0.1 -> 1/10 exactly
+
+
+def holdout_mask(n: int, holdout: float) -> np.ndarray:
+  """bool[n]: the examples of the "test" split, floor(n * holdout) of them spread evenly."""
+  h = _fraction(holdout)
+  i = np.arange(n, dtype=np.int64)
+  return (i + 1) * h.numerator // h.denominator > i * h.numerator // h.denominator
+
+
+def select(n: int, split: str, holdout: float, what: str) -> np.ndarray:
+  """The example indices int64[k] (in stored order) of `split` over n examples."""
+  base, start, stop = parse_split(split, what)
+  indices = np.arange(n, dtype=np.int64)
+  if base != "all":
+    test = holdout_mask(n, holdout)
+    indices = indices[test] if base == "test" else indices[~test]
+  return indices[slice_bounds(start, stop, len(indices))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing files
+# ----------------------------------------------------------------------------------------------
+
+
+def _root(path: Optional[str], name: str) -> str:
+  if not path:
+    kind = "a folder of images" if name == "folder" else "a text file or a folder of text files"
+    raise ConfigError(f"data.name={name!r} reads {kind}: set --config.data.path=DIR (a local path or gs://bucket/dir).")
+  root = str(paths.path(path))
+  if not paths.exists(root):
+    raise ConfigError(
+      f"data.path={path!r} does not exist. Point --config.data.path at "
+      f"{'the folder holding your images' if name == 'folder' else 'your text file or folder'}."
+    )
+  return root
+
+
+def _walk(root: str) -> List[Tuple[str, str]]:
+  """(relative posix path, full path) of every file under root, hidden names skipped, sorted."""
+  found = []
+  top = paths.path(root)
+  stack = [top]
+  while stack:
+    folder = stack.pop()
+    for child in folder.iterdir():
+      if child.name.startswith("."):
+        continue
+      if child.is_dir():
+        stack.append(child)
+      else:
+        found.append((child.relative_to(top).as_posix(), str(child)))
+  return sorted(found)
+
+
+def list_images(path: Optional[str]) -> Tuple[List[str], np.ndarray, Optional[List[str]]]:
+  """(image files sorted by relative path, int32 labels, class names or None) under `path`."""
+  root = _root(path, "folder")
+  if not paths.isdir(root):
+    raise ConfigError(f"data.path={path!r} is a file; data.name='folder' reads a folder of PNG/JPEG images.")
+  files = _walk(root)
+  images = [(rel, full) for rel, full in files if rel.lower().endswith(IMAGE_SUFFIXES)]
+  if not images:
+    seen = ", ".join(rel for rel, _ in files[:5]) or "nothing"
+    raise ConfigError(
+      f"data.path={path!r} holds no PNG or JPEG image (files ending in {', '.join(IMAGE_SUFFIXES)}, "
+      f"case-insensitive; found {seen}{' ...' if len(files) > 5 else ''}). Put your images there, "
+      "optionally in one sub-folder per class."
+    )
+  top = [rel for rel, _ in images if "/" not in rel]
+  if not top:
+    classes = sorted({rel.split("/", 1)[0] for rel, _ in images})
+    ids = {c: k for k, c in enumerate(classes)}
+    labels = np.array([ids[rel.split("/", 1)[0]] for rel, _ in images], dtype=np.int32)
+    return [full for _, full in images], labels, classes
+  if len(top) != len(images):
+    raise ConfigError(
+      f"data.path={path!r} has {len(top)} images directly in it (e.g. {top[0]}) and "
+      f"{len(images) - len(top)} in sub-folders: sub-folders are classes, so put every image in "
+      "one (labelled), or all of them directly in the folder (unlabelled)."
+    )
+  return [full for _, full in images], np.zeros(len(images), np.int32), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, size: int, channels: int, where: str = "image") -> np.ndarray:
+  """uint8[size, size, channels]: the image in `data` center-cropped and resized (see above)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  mode = "RGB" if channels == 3 else "L"
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.draft(mode, (size, size))  # JPEG: decode at a reduced DCT scale when that suffices
+      image = image.convert(mode)
+      width, height = image.size
+      short = min(width, height)
+      left, top = (width - short) // 2, (height - short) // 2
+      image = image.crop((left, top, left + short, top + short))  # crop first: no bleed from outside
+      if short != size:
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+      array = np.asarray(image, dtype=np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise UnreadableImageError(
+      f"Cannot decode {where} as an image ({type(e).__name__}: {e}). Replace or delete the file "
+      "(only PNG and JPEG files are read), then run again."
+    ) from None
+  return array.reshape(size, size, channels)
+
+
+def _default_threads() -> int:
+  return max(1, min(8, os.cpu_count() or 1))
+
+
+class FolderSource:
+  """An ImageSource over image files, decoding only the files asked for (see the module doc)."""
+
+  def __init__(self, files: List[str], labels: np.ndarray, size: int, channels: int, keep: bool, threads: int = 0):
+    self.files = list(files)
+    self.labels = np.asarray(labels, dtype=np.int32)
+    self.num_examples = len(self.files)
+    self.shape = (size, size, channels)
+    self.max_value = 255
+    self.threads = threads or _default_threads()
+    self._kept = np.zeros((self.num_examples, *self.shape), np.uint8) if keep else None
+    self._have = np.zeros(self.num_examples, bool)
+    self._pool = None
+    self._lock = threading.Lock()
+
+  def decode(self, index: int) -> np.ndarray:
+    where = self.files[index]
+    try:
+      data = paths.read_bytes(where)
+    except OSError as e:
+      raise UnreadableImageError(
+        f"Cannot read {where} ({type(e).__name__}: {e}). Check it exists and is readable."
+      ) from None
+    return decode_image(data, self.shape[0], self.shape[2], where)
+
+  def _decode_many(self, indices: List[int]) -> List[np.ndarray]:
+    if self.threads == 1 or len(indices) < 2:
+      return [self.decode(i) for i in indices]
+    with self._lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="genjax-decode")
+    return list(self._pool.map(self.decode, indices))
+
+  def get(self, indices):
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if self._kept is None:
+      unique, inverse = np.unique(indices, return_inverse=True)
+      decoded = self._decode_many(unique.tolist())
+      images = np.stack(decoded)[inverse] if decoded else np.zeros((0, *self.shape), np.uint8)
+      return images, self.labels[indices]
+    missing = np.unique(indices[~self._have[indices]])
+    for i, image in zip(missing.tolist(), self._decode_many(missing.tolist())):
+      self._kept[i] = image
+      self._have[i] = True
+    return self._kept[indices], self.labels[indices]
+
+
+def folder_images(data_cfg, split: str) -> Tuple[FolderSource, Optional[int]]:
+  """The FolderSource of `split` of the images under data.path and its number of classes."""
+  files, labels, classes = list_images(data_cfg.path)
+  chosen = select(len(files), split, data_cfg.holdout, f"the image folder {data_cfg.path!r}")
+  if len(chosen) == 0:
+    raise ConfigError(
+      f"Split {split!r} of the image folder {data_cfg.path!r} ({len(files)} images, data.holdout="
+      f"{data_cfg.holdout}) is empty: raise data.holdout (the 'test' fraction), add images, or pick "
+      "another split (e.g. --config.data.eval_split=train[:10%])."
+    )
+  shape = (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
+  keep = len(chosen) * math.prod(shape) / 2**20 <= data_cfg.in_memory_max_mb
+  source = FolderSource(
+    [files[i] for i in chosen], labels[chosen], data_cfg.image_size, data_cfg.channels, keep, data_cfg.decode_threads
+  )
+  return source, len(classes) if classes is not None else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Text
+# ----------------------------------------------------------------------------------------------
+
+
+def read_corpus(path: Optional[str]) -> str:
+  """The text of the file `path`, or of every file under the folder `path`, concatenated."""
+  root = _root(path, "text")
+  files = _walk(root) if paths.isdir(root) else [(os.path.basename(root), root)]
+  if not files:
+    raise ConfigError(f"data.path={path!r} is an empty folder: put your text files (UTF-8) there.")
+  parts = []
+  for _, full in files:
+    try:
+      text = paths.read_bytes(full).decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise ConfigError(
+        f"{full} is not UTF-8 text ({e}). data.name='text' reads every file under data.path: convert "
+        "it to UTF-8 or move it out of the folder."
+      ) from None
+    parts.append(text if not text or text.endswith("\n") or full == files[-1][1] else text + "\n")
+  return "".join(parts)
+
+
+def text_split(corpus: str, split: str, holdout: float, what: str) -> str:
+  """The characters of `split`: "test" the last `holdout` of the corpus, "train" the rest."""
+  base, start, stop = parse_split(split, what)
+  h = _fraction(holdout)
+  cut = len(corpus) - len(corpus) * h.numerator // h.denominator
+  text = {"all": corpus, "train": corpus[:cut], "test": corpus[cut:]}[base]
+  return text[slice_bounds(start, stop, len(text))]
