@@ -199,7 +199,7 @@ def decode_image(data: bytes, size: int, channels: int, where: str = "image") ->
   return array.reshape(size, size, channels)
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
   return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -212,7 +212,7 @@ class FolderSource:
     self.num_examples = len(self.files)
     self.shape = (size, size, channels)
     self.max_value = 255
-    self.threads = threads or _default_threads()
+    self.threads = threads or default_threads()
     self._kept = np.zeros((self.num_examples, *self.shape), np.uint8) if keep else None
     self._have = np.zeros(self.num_examples, bool)
     self._pool = None

@@ -255,3 +255,14 @@ def test_describe_lists_own_data(tmp_path):
   root = class_folder(tmp_path)
   info = gd.describe(Data(name="folder", path=str(root), image_size=8))
   assert info.shape == (8, 8, 3) and info.num_classes == 2 and info.kind == "image"
+
+
+def test_bench_folder_prints_a_rate_per_thread_count(tmp_path, capsys):
+  from genjax.data import bench_folder
+
+  assert (
+    bench_folder.main(["--num", "8", "--size", "32", "--image_size", "16", "--threads", "1,2", "--seconds", "0.05"])
+    == 0
+  )
+  out = capsys.readouterr().out
+  assert "wrote 8 32x32 JPEGs" in out and "threads=1: " in out and "threads=2: " in out and "images/s" in out
