@@ -21,6 +21,7 @@ text {"tokens": i32[B, block_size + 1]}. Datasets:
 | tiny_shakespeare | text | block_size | char 65 / byte 256 | train, validation, test, nanogpt_train, nanogpt_val, all |
 | folder (your PNG/JPEG files under data.path) | image | image_size^2 x channels | sub-folders, or none | train, test, all |
 | text (your text file or folder data.path) | text | block_size | char / byte | train, test, all |
+| tfds:NAME[/CONFIG][:VERSION] (any prepared TFDS dataset) | image or text | image_size^2 x channels / block_size | its ClassLabel, or none | its splits, sliced |
 
 TFDS datasets are read from prepared array_record files without TensorFlow; see
 `genjax.data.tfds_io` for where raw files go and `python -m genjax.data.prepare` to prepare.
@@ -34,7 +35,7 @@ import difflib
 import time
 from typing import Union
 
-from genjax.data import files, sources, tokenizers
+from genjax.data import files, sources, tfds_io, tokenizers
 from genjax.data.datasets import ImageDataset, TextDataset
 from genjax.data.info import DataInfo
 from genjax.data.tfds_io import ChecksumMismatchError, DatasetNotPreparedError
@@ -77,10 +78,13 @@ __all__ = [
 def load(data_cfg, split: str) -> Dataset:
   """The `split` of the dataset `data_cfg` (a genjax.config.Data) describes."""
   name = data_cfg.name
-  if name in TEXT_DATASETS or name == "text":
+  builder = tfds_io.open_any(name[len("tfds:") :], data_cfg) if name.startswith("tfds:") else None
+  if name in TEXT_DATASETS or name == "text" or (builder is not None and sources.any_tfds_is_text(builder)):
     if name == "text":
       corpus = files.read_corpus(data_cfg.path)
       text = files.text_split(corpus, split, data_cfg.holdout, f"the text {data_cfg.path!r}")
+    elif builder is not None:
+      text, corpus = sources.any_tfds_text(builder, split, data_cfg.tokenizer)
     else:
       text, corpus = sources.tfds_text(name, split, data_cfg)
     tokenizer = tokenizers.make(data_cfg.tokenizer, corpus)
@@ -95,6 +99,8 @@ def load(data_cfg, split: str) -> Dataset:
     source, num_classes = sources.StackedMnistSource(mnist), 1000
   elif name == "folder":
     source, num_classes = files.folder_images(data_cfg, split)
+  elif builder is not None:
+    source, num_classes = sources.any_tfds_images(builder, split, data_cfg)
   elif name in IMAGE_DATASETS:
     source, num_classes = sources.tfds_images(name, split, data_cfg)
   else:
@@ -102,7 +108,10 @@ def load(data_cfg, split: str) -> Dataset:
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     from genjax.config import ConfigError
 
-    raise ConfigError(f"Unknown dataset --config.data.name={name!r}.{hint} Known: {', '.join(DATASETS)}.")
+    raise ConfigError(
+      f"Unknown dataset --config.data.name={name!r}.{hint} Known: {', '.join(DATASETS)}, or any TFDS "
+      "dataset with an image or text feature as tfds:NAME[:VERSION] (prepared in data.data_dir)."
+    )
   binary = name == "binarized_mnist" or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
   return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)
@@ -111,7 +120,7 @@ def load(data_cfg, split: str) -> Dataset:
 def describe(data_cfg) -> DataInfo:
   """The DataInfo `load(data_cfg, ...)` would give, without reading the dataset (no tokenizer):
   what benchmarks on synthetic batches need. Your own data is listed (and text read) to know it."""
-  if data_cfg.name in OWN_DATASETS:
+  if data_cfg.name in OWN_DATASETS or data_cfg.name.startswith("tfds:"):
     return dataclasses.replace(load(data_cfg, data_cfg.train_split).info, tokenizer=None)
   if data_cfg.name not in SHAPES:
     load(data_cfg, data_cfg.train_split)  # raises the unknown-dataset error

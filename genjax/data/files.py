@@ -175,28 +175,43 @@ def list_images(path: Optional[str]) -> Tuple[List[str], np.ndarray, Optional[Li
 # ----------------------------------------------------------------------------------------------
 
 
+def fit(image, size: int, channels: int) -> np.ndarray:
+  """uint8[size, size, channels] of a PIL image: converted, center-cropped and resized (see above)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  image = image.convert("RGB" if channels == 3 else "L")
+  width, height = image.size
+  short = min(width, height)
+  left, top = (width - short) // 2, (height - short) // 2
+  image = image.crop((left, top, left + short, top + short))  # crop first: no bleed from outside
+  if short != size:
+    image = image.resize((size, size), Image.Resampling.BICUBIC)
+  return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+
+
+def fit_array(array: np.ndarray, size: int, channels: int) -> np.ndarray:
+  """`fit` of a uint8[H, W, C] array (C in 1, 3, 4); unchanged when it already has that shape."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  array = np.asarray(array, dtype=np.uint8)
+  if array.shape == (size, size, channels):
+    return array
+  return fit(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array), size, channels)
+
+
 def decode_image(data: bytes, size: int, channels: int, where: str = "image") -> np.ndarray:
   """uint8[size, size, channels]: the image in `data` center-cropped and resized (see above)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  mode = "RGB" if channels == 3 else "L"
   try:
     with Image.open(io.BytesIO(data)) as image:
-      image.draft(mode, (size, size))  # JPEG: decode at a reduced DCT scale when that suffices
-      image = image.convert(mode)
-      width, height = image.size
-      short = min(width, height)
-      left, top = (width - short) // 2, (height - short) // 2
-      image = image.crop((left, top, left + short, top + short))  # crop first: no bleed from outside
-      if short != size:
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-      array = np.asarray(image, dtype=np.uint8)
+      image.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: a reduced DCT scale when that suffices
+      return fit(image, size, channels)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise UnreadableImageError(
       f"Cannot decode {where} as an image ({type(e).__name__}: {e}). Replace or delete the file "
       "(only PNG and JPEG files are read), then run again."
     ) from None
-  return array.reshape(size, size, channels)
 
 
 def default_threads() -> int:

@@ -122,6 +122,95 @@ def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[
 
 
 # ----------------------------------------------------------------------------------------------
+# Any TFDS dataset: data.name="tfds:NAME[/CONFIG][:VERSION]"
+# ----------------------------------------------------------------------------------------------
+
+
+def _feature_key(features, kind, preferred: str) -> Optional[str]:
+  """The top-level feature of type `kind`, `preferred` when that is one, else the first."""
+  keys = [k for k, f in features.items() if isinstance(f, kind)]
+  return preferred if preferred in keys else (keys[0] if keys else None)
+
+
+class AnyTfdsImageSource:
+  """An ImageSource over any TFDS image feature: images center-cropped and resized to
+  data.image_size x data.image_size x data.channels (genjax.data.files.fit_array), labels from a
+  ClassLabel feature ("label" preferred) or 0."""
+
+  def __init__(self, data_source, image_key: str, label_key: Optional[str], size: int, channels: int):
+    self.data_source = data_source
+    self.num_examples = len(data_source)
+    self.shape = (size, size, channels)
+    self.max_value = 255
+    self._image_key, self._label_key = image_key, label_key
+
+  def get(self, indices):
+    from genjax.data import files  # pylint: disable=g-import-not-at-top
+
+    examples = self.data_source.__getitems__([int(i) for i in indices])
+    images = [files.fit_array(np.asarray(e[self._image_key]), self.shape[0], self.shape[2]) for e in examples]
+    labels = [int(e[self._label_key]) if self._label_key else 0 for e in examples]
+    return np.stack(images).reshape(len(examples), *self.shape), np.array(labels, dtype=np.int32)
+
+
+def any_tfds_features(builder, want: str):
+  """(feature key of kind `want` ("image" or "text"), label key or None, num_classes or None)."""
+  tfds = tfds_io.import_tfds()
+  features = builder.info.features
+  kind = tfds.features.Image if want == "image" else tfds.features.Text
+  key = _feature_key(features, kind, want)
+  if key is None:
+    described = ", ".join(f"{k} ({type(f).__name__})" for k, f in features.items())
+    raise ConfigError(
+      f"TFDS dataset {builder.name!r} has no top-level {kind.__name__} feature for genjax to read "
+      f"(its features: {described}). data.name='tfds:...' reads datasets with an Image or a Text feature."
+    )
+  label_key = _feature_key(features, tfds.features.ClassLabel, "label")
+  num_classes = features[label_key].num_classes if label_key else None
+  return key, label_key, num_classes
+
+
+def any_tfds_is_text(builder) -> bool:
+  """Whether `data.name="tfds:..."` reads text: the dataset has a Text feature and no Image."""
+  tfds = tfds_io.import_tfds()
+  features = builder.info.features
+  has = lambda kind: any(isinstance(f, kind) for f in features.values())
+  return has(tfds.features.Text) and not has(tfds.features.Image)
+
+
+def any_tfds_images(builder, split: str, data_cfg) -> Tuple[ImageSource, Optional[int]]:
+  """The image source of `split` of any prepared TFDS dataset and its number of classes.
+
+  Decoded whole into memory when the resized split fits in data.in_memory_max_mb, else per batch.
+  """
+  image_key, label_key, num_classes = any_tfds_features(builder, "image")
+  source = AnyTfdsImageSource(
+    _data_source(builder, split), image_key, label_key, data_cfg.image_size, data_cfg.channels
+  )
+  if source.num_examples and source.num_examples * math.prod(source.shape) / 2**20 <= data_cfg.in_memory_max_mb:
+    chunks = [source.get(np.arange(i, min(i + 4096, source.num_examples))) for i in range(0, source.num_examples, 4096)]
+    return ArraySource(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])), num_classes
+  return source, num_classes
+
+
+def any_tfds_text(builder, split: str, tokenizer: str) -> Tuple[str, str]:
+  """(text of `split`, corpus for the tokenizer) of any TFDS dataset with a Text feature: the
+  examples' texts joined by newlines; the corpus is every split's text for the char tokenizer
+  (so evaluation text has no unknown characters), the split's own text for bytes."""
+  key, _, _ = any_tfds_features(builder, "text")
+
+  def text_of(part):
+    source = _data_source(builder, part)
+    return "\n".join(_as_text(source[i][key]) for i in range(len(source)))
+
+  text = text_of(split)
+  if tokenizer != "char":
+    return text, text
+  parts = sorted(builder.info.splits) or [split]  # (a mocked builder lists no splits)
+  return text, "\n".join(text if part == split else text_of(part) for part in parts)
+
+
+# ----------------------------------------------------------------------------------------------
 # Stacked MNIST
 # ----------------------------------------------------------------------------------------------
 

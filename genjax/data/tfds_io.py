@@ -17,6 +17,7 @@ runs JAX: two native runtimes with their own thread pools and copies of the same
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import importlib.util
 import os
@@ -250,3 +251,41 @@ def child_main(argv) -> int:
       f.write(str(e))
     return next(code for code, kind in _CHILD_ERRORS.items() if isinstance(e, kind))
   return 0
+
+
+def open_any(spec: str, data_cfg):
+  """The prepared TFDS builder of `spec` ("name", "name:version" or "name/config:version") for
+  `data.name="tfds:SPEC"`: any TFDS dataset, prepared beforehand (genjax prepares only its own)."""
+  from genjax.config import ConfigError  # pylint: disable=g-import-not-at-top
+
+  tfds = import_tfds()
+  data_dir = data_dir_for(data_cfg)
+  try:
+    builder = tfds.builder(spec, data_dir=data_dir, file_format="array_record")
+  except (tfds.core.registered.DatasetNotFoundError, AssertionError, ValueError) as e:
+    name = spec.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(
+      name, tfds.core.registered.list_imported_builders(), n=3
+    )  # (list_builders imports TensorFlow)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    raise ConfigError(
+      f"data.name='tfds:{spec}': TFDS cannot open {spec!r} ({str(e).splitlines()[0]}).{hint} Write "
+      "tfds:NAME, tfds:NAME:VERSION or tfds:NAME/CONFIG:VERSION with a name from "
+      "https://www.tensorflow.org/datasets/catalog (or a dataset prepared in data.data_dir)."
+    ) from None
+  if not builder.is_prepared():
+    raise DatasetNotPreparedError(
+      f"Dataset {spec!r} is not prepared in {data_dir}. genjax prepares only its own datasets "
+      "offline; prepare this one where it can be downloaded, as array_record:\n"
+      f"  tfds build {spec} --data_dir {data_dir} --file_format array_record\n"
+      f"then copy {data_dir}/{spec.split(':')[0]} here (or point data.data_dir / GENJAX_DATA_DIR at it)."
+    )
+  file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+  if str(file_format) != "array_record":
+    raise DatasetNotPreparedError(
+      f"Dataset {spec!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
+      "array_record (random access without TensorFlow). Rebuild it with "
+      f"tfds build {spec} --data_dir {os.path.join(data_dir, 'array_record')} --file_format array_record "
+      "and set data.data_dir to that folder."
+    )
+  return builder
