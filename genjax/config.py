@@ -58,7 +58,8 @@ class Data:
   binarize: Literal["none", "dynamic", "threshold"] = "none"
   flip: bool = False
   block_size: int = 256
-  tokenizer: Literal["char", "byte"] = "char"
+  tokenizer: Literal["char", "byte", "bpe"] = "char"
+  bpe_vocab_size: int = 1024  # tokenizer="bpe": byte-level BPE trained on the corpus up to this vocabulary
   in_memory_max_mb: int = 4096
   path: Optional[str] = None  # name="folder" / "text": the folder or file (local or gs://)
   image_size: int = 64  # name="folder": images are center-cropped and resized to this square
@@ -416,6 +417,10 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     raise ConfigError(
       f"config.data.holdout = {exp.data.holdout} must lie in [0, 1): the fraction of your own data held out as "
       "the 'test' split (e.g. 0.1)."
+    )
+  if exp.data.tokenizer == "bpe" and exp.data.bpe_vocab_size < 256:
+    raise ConfigError(
+      f"config.data.bpe_vocab_size = {exp.data.bpe_vocab_size} must be >= 256 (the 256 bytes plus learnt merges)."
     )
   if exp.data.decode_threads < 0:
     raise ConfigError(f"config.data.decode_threads = {exp.data.decode_threads} must be >= 0 (0: one per CPU).")

@@ -18,9 +18,9 @@ text {"tokens": i32[B, block_size + 1]}. Datasets:
 | binarized_mnist | image, binary | 28x28x1 | none (label 0) | train (50000), validation, test (10000 each) |
 | stacked_mnist (built from mnist) | image | 28x28x3 | 1000 | train (60000), test (10000) |
 | cifar10 | image | 32x32x3 | 10 | train (50000), test (10000) |
-| tiny_shakespeare | text | block_size | char 65 / byte 256 | train, validation, test, nanogpt_train, nanogpt_val, all |
+| tiny_shakespeare | text | block_size | char 65 / byte 256 / bpe | train, validation, test, nanogpt_train, nanogpt_val, all |
 | folder (your PNG/JPEG files under data.path) | image | image_size^2 x channels | sub-folders, or none | train, test, all |
-| text (your text file or folder data.path) | text | block_size | char / byte | train, test, all |
+| text (your text file or folder data.path) | text | block_size | char / byte / bpe | train, test, all |
 | tfds:NAME[/CONFIG][:VERSION] (any prepared TFDS dataset) | image or text | image_size^2 x channels / block_size | its ClassLabel, or none | its splits, sliced |
 
 TFDS datasets are read from prepared array_record files without TensorFlow; see
@@ -87,7 +87,7 @@ def load(data_cfg, split: str) -> Dataset:
       text, corpus = sources.any_tfds_text(builder, split, data_cfg.tokenizer)
     else:
       text, corpus = sources.tfds_text(name, split, data_cfg)
-    tokenizer = tokenizers.make(data_cfg.tokenizer, corpus)
+    tokenizer = tokenizers.make(data_cfg.tokenizer, corpus, data_cfg.bpe_vocab_size)
     info = DataInfo(
       name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer
     )
@@ -120,7 +120,7 @@ def load(data_cfg, split: str) -> Dataset:
 def describe(data_cfg) -> DataInfo:
   """The DataInfo `load(data_cfg, ...)` would give, without reading the dataset (no tokenizer):
   what benchmarks on synthetic batches need. Your own data is listed (and text read) to know it."""
-  if data_cfg.name in OWN_DATASETS or data_cfg.name.startswith("tfds:"):
+  if data_cfg.name in OWN_DATASETS or data_cfg.name.startswith("tfds:") or data_cfg.tokenizer == "bpe":
     return dataclasses.replace(load(data_cfg, data_cfg.train_split).info, tokenizer=None)
   if data_cfg.name not in SHAPES:
     load(data_cfg, data_cfg.train_split)  # raises the unknown-dataset error

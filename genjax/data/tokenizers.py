@@ -8,6 +8,9 @@ exact vocabulary it was trained with.
   nanoGPT's `data/shakespeare_char/prepare.py` (65 symbols for tiny_shakespeare).
 - `ByteTokenizer`: UTF-8 bytes, 256 symbols; any text can be encoded, and decoding replaces
   byte sequences that are not valid UTF-8 (a model can sample those) with U+FFFD.
+- `BpeTokenizer`: byte-level BPE (GPT-2's scheme) trained on the corpus with Hugging Face
+  `tokenizers` (`data.tokenizer=bpe`, `data.bpe_vocab_size`); any text can be encoded. Its
+  `to_dict` carries the whole trained tokenizer (its JSON), so a checkpoint restores it exactly.
 """
 
 from __future__ import annotations
@@ -107,6 +110,61 @@ class ByteTokenizer(Tokenizer):
     return "ByteTokenizer()"
 
 
+def _hf_tokenizers():
+  try:
+    import tokenizers as hf  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError(
+      "data.tokenizer=bpe needs Hugging Face tokenizers: pip install tokenizers==0.23.3 (see requirements.txt)."
+    ) from None
+  return hf
+
+
+class BpeTokenizer(Tokenizer):
+  """Byte-level BPE: text is split GPT-2 style (ByteLevel pre-tokenizer, no prefix space), its
+  UTF-8 bytes mapped to 256 symbols, and merges learnt by `train` applied (Hugging Face
+  `tokenizers`). Ids 0..255 are the single bytes; merged symbols follow in the order learnt."""
+
+  def __init__(self, hf_tokenizer):
+    self._tok = hf_tokenizer
+    self.vocab_size = hf_tokenizer.get_vocab_size()
+
+  @classmethod
+  def train(cls, corpus: str, vocab_size: int) -> "BpeTokenizer":
+    """Learns merges on `corpus` until the vocabulary has `vocab_size` symbols (or no pair
+    repeats). Deterministic: the same corpus gives the same tokenizer."""
+    hf = _hf_tokenizers()
+    if vocab_size < 256:
+      raise ValueError(f"data.bpe_vocab_size={vocab_size} must be >= 256 (the byte alphabet).")
+    tok = hf.Tokenizer(hf.models.BPE())
+    tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = hf.decoders.ByteLevel()
+    trainer = hf.trainers.BpeTrainer(
+      vocab_size=vocab_size,
+      min_frequency=2,
+      initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+      show_progress=False,
+      special_tokens=[],
+    )
+    tok.train_from_iterator([corpus], trainer=trainer)
+    return cls(tok)
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self._tok.encode(text).ids, dtype=np.int32)
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+      raise ValueError(f"Token ids must lie in [0, {self.vocab_size}), got range [{ids.min()}, {ids.max()}].")
+    return self._tok.decode(ids.tolist(), skip_special_tokens=False)
+
+  def to_dict(self) -> dict:
+    return {"kind": "bpe", "json": self._tok.to_str()}
+
+  def __repr__(self):
+    return f"BpeTokenizer(vocab_size={self.vocab_size})"
+
+
 def from_dict(d: Mapping) -> Tokenizer:
   """Rebuilds the tokenizer that `Tokenizer.to_dict` described."""
   kind = d.get("kind")
@@ -114,13 +172,17 @@ def from_dict(d: Mapping) -> Tokenizer:
     return CharTokenizer(d["chars"])
   if kind == "byte":
     return ByteTokenizer()
-  raise ValueError(f"Unknown tokenizer kind {kind!r} (expected 'char' or 'byte') in {dict(d)!r}.")
+  if kind == "bpe":
+    return BpeTokenizer(_hf_tokenizers().Tokenizer.from_str(d["json"]))
+  raise ValueError(f"Unknown tokenizer kind {kind!r} (expected 'char', 'byte' or 'bpe') in {str(dict(d))[:200]}.")
 
 
-def make(kind: str, corpus: str) -> Tokenizer:
-  """The tokenizer named by `data.tokenizer` ("char" or "byte"), built from the whole corpus."""
+def make(kind: str, corpus: str, bpe_vocab_size: int = 1024) -> Tokenizer:
+  """The tokenizer named by `data.tokenizer` ("char", "byte" or "bpe"), built from the whole corpus."""
   if kind == "char":
     return CharTokenizer.from_text(corpus)
   if kind == "byte":
     return ByteTokenizer()
-  raise ValueError(f"data.tokenizer={kind!r}: expected 'char' or 'byte'.")
+  if kind == "bpe":
+    return BpeTokenizer.train(corpus, bpe_vocab_size)
+  raise ValueError(f"data.tokenizer={kind!r}: expected 'char', 'byte' or 'bpe'.")

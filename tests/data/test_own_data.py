@@ -266,3 +266,17 @@ def test_bench_folder_prints_a_rate_per_thread_count(tmp_path, capsys):
   )
   out = capsys.readouterr().out
   assert "wrote 8 32x32 JPEGs" in out and "threads=1: " in out and "threads=2: " in out and "images/s" in out
+
+
+def test_text_with_a_bpe_tokenizer(tmp_path):
+  pytest.importorskip("tokenizers")
+  words = "to be or not that is the question whether tis nobler in mind suffer slings arrows".split()
+  text = " ".join(np.random.default_rng(1).choice(words, 3000).tolist()) + "\n"
+  (tmp_path / "t.txt").write_text(text)
+  cfg = Data(name="text", path=str(tmp_path / "t.txt"), block_size=16, tokenizer="bpe", bpe_vocab_size=290)
+  train, test = gd.load(cfg, "train"), gd.load(cfg, "test")
+  assert train.info.vocab_size == 290 and train.tokenizer == test.tokenizer  # trained on the whole corpus
+  cut = len(text) - len(text) // 10
+  assert train.tokenizer.decode(train.tokens) == text[:cut] and test.tokenizer.decode(test.tokens) == text[cut:]
+  assert equal_batches(train.batch(3, 4, seed=0), gd.load(cfg, "train").batch(3, 4, seed=0))
+  assert gd.describe(cfg).vocab_size == 290

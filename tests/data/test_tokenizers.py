@@ -72,3 +72,37 @@ def test_text_eval_windows_are_consecutive_and_cover_the_split():
   np.testing.assert_array_equal(rows[:-1, -1], rows[1:, 0])
   shares = [list(ds.eval_batches(8, process_index=p, process_count=2)) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate([shares[0][0]["tokens"], shares[1][0]["tokens"]]), rows[:8])
+
+
+# ----------------------------------------------------------------------------------------------
+# Byte-level BPE (Hugging Face tokenizers)
+# ----------------------------------------------------------------------------------------------
+
+_WORDS = "the king and queen spoke to people of town castle river bread sword horse night morning".split()
+# 3000 words drawn at random: enough distinct pairs for a few hundred merges.
+CORPUS = " ".join(np.random.default_rng(0).choice(_WORDS, 3000).tolist()) + "\n"
+
+
+def test_bpe_learns_merges_round_trips_any_text_and_is_deterministic():
+  pytest.importorskip("tokenizers")
+  tok = tokenizers.make("bpe", CORPUS, bpe_vocab_size=300)
+  assert isinstance(tok, tokenizers.BpeTokenizer) and tok.vocab_size == 300
+  ids = tok.encode(CORPUS)
+  assert ids.dtype == np.int32 and ids.max() < 300
+  assert len(ids) < len(CORPUS.encode()) / 2  # 44 merges already halve the length
+  assert tok.decode(ids) == CORPUS
+  unseen = "Zebras: héllo wörld, 日本語 🚀"
+  assert tok.decode(tok.encode(unseen)) == unseen  # byte-level: no unknown symbols
+  assert tokenizers.make("bpe", CORPUS, bpe_vocab_size=300) == tok  # same corpus, same merges
+  assert tokenizers.make("bpe", CORPUS, bpe_vocab_size=280) != tok
+  with pytest.raises(ValueError, match="ids must lie"):
+    tok.decode([300])
+
+
+def test_bpe_travels_with_data_info_as_json():
+  pytest.importorskip("tokenizers")
+  tok = tokenizers.make("bpe", CORPUS, bpe_vocab_size=280)
+  info = DataInfo(name="text", kind="text", shape=(16,), vocab_size=tok.vocab_size, tokenizer=tok)
+  restored = DataInfo.from_dict(json.loads(json.dumps(info.to_dict())))
+  assert restored == info and isinstance(restored.tokenizer, tokenizers.BpeTokenizer)
+  np.testing.assert_array_equal(restored.tokenizer.encode(CORPUS), tok.encode(CORPUS))

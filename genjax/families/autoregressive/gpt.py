@@ -9,7 +9,7 @@ Shapes: B batch, L length (<= block size), D width, V vocabulary, T generated to
 
 Parameters are float32; activations run in exp.train.compute_dtype; the logits come out of a
 matmul that accumulates in float32, and softmax and loss are float32. The loss is in nats per
-token; bits per character (char tokenizer) or per byte (byte tokenizer) are logged beside it.
+token; bits per character (char tokenizer), per byte (byte tokenizer) or per token (bpe) are logged beside it.
 """
 
 import dataclasses
@@ -331,7 +331,7 @@ def build(exp: Experiment, info: DataInfo) -> Family:
   model = make_model(cfg, info, exp.data.block_size, exp.train.compute_dtype)
   tx = make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, cfg.decay_embeddings))
   ema = exp.optim.ema_decay
-  bits_name = "bits_per_char" if exp.data.tokenizer == "char" else "bits_per_byte"
+  bits_name = {"char": "bits_per_char", "byte": "bits_per_byte"}.get(exp.data.tokenizer, "bits_per_token")
   with_bits = lambda m: {"loss": m["loss"], bits_name: m["loss"] / math.log(2.0)}
 
   def train_loss(params, state, batch, rng, i):
