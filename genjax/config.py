@@ -64,6 +64,7 @@ class Data:
   path: Optional[str] = None  # name="folder" / "text": the folder or file (local or gs://)
   image_size: int = 64  # name="folder": images are center-cropped and resized to this square
   channels: int = 3  # name="folder": 3 (RGB) or 1 (grayscale)
+  crop_size: Optional[int] = None  # name="folder": the centered square kept before resizing (None: the largest)
   holdout: float = 0.1  # name="folder" / "text": the fraction of examples in the "test" split
   decode_threads: int = 0  # name="folder": threads decoding a batch's images; 0: one per CPU, at most 8
 
@@ -411,6 +412,8 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     raise ConfigError(
       f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys)."
     )
+  if exp.data.crop_size is not None and exp.data.crop_size < 1:
+    raise ConfigError(f"config.data.crop_size = {exp.data.crop_size} must be a positive number of pixels, or None.")
   if exp.data.channels not in (1, 3):
     raise ConfigError(f"config.data.channels = {exp.data.channels} must be 3 (RGB) or 1 (grayscale).")
   if not 0 <= exp.data.holdout < 1:

@@ -4,10 +4,12 @@ Images. Every PNG/JPEG file under `data.path` (local or gs://, found recursively
 path relative to the folder) is one example. When every image lies in a sub-folder, the sorted
 sub-folder names are the classes (label k: the k-th name); images directly in the folder mean no
 classes (label 0). An image is decoded with Pillow, converted to RGB (alpha dropped) or gray
-(`data.channels`), cropped to its largest centered square and resized to `data.image_size`
+(`data.channels`), cropped to its largest centered square (or the centered `data.crop_size`
+square, as DCGAN's CelebA crops 108 pixels) and resized to `data.image_size`
 (bicubic, Pillow's `resize` of the cropped square only, so nothing outside it bleeds in); JPEGs
-are decoded at the smallest DCT scale that keeps the short side at least that size
-(`Image.draft`). Random horizontal flips are `data.flip`, drawn by the batch
+are decoded at the smallest DCT scale that keeps that square at least that size
+(`Image.draft`; a scale of 1/2 to 1/8 averages JPEG blocks, so a crop edge that cuts through a
+block blends into the outermost output pixel). Random horizontal flips are `data.flip`, drawn by the batch
 function like every other dataset's augmentation (genjax.data.datasets).
 
 Streaming. `FolderSource.get` opens only the files of the indices asked for, on a thread pool
@@ -175,42 +177,51 @@ def list_images(path: Optional[str]) -> Tuple[List[str], np.ndarray, Optional[Li
 # ----------------------------------------------------------------------------------------------
 
 
-def fit(image, size: int, channels: int) -> np.ndarray:
-  """uint8[size, size, channels] of a PIL image: converted, center-cropped and resized (see above)."""
+def fit(image, size: int, channels: int, crop: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
+  """uint8[size, size, channels] of a PIL image: converted, center-cropped and resized (see above).
+
+  crop: the side of the centered square kept, in pixels of the original image (None: the
+  largest); `scale` is the image's size over the original's (below 1 after `Image.draft`).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   image = image.convert("RGB" if channels == 3 else "L")
   width, height = image.size
-  short = min(width, height)
-  left, top = (width - short) // 2, (height - short) // 2
-  image = image.crop((left, top, left + short, top + short))  # crop first: no bleed from outside
-  if short != size:
+  side = min(width, height) if crop is None else round(crop * scale)
+  if side > min(width, height):
+    raise ValueError(f"data.crop_size={crop} is larger than the image ({round(width / scale)}x{round(height / scale)})")
+  left, top = (width - side) // 2, (height - side) // 2
+  image = image.crop((left, top, left + side, top + side))  # crop first: no bleed from outside
+  if side != size:
     image = image.resize((size, size), Image.Resampling.BICUBIC)
   return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
 
 
-def fit_array(array: np.ndarray, size: int, channels: int) -> np.ndarray:
+def fit_array(array: np.ndarray, size: int, channels: int, crop: Optional[int] = None) -> np.ndarray:
   """`fit` of a uint8[H, W, C] array (C in 1, 3, 4); unchanged when it already has that shape."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   array = np.asarray(array, dtype=np.uint8)
-  if array.shape == (size, size, channels):
+  if array.shape == (size, size, channels) and crop in (None, size):
     return array
-  return fit(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array), size, channels)
+  return fit(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array), size, channels, crop)
 
 
-def decode_image(data: bytes, size: int, channels: int, where: str = "image") -> np.ndarray:
+def decode_image(data: bytes, size: int, channels: int, where: str = "image", crop: Optional[int] = None) -> np.ndarray:
   """uint8[size, size, channels]: the image in `data` center-cropped and resized (see above)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   try:
     with Image.open(io.BytesIO(data)) as image:
-      image.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: a reduced DCT scale when that suffices
-      return fit(image, size, channels)
+      original = image.size
+      # JPEG: decode at a reduced DCT scale when the kept square stays at least `size` wide.
+      shrink = size / min(original) if crop is None else size / crop
+      image.draft("RGB" if channels == 3 else "L", (math.ceil(original[0] * shrink), math.ceil(original[1] * shrink)))
+      return fit(image, size, channels, crop, image.size[0] / original[0])
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise UnreadableImageError(
       f"Cannot decode {where} as an image ({type(e).__name__}: {e}). Replace or delete the file "
-      "(only PNG and JPEG files are read), then run again."
+      "(only PNG and JPEG files are read; data.crop_size must fit every image), then run again."
     ) from None
 
 
@@ -221,13 +232,23 @@ def default_threads() -> int:
 class FolderSource:
   """An ImageSource over image files, decoding only the files asked for (see the module doc)."""
 
-  def __init__(self, files: List[str], labels: np.ndarray, size: int, channels: int, keep: bool, threads: int = 0):
+  def __init__(
+    self,
+    files: List[str],
+    labels: np.ndarray,
+    size: int,
+    channels: int,
+    keep: bool,
+    threads: int = 0,
+    crop: Optional[int] = None,
+  ):
     self.files = list(files)
     self.labels = np.asarray(labels, dtype=np.int32)
     self.num_examples = len(self.files)
     self.shape = (size, size, channels)
     self.max_value = 255
     self.threads = threads or default_threads()
+    self.crop = crop
     self._kept = np.zeros((self.num_examples, *self.shape), np.uint8) if keep else None
     self._have = np.zeros(self.num_examples, bool)
     self._pool = None
@@ -241,7 +262,7 @@ class FolderSource:
       raise UnreadableImageError(
         f"Cannot read {where} ({type(e).__name__}: {e}). Check it exists and is readable."
       ) from None
-    return decode_image(data, self.shape[0], self.shape[2], where)
+    return decode_image(data, self.shape[0], self.shape[2], where, self.crop)
 
   def _decode_many(self, indices: List[int]) -> List[np.ndarray]:
     if self.threads == 1 or len(indices) < 2:
@@ -278,7 +299,13 @@ def folder_images(data_cfg, split: str) -> Tuple[FolderSource, Optional[int]]:
   shape = (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
   keep = len(chosen) * math.prod(shape) / 2**20 <= data_cfg.in_memory_max_mb
   source = FolderSource(
-    [files[i] for i in chosen], labels[chosen], data_cfg.image_size, data_cfg.channels, keep, data_cfg.decode_threads
+    [files[i] for i in chosen],
+    labels[chosen],
+    data_cfg.image_size,
+    data_cfg.channels,
+    keep,
+    data_cfg.decode_threads,
+    data_cfg.crop_size,
   )
   return source, len(classes) if classes is not None else None
 

@@ -137,8 +137,11 @@ class AnyTfdsImageSource:
   data.image_size x data.image_size x data.channels (genjax.data.files.fit_array), labels from a
   ClassLabel feature ("label" preferred) or 0."""
 
-  def __init__(self, data_source, image_key: str, label_key: Optional[str], size: int, channels: int):
+  def __init__(
+    self, data_source, image_key: str, label_key: Optional[str], size: int, channels: int, crop: Optional[int] = None
+  ):
     self.data_source = data_source
+    self.crop = crop
     self.num_examples = len(data_source)
     self.shape = (size, size, channels)
     self.max_value = 255
@@ -148,7 +151,9 @@ class AnyTfdsImageSource:
     from genjax.data import files  # pylint: disable=g-import-not-at-top
 
     examples = self.data_source.__getitems__([int(i) for i in indices])
-    images = [files.fit_array(np.asarray(e[self._image_key]), self.shape[0], self.shape[2]) for e in examples]
+    images = [
+      files.fit_array(np.asarray(e[self._image_key]), self.shape[0], self.shape[2], self.crop) for e in examples
+    ]
     labels = [int(e[self._label_key]) if self._label_key else 0 for e in examples]
     return np.stack(images).reshape(len(examples), *self.shape), np.array(labels, dtype=np.int32)
 
@@ -185,7 +190,7 @@ def any_tfds_images(builder, split: str, data_cfg) -> Tuple[ImageSource, Optiona
   """
   image_key, label_key, num_classes = any_tfds_features(builder, "image")
   source = AnyTfdsImageSource(
-    _data_source(builder, split), image_key, label_key, data_cfg.image_size, data_cfg.channels
+    _data_source(builder, split), image_key, label_key, data_cfg.image_size, data_cfg.channels, data_cfg.crop_size
   )
   if source.num_examples and source.num_examples * math.prod(source.shape) / 2**20 <= data_cfg.in_memory_max_mb:
     chunks = [source.get(np.arange(i, min(i + 4096, source.num_examples))) for i in range(0, source.num_examples, 4096)]

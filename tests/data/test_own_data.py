@@ -83,6 +83,26 @@ def test_center_crop_and_resize(tmp_path):
   )
 
 
+def test_crop_size_keeps_the_centered_square(tmp_path):
+  # DCGAN's CelebA crop: a centered square of crop_size original pixels, then resized.
+  image = np.full((12, 14, 3), 10, np.uint8)
+  image[4:8, 5:9] = 200  # the centered 4x4 square of a 12x14 image
+  write_png(tmp_path / "c" / "a.png", image)
+  big = np.full((384, 384, 3), 20, np.uint8)
+  big[128:256, 128:256] = (200, 60, 90)  # on JPEG block edges, so the reduced decode keeps its border
+  (tmp_path / "c" / "b.jpg").parent.mkdir(exist_ok=True)
+  Image.fromarray(big).save(tmp_path / "c" / "b.jpg", quality=95)
+  ds = gd.load(Data(name="folder", path=str(tmp_path / "c"), image_size=4, crop_size=4, holdout=0.0), "all[:1]")
+  np.testing.assert_array_equal(ds.source.get(np.array([0]))[0][0], 200)
+  jpeg = gd.load(Data(name="folder", path=str(tmp_path / "c"), image_size=16, crop_size=128, holdout=0.0), "all[1:]")
+  kept = jpeg.source.get(np.array([0]))[0][0]
+  np.testing.assert_allclose(kept.reshape(-1, 3).mean(0), [200, 60, 90], atol=4)
+  assert kept[..., 0].min() > 180  # no background (20) inside the crop, even at its edges
+  too_big = gd.load(Data(name="folder", path=str(tmp_path / "c"), image_size=4, crop_size=13, holdout=0.0), "all")
+  with pytest.raises(files.UnreadableImageError, match="a.png.*crop_size=13 is larger than the image \\(14x12\\)"):
+    too_big.source.get(np.array([0]))
+
+
 def test_jpeg_is_decoded_and_reduced(tmp_path):
   big = np.zeros((256, 128, 3), np.uint8)
   big[..., 0], big[..., 1], big[..., 2] = 30, 120, 220
@@ -198,6 +218,8 @@ def test_config_checks_own_data_fields():
     (Data(holdout=1.0), "holdout"),
     (Data(image_size=0), "image_size"),
     (Data(decode_threads=-1), "decode_threads"),
+    (Data(crop_size=0), "crop_size"),
+    (Data(tokenizer="bpe", bpe_vocab_size=100), "bpe_vocab_size"),
   ]:
     with pytest.raises(ConfigError, match=match):
       config_lib.validate(dataclasses.replace(base, data=data))
