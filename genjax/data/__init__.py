@@ -80,13 +80,10 @@ def load(data_cfg, split: str) -> Dataset:
   name = data_cfg.name
   builder = tfds_io.open_any(name[len("tfds:") :], data_cfg) if name.startswith("tfds:") else None
   if name in TEXT_DATASETS or name == "text" or (builder is not None and sources.any_tfds_is_text(builder)):
-    if name == "text":
-      corpus = files.read_corpus(data_cfg.path)
-      text = files.text_split(corpus, split, data_cfg.holdout, f"the text {data_cfg.path!r}")
-    elif builder is not None:
-      text, corpus = sources.any_tfds_text(builder, split, data_cfg.tokenizer)
-    else:
-      text, corpus = sources.tfds_text(name, split, data_cfg)
+    text, corpus = _text(data_cfg, builder, split)
+    if data_cfg.tokenizer == "bpe":  # merges learnt on the training split only: evaluation text stays unseen
+      train_split = data_cfg.train_split
+      corpus = text if split == train_split else _text(data_cfg, builder, train_split)[0]
     tokenizer = tokenizers.make(data_cfg.tokenizer, corpus, data_cfg.bpe_vocab_size)
     info = DataInfo(
       name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer
@@ -115,6 +112,16 @@ def load(data_cfg, split: str) -> Dataset:
   binary = name == "binarized_mnist" or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
   return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)
+
+
+def _text(data_cfg, builder, split: str):
+  """(text of `split`, the corpus a char vocabulary covers) of a text dataset."""
+  if data_cfg.name == "text":
+    corpus = files.read_corpus(data_cfg.path)
+    return files.text_split(corpus, split, data_cfg.holdout, f"the text {data_cfg.path!r}"), corpus
+  if builder is not None:
+    return sources.any_tfds_text(builder, split, data_cfg.tokenizer)
+  return sources.tfds_text(data_cfg.name, split, data_cfg)
 
 
 def describe(data_cfg) -> DataInfo:

@@ -8,8 +8,8 @@ exact vocabulary it was trained with.
   nanoGPT's `data/shakespeare_char/prepare.py` (65 symbols for tiny_shakespeare).
 - `ByteTokenizer`: UTF-8 bytes, 256 symbols; any text can be encoded, and decoding replaces
   byte sequences that are not valid UTF-8 (a model can sample those) with U+FFFD.
-- `BpeTokenizer`: byte-level BPE (GPT-2's scheme) trained on the corpus with Hugging Face
-  `tokenizers` (`data.tokenizer=bpe`, `data.bpe_vocab_size`); any text can be encoded. Its
+- `BpeTokenizer`: byte-level BPE (GPT-2's scheme) trained with Hugging Face `tokenizers` on the
+  training split (`data.tokenizer=bpe`, `data.bpe_vocab_size`); any text can be encoded. Its
   `to_dict` carries the whole trained tokenizer (its JSON), so a checkpoint restores it exactly.
 """
 

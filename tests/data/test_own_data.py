@@ -297,8 +297,12 @@ def test_text_with_a_bpe_tokenizer(tmp_path):
   (tmp_path / "t.txt").write_text(text)
   cfg = Data(name="text", path=str(tmp_path / "t.txt"), block_size=16, tokenizer="bpe", bpe_vocab_size=290)
   train, test = gd.load(cfg, "train"), gd.load(cfg, "test")
-  assert train.info.vocab_size == 290 and train.tokenizer == test.tokenizer  # trained on the whole corpus
   cut = len(text) - len(text) // 10
+  assert train.info.vocab_size == 290 and train.tokenizer == test.tokenizer
+  from genjax.data import tokenizers
+
+  assert train.tokenizer == tokenizers.make("bpe", text[:cut], 290)  # learnt on the training split only
+  assert train.tokenizer != tokenizers.make("bpe", text, 290)
   assert train.tokenizer.decode(train.tokens) == text[:cut] and test.tokenizer.decode(test.tokens) == text[cut:]
   assert equal_batches(train.batch(3, 4, seed=0), gd.load(cfg, "train").batch(3, 4, seed=0))
   assert gd.describe(cfg).vocab_size == 290
