@@ -286,3 +286,45 @@ def test_no_credentials_or_no_permission_is_one_paragraph(code, said, tmp_path):
   assert said in " ".join(out.split()), out
   assert "Traceback" not in out
   assert time.time() - start < 150
+
+
+READ_OWN_DATA = """
+import hashlib, sys
+import genjax.data as gd
+from genjax.config import Data
+images = gd.load(Data(name="folder", path=sys.argv[1] + "/images", image_size=8, holdout=0.25), "train")
+text = gd.load(Data(name="text", path=sys.argv[1] + "/text", block_size=8), "train")
+batch = images.batch(1, 4, seed=2)
+digest = hashlib.sha256(batch["image"].tobytes() + batch["label"].tobytes() + text.batch(1, 4, seed=2)["tokens"].tobytes())
+print(images.num_examples, images.info.num_classes, digest.hexdigest())
+"""
+
+
+def test_own_images_and_text_in_a_bucket_read_like_their_local_copy(emulator, tmp_path):
+  """data.name=folder / text with a gs:// data.path: the same files, classes, splits and batches."""
+  import io
+
+  import numpy as np
+  from PIL import Image
+
+  endpoint, fs = emulator
+  rng = np.random.default_rng(0)
+  for c in ("a", "b"):
+    for k in range(4):
+      buffer = io.BytesIO()
+      Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(buffer, format="PNG")
+      (tmp_path / "own" / "images" / c).mkdir(parents=True, exist_ok=True)
+      (tmp_path / "own" / "images" / c / f"{k}.png").write_bytes(buffer.getvalue())
+      fs.pipe(f"{BUCKET}/own/images/{c}/{k}.png", buffer.getvalue())
+  (tmp_path / "own" / "text").mkdir()
+  for name, part in (("1.txt", "to be or not to be\n" * 20), ("2.txt", "that is the question\n" * 20)):
+    (tmp_path / "own" / "text" / name).write_text(part)
+    fs.pipe(f"{BUCKET}/own/text/{name}", part.encode())
+  outputs = []
+  for root, env in ((str(tmp_path / "own"), child_env(1)), (f"gs://{BUCKET}/own", _env(endpoint, devices=1))):
+    result = subprocess.run(
+      [sys.executable, "-c", READ_OWN_DATA, root], env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    outputs.append(result.stdout.strip().splitlines()[-1])
+  assert outputs[0].startswith("6 2 ") and outputs[0] == outputs[1]  # 8 images, every 4th held out
