@@ -44,10 +44,13 @@ class Data:
   sub-folder per dataset; the GENJAX_MANUAL_DIR environment variable is the fallback).
 
   Your own data (genjax.data.files): `name="folder"` reads the PNG/JPEG images under `path`
-  (sub-folders are classes), center-cropped and resized to `image_size` x `image_size` with
-  `channels` 3 (RGB) or 1 (gray); `name="text"` reads a text file, or every file under a folder
-  `path`, with `tokenizer`. Their splits are "train", "test" (the held-out fraction `holdout`)
-  and "all", each sliceable as in TFDS ("train[:90%]", "all[100:200]").
+  (sub-folders are classes), center-cropped (to `crop_size`, or the largest square) and resized to
+  `image_size` x `image_size` with `channels` 3 (RGB) or 1 (gray); `name="text"` reads a text
+  file, or every file under a folder `path`. Their splits are "train", "test" (the held-out
+  fraction `holdout`) and "all", each sliceable as in TFDS ("train[:90%]", "all[100:200]").
+  `name="tfds:NAME[/CONFIG][:VERSION]"` reads any prepared TFDS dataset with an Image feature
+  (resized the same way) or a Text feature. `tokenizer="bpe"` learns a byte-level BPE of
+  `bpe_vocab_size` symbols on the training split (Hugging Face tokenizers).
   """
 
   name: str = "digits"
@@ -62,9 +65,11 @@ class Data:
   bpe_vocab_size: int = 1024  # tokenizer="bpe": byte-level BPE trained on the corpus up to this vocabulary
   in_memory_max_mb: int = 4096
   path: Optional[str] = None  # name="folder" / "text": the folder or file (local or gs://)
-  image_size: int = 64  # name="folder": images are center-cropped and resized to this square
-  channels: int = 3  # name="folder": 3 (RGB) or 1 (grayscale)
-  crop_size: Optional[int] = None  # name="folder": the centered square kept before resizing (None: the largest)
+  image_size: int = 64  # name="folder" / "tfds:...": images are center-cropped and resized to this square
+  channels: int = 3  # name="folder" / "tfds:...": 3 (RGB) or 1 (grayscale)
+  crop_size: Optional[int] = (
+    None  # name="folder" / "tfds:...": the centered square kept before resizing (None: the largest)
+  )
   holdout: float = 0.1  # name="folder" / "text": the fraction of examples in the "test" split
   decode_threads: int = 0  # name="folder": threads decoding a batch's images; 0: one per CPU, at most 8
 
