@@ -62,7 +62,7 @@ class Data:
   flip: bool = False
   block_size: int = 256
   tokenizer: Literal["char", "byte", "bpe"] = "char"
-  bpe_vocab_size: int = 1024  # tokenizer="bpe": byte-level BPE trained on the corpus up to this vocabulary
+  bpe_vocab_size: int = 1024  # tokenizer="bpe": byte-level BPE learnt on the training split, up to this vocabulary
   in_memory_max_mb: int = 4096
   path: Optional[str] = None  # name="folder" / "text": the folder or file (local or gs://)
   image_size: int = 64  # name="folder" / "tfds:...": images are center-cropped and resized to this square
