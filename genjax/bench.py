@@ -642,6 +642,71 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# Does decoding a folder of JPEGs keep up with the train step? (data.name="folder")
+# ----------------------------------------------------------------------------------------------
+
+# (label, config, batch on a CPU, test-size model): the step rates a 64x64 image folder must feed
+DECODE_VERSUS = (
+  ("DCGAN 64x64 (dcgan_celeba64.py)", "experiments/dcgan_celeba64.py", 64, _tiny_gan),
+  ("DDPM U-Net of ddpm_cifar10.py on 64x64", "experiments/ddpm_cifar10.py", 8, _tiny_unet),
+)
+
+
+def decode_main(args) -> Dict[str, Any]:
+  """Images/s decoding generated 64x64 JPEGs (genjax.data.files.FolderSource, per thread count)
+  beside the images/s the DCGAN and DDPM train steps consume at 64x64 (synthetic batches), in
+  one run so both see the same machine."""
+  from genjax.data import bench_folder, files
+
+  seconds = 1.0 if args.quick else 4.0
+  rows = []
+  with tempfile.TemporaryDirectory(prefix="genjax-bench-decode-") as folder:
+    bench_folder.write_jpegs(folder, 64 if args.quick else 512, 64)
+    for threads in dict.fromkeys((1, files.default_threads())):
+      rate = bench_folder.images_per_second(folder, 64, threads, 64, seconds)
+      rows.append({"what": f"decode 64x64 JPEGs, {threads} thread(s)", "images_per_s": rate})
+      print(f"[decode] {rows[-1]['what']}: {rate:,.0f} images/s", file=sys.stderr, flush=True)
+  info = DataInfo(name="folder", kind="image", shape=(64, 64, 3))
+  for label, spec, batch, tiny in DECODE_VERSUS:
+    exp = _load(spec)
+    exp = dataclasses.replace(
+      exp,
+      model=tiny(exp.model) if args.quick else exp.model,
+      train=dataclasses.replace(exp.train, batch_size=8 if args.quick else batch, steps_per_call=1, progress=False),
+      parallel=config_lib.Parallel(mode="jit", num_devices=1),
+    )
+    train = measure_train(exp, families.build(exp, info), info, min_time=seconds, max_steps=3 if args.quick else 50)
+    rows.append(
+      {
+        "what": f"train step: {label}, batch {exp.train.batch_size}",
+        "images_per_s": train["examples_per_s"],
+        "seconds_per_step": train["seconds_per_step"],
+      }
+    )
+    print(f"[decode] {rows[-1]['what']}: {train['examples_per_s']:,.1f} images/s", file=sys.stderr, flush=True)
+  slowest_decode = min(r["images_per_s"] for r in rows if r["what"].startswith("decode"))
+  fastest_step = max(r["images_per_s"] for r in rows if r["what"].startswith("train"))
+  result = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "quick": args.quick,
+    "cpu_count": os.cpu_count(),
+    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    "rows": rows,
+    "decode_over_fastest_step": slowest_decode / fastest_step,
+  }
+  for r in rows:
+    print(f"{r['what']:<60} {r['images_per_s']:>12,.1f} images/s")
+  print(
+    f"decoding (one thread) / the fastest step's consumption: {result['decode_over_fastest_step']:.1f}x "
+    f"(load average {result['load_average']})"
+  )
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1, default=float)
+  return result
+
+
 def main(argv=None) -> Dict[str, Any]:
   parser = argparse.ArgumentParser(prog="python -m genjax.bench", description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="test-size models, a few steps (CI)")
@@ -678,9 +743,17 @@ def main(argv=None) -> Dict[str, Any]:
     f"{MEMORY_DEVICES} devices (simulated on a CPU), replicated vs FSDP vs FSDP + tensor parallel",
   )
   parser.add_argument("--memory_configs", default=None, help="with --memory: comma-separated config specs")
+  parser.add_argument(
+    "--decode",
+    action="store_true",
+    help="instead: images/s decoding a folder of 64x64 JPEGs beside the images/s the DCGAN and "
+    "DDPM train steps consume at 64x64",
+  )
   args = parser.parse_args(argv)
   if args.memory:
     return memory_main(args)
+  if args.decode:
+    return decode_main(args)
   names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:

@@ -94,3 +94,18 @@ def test_every_standard_config_builds(name):
 def test_unknown_benchmark_is_refused():
   with pytest.raises(SystemExit):
     bench.main(["--only", "gpt3"])
+
+
+@pytest.mark.slow
+def test_decode_benchmark_sets_folder_decoding_beside_the_64x64_steps(tmp_path):
+  out = tmp_path / "decode.json"
+  result = bench.main(["--decode", "--quick", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  decode = [r for r in saved["rows"] if r["what"].startswith("decode")]
+  steps = [r for r in saved["rows"] if r["what"].startswith("train step")]
+  assert decode and len(steps) == len(bench.DECODE_VERSUS)
+  assert all(r["images_per_s"] > 0 for r in saved["rows"])
+  # images/s of a step is its batch over its seconds
+  assert all(math.isclose(r["images_per_s"], 8 / r["seconds_per_step"], rel_tol=1e-6) for r in steps)
+  fastest = max(r["images_per_s"] for r in steps)
+  assert math.isclose(result["decode_over_fastest_step"], min(r["images_per_s"] for r in decode) / fastest)
