@@ -1,6 +1,7 @@
 """Throughput, FLOPs, MFU, compile time, memory, sampling and checkpoint costs of every family.
 
     python -m genjax.bench [--quick] [--only NAME,...] [--out FILE.json] [--data_dir DIR] [--no-loop]
+    python -m genjax.bench --nanogpt DIR --torch_python PY [--rounds 3]   (the CPU GPT beside nanoGPT)
 
 For the standard config of each family (the experiments/ files, built with
 genjax.config.load_config_file) the benchmark compiles the train step exactly as the loop does
@@ -52,6 +53,7 @@ import numpy as np
 from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import families
+from genjax import profile as profile_lib
 from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
 
@@ -121,6 +123,14 @@ BENCHMARKS: Dict[str, Entry] = {
     quick=_tiny_vae,
     cpu_bound="a 4 GFLOP step of small layers (32-64 channels at 14x14 and 7x7): "
     "im2col copies, the likelihood and the update weigh as much as the matmuls",
+  ),
+  "vae_binarized_mnist": Entry(
+    "experiments/vae_binarized_mnist.py:vae",
+    cpu_batch=20,
+    quick=_tiny_vae,
+    note="the IWAE paper's one-layer VAE; the loop runs 100 steps per call (its config's steps_per_call)",
+    cpu_bound="20-row matrices against 784x200 weights: each step streams every weight, its gradient and "
+    "Adam's two moments through the cache several times (~16 MB), for 51 MFLOP",
   ),
   "iwae_binarized_mnist": Entry(
     "experiments/vae_binarized_mnist.py:iwae",
@@ -231,8 +241,9 @@ def peak_memory(device) -> Dict[str, Any]:
   return {"peak_memory_bytes": int(rss), "memory_source": "process peak RSS (no device stats; cumulative)"}
 
 
-def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[str, Any]:
-  """Compiles the loop's step for `exp` and times it on one synthetic batch."""
+def measure_train(exp, family, info, min_time: float, max_steps: int, profile: bool = True) -> Dict[str, Any]:
+  """Compiles the loop's step for `exp` and times it on one synthetic batch; with `profile`, also
+  where the step's time goes (genjax.profile: a trace of a few more steps)."""
   par = Parallelism.of(exp, family.partition_rules)
   B = exp.train.batch_size
   host_batch = synthetic_batch(info, B)
@@ -259,7 +270,20 @@ def measure_train(exp, family, info, min_time: float, max_steps: int) -> Dict[st
   jax.block_until_ready((state, metrics))
   seconds_per_step = (time.perf_counter() - t_start) / steps
   last = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(metrics).items()}
+  phases = {}
+  if profile:
+    holder = {"state": state}
+
+    def run():
+      holder["state"], out = compiled(holder["state"], batch, rngs[0])
+      jax.block_until_ready(out)
+
+    calls = max(1, min(5, int(2.0 / seconds_per_step)))
+    ops = profile_lib.trace_ops(run, profile_lib.parse_hlo(compiled.as_text()), calls, 1)
+    state = holder["state"]
+    phases = {"profile_" + k: v for k, v in profile_lib.breakdown(ops).items()}
   return {
+    **phases,
     "state": par.one_copy(state),
     "flops_per_step": cost_flops(compiled),
     "compile_s": compile_s,
@@ -594,7 +618,22 @@ def run_one(
       row.update(measure_loop(exp, window, standard.train.steps_per_call))
       if row.get("loop_steps_per_s"):
         row["loop_outside_step_fraction"] = max(0.0, 1.0 - row["loop_steps_per_s"] * row["train_seconds_per_step"])
+  row.update(time_breakdown(row, standard.train.steps_per_call if with_loop else 1))
   return row
+
+
+def time_breakdown(row: Dict[str, Any], steps_per_call: int) -> Dict[str, Any]:
+  """Milliseconds per train step: the compiled step alone (device compute, one step per call),
+  the host's work to make its batch (Dataset.batch, done on the loop's prefetch thread), and,
+  when the loop ran, what the loop adds around the step (its steps_per_call steps per call)."""
+  out = {"time_step_ms": 1e3 * row["train_seconds_per_step"]}
+  out["time_input_ms"] = (
+    1e3 * row["batch"] / row["pipeline_examples_per_s"] if row.get("pipeline_examples_per_s") else None
+  )
+  if row.get("loop_steps_per_s"):
+    out["time_loop_ms"] = 1e3 / row["loop_steps_per_s"]
+    out["time_loop_steps_per_call"] = steps_per_call
+  return out
 
 
 COLUMNS = [
@@ -631,6 +670,31 @@ HEADERS = [
 ]
 
 
+def format_time_table(rows: List[Dict[str, Any]]) -> str:
+  """Where each config's step time goes: ms per step of the compiled step, of making its batch
+  on the host and of a step in the loop; and the shares of the step's op time by phase (with
+  the share of matmuls and convolutions) from a profiler trace."""
+  phases = [p for p in profile_lib.PHASES]
+  head = ["config", "step ms", "input ms", "loop ms"] + [p.split()[0][:8] for p in phases] + ["matmul"]
+  widths = [22, 8, 8, 8] + [8] * len(phases) + [7]
+  lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+  for row in rows:
+    cells = [row["name"], row.get("time_step_ms"), row.get("time_input_ms"), row.get("time_loop_ms")]
+    cells += [row.get(f"profile_{p}") for p in phases] + [row.get("profile_matmul")]
+    text = []
+    for i, (cell, w) in enumerate(zip(cells, widths)):
+      if cell is None:
+        text.append("-".rjust(w))
+      elif i == 0:
+        text.append(str(cell).rjust(w))
+      elif i < 4:
+        text.append(f"{cell:.3g}".rjust(w))
+      else:
+        text.append(f"{cell:.0%}".rjust(w))
+    lines.append("  ".join(text))
+  return "\n".join(lines)
+
+
 def format_table(rows: List[Dict[str, Any]]) -> str:
   lines = ["  ".join(h.rjust(w) for h, (_, _, w) in zip(HEADERS, COLUMNS))]
   for row in rows:
@@ -640,6 +704,134 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
       cells.append(("-" if value is None else fmt.format(value)).rjust(width))
     lines.append("  ".join(cells))
   return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CPU GPT beside nanoGPT (karpathy/nanoGPT, a clone the user points to), alternating runs
+# ----------------------------------------------------------------------------------------------
+
+# nanoGPT README, "I only have a MacBook": the setting experiments/gpt_shakespeare_char.py:cpu copies.
+NANOGPT_CPU_ARGS = (
+  "config/train_shakespeare_char.py",
+  "--device=cpu",
+  "--compile=False",
+  "--eval_iters=20",
+  "--log_interval=1",
+  "--block_size=64",
+  "--batch_size=12",
+  "--n_layer=4",
+  "--n_head=4",
+  "--n_embd=128",
+  "--lr_decay_iters=2000",
+  "--dropout=0.0",
+  "--eval_interval=100000",
+)
+GENJAX_CPU_GPT = "experiments/gpt_shakespeare_char.py:cpu"
+
+
+def _run_logged(command: List[str], cwd: Optional[str] = None, env=None) -> str:
+  import subprocess
+
+  done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+  if done.returncode != 0:
+    tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+    raise RuntimeError(f"{' '.join(command[:4])} ... exited with {done.returncode}: " + " | ".join(tail))
+  return done.stdout + done.stderr
+
+
+def nanogpt_ms_per_iter(nanogpt_dir: str, python: str, iters: int, skip: int) -> Dict[str, Any]:
+  """nanoGPT's own per-iteration wall time ("iter i: loss L, time T ms", which includes fetching
+  the batch and reading the loss) over iterations skip..iters-1 (iteration 0 also evaluates)."""
+  out_dir = tempfile.mkdtemp(prefix="genjax-bench-nanogpt-")
+  text = _run_logged(
+    [python, "train.py", *NANOGPT_CPU_ARGS, f"--max_iters={iters}", f"--out_dir={out_dir}"], cwd=nanogpt_dir
+  )
+  import re
+  import shutil
+
+  shutil.rmtree(out_dir, ignore_errors=True)
+  found = [
+    (int(i), float(loss), float(ms)) for i, loss, ms in re.findall(r"iter (\d+): loss ([\d.]+), time ([\d.]+)ms", text)
+  ]
+  times = [ms for i, _, ms in found if i >= skip]
+  if not times:
+    raise RuntimeError(f"nanoGPT printed no iteration times past iteration {skip}; its output ended: {text[-300:]}")
+  return {"ms_per_step": float(np.median(times)), "steps": len(times), "last_loss": found[-1][1]}
+
+
+def genjax_ms_per_step(iters: int, window: int, data_dir: Optional[str]) -> Dict[str, Any]:
+  """genjax's CPU GPT in its own training loop (a `python -m genjax.train` process): the median
+  wall time per step over the loop's log windows after the first (which holds the compilation)."""
+  from genjax.trainer import writers
+
+  workdir = tempfile.mkdtemp(prefix="genjax-bench-gpt-")
+  command = [sys.executable, "-m", "genjax.train", "--config", _repo_path(GENJAX_CPU_GPT), "--workdir", workdir]
+  for key, value in {
+    "train.steps": iters,
+    "train.log_every": window,
+    "train.eval_every": iters,
+    "train.checkpoint_every": iters,
+    "train.progress": "false",
+    "eval.num_batches": 1,
+    "optim.decay_steps": 2000,  # the learning-rate schedule of the 2000-step run, cut off
+  }.items():
+    command.append(f"--config.{key}={value}")
+  if data_dir:
+    command.append(f"--config.data.data_dir={data_dir}")
+  _run_logged(command)
+  import shutil
+
+  records = [r for r in writers.read_metrics(workdir) if r.get("steps_per_sec")]
+  shutil.rmtree(workdir, ignore_errors=True)
+  rates = [r["steps_per_sec"] for r in records if r["step"] > window]
+  if not rates:
+    raise RuntimeError("the genjax run logged no steps/s after its first window")
+  return {
+    "ms_per_step": float(np.median([1e3 / r for r in rates])),
+    "steps": iters - window,
+    "last_loss": records[-1]["loss"],
+  }
+
+
+def nanogpt_main(args) -> Dict[str, Any]:
+  """Alternating runs of genjax's CPU GPT and nanoGPT's CPU shakespeare_char setting (same model,
+  batch and optimizer), `--rounds` of each, so both see the same machine minute by minute."""
+  if not os.path.isfile(os.path.join(args.nanogpt, "train.py")):
+    raise config_lib.ConfigError(
+      f"--nanogpt={args.nanogpt!r} is not a nanoGPT checkout (no train.py there). Clone "
+      "https://github.com/karpathy/nanoGPT, run its data/shakespeare_char/prepare.py, and pass the clone's path."
+    )
+  if not os.path.isfile(os.path.join(args.nanogpt, "data", "shakespeare_char", "train.bin")):
+    raise config_lib.ConfigError(
+      f"nanoGPT's shakespeare_char data is not prepared in {args.nanogpt}: copy Tiny Shakespeare's input.txt "
+      "to data/shakespeare_char/ there and run `python data/shakespeare_char/prepare.py` in the clone."
+    )
+  iters = 40 if args.quick else 300
+  runs = []
+  for r in range(args.rounds):
+    for name in ("genjax", "nanogpt"):
+      t0 = time.perf_counter()
+      if name == "genjax":
+        result = genjax_ms_per_step(iters, 10 if args.quick else 25, args.data_dir)
+      else:
+        result = nanogpt_ms_per_iter(args.nanogpt, args.torch_python, iters, skip=10)
+      result.update(name=name, round=r, wall_s=time.perf_counter() - t0, load_average=list(os.getloadavg()))
+      runs.append(result)
+      print(
+        f"round {r} {name:8s} {result['ms_per_step']:7.2f} ms/step (median of {result['steps']} steps), "
+        f"last loss {result['last_loss']:.4f}, load {result['load_average'][0]:.2f}",
+        flush=True,
+      )
+  med = {n: float(np.median([x["ms_per_step"] for x in runs if x["name"] == n])) for n in ("genjax", "nanogpt")}
+  print(
+    f"median over rounds: genjax {med['genjax']:.2f} ms/step, nanoGPT {med['nanogpt']:.2f} ms/step: "
+    f"genjax takes {med['genjax'] / med['nanogpt']:.2f}x nanoGPT's time per step"
+  )
+  result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs, "median_ms_per_step": med}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -749,7 +941,23 @@ def main(argv=None) -> Dict[str, Any]:
     help="instead: images/s decoding a folder of 64x64 JPEGs beside the images/s the DCGAN and "
     "DDPM train steps consume at 64x64",
   )
+  parser.add_argument(
+    "--nanogpt",
+    default=None,
+    metavar="DIR",
+    help="instead: the CPU GPT beside a clone of karpathy/nanoGPT in DIR (its shakespeare_char data "
+    "prepared), alternating runs, ms per step of each",
+  )
+  parser.add_argument("--torch_python", default="python", help="with --nanogpt: the Python that has torch")
+  parser.add_argument("--rounds", type=int, default=3, help="with --nanogpt: runs of each, alternating")
   args = parser.parse_args(argv)
+  if args.nanogpt:
+    try:
+      return nanogpt_main(args)
+    except (config_lib.ConfigError, RuntimeError) as e:
+      from genjax import cli
+
+      cli.fail(str(e))
   if args.memory:
     return memory_main(args)
   if args.decode:
@@ -779,6 +987,8 @@ def main(argv=None) -> Dict[str, Any]:
       with open(args.out, "w") as f:
         json.dump(result, f, indent=1, default=float)
   print(format_table(rows))
+  print("\nWhere a step's time goes (ms per step; phases as shares of the step's op time, genjax.profile):")
+  print(format_time_table([r for r in rows if "error" not in r]))
   for row in rows:
     if row.get("mfu_note"):
       print(f"  {row['name']}: MFU below 0.40 on this CPU: {row['mfu_note']}")

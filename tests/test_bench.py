@@ -8,7 +8,7 @@ import math
 import jax
 import pytest
 
-from genjax import bench, families
+from genjax import bench, families, profile
 from genjax import data as data_lib
 
 COMMON = [
@@ -45,6 +45,14 @@ def check_row(row):
   assert 0 < row["checkpoint_blocked_s"] <= row["checkpoint_total_s"]
   assert row["checkpoint_bytes"] > 0
   assert row["train_last_metrics"] and all(math.isfinite(v) for v in row["train_last_metrics"].values())
+  # Where the step's time goes: the profile found the step's operations, every train step has a
+  # forward pass, a backward pass and an optimizer update, and the shares add up.
+  phases = {p: row[f"profile_{p}"] for p in profile.PHASES}
+  assert math.isclose(sum(phases.values()), 1.0, rel_tol=1e-6)
+  assert all(phases[p] > 0 for p in ("forward", "backward", "optimizer")), phases
+  assert 0 < row["profile_matmul"] <= 1 and row["profile_op_us"] > 0 and len(row["profile_top_ops"]) == 3
+  assert math.isclose(row["time_step_ms"], 1e3 * row["train_seconds_per_step"], rel_tol=1e-6)
+  assert math.isclose(row["time_input_ms"], 1e3 * row["batch"] / row["pipeline_examples_per_s"], rel_tol=1e-6)
 
 
 def test_quick_benchmark_writes_every_field(tmp_path):
@@ -109,3 +117,16 @@ def test_decode_benchmark_sets_folder_decoding_beside_the_64x64_steps(tmp_path):
   assert all(math.isclose(r["images_per_s"], 8 / r["seconds_per_step"], rel_tol=1e-6) for r in steps)
   fastest = max(r["images_per_s"] for r in steps)
   assert math.isclose(result["decode_over_fastest_step"], min(r["images_per_s"] for r in decode) / fastest)
+
+
+def test_nanogpt_comparison_refuses_a_folder_that_is_not_a_clone(tmp_path, capsys):
+  """--nanogpt names what is missing (the clone, then its prepared data) in one paragraph, exit 2."""
+  with pytest.raises(SystemExit) as exit_info:
+    bench.main(["--nanogpt", str(tmp_path)])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "is not a nanoGPT checkout" in err and "Traceback" not in err
+  (tmp_path / "train.py").write_text("")
+  with pytest.raises(SystemExit):
+    bench.main(["--nanogpt", str(tmp_path)])
+  assert "prepare.py" in capsys.readouterr().err

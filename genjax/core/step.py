@@ -72,20 +72,21 @@ def apply_update(
   grads, metrics = parallel.mean_over_devices((grads, metrics))
   if update.finish is not None:
     metrics = update.finish(metrics)
-  decay = None
-  if ema is not None and keeps_ema(state, update.key):
-    decay = ema.decay_at(state.step * update.repeat + i)  # the network's update count so far
-  state = apply_gradients(
-    state,
-    grads,
-    tx,
-    ema_decay=decay,
-    params_key=update.key,
-    extra=merge_collections(state.extra, update.key, collections),
-  )
-  if decay is not None and collections and state.ema_extra is not None:
-    new = merge_collections({}, update.key, collections)
-    state = state.replace(ema_extra=overlay(state.ema_extra, ema_update(_subtree(state.ema_extra, new), new, decay)))
+  with jax.named_scope("optimizer"):  # the name genjax.profile sorts this phase by
+    decay = None
+    if ema is not None and keeps_ema(state, update.key):
+      decay = ema.decay_at(state.step * update.repeat + i)  # the network's update count so far
+    state = apply_gradients(
+      state,
+      grads,
+      tx,
+      ema_decay=decay,
+      params_key=update.key,
+      extra=merge_collections(state.extra, update.key, collections),
+    )
+    if decay is not None and collections and state.ema_extra is not None:
+      new = merge_collections({}, update.key, collections)
+      state = state.replace(ema_extra=overlay(state.ema_extra, ema_update(_subtree(state.ema_extra, new), new, decay)))
   return state, metrics
 
 

@@ -39,7 +39,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from genjax.config import ConfigError, Experiment
 from genjax.core import parallel
@@ -49,6 +48,7 @@ from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.nn import conv
+from genjax.nn.losses import bernoulli_nll
 
 # Log-scales below this make the discretized logistic a spike narrower than float32 resolves.
 MIN_LOG_SCALE = -7.0
@@ -267,7 +267,7 @@ class VAE(nn.Module):
     """log p(x|z) in nats per image: -> f32[N]."""
     if self.likelihood == "bernoulli":
       x01 = self.model_input(x_NxHxWxC)
-      return -jnp.sum(optax.sigmoid_binary_cross_entropy(params_NxHxWxCxP[..., 0], x01), axis=(1, 2, 3))
+      return -jnp.sum(bernoulli_nll(params_NxHxWxCxP[..., 0], x01), axis=(1, 2, 3))
     mean, log_scale = self._mean_and_log_scale(params_NxHxWxCxP)
     if self.likelihood == "logistic":
       return discretized_logistic_log_prob(x_NxHxWxC, mean, log_scale, self.config.num_bins)

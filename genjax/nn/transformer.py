@@ -32,6 +32,14 @@ def example_dropout(x_Bx: jax.Array, rate: float, keys_B: Optional[jax.Array], s
   return jnp.where(keep_Bx, x_Bx / (1.0 - rate), 0).astype(x_Bx.dtype)
 
 
+def gelu(x):
+  """The exact (erf) GELU, x/2 (1 + erf(x/sqrt 2)), as nanoGPT's nn.GELU() evaluates it; GPT-2 used
+  the tanh approximation. jax.nn.gelu(approximate=False) evaluates the same function through erfc
+  (accurate to a few float32 ulps further into the negative tail, where GELU is ~0), whose
+  branches XLA:CPU does not vectorize: 2.7x slower on the CPU GPT's 768 x 512 activations."""
+  return x * 0.5 * (1.0 + jax.lax.erf(x * (2.0**-0.5)).astype(x.dtype))
+
+
 class MLP(nn.Module):
   """Dense(D -> F), GELU, Dense(F -> D)."""
 
@@ -55,8 +63,7 @@ class MLP(nn.Module):
       kernel_init=nn.initializers.normal(self.init_std),
       name="fc",
     )(x_TxD)
-    # Exact (erf) GELU, as nanoGPT's nn.GELU(); GPT-2 used the tanh approximation.
-    h_TxF = jax.nn.gelu(h_TxF, approximate=False)
+    h_TxF = gelu(h_TxF)
     y_TxD = nn.Dense(
       D, use_bias=self.use_bias, dtype=self.dtype, kernel_init=nn.initializers.normal(self.out_init_std), name="proj"
     )(h_TxF)

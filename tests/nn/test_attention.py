@@ -72,3 +72,37 @@ def test_implementation_choice_and_errors():
   if jax.default_backend() != "gpu":
     with pytest.raises(ValueError, match="needs a GPU"):
       attention.pick_implementation("cudnn", jnp.bfloat16, 64)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_softmax_attention_matches_jax_and_numpy(dtype):
+  """The einsum path equals jax.nn.dot_product_attention's XLA path (values and gradients) and a
+  float64 numpy reference, causal and with an arbitrary mask; bfloat16 inputs keep a float32
+  softmax."""
+  r = np.random.default_rng(3)
+  q, k, v = (jnp.asarray(r.standard_normal((2, 7, 3, 8)), dtype) for _ in range(3))
+  mask = attention.causal_mask(7)
+  ours = attention.softmax_attention(q, k, v, mask)
+  theirs = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+  tol = 1e-6 if dtype == jnp.float32 else 2e-2
+  assert ours.dtype == dtype
+  np.testing.assert_allclose(np.float32(ours), np.float32(theirs), atol=tol)
+  np.testing.assert_allclose(np.float32(ours), numpy_causal_attention(q, k, v), atol=tol)
+  if dtype == jnp.float32:
+    w = jnp.cos(jnp.arange(8.0))
+    g_ours = jax.grad(lambda *a: jnp.sum(attention.softmax_attention(*a, mask) * w), argnums=(0, 1, 2))(q, k, v)
+    g_jax = jax.grad(
+      lambda *a: jnp.sum(jax.nn.dot_product_attention(*a, is_causal=True, implementation="xla") * w),
+      argnums=(0, 1, 2),
+    )(q, k, v)
+    for a, b in zip(g_ours, g_jax):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+  # An arbitrary mask (each query keeps at least one key): the masked keys get no weight.
+  free = jnp.asarray(r.random((7, 7)) < 0.5).at[:, 0].set(True)
+  ours = attention.softmax_attention(q, k, v, free)
+  theirs = jax.nn.dot_product_attention(q, k, v, mask=free[None, None], implementation="xla")
+  np.testing.assert_allclose(np.float32(ours), np.float32(theirs), atol=tol)
+  no_mask = attention.softmax_attention(q, k, v)
+  np.testing.assert_allclose(
+    np.float32(no_mask), np.float32(jax.nn.dot_product_attention(q, k, v, implementation="xla")), atol=tol
+  )

@@ -20,7 +20,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
@@ -29,6 +28,7 @@ from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
 from genjax.families.autoregressive import sampling
 from genjax.families.base import Family, NoOptions
+from genjax.nn.losses import bernoulli_nll
 from genjax.nn.masked_conv import GatedBlock
 
 
@@ -118,7 +118,7 @@ def image_nll(params, image_BxHxWx1, model: Model):
   """f32[B]: -log p(x) in nats per image, x = (image + 1) / 2 in {0, 1}."""
   x_BxHxWx1 = (image_BxHxWx1 > 0).astype(jnp.float32)
   logits_BxHxWx1 = model.network.apply({"params": params}, x_BxHxWx1)
-  return optax.sigmoid_binary_cross_entropy(logits_BxHxWx1, x_BxHxWx1).sum(axis=(1, 2, 3))
+  return bernoulli_nll(logits_BxHxWx1, x_BxHxWx1).sum(axis=(1, 2, 3))
 
 
 def with_bits(model: Model, means):
