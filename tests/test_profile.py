@@ -55,3 +55,19 @@ def test_parse_hlo_and_phases_of_a_train_step():
   assert abs(sum(shares[p] for p in profile.PHASES) - 1.0) < 1e-9
   text = profile.format_profile(ops, top=3)
   assert "forward" in text and "optimizer" in text and len(text.splitlines()) >= 5
+
+
+def test_command_profiles_a_config_and_refuses_a_bad_one(capsys):
+  """`python -m genjax.profile` on a real config (the IWAE paper's VAE, small batch, 2 steps per
+  call): the step's wall time, the phase table and the largest operations named by model code."""
+  import pytest
+
+  profile.main(["--config", "experiments/vae_binarized_mnist.py:vae", "--batch", "4", "--steps_per_call", "2"])
+  out = capsys.readouterr().out
+  assert "2 step(s) per call" in out and "ms per step (wall)" in out
+  for phase in ("forward", "backward", "optimizer", "total"):
+    assert phase in out
+  assert "VAE.decode" in out or "VAE.q_first" in out  # operations carry the module path they came from
+  with pytest.raises(SystemExit) as exit_info:
+    profile.main(["--config", "experiments/vae_binarized_mnist.py:bogus"])
+  assert exit_info.value.code == 2 and "takes one of" in capsys.readouterr().err
