@@ -263,7 +263,7 @@ def profile_experiment(exp, calls: int = 5) -> Tuple[List[OpTime], float]:
   par = Parallelism.of(exp, family.partition_rules)
   K = exp.train.steps_per_call
   state = par.put_state(jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0)))
-  step = par.compile(keyed_steps(family.train_step, jax.random.key(1), K), True)
+  step = par.compile(keyed_steps(family.train_step, jax.random.key(1), K), True, stacked=K > 1)
   host = bench.synthetic_batch(info, exp.train.batch_size)
   if K > 1:
     host = {k: np.stack([v] * K) for k, v in host.items()}

@@ -98,10 +98,14 @@ def test_compile_counter_sees_a_recompilation(compile_log):
   assert compile_log.count("train_step") == 2, compile_log.names
 
 
-def test_steps_per_call_gives_the_same_losses(tmp_path):
+@pytest.mark.parametrize("num_devices", [1, 2])
+def test_steps_per_call_gives_the_same_losses(tmp_path, num_devices):
+  # Two devices: the scanned call's batch [K, B, ...] must be sharded along B (a jit whose batch
+  # sharding was the unstacked P("data") refused the stacked batch).
   one = loop.train(small_experiment(steps=8, log_every=4, eval_every=8, checkpoint_every=8), str(tmp_path / "k1"))
   four = loop.train(
-    small_experiment(steps=8, steps_per_call=4, log_every=4, eval_every=8, checkpoint_every=8), str(tmp_path / "k4")
+    small_experiment(steps=8, steps_per_call=4, log_every=4, eval_every=8, checkpoint_every=8, num_devices=num_devices),
+    str(tmp_path / "k4"),
   )
   losses = lambda d: {r["step"]: r["loss"] for r in writers.read_metrics(str(tmp_path / d)) if "loss" in r}
   l1, l4 = losses("k1"), losses("k4")

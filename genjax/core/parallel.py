@@ -223,14 +223,16 @@ class Parallelism:
       return jax.tree.map(lambda x: np.swapaxes(x.reshape((x.shape[0], d, -1) + x.shape[2:]), 0, 1), local_batch)
     return jax.tree.map(lambda x: x.reshape((d, -1) + x.shape[1:]), local_batch)
 
-  def compile(self, fn, returns_state: bool):
+  def compile(self, fn, returns_state: bool, stacked: bool = False):
     """Compiles `fn(state, batch, rng)`; the old state's buffers are donated when it returns one.
-    Under pmap, `fn` is traced inside `mapped_over(DATA_AXIS)`."""
+    stacked: the batch is [K, B, ...] (K steps' batches, as `put_batch(..., stacked=True)` lays
+    them out), sharded along B. Under pmap, `fn` is traced inside `mapped_over(DATA_AXIS)`."""
     donate = (0,) if returns_state else ()
     if self.on_mesh:
       state = self.state_sharding if self.state_sharding is not None else self.replicated
       out = (state, self.replicated) if returns_state else self.replicated
-      return jax.jit(fn, in_shardings=(state, self.sharded, self.replicated), out_shardings=out, donate_argnums=donate)
+      batch = NamedSharding(self.mesh, P(None, DATA_AXIS)) if stacked else self.sharded
+      return jax.jit(fn, in_shardings=(state, batch, self.replicated), out_shardings=out, donate_argnums=donate)
     return jax.pmap(
       _under_axis(fn, DATA_AXIS), axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=self.devices, donate_argnums=donate
     )

@@ -130,7 +130,9 @@ class _Run:
     self.writer, self.progress, self.profiling = None, None, False
     self.step, self.last_saved = self._restore(init_rng)
     self.meta_base = {"config": config_lib.to_dict(exp), "data_info": self.info.to_dict()}
-    self.step_fn = parallelism.compile(keyed_steps(family.train_step, train_rng, t.steps_per_call), True)
+    self.step_fn = parallelism.compile(
+      keyed_steps(family.train_step, train_rng, t.steps_per_call), True, stacked=t.steps_per_call > 1
+    )
     self.eval_fn = parallelism.compile(family.eval_step, False)
     self.sample_fn = jax.jit(family.sample, static_argnums=2)
     self.pictures_fn = jax.jit(family.pictures) if family.pictures else None
