@@ -8,8 +8,10 @@ Command:   python -m genjax.train --config experiments/gpt_shakespeare_char.py -
            python -m genjax.train --config experiments/gpt_shakespeare_char.py:cpu --workdir runs/gpt_shakespeare_char_cpu
 Hardware:  full: one accelerator (bfloat16; nanoGPT: ~3 minutes on one A100). Not run here: the
            machine this was written on has no accelerator. cpu: a 2-core CPU.
-Runtime:   cpu: 1 min 53 s for 2000 steps of 12 x 64 tokens (20 steps/s, ~15,400 tokens/s) on an
-           otherwise idle 2-core CPU (2026-11-27).
+Runtime:   cpu: 1 min 32 s for 2000 steps of 12 x 64 tokens (~27 steps/s, ~21,000 tokens/s), as
+           two CPU devices (parallel.cpu_devices=2), on an otherwise idle 2-core CPU (2026-11-28;
+           1 min 53 s as one device). nanoGPT on the same machine: ~38-41 ms per step against
+           genjax's ~36 (`python -m genjax.bench --nanogpt ...`, experiments/RESULTS.md).
 Result:    full: nanoGPT (karpathy/nanoGPT README, config/train_shakespeare_char.py) reports a best
            validation loss of 1.4697 nats/char after 5000 iterations; the target here is the same
            (<= ~1.47). Not yet run (needs an accelerator).
@@ -84,6 +86,9 @@ def get_config(arg=None) -> C.Experiment:
       ),
       # 14 batches of 128 windows of 64 characters cover the validation split (1742 windows).
       eval=C.Eval(num_batches=14, batch_size=128, num_samples=4, sample_length=63),
+      # Data parallel over a 2-core CPU's cores (6 windows each): ~37 ms per step against ~50 as
+      # one device using both cores' threads, the same losses (experiments/RESULTS.md, CPU speed).
+      parallel=dataclasses.replace(exp.parallel, cpu_devices=2),
     )
   elif arg is not None:
     raise ValueError(f"experiments/gpt_shakespeare_char.py takes no argument or 'cpu', got {arg!r}.")

@@ -763,8 +763,9 @@ def nanogpt_ms_per_iter(nanogpt_dir: str, python: str, iters: int, skip: int) ->
 
 
 def genjax_ms_per_step(iters: int, window: int, data_dir: Optional[str]) -> Dict[str, Any]:
-  """genjax's CPU GPT in its own training loop (a `python -m genjax.train` process): the median
-  wall time per step over the loop's log windows after the first (which holds the compilation)."""
+  """genjax's CPU GPT in its own training loop (a `python -m genjax.train` process, the config as
+  it is, including its config.parallel.cpu_devices): the median wall time per step over the loop's
+  log windows after the first (which holds the compilation)."""
   from genjax.trainer import writers
 
   workdir = tempfile.mkdtemp(prefix="genjax-bench-gpt-")

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import textwrap
+from typing import Optional
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser):
@@ -40,15 +41,20 @@ def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
   return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}", *extra])
 
 
-def setup_devices(args):
-  """Applies --cpu_devices and joins a multi-process run when asked or when a cluster is detected.
-  Also makes gs:// paths go through gcsfs, the backend genjax's bucket tests use, unless
-  EPATH_USE_TF says otherwise (genjax.paths)."""
+def setup_devices(args, cpu_devices: Optional[int] = None):
+  """Applies --cpu_devices (else `cpu_devices`, an experiment's config.parallel.cpu_devices) and
+  joins a multi-process run when asked or when a cluster is detected. Also makes gs:// paths go
+  through gcsfs, the backend genjax's bucket tests use, unless EPATH_USE_TF says otherwise
+  (genjax.paths)."""
   os.environ.setdefault("EPATH_USE_TF", "false")
   if args.cpu_devices is not None:
     if args.cpu_devices <= 0:
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
-    os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(args.cpu_devices, os.environ.get("XLA_FLAGS", ""))
+    cpu_devices = args.cpu_devices
+  elif cpu_devices is not None and cpu_devices <= 0:
+    fail(f"config.parallel.cpu_devices = {cpu_devices} must be a positive number of CPU devices, or None.")
+  if cpu_devices is not None:
+    os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(cpu_devices, os.environ.get("XLA_FLAGS", ""))
   import jax
 
   explicit = [args.coordinator_address, args.num_processes, args.process_id]

@@ -132,11 +132,17 @@ class Parallel:
   model_parallel > 1 adds a "model" mesh axis of that size (jit and fsdp): the parameters that a
   family's partition rules name (a GPT's attention heads and MLP) are split over it (tensor
   parallelism), batches over the data axis of num_devices / model_parallel devices.
+  cpu_devices: `python -m genjax.train` splits the host CPU into this many JAX devices before JAX
+  starts (what --cpu_devices does; the flag wins). When the CPU is what runs the step, data
+  parallelism over its cores can beat one device's threads: on 2 cores the small CPU GPT takes
+  ~37 ms per step as 2 devices and ~50 ms as one (experiments/RESULTS.md). No effect on the
+  accelerators; steps and losses do not depend on it.
   """
 
   mode: Literal["jit", "fsdp", "pmap"] = "jit"
   num_devices: Optional[int] = None  # None: every device of every process
   model_parallel: int = 1
+  cpu_devices: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,6 +458,10 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
     )
   if p.num_devices is not None and p.num_devices <= 0:
     raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
+  if p.cpu_devices is not None and p.cpu_devices <= 0:
+    raise ConfigError(
+      f"config.parallel.cpu_devices = {p.cpu_devices} must be a positive number of CPU devices, or None for JAX's default."
+    )
   if p.model_parallel < 1:
     raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} must be >= 1 (1: no tensor parallelism).")
   if p.model_parallel > 1 and p.mode == "pmap":

@@ -51,7 +51,7 @@ def main(argv=None):
     exp = config_lib.apply_overrides(config_lib.load_config_file(spec), overrides)
   except config_lib.ConfigError as e:
     cli.fail(e)
-  cli.setup_devices(args)
+  cli.setup_devices(args, exp.parallel.cpu_devices)
   cli.configure_logging()
   from genjax import paths
   from genjax.core import checkpoint

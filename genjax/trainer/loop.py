@@ -96,7 +96,7 @@ def check_loop_config(exp: config_lib.Experiment, parallelism: Parallelism):
 
 def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   """Trains `exp` in `workdir` until train.steps, resuming from its latest checkpoint.
-  Returns a summary: final step, last logged metrics, last eval metrics."""
+  Returns a summary: final step, last logged metrics, last eval metrics, devices used."""
   parallelism = Parallelism.of(exp)  # devices are known before validation so errors come first
   check_loop_config(exp, parallelism)
   is_chief = jax.process_index() == 0
@@ -112,7 +112,13 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
     run.loop()
   finally:
     run.close()
-  return {"step": run.step, "train": run.last_logged, "eval": run.last_eval, "workdir": workdir}
+  return {
+    "step": run.step,
+    "train": run.last_logged,
+    "eval": run.last_eval,
+    "workdir": workdir,
+    "devices": parallelism.num_devices,
+  }
 
 
 class _Run:

@@ -156,6 +156,29 @@ def test_cli_errors_are_one_paragraph(tmp_path):
   assert bad.returncode == 2 and "does not divide over 8 devices" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_config_cpu_devices_splits_the_cpu_and_the_flag_wins(tmp_path):
+  """config.parallel.cpu_devices sets how many devices `genjax.train` makes of the CPU (the test
+  process's 8 are inherited through XLA_FLAGS and replaced); --cpu_devices overrides it."""
+  env = {**os.environ, "PYTHONPATH": REPO}
+  config = write_config(tmp_path / "exp.py", steps=2, checkpoint_every=2, eval_every=2)
+
+  def run(workdir, *extra):
+    done = subprocess.run(
+      _train_command(config, str(tmp_path / workdir)) + list(extra), env=env, capture_output=True, text=True, cwd=REPO
+    )
+    return done.returncode, done.stdout, done.stderr
+
+  code, out, err = run("two", "--config.parallel.cpu_devices=2")
+  assert code == 0, err[-2000:]
+  assert json.loads(out.strip().splitlines()[-1])["devices"] == 2
+  code, out, err = run("one", "--config.parallel.cpu_devices=2", "--cpu_devices=1")
+  assert code == 0, err[-2000:]
+  assert json.loads(out.strip().splitlines()[-1])["devices"] == 1
+  code, out, err = run("bad", "--config.parallel.cpu_devices=0")
+  assert code == 2 and "config.parallel.cpu_devices = 0" in err and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "bad")
+
+
 SLOW_STEP_RUN = """
 import sys, time
 import jax
