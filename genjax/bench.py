@@ -677,7 +677,7 @@ def format_time_table(rows: List[Dict[str, Any]]) -> str:
   """Where each config's step time goes: ms per step of the compiled step, of making its batch
   on the host and of a step in the loop; and the shares of the step's op time by phase (with
   the share of matmuls and convolutions) from a profiler trace."""
-  phases = [p for p in profile_lib.PHASES]
+  phases = list(profile_lib.PHASES)
   head = ["config", "step ms", "input ms", "loop ms"] + [p.split()[0][:8] for p in phases] + ["matmul"]
   widths = [22, 8, 8, 8] + [8] * len(phases) + [7]
   lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]

@@ -192,14 +192,22 @@ def open_builder(name: str, data_cfg):
     prepare_in_child(name, data_dir, manual_dir)
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     print(f"genjax: prepared {name} in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
+  _require_array_record(
+    builder,
+    name,
+    f"Prepare it into another data_dir: {prepare_command(name, os.path.join(data_dir, 'array_record'), None)}",
+  )
+  return builder
+
+
+def _require_array_record(builder, spec: str, remedy: str):
+  """Refuses a dataset prepared in a format genjax cannot read at random, saying `remedy`."""
   file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
   if str(file_format) != "array_record":
     raise DatasetNotPreparedError(
-      f"Dataset {name!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
-      "array_record (random access without TensorFlow). Prepare it into another data_dir: "
-      f"{prepare_command(name, os.path.join(data_dir, 'array_record'), None)}"
+      f"Dataset {spec!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
+      f"array_record (random access without TensorFlow). {remedy}"
     )
-  return builder
 
 
 # Exit codes of the child process that prepares a dataset, and the errors they stand for.
@@ -280,12 +288,10 @@ def open_any(spec: str, data_cfg):
       f"  tfds build {spec} --data_dir {data_dir} --file_format array_record\n"
       f"then copy {data_dir}/{spec.split(':')[0]} here (or point data.data_dir / GENJAX_DATA_DIR at it)."
     )
-  file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
-  if str(file_format) != "array_record":
-    raise DatasetNotPreparedError(
-      f"Dataset {spec!r} in {builder.data_dir} was prepared as {file_format}, but genjax reads "
-      "array_record (random access without TensorFlow). Rebuild it with "
-      f"tfds build {spec} --data_dir {os.path.join(data_dir, 'array_record')} --file_format array_record "
-      "and set data.data_dir to that folder."
-    )
+  _require_array_record(
+    builder,
+    spec,
+    f"Rebuild it with tfds build {spec} --data_dir {os.path.join(data_dir, 'array_record')} "
+    "--file_format array_record and set data.data_dir to that folder.",
+  )
   return builder

@@ -87,3 +87,15 @@ def test_a_prepared_dataset_by_name_slices_and_matches_the_builtin_reader():
   np.testing.assert_array_equal(labels, builtin.source.labels[:100])
   with pytest.raises(ConfigError, match="mnist has no split 'training'.*train\\[:90%\\]"):
     gd.load(Data(name="tfds:mnist"), "training")
+
+
+@pytest.mark.parametrize("file_format", ["tfrecord", mock.Mock(value="tfrecord")])
+def test_a_dataset_not_in_array_record_is_refused_with_the_remedy(file_format):
+  builder = mock.Mock(data_dir="/d/mnist/3.0.1")
+  builder.info.file_format = file_format
+  with pytest.raises(tfds_io.DatasetNotPreparedError) as e:
+    tfds_io._require_array_record(builder, "mnist", "Rebuild it somewhere else.")
+  text = str(e.value)
+  assert "prepared as tfrecord" in text and "/d/mnist/3.0.1" in text and text.endswith("Rebuild it somewhere else.")
+  builder.info.file_format = mock.Mock(value="array_record")
+  tfds_io._require_array_record(builder, "mnist", "unused")  # accepted: no error
