@@ -42,7 +42,7 @@ def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
 
 
 def setup_devices(args, cpu_devices: Optional[int] = None):
-  """Applies --cpu_devices (else `cpu_devices`, an experiment's config.parallel.cpu_devices) and
+  """Applies --cpu_devices (else `cpu_devices`, an experiment's validated config.parallel.cpu_devices) and
   joins a multi-process run when asked or when a cluster is detected. Also makes gs:// paths go
   through gcsfs, the backend genjax's bucket tests use, unless EPATH_USE_TF says otherwise
   (genjax.paths)."""
@@ -51,8 +51,6 @@ def setup_devices(args, cpu_devices: Optional[int] = None):
     if args.cpu_devices <= 0:
       fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
     cpu_devices = args.cpu_devices
-  elif cpu_devices is not None and cpu_devices <= 0:
-    fail(f"config.parallel.cpu_devices = {cpu_devices} must be a positive number of CPU devices, or None.")
   if cpu_devices is not None:
     os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(cpu_devices, os.environ.get("XLA_FLAGS", ""))
   import jax

@@ -49,6 +49,7 @@ def main(argv=None):
   try:
     spec = args.config or DEFAULT_CONFIG
     exp = config_lib.apply_overrides(config_lib.load_config_file(spec), overrides)
+    config_lib.validate(exp)  # before JAX starts: config.parallel.cpu_devices decides its devices
   except config_lib.ConfigError as e:
     cli.fail(e)
   cli.setup_devices(args, exp.parallel.cpu_devices)
