@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import cli, families
 from genjax import config as config_lib
 from genjax import data as data_lib
-from genjax import families
 from genjax import profile as profile_lib
 from genjax.core.parallel import Parallelism
 from genjax.data.info import DataInfo
@@ -954,13 +954,13 @@ def main(argv=None) -> Dict[str, Any]:
   )
   parser.add_argument("--torch_python", default="python", help="with --nanogpt: the Python that has torch")
   parser.add_argument("--rounds", type=int, default=3, help="with --nanogpt: runs of each, alternating")
+  cli.add_cache_flag(parser)
   args = parser.parse_args(argv)
+  cli.setup_compilation_cache(args)
   if args.nanogpt:
     try:
       return nanogpt_main(args)
     except (config_lib.ConfigError, RuntimeError) as e:
-      from genjax import cli
-
       cli.fail(str(e))
   if args.memory:
     return memory_main(args)
@@ -1017,6 +1017,9 @@ def _result(quick: bool, device, rates, rows) -> Dict[str, Any]:
     },
     "load_average": list(load) if load else None,
     "jax": jax.__version__,
+    # compile_s and first_step_s read a program back when the persistent cache holds it
+    # (--no_compilation_cache measures cold compilations)
+    "compilation_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
     "matmul_flops_per_s": rates,
     "rows": rows,
   }

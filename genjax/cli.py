@@ -9,7 +9,27 @@ import textwrap
 from typing import Optional
 
 
+def add_cache_flag(parser: argparse.ArgumentParser):
+  parser.add_argument(
+    "--no_compilation_cache",
+    action="store_true",
+    help="compile without JAX's persistent compilation cache (on by default, in "
+    "$GENJAX_HOME/compilation_cache; see genjax.compile_cache)",
+  )
+
+
+def setup_compilation_cache(args) -> Optional[str]:
+  """The persistent compilation cache for this command (and the processes it starts), unless
+  --no_compilation_cache; returns its folder or None."""
+  from genjax import compile_cache
+
+  if getattr(args, "no_compilation_cache", False):
+    os.environ[compile_cache.ENV_SWITCH] = "off"  # children of this command too
+  return compile_cache.configure(enabled=not getattr(args, "no_compilation_cache", False))
+
+
 def add_distributed_flags(parser: argparse.ArgumentParser):
+  add_cache_flag(parser)
   group = parser.add_argument_group("devices and hosts")
   group.add_argument(
     "--cpu_devices", type=int, default=None, help="simulate N devices on the CPU (sets XLA_FLAGS before JAX starts)"
@@ -43,7 +63,8 @@ def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
 
 def setup_devices(args, cpu_devices: Optional[int] = None):
   """Applies --cpu_devices (else `cpu_devices`, an experiment's validated config.parallel.cpu_devices) and
-  joins a multi-process run when asked or when a cluster is detected. Also makes gs:// paths go
+  joins a multi-process run when asked or when a cluster is detected, then turns on the persistent
+  compilation cache (genjax.compile_cache) unless --no_compilation_cache. Also makes gs:// paths go
   through gcsfs, the backend genjax's bucket tests use, unless EPATH_USE_TF says otherwise
   (genjax.paths)."""
   os.environ.setdefault("EPATH_USE_TF", "false")
@@ -75,6 +96,7 @@ def setup_devices(args, cpu_devices: Optional[int] = None):
     )
   elif _cluster_detected():
     _initialize(jax)  # TPU pods, SLURM, Open MPI, ...: JAX reads the environment
+  setup_compilation_cache(args)
 
 
 def _initialize(jax, **kwargs):

@@ -36,6 +36,12 @@ def path(p: PathLike) -> epath.Path:
   return epath.Path(os.path.abspath(os.path.expanduser(p)))
 
 
+def genjax_home() -> str:
+  """$GENJAX_HOME (default ~/.genjax): where genjax keeps what it makes once per machine or user
+  (classifiers, reference statistics, weights, the compilation cache); a local folder or a bucket."""
+  return str(path(os.environ.get("GENJAX_HOME", "~/.genjax")))
+
+
 def join(base: PathLike, *parts: str) -> str:
   """`base/parts...` as a string; a bucket path keeps its scheme."""
   return os.fspath(path(base).joinpath(*parts))

@@ -298,7 +298,9 @@ def main(argv=None):
   parser.add_argument("--steps_per_call", type=int, default=None, help="default: the config's")
   parser.add_argument("--calls", type=int, default=5, help="compiled calls traced")
   parser.add_argument("--top", type=int, default=15, help="largest operations listed")
+  cli.add_cache_flag(parser)
   args = parser.parse_args(argv)
+  cli.setup_compilation_cache(args)
   try:
     exp = config_lib.load_config_file(args.config)
     train = dataclasses.replace(

@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Callable, List, Optional
 
-from genjax import cli
+from genjax import cli, compile_cache
 
 PEAK_NOTE = "H100/H200 dense bf16 data-sheet peak 989 TFLOP/s"
 
@@ -56,6 +56,8 @@ class Suite:
     self.out, self.dry_run, self.budget_s = os.path.abspath(out), dry_run, budget_s
     self.start = time.monotonic()
     self.env = dict(os.environ, GENJAX_HOME=os.path.join(self.out, "genjax_home"), PYTHONUNBUFFERED="1")
+    # the children share this command's compilation cache, kept out of --out (which is copied back)
+    self.env[compile_cache.ENV_SWITCH] = compile_cache.chosen_dir() or "off"
     if data_dir:
       self.env["GENJAX_DATA_DIR"] = os.path.abspath(data_dir)
     os.makedirs(self.out, exist_ok=True)
@@ -376,7 +378,9 @@ def main(argv=None):
   parser.add_argument("--budget_s", type=float, default=540.0, help="the whole suite's wall-clock budget")
   parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(i.name for i in ITEMS)}")
   parser.add_argument("--dry_run", action="store_true", help="tiny models, a few steps (CPU test of the suite)")
+  cli.add_cache_flag(parser)
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  cli.setup_compilation_cache(args)
   names = [n.strip() for n in args.only.split(",") if n.strip()] or [i.name for i in ITEMS]
   unknown = sorted(set(names) - {i.name for i in ITEMS})
   if unknown:

@@ -1,5 +1,9 @@
 """Every test sees 8 simulated CPU devices, so parallel code paths run on one machine.
 
+The tests and every process they start share one persistent compilation cache
+(JAX_COMPILATION_CACHE_DIR, default .data/compilation_cache in the checkout): a program that one
+test compiled is read back by the next test, or the next run, that builds the same program.
+
 Each test module starts from empty JAX caches (compiled programs of earlier modules are not kept
 alive for the whole session), and no test may load TensorFlow into this JAX process: code that
 needs it (preparing datasets) runs in a child process.
@@ -11,11 +15,15 @@ import sys
 
 import pytest
 
+from genjax import compile_cache
 from genjax.cli import simulated_devices_xla_flags
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(8, os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_REPO, ".data", "compilation_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(compile_cache.MIN_COMPILE_SECONDS))
 
 
 @pytest.fixture(autouse=True, scope="module")

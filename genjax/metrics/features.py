@@ -67,11 +67,6 @@ def default_for(dataset: str) -> str:
   return f"classifier_{domain[dataset]}" if dataset in domain else "inception"
 
 
-def genjax_home() -> str:
-  """$GENJAX_HOME (default ~/.genjax): a local folder or a bucket (gs://...)."""
-  return str(paths.path(os.environ.get("GENJAX_HOME", "~/.genjax")))
-
-
 def quantize_uint8(images: np.ndarray) -> np.ndarray:
   """Images in [-1, 1] as the 8-bit pictures the reference pipelines read (pytorch-fid and TTUR on
   saved PNGs, EDM's fid.py, clean-fid): u8 = floor(255 (x + 1) / 2 + 0.5) clipped to 0..255, as
@@ -130,7 +125,7 @@ def inception_net(weights: Optional[str] = None, batch_size: int = 50, **unused)
 def classifier_workdir(dataset: str, classifier_dir: Optional[str] = None) -> str:
   """Where the classifier of `dataset` was trained (see the module docstring for the order)."""
   env = f"GENJAX_CLASSIFIER_{dataset.upper()}"
-  return classifier_dir or os.environ.get(env) or paths.join(genjax_home(), "classifiers", dataset)
+  return classifier_dir or os.environ.get(env) or paths.join(paths.genjax_home(), "classifiers", dataset)
 
 
 def classifier_net(dataset: str, classifier_dir: Optional[str] = None, batch_size: int = 500, **unused) -> FeatureNet:

@@ -451,8 +451,7 @@ def variables_from_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
 
 
 def default_weights_path() -> str:
-  home = os.environ.get("GENJAX_HOME", os.path.join(os.path.expanduser("~"), ".genjax"))
-  return paths.join(home, "weights", WEIGHTS_FILE)
+  return paths.join(paths.genjax_home(), "weights", WEIGHTS_FILE)
 
 
 def _local_copy(remote: str) -> str:

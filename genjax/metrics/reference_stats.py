@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from genjax import paths
-from genjax.metrics.features import FeatureNet, genjax_home
+from genjax.metrics.features import FeatureNet
 from genjax.metrics.frechet import RunningStats
 
 DEFAULT_KEEP = 10_000
@@ -31,7 +31,7 @@ class ReferenceStats:
 
 
 def cache_path(dataset: str, split: str, net_name: str, cache_dir: Optional[str] = None) -> str:
-  folder = cache_dir or paths.join(genjax_home(), "reference_stats")
+  folder = cache_dir or paths.join(paths.genjax_home(), "reference_stats")
   safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
   return paths.join(folder, f"{safe(dataset)}_{safe(split)}_{safe(net_name)}.npz")
 
