@@ -4,8 +4,8 @@
     python -m genjax.bench --nanogpt DIR --torch_python PY [--rounds 3]   (the CPU GPT beside nanoGPT)
 
 For the standard config of each family (the experiments/ files, built with
-genjax.config.load_config_file) the benchmark compiles the train step exactly as the loop does
-(genjax.core.parallel.Parallelism: jit over a one-device mesh, state donated), feeds it synthetic
+genjax.config.load_config_file) the benchmark takes the loop's own compiled train call from
+genjax.trainer.program (jit over a one-device mesh, keyed steps, state donated), feeds it synthetic
 batches of the right shapes (no dataset needed) and reports, per config:
 
   train_examples_per_s  examples (tokens for text: train_tokens_per_s) per second, steady state
@@ -54,8 +54,9 @@ from genjax import cli, families
 from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import profile as profile_lib
-from genjax.core.parallel import Parallelism
+from genjax.core.placement import place
 from genjax.data.info import DataInfo
+from genjax.trainer import program as program_lib
 
 # Data-sheet dense peaks in FLOP/s by (device kind substring, dtype).
 PEAK_FLOPS = {
@@ -241,21 +242,18 @@ def peak_memory(device) -> Dict[str, Any]:
   return {"peak_memory_bytes": int(rss), "memory_source": "process peak RSS (no device stats; cumulative)"}
 
 
-def measure_train(exp, family, info, min_time: float, max_steps: int, profile: bool = True) -> Dict[str, Any]:
-  """Compiles the loop's step for `exp` and times it on one synthetic batch; with `profile`, also
-  where the step's time goes (genjax.profile: a trace of a few more steps)."""
-  par = Parallelism.of(exp, family.partition_rules)
-  B = exp.train.batch_size
-  host_batch = synthetic_batch(info, B)
+def measure_train(program, min_time: float, max_steps: int, profile: bool = True) -> Dict[str, Any]:
+  """Compiles the loop's train call (genjax.trainer.program: the very call the loop runs) and
+  times it on one synthetic batch; with `profile`, also where the step's time goes
+  (genjax.profile: a trace of a few more steps)."""
+  B = program.exp.train.batch_size
+  host_batch = synthetic_batch(program.info, B)
   t0 = time.perf_counter()
-  par.abstract(jax.eval_shape(family.init, jax.random.key(0)))
-  state = jax.jit(family.init, out_shardings=par.state_sharding)(jax.random.key(0))
-  state = par.put_state(state)
-  step = par.compile(family.train_step, returns_state=True)
-  batch = par.put_batch(host_batch)
-  rngs = [jax.random.fold_in(jax.random.key(1), i) for i in range(max_steps + 1)]
+  state = program.init_state()
+  batch = program.put_batch(host_batch)
+  rngs = [np.int32(i) for i in range(max_steps + 1)]  # the steps the keyed call draws its keys from
   t_lower = time.perf_counter()
-  compiled = step.lower(state, batch, rngs[0]).compile()
+  compiled = program.train_step.lower(state, batch, rngs[0]).compile()
   compile_s = time.perf_counter() - t_lower
   state, metrics = compiled(state, batch, rngs[0])
   jax.block_until_ready((state, metrics))
@@ -287,7 +285,7 @@ def measure_train(exp, family, info, min_time: float, max_steps: int, profile: b
     state = holder["state"]
   return {
     **phases,
-    "state": par.one_copy(state),
+    "state": program.placement.one_copy(state),
     "flops_per_step": cost_flops(compiled),
     "compile_s": compile_s,
     "first_step_s": first_step_s,
@@ -455,13 +453,12 @@ def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
   rows = []
   for mode, model_parallel in MEMORY_LAYOUTS:
-    par = Parallelism(mode, devices, model_parallel, family.partition_rules)
-    state = par.abstract(abstract)
-    tokens = jax.ShapeDtypeStruct((batch, info.shape[0] + 1), jnp.int32, sharding=par.sharded)
+    parallel = config_lib.Parallel(mode=mode, num_devices=devices, model_parallel=model_parallel)
+    program = program_lib.build(exp, info, place(parallel))
+    par, state = program.placement, program.abstract_state
+    tokens = jax.ShapeDtypeStruct((batch, info.shape[0] + 1), jnp.int32, sharding=par.batch_sharding())
     t0 = time.perf_counter()
-    compiled = (
-      par.compile(family.train_step, returns_state=True).lower(state, {"tokens": tokens}, jax.random.key(0)).compile()
-    )
+    compiled = program.train_step.lower(state, {"tokens": tokens}, np.int32(0)).compile()
     mem = compiled.memory_analysis()
     get = lambda name, mem=mem: int(getattr(mem, name, 0) or 0)
     rows.append(
@@ -568,7 +565,8 @@ def run_one(
   exp = experiment_for(name, quick, on_cpu, data_dir, dtype)
   standard = _load(entry.config)
   info = data_lib.describe(exp.data)
-  family = families.build(exp, info)
+  program = program_lib.build(exp, info)
+  family = program.family
   dtype = exp.train.compute_dtype
   row: Dict[str, Any] = {
     "name": name,
@@ -580,7 +578,7 @@ def run_one(
     "family_notes": family.notes,
   }
   min_time = min_time if min_time is not None else (0.5 if quick else 8.0)
-  train = measure_train(exp, family, info, min_time=min_time, max_steps=3 if quick else 200)
+  train = measure_train(program, min_time=min_time, max_steps=3 if quick else 200)
   state = train.pop("state")
   # The matmul rate right after the step's timing, so both see the same machine (shared hosts).
   rates[dtype] = matmul_rate(dtype, device, n=512 if quick else 2048, min_time=0.2 if quick else 1.0)

@@ -391,8 +391,10 @@ def _float_fields(node, prefix=""):
           yield f"{prefix}{f.name}[{i}]", v
 
 
-def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: int = 1) -> Experiment:
-  """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid."""
+def validate(exp: Experiment) -> Experiment:
+  """Raises ConfigError naming the field, the problem and the fix; returns `exp` when valid.
+  What depends on the devices (batches that divide over them, a model axis that fits) is checked
+  where the devices are known: genjax.core.placement."""
   _check_types(exp, "")
   if exp.model is None or not dataclasses.is_dataclass(exp.model):
     raise ConfigError(
@@ -469,35 +471,11 @@ def validate(exp: Experiment, num_devices: Optional[int] = None, num_processes: 
       "config.parallel.model_parallel > 1 needs a device mesh: use --config.parallel.mode=jit or "
       "fsdp (pmap maps one whole model copy per device)."
     )
-  if num_devices is not None:
-    if p.num_devices is not None and p.num_devices > num_devices:
-      raise ConfigError(f"config.parallel.num_devices = {p.num_devices} but only {num_devices} devices exist.")
-    n = p.num_devices or num_devices
-    if n % p.model_parallel:
-      raise ConfigError(
-        f"config.parallel.model_parallel = {p.model_parallel} does not divide the {n} devices: use a "
-        "divisor of the device count."
-      )
-    n //= p.model_parallel  # batches are split over the data axis only
-    if t.batch_size % n:
-      lo, hi = t.batch_size // n * n, -(-t.batch_size // n) * n
-      raise ConfigError(
-        f"config.train.batch_size = {t.batch_size} does not divide over {n} devices: "
-        f"use a multiple of {n} (e.g. --config.train.batch_size={hi}{f' or {lo}' if lo else ''}) "
-        f"or set --config.parallel.num_devices."
-      )
-    eval_batch = exp.eval.batch_size or t.batch_size
-    if eval_batch % n:
-      raise ConfigError(
-        f"config.eval.batch_size = {eval_batch} does not divide over {n} devices: use a multiple of {n}."
-      )
   if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
     raise ConfigError(
       f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
       "--config.train.profile_steps=10,20 (or empty for no profile)."
     )
-  if num_processes > 1 and t.batch_size % num_processes:
-    raise ConfigError(f"config.train.batch_size = {t.batch_size} does not divide over {num_processes} processes.")
   return exp
 
 

@@ -126,14 +126,16 @@ def parse(argv):
   return args, metrics
 
 
-def family_evaluation(exp, family, state, args) -> dict:
-  """The family's `evaluate` over the whole evaluation split, else its eval_step's mean."""
+def family_evaluation(program, state, args) -> dict:
+  """The family's `evaluate` over the whole evaluation split, else the program's eval mean (the
+  one the loop logs: each batch weighted by its real examples)."""
   import jax
   import numpy as np
 
   from genjax import data
   from genjax.data import datasets
 
+  exp, family = program.exp, program.family
   dataset = data.load(exp.data, exp.data.eval_split)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   rng = jax.random.key(args.seed)
@@ -148,14 +150,8 @@ def family_evaluation(exp, family, state, args) -> dict:
       k: (v if isinstance(v, int) else float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
       for k, v in result.items()
     }
-  step = jax.jit(family.eval_step)
-  totals, weight = {}, 0.0
-  for i, batch in enumerate(batches):
-    w = float(np.sum(batch["mask"]))
-    for k, v in step(state, batch, jax.random.fold_in(rng, i)).items():
-      totals[k] = totals.get(k, 0.0) + w * float(v)
-    weight += w
-  return {k: v / weight for k, v in totals.items()} | {"num_examples": int(weight)}
+  means, weight = program.eval_means(state, batches, rng)
+  return means | {"num_examples": int(weight)}
 
 
 def _progress(iterable, total: int, desc: str, unit: str):
@@ -173,23 +169,24 @@ def _progress(iterable, total: int, desc: str, unit: str):
   )
 
 
-def draw_samples(family, variables, rng, num: int, batch_size: int, options=None):
+def draw_samples(program, variables, rng, num: int, batch_size: int, options=None):
   """Yields batches of samples (numpy, in [-1, 1]) totalling exactly `num`."""
   import jax
   import numpy as np
 
-  sample = jax.jit(lambda v, r: family.sample(v, r, batch_size, options))
+  sample = program.sampler(batch_size, options)
   for i, start in enumerate(range(0, num, batch_size)):
     images = np.asarray(jax.device_get(sample(variables, jax.random.fold_in(rng, i))))
     yield images[: num - start]
 
 
-def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dict:
+def sample_metrics(program, state, metrics, args, log, options) -> dict:
   import jax
   import numpy as np
 
   from genjax.metrics import features, frechet, inception_score, kid, precision_recall, reference_stats, stacked_mnist
 
+  exp, family, info = program.exp, program.family, program.info
   if family.output == "none":
     raise ValueError(
       f"This run's family ({exp.family}) is not a generative model and has no samples: leave "
@@ -230,7 +227,7 @@ def sample_metrics(exp, family, state, info, metrics, args, log, options) -> dic
   kept, probs, drawn = [], [], 0
   classes = np.zeros(net.num_classes if net else 0, np.int64)  # the classifier's label of each sample
   start = time.perf_counter()
-  draws = draw_samples(family, variables, jax.random.key(args.seed), num, batch_size, options)
+  draws = draw_samples(program, variables, jax.random.key(args.seed), num, batch_size, options)
   for images in _progress(draws, -(-num // batch_size), "sampling", "batch"):
     if not np.isfinite(images).all():
       raise ValueError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
@@ -295,16 +292,17 @@ def main(argv=None):
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
   start = time.perf_counter()
   try:
-    exp, family, state, info = workdir.restore(args.workdir, overrides=args.overrides)
+    program, state = workdir.load(args.workdir, overrides=args.overrides)
+    exp, family = program.exp, program.family
     if not metrics and family.evaluate is None and family.output == "image":
       metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
       log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
     if metrics:
       options = check_options(family, parse_options(family.sample_options, args.option_tokens))
-      out = sample_metrics(exp, family, state, info, metrics, args, log, options)
+      out = sample_metrics(program, state, metrics, args, log, options)
       out["sample_options"] = dataclasses.asdict(options)
     else:
-      out = {"metrics": family_evaluation(exp, family, state, args), "split": exp.data.eval_split}
+      out = {"metrics": family_evaluation(program, state, args), "split": exp.data.eval_split}
   except (
     FileNotFoundError,
     checkpoint.CheckpointError,

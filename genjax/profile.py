@@ -247,28 +247,24 @@ def format_profile(ops: List[OpTime], top: int = 12) -> str:
 
 
 def profile_experiment(exp, calls: int = 5) -> Tuple[List[OpTime], float]:
-  """(op times per step, wall seconds per step) of `exp`'s train step, compiled as the loop does
-  (keyed_steps over train.steps_per_call steps, one device) on a synthetic batch."""
+  """(op times per step, wall seconds per step) of `exp`'s train call, the loop's own
+  (genjax.trainer.program: keyed steps over train.steps_per_call steps), on a synthetic batch."""
   import time
 
   import numpy as np
 
-  from genjax import bench, families
+  from genjax import bench
   from genjax import data as data_lib
-  from genjax.core.parallel import Parallelism
-  from genjax.core.step import keyed_steps
+  from genjax.trainer import program as program_lib
 
-  info = data_lib.describe(exp.data)
-  family = families.build(exp, info)
-  par = Parallelism.of(exp, family.partition_rules)
+  program = program_lib.build(exp, data_lib.describe(exp.data))
   K = exp.train.steps_per_call
-  state = par.put_state(jax.jit(family.init, out_shardings=par.replicated)(jax.random.key(0)))
-  step = par.compile(keyed_steps(family.train_step, jax.random.key(1), K), True, stacked=K > 1)
-  host = bench.synthetic_batch(info, exp.train.batch_size)
+  state = program.init_state()
+  host = bench.synthetic_batch(program.info, exp.train.batch_size)
   if K > 1:
     host = {k: np.stack([v] * K) for k, v in host.items()}
-  batch = par.put_batch(host, stacked=K > 1)
-  compiled = step.lower(state, batch, np.int32(0)).compile()
+  batch = program.put_batch(host)
+  compiled = program.train_step.lower(state, batch, np.int32(0)).compile()
   instructions = parse_hlo(compiled.as_text())
   holder = {"state": state}
 

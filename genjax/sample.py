@@ -91,7 +91,8 @@ def main(argv=None):
   from genjax.trainer import workdir, writers
 
   try:
-    exp, family, state, info = workdir.restore(args.workdir)
+    program, state = workdir.load(args.workdir)
+    exp, family = program.exp, program.family
   except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, paths.StorageError, ValueError) as e:
     cli.fail(e)
   if family.output == "none":
@@ -112,7 +113,7 @@ def main(argv=None):
       f"{e} (sampling options of this run: {', '.join('--' + f.name for f in dataclasses.fields(family.sample_options)) or 'none'})."
     )
   try:
-    fn = jax.jit(lambda v, r: family.sample(v, r, args.num, options))
+    fn = program.sampler(args.num, options)
     variables = state.variables(ema=not args.no_ema)
     start = time.perf_counter()
     samples = np.asarray(jax.device_get(fn(variables, jax.random.key(args.seed))))

@@ -15,7 +15,7 @@ import pytest
 
 from genjax import config as config_lib
 from genjax.config import Data, Eval, Experiment, Optim, Parallel, Train
-from genjax.core.parallel import Parallelism
+from genjax.core.placement import place
 from genjax.data.info import DataInfo
 from genjax.families import vae
 from genjax.trainer import loop, writers
@@ -89,7 +89,7 @@ def test_compile_counter_sees_a_recompilation(compile_log):
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
   family = vae.build(exp, info)
-  par = Parallelism.of(exp)
+  par = place(exp.parallel)
   state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)
   for batch_size in (8, 8, 16):
@@ -121,7 +121,7 @@ def test_old_state_buffers_are_donated():
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
   family = vae.build(exp, info)
-  par = Parallelism.of(exp)
+  par = place(exp.parallel)
   state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)
   new_state, _ = step(state, par.put_batch(info.example_batch(16)), jax.random.key(1))

@@ -88,13 +88,20 @@ def test_missing_value():
 )
 def test_impossible_values(changes, expected):
   with pytest.raises(ConfigError, match=expected):
-    config_lib.validate(config_lib.apply_overrides(exp(), changes), num_devices=1)
+    config_lib.validate(config_lib.apply_overrides(exp(), changes))
 
 
 def test_batch_must_divide_over_devices():
+  from genjax.core.placement import place
+
+  eight = place(config_lib.Parallel(num_devices=8))
   with pytest.raises(ConfigError, match=r"batch_size = 100 does not divide over 8 devices.*batch_size=104 or 96"):
-    config_lib.validate(exp(batch_size=100), num_devices=8)
-  assert config_lib.validate(exp(batch_size=96), num_devices=8).train.batch_size == 96
+    eight.check_batches(100, 96)
+  with pytest.raises(ConfigError, match=r"eval.batch_size = 100 does not divide over 8 devices"):
+    eight.check_batches(96, 100)
+  eight.check_batches(96, 96)
+  # a model axis of 2 leaves 4 ways to split the batch
+  place(config_lib.Parallel(num_devices=8, model_parallel=2)).check_batches(100, 100)
 
 
 def test_type_check_of_config_files():
@@ -175,7 +182,7 @@ def test_non_finite_numbers_are_refused(key, value):
     exp(), {key: value, **({"optim.boundaries": "10,20"} if key == "optim.scales" else {})}
   )
   if key == "model.width":
-    assert config_lib.validate(e, num_devices=1) is e
+    assert config_lib.validate(e) is e
     return
   with pytest.raises(ConfigError, match="must be a finite number"):
-    config_lib.validate(e, num_devices=1)
+    config_lib.validate(e)

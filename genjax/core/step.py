@@ -18,7 +18,7 @@ scalars averaged over repetitions, `collections` the new values of the trained n
 non-parameter collections ({} when it has none).
 
 Evaluation: `eval_step_from_sums` turns `sums(state, batch, rng) -> (sums, count)` (sums over the
-real examples of the batch, padding masked out) into the means over the global batch.
+real examples of the batch, padding masked out) into the means over the global batch and their count.
 """
 
 import dataclasses
@@ -135,14 +135,18 @@ def batch_mask(batch, size: int) -> jax.Array:
 
 
 def means_from_sums(sums, count, finish: Optional[Callable] = None):
-  """Means over the global batch from this device's sums; `finish(means) -> metrics`."""
+  """(metrics, count): means over the real examples of the global batch from this device's sums,
+  `finish(means) -> metrics` (linear in the means, so batches average by their counts), and the
+  global batch's number of real examples."""
   sums, count = parallel.sum_over_devices((sums, count))
   means = {k: v / jnp.maximum(count, 1.0) for k, v in sums.items()}
-  return finish(means) if finish else means
+  return (finish(means) if finish else means), count
 
 
 def eval_step_from_sums(sums_fn: Callable, finish: Optional[Callable] = None) -> Callable:
-  """eval_step(state, batch, rng) -> metrics, from `sums_fn(state, batch, rng) -> (sums, count)`."""
+  """eval_step(state, batch, rng) -> (metrics, count), from `sums_fn(state, batch, rng) -> (sums,
+  count)`: a batch's means and how many real examples they are over, which is what the means of
+  several batches are weighted by (genjax.trainer.program.Program.eval_means)."""
 
   def eval_step(state, batch, rng):
     sums, count = sums_fn(state, batch, rng)

@@ -120,7 +120,7 @@ CONFIGS = (Config,)
 SAMPLE_OPTIONS = {"Config": NoOptions}  # draws no samples
 
 
-def build(exp, info) -> Family:
+def build(exp, info, batch_splits: int = 1) -> Family:
   """The classifier's functions bound to `exp`; it draws no samples (output "none")."""
   model = make_model(exp.model, info, exp.train.compute_dtype)
   tx = make_optimizer(exp.optim, exp.train.steps)

@@ -625,7 +625,7 @@ def init(rng, model: VAE):
   return model.init(rng, x, [jnp.zeros((1, 1, z)) for z in model.config.latents])["params"]
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
+def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
   """The VAE family's functions bound to `exp` on data described by `info`."""
   cfg: Config = exp.model
   model = make_model(cfg, info, exp.train.compute_dtype)

@@ -29,8 +29,8 @@ from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import families, paths
 from genjax.core import checkpoint as ckpt_lib
-from genjax.core.parallel import Parallelism
-from genjax.core.step import keyed_steps
+from genjax.core.placement import Placement, place
+from genjax.trainer import program as program_lib
 from genjax.trainer import workdir as workdir_lib
 from genjax.trainer import writers
 
@@ -82,11 +82,12 @@ class _PreemptionFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def check_loop_config(exp: config_lib.Experiment, parallelism: Parallelism):
+def check_loop_config(exp: config_lib.Experiment, placement: Placement):
   """Everything about `exp` that can be checked before data is read or anything compiles."""
   families.of(exp)
-  config_lib.validate(exp, num_devices=parallelism.num_devices, num_processes=jax.process_count())
+  config_lib.validate(exp)
   t = exp.train
+  placement.check_batches(t.batch_size, exp.eval.batch_size or t.batch_size)
   for name in ("log_every", "eval_every", "checkpoint_every", "steps"):
     if getattr(t, name) % t.steps_per_call:
       raise config_lib.ConfigError(
@@ -97,17 +98,16 @@ def check_loop_config(exp: config_lib.Experiment, parallelism: Parallelism):
 def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   """Trains `exp` in `workdir` until train.steps, resuming from its latest checkpoint.
   Returns a summary: final step, last logged metrics, last eval metrics, devices used."""
-  parallelism = Parallelism.of(exp)  # devices are known before validation so errors come first
-  check_loop_config(exp, parallelism)
+  placement = place(exp.parallel)  # devices are known before validation so errors come first
+  check_loop_config(exp, placement)
   is_chief = jax.process_index() == 0
   workdir_lib.prepare(workdir, exp)
   train_ds = data_lib.load(exp.data, exp.data.train_split)
   eval_ds = data_lib.load(exp.data, exp.data.eval_split)
-  family = families.build(exp, train_ds.info)
-  parallelism.rules = family.partition_rules
+  program = program_lib.build(exp, train_ds.info, placement)
   if is_chief:
     workdir_lib.write_config(workdir, exp)
-  run = _Run(exp, workdir, parallelism, family, train_ds, eval_ds)
+  run = _Run(program, workdir, train_ds, eval_ds)
   try:
     run.loop()
   finally:
@@ -117,7 +117,7 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
     "train": run.last_logged,
     "eval": run.last_eval,
     "workdir": workdir,
-    "devices": parallelism.num_devices,
+    "devices": placement.num_devices,
   }
 
 
@@ -125,23 +125,19 @@ class _Run:
   """One training run in progress: its state on the devices, the metrics not yet fetched, the
   writers and checkpoints. `loop()` drives it from the restored step to train.steps."""
 
-  def __init__(self, exp, workdir, parallelism: Parallelism, family, train_ds, eval_ds):
-    self.exp, self.workdir, self.par, self.family = exp, workdir, parallelism, family
-    self.train_ds, self.eval_ds, self.info = train_ds, eval_ds, train_ds.info
+  def __init__(self, program: program_lib.Program, workdir, train_ds, eval_ds):
+    self.program, self.exp, self.workdir, self.family = program, program.exp, workdir, program.family
+    self.par = program.placement
+    self.train_ds, self.eval_ds, self.info = train_ds, eval_ds, program.info
     self.is_chief = jax.process_index() == 0
-    self.pid, self.nproc = jax.process_index(), jax.process_count()
-    t = exp.train
-    init_rng, train_rng, self.eval_rng, self.sample_rng = jax.random.split(jax.random.key(t.seed), 4)
+    self.nproc = jax.process_count()
+    t = self.exp.train
     self.checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     self.writer, self.progress, self.profiling = None, None, False
-    self.step, self.last_saved = self._restore(init_rng)
-    self.meta_base = {"config": config_lib.to_dict(exp), "data_info": self.info.to_dict()}
-    self.step_fn = parallelism.compile(
-      keyed_steps(family.train_step, train_rng, t.steps_per_call), True, stacked=t.steps_per_call > 1
-    )
-    self.eval_fn = parallelism.compile(family.eval_step, False)
-    self.sample_fn = jax.jit(family.sample, static_argnums=2)
-    self.pictures_fn = jax.jit(family.pictures) if family.pictures else None
+    self.step, self.last_saved = self._restore()
+    self.meta_base = {"config": config_lib.to_dict(self.exp), "data_info": self.info.to_dict()}
+    self.sample_fn = program.sampler(self.exp.eval.num_samples)
+    self.pictures_fn = jax.jit(self.family.pictures) if self.family.pictures else None
     self.writer = writers.MetricWriter(workdir, enabled=self.is_chief)
     if self.is_chief and self.step > 0:
       workdir_lib.truncate_metrics(workdir, self.step)
@@ -149,32 +145,33 @@ class _Run:
     self.last_logged: Dict[str, float] = {}
     self.last_eval: Dict[str, float] = {}
 
-  def _restore(self, init_rng):
+  def _restore(self):
     """(start step, last saved step): the latest checkpoint's state, or a fresh one."""
-    abstract = self.par.abstract(jax.eval_shape(self.family.init, init_rng))
-    found = self.checkpoints.restore_latest(abstract)
+    found = self.program.restore(self.checkpoints)
     if found is None:
-      out = self.par.state_sharding if self.par.on_mesh else self.par.replicated  # a sharded state starts sharded
-      self.state = self.par.put_state(jax.jit(self.family.init, out_shardings=out)(init_rng))
+      self.state = self.program.init_state()
       return 0, None
-    start, state, meta = found
+    start, self.state, meta = found
     if meta.get("data", {}).get("seed", self.exp.train.seed) != self.exp.train.seed:
       raise config_lib.ConfigError("The checkpoint's data seed differs from train.seed.")
     log.info("Resumed from step %d of %s", start, self.checkpoints.directory)
-    self.state = self.par.put_state(state)
     return start, start
 
   # -- batches ---------------------------------------------------------------------------------
 
   def host_batch(self, step: int):
-    t = self.exp.train
+    """This process's part of the batches of the call starting at `step` (placement.batch_shard)."""
+    t, p = self.exp.train, self.par
+    parts = [
+      self.train_ds.batch(step + i, t.batch_size, t.seed, p.batch_shard, p.batch_shards)
+      for i in range(t.steps_per_call)
+    ]
     if t.steps_per_call == 1:
-      return self.train_ds.batch(step, t.batch_size, t.seed, self.pid, self.nproc)
-    parts = [self.train_ds.batch(step + i, t.batch_size, t.seed, self.pid, self.nproc) for i in range(t.steps_per_call)]
-    return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+      return parts[0]
+    return {k: np.stack([part[k] for part in parts]) for k in parts[0]}
 
   def device_batch(self, step: int):
-    return self.par.put_batch(self.host_batch(step), stacked=self.exp.train.steps_per_call > 1)
+    return self.program.put_batch(self.host_batch(step))
 
   # -- metrics, checkpoints, evaluation ---------------------------------------------------------
 
@@ -214,19 +211,23 @@ class _Run:
     self.last_saved = step
 
   def evaluate(self, step: int, preempt=None):
-    """The eval step's means over eval.num_batches held-out batches, then (process 0) samples;
-    abandoned (nothing written) when a preemption notice arrives in between."""
-    exp = self.exp
+    """The eval step's means over the real examples of eval.num_batches held-out batches, then
+    (process 0) samples; abandoned (nothing written) when a preemption notice arrives in between."""
+    exp, p = self.exp, self.par
     eval_batch = exp.eval.batch_size or exp.train.batch_size
-    totals, count = {}, 0
-    for batch in self.eval_ds.eval_batches(eval_batch, exp.eval.num_batches, self.pid, self.nproc):
-      if preempt is not None and self._should_stop(preempt, step):
-        return
-      metrics = self.eval_fn(self.state, self.par.put_batch(batch), self.eval_rng)
-      for k, v in self.par.host_metrics(metrics).items():
-        totals[k] = totals.get(k, 0.0) + float(v)
-      count += 1
-    self.last_eval = {f"eval_{k}": v / max(count, 1) for k, v in totals.items()}
+    stopped = []
+
+    def batches():
+      for batch in self.eval_ds.eval_batches(eval_batch, exp.eval.num_batches, p.batch_shard, p.batch_shards):
+        if preempt is not None and self._should_stop(preempt, step):
+          stopped.append(True)
+          return
+        yield batch
+
+    means, _ = self.program.eval_means(self.state, batches())
+    if stopped:
+      return
+    self.last_eval = {f"eval_{k}": v for k, v in means.items()}
     self.writer.write(step, self.last_eval)
     if self.family.output != "none" and not (preempt is not None and self._should_stop(preempt, step)):
       here = self.par.local_copy(self.state)  # every process: a sharded state is gathered collectively
@@ -237,9 +238,7 @@ class _Run:
     """Sample grids (or texts) of the EMA weights of `here` (a local copy of the state) into
     WORKDIR/samples and TensorBoard."""
     exp, family = self.exp, self.family
-    samples = np.asarray(
-      jax.device_get(self.sample_fn(here.variables(ema=True), self.sample_rng, exp.eval.num_samples))
-    )
+    samples = np.asarray(jax.device_get(self.sample_fn(here.variables(ema=True), self.program.keys.sample)))
     sample_dir = paths.join(self.workdir, "samples")
     paths.makedirs(sample_dir)
     if family.output == "text":
@@ -252,7 +251,7 @@ class _Run:
       self.writer.write_image("samples", step, picture)
     if self.pictures_fn is not None:
       batch = next(iter(self.eval_ds.eval_batches(exp.eval.num_samples, 1)))
-      for name, images in self.pictures_fn(here, batch, self.sample_rng).items():
+      for name, images in self.pictures_fn(here, batch, self.program.keys.sample).items():
         writers.save_image_grid(paths.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
 
   # -- the loop ----------------------------------------------------------------------------------
@@ -295,7 +294,7 @@ class _Run:
           queue.append(self.prefetch.submit(self.device_batch, next_prefetch))
           next_prefetch += K
         self._profile(starting=True)
-        self.state, metrics = self.step_fn(self.state, batch, np.int32(self.step))
+        self.state, metrics = self.program.train_step(self.state, batch, np.int32(self.step))
         self.pending.append((self.step, metrics))
         in_flight.append(metrics)
         if len(in_flight) > MAX_IN_FLIGHT:

@@ -7,8 +7,8 @@
     WORKDIR/checkpoints/<step>/  Orbax: train state + meta (config, data position, data info)
     WORKDIR/eval.jsonl           results of python -m genjax.evaluate
 
-`restore(workdir)` rebuilds (exp, family, state, info) from nothing but the folder: it is what
-sample, evaluate and the feature networks use.
+`load(workdir)` rebuilds the run's compiled program and its state from nothing but the folder:
+it is what sample, evaluate and the feature networks use.
 """
 
 import json
@@ -21,6 +21,7 @@ from genjax import config as config_lib
 from genjax import families, paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.data.info import DataInfo
+from genjax.trainer import program as program_lib
 
 # Fields that may change between the runs that share a workdir; any other difference means the
 # workdir holds a different experiment and resuming from it is refused.
@@ -115,11 +116,12 @@ def _get(exp, dotted):
   return node
 
 
-def restore(workdir: str, step: Optional[int] = None, overrides=()):
-  """Reads a run back: (exp, family, state, info). The state is the newest readable checkpoint
-  (or `step`), as one copy on this process's first device; nothing but the workdir is needed.
-  `overrides` (["--config.model.clip_denoised=false", ...]) change the experiment read back, for
-  settings that leave the parameters' shapes alone (e.g. how a diffusion model is evaluated)."""
+def load(workdir: str, step: Optional[int] = None, overrides=()):
+  """Reads a run back: (program, state). The program is the run's experiment compiled for this
+  process's first device (genjax.trainer.program); the state is the newest readable checkpoint
+  (or `step`), as one copy on that device. Nothing but the workdir is needed. `overrides`
+  (["--config.model.clip_denoised=false", ...]) change the experiment read back, for settings
+  that leave the parameters' shapes alone (e.g. how a diffusion model is evaluated)."""
   exp = load_config(workdir)
   if overrides:
     exp = config_lib.apply_overrides(exp, list(overrides))
@@ -134,21 +136,19 @@ def restore(workdir: str, step: Optional[int] = None, overrides=()):
     if found is None:  # a damaged newest checkpoint falls back to the one before
       raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
     info = DataInfo.from_dict(found[1]["data_info"])
-    family = families.build(exp, info)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(family.init, jax.random.key(0))
-    )
-    if step is None:
-      restored = checkpoints.restore_latest(abstract)
-      if restored is None:
-        raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
-      state = restored[1]
-    else:
-      state, _ = checkpoints.restore(step, abstract)
+    program = program_lib.build(exp, info, program_lib.one_device())
+    restored = program.restore(checkpoints, step)
+    if restored is None:
+      raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
   finally:
     checkpoints.close()
-  return exp, family, state, info
+  return program, restored[1]
+
+
+def restore(workdir: str, step: Optional[int] = None, overrides=()):
+  """`load`'s program and state as (exp, family, state, info)."""
+  program, state = load(workdir, step, overrides)
+  return program.exp, program.family, state, program.info
 
 
 def truncate_metrics(workdir: str, step: int):

@@ -6,13 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.config import Parallel
 from genjax.core import parallel
-from genjax.core.parallel import Parallelism
+from genjax.core.placement import place
 from genjax.nn.norm import BatchNorm, Dropout
 
 
 def _pmapped(fn, n=4):
-  par = Parallelism("pmap", n)
+  par = place(Parallel(mode="pmap", num_devices=n))
   return par, par.compile(fn, returns_state=False)
 
 
@@ -52,7 +53,7 @@ def test_batchnorm_statistics_and_dropout_masks_span_the_global_batch():
     return y, updates["batch_stats"]
 
   y, stats = forward(variables, x, jax.random.key(1))
-  par = Parallelism("pmap", 4)
+  par = place(Parallel(mode="pmap", num_devices=4))
   mapped = par.compile(forward, returns_state=False)
   y4, stats4 = mapped(par.put_state(variables), par.put_batch(np.asarray(x)), jax.random.key(1))
   np.testing.assert_allclose(np.asarray(y4).reshape(8, 5), y, rtol=1e-5, atol=1e-6)

@@ -76,5 +76,5 @@ def test_eval_means_come_from_masked_sums():
   values = {"loss": jnp.array([1.0, 3.0, 100.0])}
   mask = jnp.array([1.0, 1.0, 0.0])
   sums, count = step_lib.masked_sums(values, mask)
-  means = step_lib.means_from_sums(sums, count, finish=lambda m: {**m, "double": 2 * m["loss"]})
-  assert float(means["loss"]) == 2.0 and float(means["double"]) == 4.0
+  means, count = step_lib.means_from_sums(sums, count, finish=lambda m: {**m, "double": 2 * m["loss"]})
+  assert float(means["loss"]) == 2.0 and float(means["double"]) == 4.0 and float(count) == 2.0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from genjax import config as C
-from genjax.config import ConfigError
-from genjax.core.parallel import Parallelism
+from genjax.config import ConfigError, Parallel
+from genjax.core.placement import place
 from genjax.data.info import DataInfo
 from genjax.data.tokenizers import CharTokenizer
 from genjax.families import autoregressive as ar
@@ -100,7 +100,8 @@ def test_gpt_loss_is_numpy_cross_entropy_in_nats():
   tokens = np.random.default_rng(0).integers(0, V, (3, BLOCK + 1)).astype(np.int32)
   state = family.init(jax.random.key(0))
   mask = np.array([1.0, 1.0, 0.0], np.float32)
-  metrics = family.eval_step(state, {"tokens": tokens, "mask": mask}, jax.random.key(1))
+  metrics, count = family.eval_step(state, {"tokens": tokens, "mask": mask}, jax.random.key(1))
+  assert float(count) == 2
   # Independent cross-entropy: numpy log-softmax in float64 of the model's logits.
   model = gpt_lib.GPT(vocab_size=V, block_size=BLOCK, num_layers=2, num_heads=2, width=16)
   logits, _ = model.apply({"params": state.params}, tokens[:, :-1])
@@ -204,7 +205,7 @@ def test_gpt_pmap_step_equals_jit_step_with_dropout():
   jit_state, jit_metrics = jax.jit(family.train_step)(state, {"tokens": tokens}, rng)
   if jax.device_count() < 2:
     pytest.skip("needs 2 devices (tests/conftest.py simulates 8 CPU devices)")
-  par = Parallelism("pmap", 2)
+  par = place(Parallel(mode="pmap", num_devices=2))
   pmap_state, pmap_metrics = par.compile(family.train_step, returns_state=True)(
     par.put_state(state), par.put_batch({"tokens": tokens}), rng
   )
@@ -314,7 +315,8 @@ def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
   p1 = 1 / (1 + np.exp(-logits))
   nll = -(x * np.log(p1) + (1 - x) * np.log(1 - p1)).sum(axis=(1, 2, 3))
   mask = np.array([1.0, 0.0, 1.0], np.float32)
-  metrics = family.eval_step(state, {"image": image, "mask": mask}, None)
+  metrics, count = family.eval_step(state, {"image": image, "mask": mask}, None)
+  assert float(count) == 2
   assert float(metrics["nll_nats"]) == pytest.approx((nll[0] + nll[2]) / 2, rel=1e-5)
   full = family.evaluate(state, [{"image": image, "mask": mask}, {"image": image[:1], "mask": mask[:1]}], None)
   assert full["nll_nats"] == pytest.approx((2 * nll[0] + nll[2]) / 3, rel=1e-5)

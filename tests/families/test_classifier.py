@@ -48,5 +48,6 @@ def test_learns_counts_steps_and_evaluates_exactly_with_padding():
   want = float(np.mean(np.argmax(np.asarray(logits), -1) == test["label"]))
   assert result["num_examples"] == 50 and result["accuracy"] == pytest.approx(want)
   assert result["accuracy"] > 0.9 and features.shape == (50, 32)
-  assert float(family.eval_step(state, padded, None)["accuracy"]) == pytest.approx(want, abs=1e-6)
+  metrics, count = family.eval_step(state, padded, None)
+  assert float(metrics["accuracy"]) == pytest.approx(want, abs=1e-6) and float(count) == 50
   assert family.output == "none" and family.sample(state.variables(), jax.random.key(0), 4).shape == (0, 8, 8, 1)

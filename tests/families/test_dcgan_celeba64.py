@@ -19,7 +19,7 @@ CONFIG = os.path.join(ROOT, "experiments", "dcgan_celeba64.py")
 
 
 def test_networks_are_the_reference_sizes():
-  exp = validate(load_config_file(CONFIG), num_devices=1)
+  exp = validate(load_config_file(CONFIG))
   assert exp.train.steps == 79_141 and exp.train.batch_size == 64
   info = gd.DataInfo("folder", "image", (64, 64, 3))
   state = jax.eval_shape(gan.build(exp, info).init, jax.random.PRNGKey(0))

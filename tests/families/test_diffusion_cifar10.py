@@ -16,7 +16,7 @@ CIFAR10 = DataInfo(name="cifar10", kind="image", shape=(32, 32, 3), num_classes=
 
 def load():
   exp = C.load_config_file("experiments/ddpm_cifar10.py")
-  return C.validate(exp, num_devices=8)
+  return C.validate(exp)
 
 
 def test_config_is_the_papers_setup():

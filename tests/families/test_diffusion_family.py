@@ -147,5 +147,6 @@ def test_evaluate_reports_the_bound_over_real_examples_only(trained):
   assert math.isclose(out["bits_per_dim"], out["prior_bpd"] + out["diffusion_bpd"] + out["decoder_bpd"], rel_tol=1e-6)
   only_first = family.evaluate(state, [b1], jax.random.key(0))
   assert only_first["num_examples"] == 4
-  metrics = jax.jit(family.eval_step)(state, b1, jax.random.key(0))
+  metrics, count = jax.jit(family.eval_step)(state, b1, jax.random.key(0))
+  assert float(count) == 4
   assert set(metrics) == {"mse", "bpd_estimate"} and all(np.isfinite(float(v)) for v in metrics.values())

@@ -19,7 +19,7 @@ from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
 from genjax.config import Data as C_Data
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
-from genjax.core.parallel import Parallelism
+from genjax.core.placement import place
 from genjax.core.state import EMA
 from genjax.data.info import DataInfo
 from genjax.families import gan
@@ -300,7 +300,7 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
   sharded = run(jax.jit(f.train_step), lambda d: jax.device_put(d, NamedSharding(mesh, P("data"))))[0]
 
   # pmap as the trainer runs it: the parallel layer maps the family's global-batch step.
-  par = Parallelism("pmap", 8)
+  par = place(Parallel(mode="pmap", num_devices=8))
   pstep = par.compile(gan.build(tiny(mode="pmap", batch_size=64, **model), INFO).train_step, returns_state=True)
   state = par.put_state(init)
   for d, r in zip(data, rngs):
@@ -343,7 +343,7 @@ def _load(name, arg=None):
 def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_params):
   from genjax.config import validate
 
-  exp = validate(_load(name, arg), num_devices=1)
+  exp = validate(_load(name, arg))
   info = DataInfo(exp.data.name, "image", shape, num_classes=10 if name != "pacgan_stacked_mnist" else 1000)
   f = gan.build(exp, info)
   state = jax.eval_shape(f.init, jax.random.PRNGKey(0))

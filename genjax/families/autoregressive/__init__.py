@@ -16,8 +16,8 @@ CONFIGS = (GPTConfig, PixelCNNConfig)
 SAMPLE_OPTIONS = {"GPTConfig": gpt.SampleOptions, "PixelCNNConfig": NoOptions}
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
+def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
   """The Family of the model `exp.model` configures, checked against the data first."""
   if isinstance(exp.model, GPTConfig):
-    return gpt.build(exp, info)
-  return pixelcnn.build(exp, info)
+    return gpt.build(exp, info, batch_splits)
+  return pixelcnn.build(exp, info, batch_splits)

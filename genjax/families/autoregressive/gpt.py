@@ -325,7 +325,7 @@ def num_params(model: GPT) -> int:
   )
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
+def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
   """The GPT's functions bound to `exp` on the text described by `info`."""
   cfg: GPTConfig = exp.model
   model = make_model(cfg, info, exp.data.block_size, exp.train.compute_dtype)

@@ -157,7 +157,7 @@ def init(rng, model: Model):
   return model.network.init(rng, jnp.zeros((1, model.height, model.width, 1), jnp.float32))["params"]
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
+def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
   """The PixelCNN's functions bound to `exp` on the binary images described by `info`."""
   model = make_model(exp.model, info, exp.train.compute_dtype)
   tx = make_optimizer(exp.optim, exp.train.steps)

@@ -369,7 +369,7 @@ def init(rng, model: Diffusion):
   return jax.jit(lambda r: model.unet.init(r, x, t, labels if model.num_classes else None))(rng)["params"]
 
 
-def build(exp: Experiment, info: DataInfo) -> Family:
+def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
   """The diffusion family's functions bound to `exp` on data described by `info`."""
   cfg: Config = exp.model
   model = make_model(cfg, info, exp.train.compute_dtype)

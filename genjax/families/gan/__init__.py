@@ -101,7 +101,7 @@ class Config:
     return self.kernel_size or KERNEL_SIZES[self.arch]
 
 
-def _check(cfg: Config, info, exp):
+def _check(cfg: Config, info, exp, batch_splits: int = 1):
   if info.kind != "image":
     raise ConfigError(
       f"The gan family generates images; dataset {info.name!r} is {info.kind}. "
@@ -143,8 +143,10 @@ def _check(cfg: Config, info, exp):
     )
   if cfg.kernel_size is not None and cfg.kernel_size < 1:
     raise ConfigError(f"config.model.kernel_size = {cfg.kernel_size} must be positive (or None: the architecture's).")
+  # Each piece of the batch that a step function sees (the whole global batch under jit, one
+  # device's rows under pmap) is cut into n_critic parts ("split") and packs of `pack` images.
   per_critic = cfg.n_critic if cfg.critic_batches == "split" else 1
-  n = exp.parallel.num_devices or 1
+  n = batch_splits
   if exp.train.batch_size % (per_critic * cfg.pack * n):
     raise ConfigError(
       f"config.train.batch_size = {exp.train.batch_size} must be a multiple of "
@@ -517,10 +519,11 @@ def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
   )
 
 
-def build(exp, info) -> Family:
-  """The GAN family's functions bound to `exp` on data described by `info`."""
+def build(exp, info, batch_splits: int = 1) -> Family:
+  """The GAN family's functions bound to `exp` on data described by `info`; `batch_splits`: the
+  pieces each step's batch is cut into before the step sees it (one per device under pmap)."""
   cfg: Config = exp.model
-  _check(cfg, info, exp)
+  _check(cfg, info, exp, batch_splits)
   model = make_model(cfg, info, exp.train.compute_dtype)
   tx_g = make_optimizer(exp.optim, exp.train.steps * cfg.g_steps)
   tx_d = make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate)
