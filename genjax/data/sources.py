@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from genjax.config import ConfigError
-from genjax.data import tfds_io
+from genjax.data import portable, tfds_io
 from genjax.data.datasets import ArraySource, ImageSource
 
 # scikit-learn's digits (1797 8x8 images, 16 gray levels) in its stored order: the first 1500
@@ -102,12 +102,10 @@ def _data_source(builder, split: str):
 
 def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[int]]:
   """The image source of a TFDS split and its number of classes (None when unlabelled): from a
-  portable export (genjax.data.export) when the data_dir holds one, else from TFDS."""
-  from genjax.data import export  # imported here, so `python -m genjax.data.export` runs it once
-
-  folder = export.exported_dir(name, data_cfg)
+  portable export (genjax.data.portable) when the data_dir holds one, else from TFDS."""
+  folder = portable.exported_dir(name, data_cfg)
   if folder is not None:
-    images, labels, num_classes = export.images(folder, split)
+    images, labels, num_classes = portable.images(folder, split)
     return ArraySource(images, labels), num_classes
   builder = tfds_io.open_builder(name, data_cfg)
   features = builder.info.features
@@ -270,11 +268,9 @@ def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
   """
   if split not in TEXT_SPLITS:
     raise ConfigError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
-  from genjax.data import export
-
-  folder = export.exported_dir(name, data_cfg)
+  folder = portable.exported_dir(name, data_cfg)
   if folder is not None:
-    texts = export.texts(folder)
+    texts = portable.texts(folder)
   else:
     builder = tfds_io.open_builder(name, data_cfg)
     texts = {part: tfds_split_text(builder, part) for part in ("train", "validation", "test")}
