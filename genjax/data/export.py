@@ -10,7 +10,8 @@ stored order) or <split>.txt (UTF-8). Point a run at it with --config.data.data_
 GENJAX_DATA_DIR=DIR): wherever DIR/<name>/genjax_export.json exists, genjax reads the export, and
 the batches are byte for byte those of the TFDS dataset it came from.
 
-This module writes exports; genjax.data.portable reads them.
+This module writes exports; genjax.data.portable reads them. What can be exported, and which
+splits, is genjax.data.registry's (its TFDS datasets and their stored splits).
 """
 
 from __future__ import annotations
@@ -23,47 +24,43 @@ import sys
 import numpy as np
 
 from genjax import paths
+from genjax.data import registry, sources, tfds_io
 from genjax.data.portable import FORMAT_VERSION, MARKER
-
-IMAGE_SPLITS = {
-  "mnist": ("train", "test"),
-  "fashion_mnist": ("train", "test"),
-  "cifar10": ("train", "test"),
-  "binarized_mnist": ("train", "validation", "test"),
-}
-TEXT_SPLITS = {"tiny_shakespeare": ("train", "validation", "test")}
 
 
 def export(name: str, out: str, data_cfg) -> dict:
   """Writes the export of the prepared TFDS dataset `name` to OUT/<name>; returns its info."""
-  from genjax.data import sources, tfds_io
-
   folder = paths.join(out, name)
   paths.makedirs(folder)
-  if name in TEXT_SPLITS:
-    builder = tfds_io.open_builder(name, data_cfg)
-    info = {"format": FORMAT_VERSION, "name": name, "kind": "text", "splits": {}}
-    for split in TEXT_SPLITS[name]:
-      text = sources.tfds_split_text(builder, split)
-      paths.write_atomic(paths.join(folder, f"{split}.txt"), text.encode("utf-8"))
-      info["splits"][split] = len(text)
-  elif name in IMAGE_SPLITS:
-    info = {"format": FORMAT_VERSION, "name": name, "kind": "image", "splits": {}}
-    for split in IMAGE_SPLITS[name]:
-      source, num_classes = sources.tfds_images(name, split, _whole_in_memory(data_cfg))
-      everything = np.arange(source.num_examples)
-      images_, labels = source.get(everything)
-      buffer = io.BytesIO()
-      np.savez_compressed(buffer, images=images_, labels=labels)
-      paths.write_atomic(paths.join(folder, f"{split}.npz"), buffer.getvalue())
-      info.update(shape=list(source.shape), num_classes=num_classes)
-      info["splits"][split] = int(source.num_examples)
-  else:
-    known = ", ".join(sorted({**IMAGE_SPLITS, **TEXT_SPLITS}))
+  entry = registry.find(name)
+  if entry is None or entry.origin != "tfds":
+    known = ", ".join(sorted(b.name for b in registry.tfds_entries()))
     raise ValueError(f"Cannot export {name!r}: genjax exports {known}.")
+  info = {"format": FORMAT_VERSION, "name": name, "kind": entry.kind, "splits": {}}
+  (_write_text if entry.kind == "text" else _write_images)(entry, folder, data_cfg, info)
   # the marker last: a half-written export is not read
   paths.write_atomic(paths.join(folder, MARKER), json.dumps(info, indent=1))
   return info
+
+
+def _write_text(entry: registry.Builtin, folder: str, data_cfg, info: dict):
+  builder = tfds_io.open_builder(entry.tfds_name, data_cfg)
+  for split in entry.stored_splits():
+    text = sources.tfds_split_text(builder, split)
+    paths.write_atomic(paths.join(folder, f"{split}.txt"), text.encode("utf-8"))
+    info["splits"][split] = len(text)
+
+
+def _write_images(entry: registry.Builtin, folder: str, data_cfg, info: dict):
+  for split in entry.stored_splits():
+    source, num_classes = sources.tfds_images(entry.name, split, _whole_in_memory(data_cfg))
+    everything = np.arange(source.num_examples)
+    images_, labels = source.get(everything)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images_, labels=labels)
+    paths.write_atomic(paths.join(folder, f"{split}.npz"), buffer.getvalue())
+    info.update(shape=list(source.shape), num_classes=num_classes)
+    info["splits"][split] = int(source.num_examples)
 
 
 def _whole_in_memory(data_cfg):
@@ -74,9 +71,8 @@ def _whole_in_memory(data_cfg):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m genjax.data.export", description=__doc__.split("\n\n")[0])
-  parser.add_argument(
-    "--datasets", required=True, help="comma-separated: mnist,fashion_mnist,binarized_mnist,cifar10,tiny_shakespeare"
-  )
+  exportable = ",".join(b.name for b in registry.tfds_entries())
+  parser.add_argument("--datasets", required=True, help=f"comma-separated: {exportable}")
   parser.add_argument("--out", required=True, help="the folder to write (one sub-folder per dataset)")
   parser.add_argument(
     "--data_dir", default=None, help="the prepared TFDS datasets (default: GENJAX_DATA_DIR, ~/tensorflow_datasets)"
@@ -85,7 +81,6 @@ def main(argv=None):
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   from genjax import cli
   from genjax.config import Data
-  from genjax.data import tfds_io
 
   names = [n.strip() for n in args.datasets.split(",") if n.strip()]
   for name in names:
