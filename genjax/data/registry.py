@@ -5,7 +5,7 @@
 (`genjax.data.tfds_io.builtin_names`) and the metrics' feature network
 (`genjax.metrics.features.default_for`) all look datasets up here, so adding a TFDS dataset is
 one `Builtin` entry in `BUILTINS`. Lookups read `BUILTINS` when called, so an entry added to it
-later (a test's monkeypatch, a user's own registration) is seen everywhere.
+later (`BUILTINS[entry.name] = entry`, or a test's monkeypatch) is seen everywhere.
 
 Your own data (`folder`, `text`, read from data.path by genjax.data.files) and any TFDS dataset
 by its TFDS name (`tfds:NAME[/CONFIG][:VERSION]`) need no entry.
@@ -34,9 +34,9 @@ class Builtin:
   """A built-in dataset: what it holds (known without reading it) and where it comes from.
 
   origin "tfds": read from the prepared TFDS dataset `tfds_name` (array_record, or a portable
-  export of it); "sklearn_digits": scikit-learn's bundled digits (nothing to prepare); "stacked": three
-  examples of the built-in dataset `built_from` as the three channels (genjax.data.sources
-  .StackedMnistSource), so preparing it prepares `built_from`.
+  export of it); "sklearn_digits": scikit-learn's bundled digits (nothing to prepare);
+  "stacked": three examples of the built-in dataset `built_from` as the three channels
+  (genjax.data.sources.StackedMnistSource), so preparing it prepares `built_from`.
   """
 
   name: str
