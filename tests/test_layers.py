@@ -65,3 +65,38 @@ def test_no_family_names_a_device_axis():
         text = open(os.path.join(d, f)).read()
         bad += [f"{f}: {word}" for word in ("pmap", "axis_name", "axis_index") if word in text]
   assert not bad, bad
+
+
+def _module_imports(path, modules):
+  """The modules of `package` that the module at `path` imports, function-level imports included
+  (`from genjax.data import sources` imports genjax.data.sources, `from genjax.data import load`
+  the package itself)."""
+  for node in ast.walk(ast.parse(open(path).read(), path)):
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names if a.name in modules)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+      yield from (
+        f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names
+      )
+
+
+def test_no_import_circle_in_data():
+  """No module of genjax.data imports one that imports it back, directly or through others."""
+  folder = os.path.join(ROOT, "data")
+  paths = {
+    "genjax.data" if f == "__init__.py" else f"genjax.data.{f[:-3]}": os.path.join(folder, f)
+    for f in os.listdir(folder)
+    if f.endswith(".py")
+  }
+  edges = {m: set(_module_imports(p, paths)) - {m} for m, p in paths.items()}
+
+  def circle(start, path):
+    for nxt in sorted(edges[path[-1]]):
+      if nxt == start:
+        return path + [start]
+      if nxt not in path and (found := circle(start, path + [nxt])):
+        return found
+    return None
+
+  circles = [c for c in (circle(m, [m]) for m in sorted(edges)) if c]
+  assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)

@@ -23,6 +23,9 @@ text {"tokens": i32[B, block_size + 1]}. Datasets:
 | text (your text file or folder data.path) | text | block_size | char / byte / bpe | train, test, all |
 | tfds:NAME[/CONFIG][:VERSION] (any prepared TFDS dataset) | image or text | image_size^2 x channels / block_size | its ClassLabel, or none | its splits, sliced |
 
+The built-in datasets (the rows from digits to tiny_shakespeare) are the entries of
+`genjax.data.registry`: the one table that load, describe, prepare, export and the metrics read.
+
 TFDS datasets are read from prepared array_record files without TensorFlow; see
 `genjax.data.tfds_io` for where raw files go and `python -m genjax.data.prepare` to prepare.
 Your own images and text are read by `genjax.data.files` (splits, classes, streaming there).
@@ -31,33 +34,16 @@ Your own images and text are read by `genjax.data.files` (splits, classes, strea
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import time
 from typing import Union
 
-from genjax.data import files, sources, tfds_io, tokenizers
+from genjax.data import files, registry, sources, tfds_io, tokenizers
 from genjax.data.datasets import ImageDataset, TextDataset
 from genjax.data.info import DataInfo
+from genjax.data.registry import OWN_DATASETS
 from genjax.data.tfds_io import ChecksumMismatchError, DatasetNotPreparedError
 
 Dataset = Union[ImageDataset, TextDataset]
-
-IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "cifar10", "stacked_mnist")
-TEXT_DATASETS = ("tiny_shakespeare",)
-OWN_DATASETS = ("folder", "text")  # read from data.path (genjax.data.files)
-DATASETS = IMAGE_DATASETS + TEXT_DATASETS + OWN_DATASETS
-
-# What each dataset holds, known without reading it: (kind, example shape, classes, binary,
-# vocabulary of the char tokenizer). Text shapes are (block_size,), filled in by `describe`.
-SHAPES = {
-  "digits": ("image", (8, 8, 1), 10, False, None),
-  "mnist": ("image", (28, 28, 1), 10, False, None),
-  "fashion_mnist": ("image", (28, 28, 1), 10, False, None),
-  "binarized_mnist": ("image", (28, 28, 1), None, True, None),
-  "cifar10": ("image", (32, 32, 3), 10, False, None),
-  "stacked_mnist": ("image", (28, 28, 3), 1000, False, None),
-  "tiny_shakespeare": ("text", None, None, False, 65),
-}
 
 __all__ = [
   "load",
@@ -79,7 +65,9 @@ def load(data_cfg, split: str) -> Dataset:
   """The `split` of the dataset `data_cfg` (a genjax.config.Data) describes."""
   name = data_cfg.name
   builder = tfds_io.open_any(name[len("tfds:") :], data_cfg) if name.startswith("tfds:") else None
-  if name in TEXT_DATASETS or name == "text" or (builder is not None and sources.any_tfds_is_text(builder)):
+  entry = registry.find(name)
+  is_text = entry is not None and entry.kind == "text"
+  if is_text or name == "text" or (builder is not None and sources.any_tfds_is_text(builder)):
     text, corpus = _text(data_cfg, builder, split)
     if data_cfg.tokenizer == "bpe":  # merges learnt on the training split only: evaluation text stays unseen
       train_split = data_cfg.train_split
@@ -89,29 +77,25 @@ def load(data_cfg, split: str) -> Dataset:
       name=name, kind="text", shape=(data_cfg.block_size,), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer
     )
     return TextDataset(info, tokenizer.encode(text), tokenizer, data_cfg.block_size)
-  if name == "digits":
-    source, num_classes = sources.digits(split), 10
-  elif name == "stacked_mnist":
-    mnist, _ = sources.tfds_images("mnist", split, data_cfg)
-    source, num_classes = sources.StackedMnistSource(mnist), 1000
-  elif name == "folder":
+  if name == "folder":
     source, num_classes = files.folder_images(data_cfg, split)
   elif builder is not None:
     source, num_classes = sources.any_tfds_images(builder, split, data_cfg)
-  elif name in IMAGE_DATASETS:
-    source, num_classes = sources.tfds_images(name, split, data_cfg)
   else:
-    close = difflib.get_close_matches(name, DATASETS, n=2)
-    hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    from genjax.config import ConfigError
-
-    raise ConfigError(
-      f"Unknown dataset --config.data.name={name!r}.{hint} Known: {', '.join(DATASETS)}, or any TFDS "
-      "dataset with an image or text feature as tfds:NAME[:VERSION] (prepared in data.data_dir)."
-    )
-  binary = name == "binarized_mnist" or data_cfg.binarize != "none"
+    source, num_classes = _builtin_images(registry.get(name), split, data_cfg)  # get: the unknown-dataset error
+  binary = (entry is not None and entry.binary) or data_cfg.binarize != "none"
   info = DataInfo(name=name, kind="image", shape=tuple(source.shape), num_classes=num_classes, binary=binary)
   return ImageDataset(info, source, binarize=data_cfg.binarize, flip=data_cfg.flip)
+
+
+def _builtin_images(entry: registry.Builtin, split: str, data_cfg):
+  """(image source, number of classes) of a split of a built-in image dataset, by its origin."""
+  if entry.origin == "sklearn_digits":
+    return sources.digits(split), entry.num_classes
+  if entry.origin == "stacked":
+    images, _ = sources.tfds_images(entry.built_from, split, data_cfg)
+    return sources.StackedMnistSource(images), entry.num_classes
+  return sources.tfds_images(entry.name, split, data_cfg)
 
 
 def _text(data_cfg, builder, split: str):
@@ -129,14 +113,16 @@ def describe(data_cfg) -> DataInfo:
   what benchmarks on synthetic batches need. Your own data is listed (and text read) to know it."""
   if data_cfg.name in OWN_DATASETS or data_cfg.name.startswith("tfds:") or data_cfg.tokenizer == "bpe":
     return dataclasses.replace(load(data_cfg, data_cfg.train_split).info, tokenizer=None)
-  if data_cfg.name not in SHAPES:
-    load(data_cfg, data_cfg.train_split)  # raises the unknown-dataset error
-  kind, shape, num_classes, binary, char_vocab = SHAPES[data_cfg.name]
-  if kind == "text":
-    vocab = 256 if data_cfg.tokenizer == "byte" else char_vocab
+  entry = registry.get(data_cfg.name)  # raises the unknown-dataset error
+  if entry.kind == "text":
+    vocab = 256 if data_cfg.tokenizer == "byte" else entry.char_vocab
     return DataInfo(name=data_cfg.name, kind="text", shape=(data_cfg.block_size,), vocab_size=vocab)
   return DataInfo(
-    name=data_cfg.name, kind="image", shape=shape, num_classes=num_classes, binary=binary or data_cfg.binarize != "none"
+    name=data_cfg.name,
+    kind="image",
+    shape=entry.shape,
+    num_classes=entry.num_classes,
+    binary=entry.binary or data_cfg.binarize != "none",
   )
 
 
@@ -150,3 +136,24 @@ def pipeline_throughput(dataset: Dataset, global_batch: int, steps: int, seed: i
   for step in range(1, steps + 1):
     dataset.batch(step, global_batch, seed)
   return steps * global_batch / (time.perf_counter() - start)
+
+
+def _shapes() -> dict:
+  """name -> (kind, example shape, classes, binary, vocabulary of the char tokenizer)."""
+  return {b.name: (b.kind, b.shape, b.num_classes, b.binary, b.char_vocab) for b in registry.BUILTINS.values()}
+
+
+# The tables genjax.data held before genjax.data.registry, computed from it whenever they are
+# read, so they follow entries added to it later.
+_VIEWS = {
+  "IMAGE_DATASETS": lambda: registry.names("image"),
+  "TEXT_DATASETS": lambda: registry.names("text"),
+  "DATASETS": registry.known_names,
+  "SHAPES": _shapes,
+}
+
+
+def __getattr__(name: str):
+  if name in _VIEWS:
+    return _VIEWS[name]()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

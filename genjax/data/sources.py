@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from genjax.config import ConfigError
-from genjax.data import tfds_io
+from genjax.data import portable, registry, tfds_io
 from genjax.data.datasets import ArraySource, ImageSource
 
 # scikit-learn's digits (1797 8x8 images, 16 gray levels) in its stored order: the first 1500
@@ -102,19 +102,18 @@ def _data_source(builder, split: str):
 
 def tfds_images(name: str, split: str, data_cfg) -> Tuple[ImageSource, Optional[int]]:
   """The image source of a TFDS split and its number of classes (None when unlabelled): from a
-  portable export (genjax.data.export) when the data_dir holds one, else from TFDS."""
-  from genjax.data import export  # imported here, so `python -m genjax.data.export` runs it once
-
-  folder = export.exported_dir(name, data_cfg)
+  portable export (genjax.data.portable) when the data_dir holds one, else from TFDS."""
+  folder = portable.exported_dir(name, data_cfg)
   if folder is not None:
-    images, labels, num_classes = export.images(folder, split)
+    images, labels, num_classes = portable.images(folder, split)
     return ArraySource(images, labels), num_classes
-  builder = tfds_io.open_builder(name, data_cfg)
+  entry = registry.get(name)
+  builder = tfds_io.open_builder(entry.tfds_name, data_cfg)
   features = builder.info.features
   has_label = "label" in features
   num_classes = features["label"].num_classes if has_label else None
   shape = tuple(features["image"].shape)
-  source = TfdsSource(_data_source(builder, split), shape, has_label, scale=255 if name == "binarized_mnist" else 1)
+  source = TfdsSource(_data_source(builder, split), shape, has_label, scale=entry.pixel_scale)
   size_mb = source.num_examples * math.prod(shape) / 2**20
   if size_mb <= data_cfg.in_memory_max_mb:
     return _decode_all(source, builder, split), num_classes
@@ -256,11 +255,10 @@ class StackedMnistSource:
 # Text
 # ----------------------------------------------------------------------------------------------
 
-TEXT_SPLITS = ("train", "validation", "test", "nanogpt_train", "nanogpt_val", "all")
-
 
 def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
-  """(text of `split`, whole corpus) of a TFDS text dataset with train/validation/test splits.
+  """(text of `split`, whole corpus) of a TFDS text dataset with train/validation/test splits
+  (its stored splits in genjax.data.registry; the corpus is them joined in that order).
 
   For tiny_shakespeare TFDS splits input.txt (1,115,394 characters) 90/5/5 at character
   int(0.9 n) and half-way through the rest, so train + validation + test concatenate back to
@@ -268,17 +266,16 @@ def tfds_text(name: str, split: str, data_cfg) -> Tuple[str, str]:
   the last 10% for validation: `nanogpt_train` is therefore TFDS's train split and `nanogpt_val`
   its validation and test splits together (compare validation loss with nanoGPT there).
   """
-  if split not in TEXT_SPLITS:
-    raise ConfigError(f"{name} has splits {list(TEXT_SPLITS)}, not {split!r}.")
-  from genjax.data import export
-
-  folder = export.exported_dir(name, data_cfg)
+  entry = registry.get(name)
+  if split not in entry.split_names():
+    raise ConfigError(f"{name} has splits {list(entry.split_names())}, not {split!r}.")
+  folder = portable.exported_dir(name, data_cfg)
   if folder is not None:
-    texts = export.texts(folder)
+    texts = portable.texts(folder)
   else:
-    builder = tfds_io.open_builder(name, data_cfg)
-    texts = {part: tfds_split_text(builder, part) for part in ("train", "validation", "test")}
-  corpus = texts["train"] + texts["validation"] + texts["test"]
+    builder = tfds_io.open_builder(entry.tfds_name, data_cfg)
+    texts = {part: tfds_split_text(builder, part) for part in entry.stored_splits()}
+  corpus = "".join(texts[part] for part in entry.stored_splits())
   cut = int(len(corpus) * 0.9)
   texts.update(nanogpt_train=corpus[:cut], nanogpt_val=corpus[cut:], all=corpus)
   return texts[split], corpus

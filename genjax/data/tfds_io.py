@@ -25,11 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from genjax import paths
-
-TFDS_DATASETS = ("mnist", "fashion_mnist", "binarized_mnist", "tiny_shakespeare", "cifar10")
+from genjax.data import registry
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -45,6 +44,12 @@ class RawFile(NamedTuple):
   url: str
   size: int  # bytes
   sha256: str
+
+
+def builtin_names() -> Tuple[str, ...]:
+  """The TFDS datasets genjax knows as its own (genjax.data.registry): the ones it prepares
+  offline and exports. Any other one is read as data.name="tfds:NAME" (`open_any`)."""
+  return tuple(b.tfds_name for b in registry.tfds_entries())
 
 
 def import_tfds():

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from genjax import paths
+from genjax.data import registry
 
 Apply = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -62,9 +63,11 @@ def get(name: str, **options) -> FeatureNet:
 
 
 def default_for(dataset: str) -> str:
-  """The feature network a dataset's samples are compared in by default."""
-  domain = {"mnist": "mnist", "binarized_mnist": "mnist", "fashion_mnist": "fashion_mnist"}
-  return f"classifier_{domain[dataset]}" if dataset in domain else "inception"
+  """The feature network a dataset's samples are compared in by default: the classifier of its
+  registry entry's feature domain (genjax.data.registry), else Inception."""
+  entry = registry.find(dataset)
+  domain = entry.feature_domain if entry is not None else None
+  return f"classifier_{domain}" if domain else "inception"
 
 
 def quantize_uint8(images: np.ndarray) -> np.ndarray:
