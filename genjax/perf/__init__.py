@@ -11,6 +11,7 @@
   memory.py       per-device memory of the sharded step (--memory)
   decode.py       decoding a folder of JPEGs beside the 64x64 train steps (--decode)
   peers.py        the CPU GPT beside nanoGPT (--nanogpt)
+  gpu_suite.py    the GPU suite: time-boxed items in child processes, their records and rows
 
 They sit above the trainer and below the entry points: nothing here imports genjax.train,
 genjax.sample, genjax.evaluate, genjax.bench, genjax.profile or genjax.reproduce, and nothing
