@@ -8,8 +8,10 @@ import math
 import jax
 import pytest
 
-from genjax import bench, families, profile
+from genjax import bench, families
 from genjax import data as data_lib
+from genjax.perf import decode as decode_lib
+from genjax.perf import hlo_profile, registry
 
 COMMON = [
   "batch",
@@ -47,7 +49,7 @@ def check_row(row):
   assert row["train_last_metrics"] and all(math.isfinite(v) for v in row["train_last_metrics"].values())
   # Where the step's time goes: the profile found the step's operations, every train step has a
   # forward pass, a backward pass and an optimizer update, and the shares add up.
-  phases = {p: row[f"profile_{p}"] for p in profile.PHASES}
+  phases = {p: row[f"profile_{p}"] for p in hlo_profile.PHASES}
   assert math.isclose(sum(phases.values()), 1.0, rel_tol=1e-6)
   assert all(phases[p] > 0 for p in ("forward", "backward", "optimizer")), phases
   assert 0 < row["profile_matmul"] <= 1 and row["profile_op_us"] > 0 and len(row["profile_top_ops"]) == 3
@@ -84,15 +86,15 @@ def test_quick_benchmark_images_and_ddim(tmp_path):
   assert ddpm["sample_s_per_step"] > 0
 
 
-@pytest.mark.parametrize("name", sorted(bench.BENCHMARKS))
+@pytest.mark.parametrize("name", sorted(registry.BENCHMARKS))
 def test_every_standard_config_builds(name):
   # Every benchmarked config loads and its family builds on the synthetic data description,
   # in full and quick sizes (no compilation): an experiments/ file that changes shape breaks here.
   for quick in (False, True):
-    exp = bench.experiment_for(name, quick=quick, on_cpu=True)
+    exp = registry.experiment_for(name, quick=quick, on_cpu=True)
     info = data_lib.describe(exp.data)
     family = families.build(exp, info)
-    batch = bench.synthetic_batch(info, exp.train.batch_size)
+    batch = registry.synthetic_batch(info, exp.train.batch_size)
     key = "tokens" if info.kind == "text" else "image"
     assert batch[key].shape[0] == exp.train.batch_size
     assert exp.parallel.num_devices == 1 and exp.train.steps_per_call == 1
@@ -111,7 +113,7 @@ def test_decode_benchmark_sets_folder_decoding_beside_the_64x64_steps(tmp_path):
   saved = json.loads(out.read_text())
   decode = [r for r in saved["rows"] if r["what"].startswith("decode")]
   steps = [r for r in saved["rows"] if r["what"].startswith("train step")]
-  assert decode and len(steps) == len(bench.DECODE_VERSUS)
+  assert decode and len(steps) == len(decode_lib.DECODE_VERSUS)
   assert all(r["images_per_s"] > 0 for r in saved["rows"])
   # images/s of a step is its batch over its seconds
   assert all(math.isclose(r["images_per_s"], 8 / r["seconds_per_step"], rel_tol=1e-6) for r in steps)

@@ -1,5 +1,6 @@
-"""The import graph runs one way: config <- core (toolkit) <- nn <- families <- trainer <- entry
-points. A module that imports a layer above it fails here, with the offending import named."""
+"""The import graph runs one way: config <- core (toolkit) <- nn <- families <- trainer <- perf
+(the measuring tools) <- entry points, and no entry point imports another. A module that imports a
+layer above it fails here, with the offending import named."""
 
 import ast
 import os
@@ -7,6 +8,15 @@ import os
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "genjax")
 
 # package (folder or module under genjax/) -> genjax packages it must not import
+ENTRY_POINTS = (
+  "genjax.train",
+  "genjax.sample",
+  "genjax.evaluate",
+  "genjax.bench",
+  "genjax.profile",
+  "genjax.reproduce",
+)
+
 FORBIDDEN = {
   "config.py": ("genjax.",),
   "paths.py": ("genjax.",),
@@ -20,11 +30,26 @@ FORBIDDEN = {
     "genjax.sample",
     "genjax.evaluate",
     "genjax.bench",
+    "genjax.perf",
   ),
-  "nn": ("genjax.families", "genjax.trainer", "genjax.metrics", "genjax.data", "genjax.train"),
-  "data": ("genjax.families", "genjax.trainer", "genjax.core", "genjax.nn", "genjax.metrics"),
-  "families": ("genjax.trainer", "genjax.train", "genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.metrics"),
-  "trainer": ("genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.train"),
+  "nn": ("genjax.families", "genjax.trainer", "genjax.metrics", "genjax.data", "genjax.train", "genjax.perf"),
+  "data": ("genjax.families", "genjax.trainer", "genjax.core", "genjax.nn", "genjax.metrics", "genjax.perf"),
+  "families": (
+    "genjax.trainer",
+    "genjax.train",
+    "genjax.sample",
+    "genjax.evaluate",
+    "genjax.bench",
+    "genjax.metrics",
+    "genjax.perf",
+  ),
+  "trainer": ("genjax.sample", "genjax.evaluate", "genjax.bench", "genjax.train", "genjax.perf"),
+  "metrics": ("genjax.perf",),
+  # the measuring tools: what the bench, profile and reproduce commands call, never the commands
+  "perf": ENTRY_POINTS,
+  "bench.py": ("genjax.profile", "genjax.reproduce"),
+  "profile.py": ("genjax.bench", "genjax.reproduce"),
+  "reproduce.py": ("genjax.bench", "genjax.profile"),
 }
 
 
@@ -34,7 +59,8 @@ def _imports(path):
     if isinstance(node, ast.Import):
       yield from ((node.lineno, a.name) for a in node.names)
     elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-      yield node.lineno, node.module
+      # `from genjax import bench` imports genjax.bench: name the module with each imported name
+      yield from ((node.lineno, f"{node.module}.{a.name}") for a in node.names)
 
 
 def test_no_import_runs_back_up_the_layers():

@@ -1,4 +1,4 @@
-"""genjax.profile: a trace of a compiled step matched to its HLO, sorted into phases."""
+"""genjax.profile and genjax.perf.hlo_profile: a trace of a compiled step matched to its HLO, sorted into phases."""
 
 import jax
 import jax.numpy as jnp
@@ -6,12 +6,13 @@ import numpy as np
 import optax
 
 from genjax import profile
+from genjax.perf import hlo_profile
 
 
 def test_self_time_of_nested_events():
   """A while loop's time excludes the operations of its body; siblings keep their own."""
   events = [("while.1", 0, 100), ("dot.2", 10, 30), ("fusion.3", 50, 20), ("copy.4", 200, 5), ("dot.2", 300, 7)]
-  assert profile._self_times(events) == {"while.1": 50, "dot.2": 37, "fusion.3": 20, "copy.4": 5}
+  assert hlo_profile._self_times(events) == {"while.1": 50, "dot.2": 37, "fusion.3": 20, "copy.4": 5}
 
 
 def test_parse_hlo_and_phases_of_a_train_step():
@@ -33,10 +34,10 @@ def test_parse_hlo_and_phases_of_a_train_step():
   opt_state = tx.init(params)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 256)), jnp.float32)
   compiled = jax.jit(step).lower(params, opt_state, x, jax.random.key(0)).compile()
-  instructions = profile.parse_hlo(compiled.as_text())
+  instructions = hlo_profile.parse_hlo(compiled.as_text())
   dots = [i for i in instructions.values() if i.matmul]
   assert dots, "the layer's matmul (and its gradient's) must be found as matmul operations"
-  assert {profile.phase_of(i) for i in dots} >= {"forward", "backward"}
+  assert {hlo_profile.phase_of(i) for i in dots} >= {"forward", "backward"}
   holder = {"p": params, "s": opt_state}
 
   def run():
@@ -44,16 +45,16 @@ def test_parse_hlo_and_phases_of_a_train_step():
     jax.block_until_ready(holder["p"])
 
   run()
-  ops = profile.trace_ops(run, instructions, calls=3, steps_per_call=1)
+  ops = hlo_profile.trace_ops(run, instructions, calls=3, steps_per_call=1)
   assert ops and all(op.us_per_step > 0 for op in ops)
   assert ops == sorted(ops, key=lambda op: -op.us_per_step)
-  table = profile.summarize(ops)
+  table = hlo_profile.summarize(ops)
   assert table["forward"]["matmul/conv"] > 0 and table["backward"]["matmul/conv"] > 0
   assert table["optimizer"]["elementwise"] > 0 and table["optimizer"]["matmul/conv"] == 0
   assert table["random numbers"]["elementwise"] > 0
-  shares = profile.breakdown(ops)
-  assert abs(sum(shares[p] for p in profile.PHASES) - 1.0) < 1e-9
-  text = profile.format_profile(ops, top=3)
+  shares = hlo_profile.breakdown(ops)
+  assert abs(sum(shares[p] for p in hlo_profile.PHASES) - 1.0) < 1e-9
+  text = hlo_profile.format_profile(ops, top=3)
   assert "forward" in text and "optimizer" in text and len(text.splitlines()) >= 5
 
 
