@@ -58,5 +58,5 @@ def of(exp):
 def build(exp, info, batch_splits: int = 1):
   """The Family adapter of `exp` on data `info`, after checking family and model agree.
   `batch_splits`: the pieces each call's batch is cut into before the step function sees it
-  (genjax.core.placement.Placement.batch_splits: one per device under pmap, else 1)."""
+  (genjax.core.placement.Placement.batch_splits: one per device when the step is mapped over devices, else 1)."""
   return of(exp).build(exp, info, batch_splits)

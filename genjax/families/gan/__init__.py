@@ -144,7 +144,7 @@ def _check(cfg: Config, info, exp, batch_splits: int = 1):
   if cfg.kernel_size is not None and cfg.kernel_size < 1:
     raise ConfigError(f"config.model.kernel_size = {cfg.kernel_size} must be positive (or None: the architecture's).")
   # Each piece of the batch that a step function sees (the whole global batch under jit, one
-  # device's rows under pmap) is cut into n_critic parts ("split") and packs of `pack` images.
+  # device's rows when the step is mapped over devices) is cut into n_critic parts ("split") and packs of `pack` images.
   per_critic = cfg.n_critic if cfg.critic_batches == "split" else 1
   n = batch_splits
   if exp.train.batch_size % (per_critic * cfg.pack * n):
@@ -521,7 +521,7 @@ def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
 
 def build(exp, info, batch_splits: int = 1) -> Family:
   """The GAN family's functions bound to `exp` on data described by `info`; `batch_splits`: the
-  pieces each step's batch is cut into before the step sees it (one per device under pmap)."""
+  pieces each step's batch is cut into before the step sees it (one per device when the step is mapped over devices)."""
   cfg: Config = exp.model
   _check(cfg, info, exp, batch_splits)
   model = make_model(cfg, info, exp.train.compute_dtype)
