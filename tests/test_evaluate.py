@@ -197,3 +197,30 @@ def test_sample_metrics_refuse_a_classifier_run(runs, capsys):
     evaluate.main(["--workdir", str(runs / "classifier"), "--metrics", "fd"])
   assert exit_.value.code != 0
   assert "not a generative model" in capsys.readouterr().err
+
+
+def test_the_loops_eval_and_evaluate_take_one_mean_over_a_padded_last_batch(tmp_path, capsys):
+  """A GPT on a text file whose test split is 5 windows of 16 tokens, evaluated in batches of 4:
+  the second batch holds 1 real window. The loop's logged eval and genjax.evaluate both weigh each
+  batch by its real examples, so they agree; an average of the two batch means would not."""
+  from genjax import config as C
+  from genjax.families.autoregressive import GPTConfig
+  from genjax.trainer import loop
+
+  text = tmp_path / "corpus.txt"
+  text.write_text("".join(chr(97 + (i * 7) % 26) for i in range(850)))  # test split: the last 85 characters
+  block = 16
+  exp = C.Experiment(
+    name="one-mean",
+    family="autoregressive",
+    model=GPTConfig(num_layers=1, num_heads=2, width=16, dropout=0.0),
+    data=C.Data(name="text", path=str(text), block_size=block, holdout=0.1),
+    optim=C.Optim(learning_rate=1e-2),
+    train=C.Train(steps=2, batch_size=4, log_every=1, eval_every=2, checkpoint_every=2, progress=False),
+    parallel=C.Parallel(num_devices=1),
+    eval=C.Eval(num_batches=10, batch_size=4, num_samples=1, sample_length=4),
+  )
+  summary = loop.train(exp, str(tmp_path / "run"))
+  result = run_main(capsys, "--workdir", str(tmp_path / "run"), "--no_log")
+  assert result["metrics"]["tokens"] == 5 * block  # five windows, two batches, the second padded
+  assert summary["eval"]["eval_loss"] == pytest.approx(result["metrics"]["loss"], rel=1e-6)
