@@ -4,6 +4,8 @@
     python -m genjax.bench --memory [--memory_configs SPEC,...]   (per-device memory, 8 devices)
     python -m genjax.bench --decode [--quick]   (decoding a folder of JPEGs beside the 64x64 steps)
     python -m genjax.bench --nanogpt DIR --torch_python PY [--rounds 3]   (the CPU GPT beside nanoGPT)
+    python -m genjax.bench --startup [--startup_configs SPEC,...] [--startup_steps 20]   (what the
+        compilation cache saves: train, sample and evaluate, first and second run)
 
 What each figure means: genjax.perf.benchmark; the measurements are genjax.perf's modules. This
 command parses the flags and calls them. `--quick` shrinks every model to test size and runs a few
@@ -22,7 +24,7 @@ import jax
 
 from genjax import cli
 from genjax import config as config_lib
-from genjax.perf import benchmark, decode, memory, peers
+from genjax.perf import benchmark, decode, memory, peers, startup
 from genjax.perf.registry import BENCHMARKS
 
 
@@ -84,6 +86,14 @@ def _add_mode_flags(parser: argparse.ArgumentParser):
   )
   parser.add_argument("--torch_python", default="python", help="with --nanogpt: the Python that has torch")
   parser.add_argument("--rounds", type=int, default=3, help="with --nanogpt: runs of each, alternating")
+  parser.add_argument(
+    "--startup",
+    action="store_true",
+    help="instead: seconds to the first step and to the end of short train runs, and of sample and "
+    "evaluate, first (empty compilation cache) and second run (reading it back)",
+  )
+  parser.add_argument("--startup_configs", default=None, help="with --startup: comma-separated config specs")
+  parser.add_argument("--startup_steps", type=int, default=20, help="with --startup: train steps per run")
 
 
 def main(argv=None) -> Dict[str, Any]:
@@ -99,6 +109,13 @@ def main(argv=None) -> Dict[str, Any]:
     return _memory(args)
   if args.decode:
     return decode.run(args.quick, args.out)
+  if args.startup:
+    if args.startup_steps < 1:
+      cli.fail(f"--startup_steps={args.startup_steps} must be a positive number of train steps.")
+    try:
+      return startup.run(args.startup_configs, args.startup_steps, args.out)
+    except RuntimeError as e:
+      cli.fail(str(e))
   names = _names(args, parser)
   return benchmark.run(
     names, args.quick, args.loop and not args.quick, args.data_dir, args.dtype, args.min_time, args.out

@@ -132,3 +132,9 @@ def test_nanogpt_comparison_refuses_a_folder_that_is_not_a_clone(tmp_path, capsy
   with pytest.raises(SystemExit):
     bench.main(["--nanogpt", str(tmp_path)])
   assert "prepare.py" in capsys.readouterr().err
+
+
+def test_startup_refuses_a_run_of_no_steps(capsys):
+  with pytest.raises(SystemExit) as stop:
+    bench.main(["--startup", "--startup_steps", "0"])
+  assert stop.value.code == 2 and "--startup_steps=0 must be a positive" in capsys.readouterr().err
