@@ -91,7 +91,7 @@ def run_one(
   row.update(measure_pipeline(exp, steps=5 if quick else 50))
   row["pipeline_over_train"] = row["pipeline_examples_per_s"] / row["train_examples_per_s"]
   if sampling:
-    row.update(measure_sampling(exp, family, state, info, quick))
+    row.update(measure_sampling(program, state, quick))
   row.update(measure_checkpoint(state))
   row["loop_outside_step_fraction"] = None
   if with_loop:

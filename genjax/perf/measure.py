@@ -135,35 +135,37 @@ def measure_train(program, min_time: float, max_steps: int, profile: bool = True
   }
 
 
-def measure_sampling(exp, family, state, info, quick: bool) -> Dict[str, Any]:
-  """Sampling costs, one compiled call per sample, timed after a warm-up call. What is timed
-  follows the family's sampling options: per token at two lengths where they have a `length`,
-  per network evaluation at two step counts where they have `num_steps` (DDIM), per image else."""
+def measure_sampling(program, state, quick: bool) -> Dict[str, Any]:
+  """Sampling costs, one compiled call per sample (`program.sampler`, as the loop and the CLI
+  compile it), timed after a warm-up call. What is timed follows the family's sampling options:
+  per token at two lengths where they have a `length`, per network evaluation at two step counts
+  where they have `num_steps` (DDIM), per image else."""
+  family = program.family
   variables = state.variables(ema=True)
   rng = jax.random.key(2)
   options = family.resolve_options(family.sample_options())
   fields = {f.name for f in dataclasses.fields(options)}
   if "length" in fields:
-    return _sampling_per_token(exp, family, variables, rng, options)
+    return _sampling_per_token(program, variables, rng, options)
   if "num_steps" in fields and "sampler" in fields:
-    return _sampling_ddim(family, variables, rng, options, quick)
+    return _sampling_ddim(program, variables, rng, options, quick)
   if family.output == "none":
     return {}
   n = 4 if quick else 16
-  sample = jax.jit(family.sample, static_argnums=2)  # one compiled call, as the loop and CLI make it
-  seconds = _timed(lambda: jax.block_until_ready(sample(variables, rng, n)), 0.0, 1, 3)
+  sample = program.sampler(n)
+  seconds = _timed(lambda: jax.block_until_ready(sample(variables, rng)), 0.0, 1, 3)
   return {"sample_batch": n, "sample_s_per_image": seconds / n}
 
 
-def _sampling_per_token(exp, family, variables, rng, options) -> Dict[str, Any]:
+def _sampling_per_token(program, variables, rng, options) -> Dict[str, Any]:
   """Seconds per token of a sample of the block's eighth and of the whole block less one."""
-  L = exp.data.block_size
+  L = program.exp.data.block_size
   n = 1 if L >= 1024 else 4
   short, long = max(L // 8, 2), L - 1
   per_token = {}
   for length in (short, long):
-    opts = dataclasses.replace(options, length=length)
-    seconds = _timed(lambda opts=opts: jax.block_until_ready(family.sample(variables, rng, n, opts)), 0.0, 2, 2)
+    sample = program.sampler(n, dataclasses.replace(options, length=length))
+    seconds = _timed(lambda sample=sample: jax.block_until_ready(sample(variables, rng)), 0.0, 2, 2)
     per_token[length] = seconds / length
   return dict(
     sample_batch=n,
@@ -175,7 +177,7 @@ def _sampling_per_token(exp, family, variables, rng, options) -> Dict[str, Any]:
   )
 
 
-def _sampling_ddim(family, variables, rng, options, quick: bool) -> Dict[str, Any]:
+def _sampling_ddim(program, variables, rng, options, quick: bool) -> Dict[str, Any]:
   """DDIM at two step counts: the cost of one network evaluation and the fixed overhead."""
   # 4 sampler calls (two lengths, each warmed up): keep a CPU's share to minutes.
   n = 4 if quick or jax.devices()[0].platform != "cpu" else 2
@@ -183,8 +185,8 @@ def _sampling_ddim(family, variables, rng, options, quick: bool) -> Dict[str, An
   many, few = (6, 2) if quick else (50, 10)
   times = {}
   for steps in (many, few):
-    opts = dataclasses.replace(options, sampler="ddim", num_steps=steps)
-    times[steps] = _timed(lambda opts=opts: jax.block_until_ready(family.sample(variables, rng, n, opts)), 0.0, 1, 1)
+    sample = program.sampler(n, dataclasses.replace(options, sampler="ddim", num_steps=steps))
+    times[steps] = _timed(lambda sample=sample: jax.block_until_ready(sample(variables, rng)), 0.0, 1, 1)
   per_eval = (times[many] - times[few]) / (many - few)
   overhead = times[many] - many * per_eval
   return dict(
