@@ -401,7 +401,16 @@ def validate(exp: Experiment) -> Experiment:
       f"config.model must be the family's model config dataclass (e.g. genjax.families.{exp.family}.Config), "
       f"got {exp.model!r}."
     )
-  t, o, p = exp.train, exp.optim, exp.parallel
+  _check_counts(exp)
+  _check_data(exp.data)
+  _check_optim(exp.optim, exp.train)
+  _check_parallel(exp.parallel)
+  return exp
+
+
+def _check_counts(exp: Experiment):
+  """Counts that must be positive, numbers that must be finite, the seed, the profiled steps."""
+  t, o = exp.train, exp.optim
   positive = {
     "train.steps": t.steps,
     "train.batch_size": t.batch_size,
@@ -425,21 +434,32 @@ def validate(exp: Experiment) -> Experiment:
     raise ConfigError(
       f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys)."
     )
-  if exp.data.crop_size is not None and exp.data.crop_size < 1:
-    raise ConfigError(f"config.data.crop_size = {exp.data.crop_size} must be a positive number of pixels, or None.")
-  if exp.data.channels not in (1, 3):
-    raise ConfigError(f"config.data.channels = {exp.data.channels} must be 3 (RGB) or 1 (grayscale).")
-  if not 0 <= exp.data.holdout < 1:
+  if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
     raise ConfigError(
-      f"config.data.holdout = {exp.data.holdout} must lie in [0, 1): the fraction of your own data held out as "
+      f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
+      "--config.train.profile_steps=10,20 (or empty for no profile)."
+    )
+
+
+def _check_data(d: Data):
+  if d.crop_size is not None and d.crop_size < 1:
+    raise ConfigError(f"config.data.crop_size = {d.crop_size} must be a positive number of pixels, or None.")
+  if d.channels not in (1, 3):
+    raise ConfigError(f"config.data.channels = {d.channels} must be 3 (RGB) or 1 (grayscale).")
+  if not 0 <= d.holdout < 1:
+    raise ConfigError(
+      f"config.data.holdout = {d.holdout} must lie in [0, 1): the fraction of your own data held out as "
       "the 'test' split (e.g. 0.1)."
     )
-  if exp.data.tokenizer == "bpe" and exp.data.bpe_vocab_size < 256:
+  if d.tokenizer == "bpe" and d.bpe_vocab_size < 256:
     raise ConfigError(
-      f"config.data.bpe_vocab_size = {exp.data.bpe_vocab_size} must be >= 256 (the 256 bytes plus learnt merges)."
+      f"config.data.bpe_vocab_size = {d.bpe_vocab_size} must be >= 256 (the 256 bytes plus learnt merges)."
     )
-  if exp.data.decode_threads < 0:
-    raise ConfigError(f"config.data.decode_threads = {exp.data.decode_threads} must be >= 0 (0: one per CPU).")
+  if d.decode_threads < 0:
+    raise ConfigError(f"config.data.decode_threads = {d.decode_threads} must be >= 0 (0: one per CPU).")
+
+
+def _check_optim(o: Optim, t: Train):
   if o.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate = {o.learning_rate} must be > 0 (e.g. 1e-3).")
   if o.weight_decay < 0:
@@ -458,6 +478,9 @@ def validate(exp: Experiment) -> Experiment:
     raise ConfigError(
       f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}."
     )
+
+
+def _check_parallel(p: Parallel):
   if p.num_devices is not None and p.num_devices <= 0:
     raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
   if p.cpu_devices is not None and p.cpu_devices <= 0:
@@ -471,12 +494,6 @@ def validate(exp: Experiment) -> Experiment:
       "config.parallel.model_parallel > 1 needs a device mesh: use --config.parallel.mode=jit or "
       "fsdp (pmap maps one whole model copy per device)."
     )
-  if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
-    raise ConfigError(
-      f"config.train.profile_steps = {t.profile_steps} must be two steps, first < last, e.g. "
-      "--config.train.profile_steps=10,20 (or empty for no profile)."
-    )
-  return exp
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ METRICS = ("fd", "kid", "pr", "is", "modes")
 ALIASES = {"fid": "fd", "precision": "pr", "recall": "pr", "precision_recall": "pr", "mode": "modes"}
 
 
-def parse(argv):
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="python -m genjax.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -83,12 +83,24 @@ def parse(argv):
   )
   parser.add_argument("--no_log", action="store_true", help="do not append the result to WORKDIR/eval.jsonl")
   cli.add_distributed_flags(parser)
-  args, rest = parser.parse_known_args(argv)
+  return parser
+
+
+def parse(argv):
+  """(args, the sample metrics asked for); one-paragraph exits for flags that cannot work."""
+  args, rest = _parser().parse_known_args(argv)
   args.overrides = [t for t in rest if t.startswith("--config.")]
-  args.option_tokens = option_tokens = [t for t in rest if not t.startswith("--config.")]
+  args.option_tokens = [t for t in rest if not t.startswith("--config.")]
+  metrics = _metric_names(args.metrics)
+  _check_flags(args, metrics)
+  return args, metrics
+
+
+def _metric_names(text):
+  """The metrics --metrics names, aliases resolved, in order (none without the flag)."""
   metrics = []
-  if args.metrics is not None:
-    for name in (m.strip().lower() for m in args.metrics.split(",") if m.strip()):
+  if text is not None:
+    for name in (m.strip().lower() for m in text.split(",") if m.strip()):
       name = ALIASES.get(name, name)
       if name not in METRICS:
         import difflib
@@ -103,6 +115,10 @@ def parse(argv):
         metrics.append(name)
     if not metrics:
       cli.fail("--metrics is empty: name at least one of " + ", ".join(METRICS) + ".")
+  return metrics
+
+
+def _check_flags(args, metrics):
   if args.max_examples is not None and args.max_examples < 1:
     cli.fail(f"--max_examples={args.max_examples}: evaluate at least 1 example, or leave it out for the whole split.")
   if args.max_examples is not None and metrics:
@@ -113,9 +129,9 @@ def parse(argv):
     cli.fail(f"--seed={args.seed} must be a non-negative integer.")
   if args.batch_size is not None and args.batch_size < 1:
     cli.fail(f"--batch_size={args.batch_size} must be a positive number of examples.")
-  if option_tokens and not metrics:
+  if args.option_tokens and not metrics:
     cli.fail(
-      f"Unknown arguments {' '.join(option_tokens)}: sampling options are for --metrics (the family's own "
+      f"Unknown arguments {' '.join(args.option_tokens)}: sampling options are for --metrics (the family's own "
       "evaluation takes none)."
     )
   if "://" not in args.workdir and not os.path.isdir(args.workdir):
@@ -123,7 +139,6 @@ def parse(argv):
       f"--workdir {args.workdir} does not exist. Pass the folder a `python -m genjax.train "
       f"--workdir DIR` run wrote (it holds config.json and checkpoints/)."
     )
-  return args, metrics
 
 
 def family_evaluation(program, state, args) -> dict:
@@ -180,12 +195,7 @@ def draw_samples(program, variables, rng, num: int, batch_size: int, options=Non
     yield images[: num - start]
 
 
-def sample_metrics(program, state, metrics, args, log, options) -> dict:
-  import jax
-  import numpy as np
-
-  from genjax.metrics import features, frechet, inception_score, kid, precision_recall, reference_stats, stacked_mnist
-
+def _check_makes_images(program):
   exp, family, info = program.exp, program.family, program.info
   if family.output == "none":
     raise ValueError(
@@ -197,23 +207,35 @@ def sample_metrics(program, state, metrics, args, log, options) -> dict:
       f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
       "Leave out --metrics for its own evaluation (e.g. bits per character)."
     )
-  # Published FIDs (Inception features, CIFAR-size data) use 50,000 samples; the MNIST-size
-  # classifier features 10,000 (their reference splits hold 10,000 to 60,000 images).
+
+
+def _num_samples(exp, metrics, args) -> int:
+  """--num_samples, else what published numbers use: 50,000 with Inception features (CIFAR-size
+  data), 10,000 with a classifier's (their reference splits hold 10,000 to 60,000 images),
+  PacGAN's 26,000 for modes alone."""
+  from genjax.metrics import features, stacked_mnist
+
   inception = (
     any(m != "modes" for m in metrics) and (args.feature_net or features.default_for(exp.data.name)) == "inception"
   )
-  num = args.num_samples or (
+  return args.num_samples or (
     stacked_mnist.PACGAN_NUM_SAMPLES if metrics == ["modes"] else 50_000 if inception else 10_000
   )
-  batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
-  net_options = {"weights": args.inception_weights, "classifier_dir": args.classifier_dir}
-  feature_metrics = [m for m in metrics if m != "modes"]
-  net = ref = None
-  if feature_metrics:
-    net = features.get(args.feature_net or features.default_for(exp.data.name), **net_options)
+
+
+def _judges(program, metrics, args, log):
+  """(feature network, its reference statistics, Stacked-MNIST mode counter): None where unused."""
+  import numpy as np
+
+  from genjax.metrics import features, reference_stats, stacked_mnist
+
+  exp, info = program.exp, program.info
+  net = ref = counter = None
+  if any(m != "modes" for m in metrics):
+    options = {"weights": args.inception_weights, "classifier_dir": args.classifier_dir}
+    net = features.get(args.feature_net or features.default_for(exp.data.name), **options)
     split = args.reference_split or exp.data.train_split
     ref = reference_stats.reference_stats(exp.data, split, net, keep=args.keep, cache_dir=args.cache_dir, log=log)
-  counter = None
   if "modes" in metrics:
     if info.shape[-1] != 3:
       raise ValueError(
@@ -221,46 +243,77 @@ def sample_metrics(program, state, metrics, args, log, options) -> dict:
       )
     mnist = features.get("classifier_mnist", classifier_dir=args.classifier_dir)
     counter = stacked_mnist.ModeCounter(lambda x: np.argmax(mnist.apply(x)[1], -1))
+  return net, ref, counter
 
-  variables = state.variables(ema=not args.no_ema)
-  stats = frechet.RunningStats(net.dim) if net else None
-  kept, probs, drawn = [], [], 0
-  classes = np.zeros(net.num_classes if net else 0, np.int64)  # the classifier's label of each sample
-  start = time.perf_counter()
-  draws = draw_samples(program, variables, jax.random.key(args.seed), num, batch_size, options)
-  for images in _progress(draws, -(-num // batch_size), "sampling", "batch"):
+
+def _tally(draws, net, counter, metrics, keep: int) -> dict:
+  """Feature statistics, kept features, class probabilities and labels of every drawn batch."""
+  import jax
+  import numpy as np
+
+  from genjax.metrics import frechet
+
+  out = {"stats": frechet.RunningStats(net.dim) if net else None, "kept": [], "probs": []}
+  out["classes"] = np.zeros(net.num_classes if net else 0, np.int64)  # the classifier's label of each sample
+  drawn = 0
+  for images in draws:
     if not np.isfinite(images).all():
       raise ValueError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
     if net is not None:
       feats, logits = net.apply(images)
-      stats.update(feats)
-      if drawn < args.keep:
-        kept.append(feats[: args.keep - drawn])
+      out["stats"].update(feats)
+      if drawn < keep:
+        out["kept"].append(feats[: keep - drawn])
       if "is" in metrics:
-        probs.append(np.asarray(jax.nn.softmax(logits, -1)))
-      classes += np.bincount(np.argmax(np.asarray(logits), -1), minlength=len(classes))
+        out["probs"].append(np.asarray(jax.nn.softmax(logits, -1)))
+      out["classes"] += np.bincount(np.argmax(np.asarray(logits), -1), minlength=len(out["classes"]))
     if counter is not None:
       counter.update(images)
     drawn += len(images)
+  return out
+
+
+def _scores(tally, net, ref, counter, metrics, args) -> dict:
+  import numpy as np
+
+  from genjax.metrics import frechet, inception_score, kid, precision_recall
 
   result = {}
   if "fd" in metrics:
-    result["fd"] = frechet.frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov)
+    result["fd"] = frechet.frechet_distance(tally["stats"].mean, tally["stats"].cov, ref.mean, ref.cov)
   if net is not None and net.name.startswith("classifier_"):
     # How the dataset's classifier labels the samples: a collapsed generator piles them in a few classes.
-    fractions = classes / max(classes.sum(), 1)
+    fractions = tally["classes"] / max(tally["classes"].sum(), 1)
     result["class_fractions"] = [round(float(f), 4) for f in fractions]
     result["class_min_fraction"] = float(fractions.min())
   if "kid" in metrics:
-    result.update(kid.kernel_distance(ref.features, np.concatenate(kept), seed=args.seed))
+    result.update(kid.kernel_distance(ref.features, np.concatenate(tally["kept"]), seed=args.seed))
   if "pr" in metrics:
     real = ref.features[: args.keep]
-    result.update(precision_recall.precision_recall(real, np.concatenate(kept)[: len(real)]))
+    result.update(precision_recall.precision_recall(real, np.concatenate(tally["kept"])[: len(real)]))
   if "is" in metrics:
-    result.update(inception_score.inception_score(np.concatenate(probs)))
+    result.update(inception_score.inception_score(np.concatenate(tally["probs"])))
   if counter is not None:
     modes = counter.result()
     result.update({"modes": modes["modes"], "kl": modes["kl"]})
+  return result
+
+
+def sample_metrics(program, state, metrics, args, log, options) -> dict:
+  """The --metrics of samples drawn with `options`, against the reference split's statistics."""
+  import jax
+
+  exp = program.exp
+  _check_makes_images(program)
+  num = _num_samples(exp, metrics, args)
+  batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
+  net, ref, counter = _judges(program, metrics, args, log)
+  start = time.perf_counter()
+  draws = draw_samples(
+    program, state.variables(ema=not args.no_ema), jax.random.key(args.seed), num, batch_size, options
+  )
+  tally = _tally(_progress(draws, -(-num // batch_size), "sampling", "batch"), net, counter, metrics, args.keep)
+  result = _scores(tally, net, ref, counter, metrics, args)
   details = {"num_samples": num, "sample_seconds": round(time.perf_counter() - start, 1)}
   if net is not None:
     details.update(
@@ -273,36 +326,42 @@ def sample_metrics(program, state, metrics, args, log, options) -> dict:
   return {"metrics": result, **details}
 
 
+def run(args, metrics, log) -> tuple:
+  """(program, state, result): the run read back and its evaluation (the family's own, or the
+  sample metrics; a family with neither gets its dataset's default sample metrics)."""
+  import dataclasses
+
+  from genjax.families.base import check_options
+  from genjax.sample import parse_options
+  from genjax.trainer import workdir
+
+  program, state = workdir.load(args.workdir, overrides=args.overrides)
+  exp, family = program.exp, program.family
+  if not metrics and family.evaluate is None and family.output == "image":
+    metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
+    log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
+  if not metrics:
+    return program, state, {"metrics": family_evaluation(program, state, args), "split": exp.data.eval_split}
+  options = check_options(family, parse_options(family.sample_options, args.option_tokens))
+  out = sample_metrics(program, state, metrics, args, log, options)
+  return program, state, {**out, "sample_options": dataclasses.asdict(options)}
+
+
 def main(argv=None):
   args, metrics = parse(sys.argv[1:] if argv is None else argv)
   cli.setup_devices(args)
   cli.configure_logging()
-  import dataclasses
-
   import jax
 
   from genjax import config as config_lib
   from genjax import data, paths
   from genjax.core import checkpoint
-  from genjax.families.base import check_options
   from genjax.metrics import features
-  from genjax.sample import parse_options
-  from genjax.trainer import workdir
 
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
   start = time.perf_counter()
   try:
-    program, state = workdir.load(args.workdir, overrides=args.overrides)
-    exp, family = program.exp, program.family
-    if not metrics and family.evaluate is None and family.output == "image":
-      metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
-      log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
-    if metrics:
-      options = check_options(family, parse_options(family.sample_options, args.option_tokens))
-      out = sample_metrics(program, state, metrics, args, log, options)
-      out["sample_options"] = dataclasses.asdict(options)
-    else:
-      out = {"metrics": family_evaluation(program, state, args), "split": exp.data.eval_split}
+    program, state, out = run(args, metrics, log)
   except (
     FileNotFoundError,
     checkpoint.CheckpointError,
@@ -316,6 +375,7 @@ def main(argv=None):
     paths.StorageError,
   ) as e:
     cli.fail(e)
+  exp = program.exp
   record = {
     "workdir": str(paths.path(args.workdir)),
     "experiment": exp.name,

@@ -53,7 +53,8 @@ def parse_options(cls, tokens):
   return cls(**values)
 
 
-def main(argv=None):
+def parse(argv):
+  """(args, the family's option tokens); one-paragraph exits for flags that cannot work."""
   parser = argparse.ArgumentParser(
     prog="python -m genjax.sample",
     description=__doc__,
@@ -66,7 +67,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_ema", action="store_true", help="sample with the raw weights, not the EMA")
   cli.add_distributed_flags(parser)
-  args, option_tokens = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  args, option_tokens = parser.parse_known_args(argv)
   if args.num <= 0:
     cli.fail(f"--num={args.num} must be a positive number of samples.")
   if args.seed < 0:
@@ -76,9 +77,52 @@ def main(argv=None):
     cli.fail(f"--out {args.out}: the folder {out_dir} does not exist. Create it or write elsewhere.")
   if not args.out.endswith((".png", ".npy", ".txt")):
     cli.fail(f"--out {args.out} must end in .png (image grid), .npy (raw arrays) or .txt (text).")
+  return args, option_tokens
+
+
+def check_output(exp, family, out: str):
+  """One-paragraph exits for a family that draws nothing, or an --out of the other kind."""
+  if family.output == "none":
+    cli.fail(
+      f"This run's family ({exp.family}) is not a generative model and draws no samples; "
+      "`python -m genjax.evaluate --workdir DIR` reports its test accuracy."
+    )
+  wanted = "text" if family.output == "text" else "image"
+  if out.endswith(".txt" if wanted == "image" else ".png"):
+    cli.fail(
+      f"--out {out}: this run's family ({exp.family}) makes {wanted}s; write "
+      f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays."
+    )
+
+
+def write(out: str, samples, family):
+  """`samples` as raw arrays (.npy), text (printed too) or a PNG grid, written atomically."""
+  import io
+
+  import numpy as np
+
+  from genjax import paths
+  from genjax.trainer import writers
+
+  try:
+    if out.endswith(".npy"):
+      buffer = io.BytesIO()
+      np.save(buffer, samples)
+      paths.write_atomic(out, buffer.getvalue())
+    elif family.output == "text":
+      joined = "\n\n---\n\n".join(family.decode(row) for row in samples)
+      print(joined)
+      paths.write_atomic(out, joined)
+    else:
+      writers.save_image_grid(out, samples)
+  except Exception as e:  # noqa: BLE001 - each store raises its own types
+    cli.fail(paths.storage_error(e, out, "write --out"))
+
+
+def main(argv=None):
+  args, option_tokens = parse(sys.argv[1:] if argv is None else argv)
   cli.setup_devices(args)
   cli.configure_logging()
-  import io
   import time
 
   import jax
@@ -88,51 +132,27 @@ def main(argv=None):
   from genjax import paths
   from genjax.core import checkpoint
   from genjax.families.base import check_options
-  from genjax.trainer import workdir, writers
+  from genjax.trainer import workdir
 
   try:
     program, state = workdir.load(args.workdir)
-    exp, family = program.exp, program.family
   except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, paths.StorageError, ValueError) as e:
     cli.fail(e)
-  if family.output == "none":
-    cli.fail(
-      f"This run's family ({exp.family}) is not a generative model and draws no samples; "
-      "`python -m genjax.evaluate --workdir DIR` reports its test accuracy."
-    )
-  wanted = "text" if family.output == "text" else "image"
-  if args.out.endswith(".txt" if wanted == "image" else ".png"):
-    cli.fail(
-      f"--out {args.out}: this run's family ({exp.family}) makes {wanted}s; write "
-      f"{'a .png grid' if wanted == 'image' else 'a .txt file'} or .npy arrays."
-    )
+  family = program.family
+  check_output(program.exp, family, args.out)
   try:
     options = check_options(family, parse_options(family.sample_options, option_tokens))
   except (ValueError, TypeError) as e:
-    cli.fail(
-      f"{e} (sampling options of this run: {', '.join('--' + f.name for f in dataclasses.fields(family.sample_options)) or 'none'})."
-    )
+    names = ", ".join("--" + f.name for f in dataclasses.fields(family.sample_options)) or "none"
+    cli.fail(f"{e} (sampling options of this run: {names}).")
   try:
     fn = program.sampler(args.num, options)
-    variables = state.variables(ema=not args.no_ema)
     start = time.perf_counter()
-    samples = np.asarray(jax.device_get(fn(variables, jax.random.key(args.seed))))
+    samples = np.asarray(jax.device_get(fn(state.variables(ema=not args.no_ema), jax.random.key(args.seed))))
   except ValueError as e:
     cli.fail(e)
   seconds = time.perf_counter() - start
-  try:
-    if args.out.endswith(".npy"):
-      buffer = io.BytesIO()
-      np.save(buffer, samples)
-      paths.write_atomic(args.out, buffer.getvalue())
-    elif family.output == "text":
-      joined = "\n\n---\n\n".join(family.decode(row) for row in samples)
-      print(joined)
-      paths.write_atomic(args.out, joined)
-    else:
-      writers.save_image_grid(args.out, samples)
-  except Exception as e:  # noqa: BLE001 - each store raises its own types
-    cli.fail(paths.storage_error(e, args.out, "write --out"))
+  write(args.out, samples, family)
   print(
     f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
     f"{dataclasses.asdict(options)})",
