@@ -126,16 +126,20 @@ def conv_general_dilated(
       precision,
       preferred_element_type,
     )
-  kh, kw, cin, cout = rhs.shape
+  kh, kw = rhs.shape[:2]
   if isinstance(padding, str):
     dilated = [(n - 1) * d + 1 for n, d in zip(lhs.shape[1:3], lhs_dilation)]
     padding = lax.padtype_to_pads(dilated, (kh, kw), window_strides, padding)
   pads = tuple(tuple(int(p) for p in pair) for pair in padding)
   if lhs_dilation == (1, 1):
     return _patches_matmul(lhs, rhs, window_strides, pads, precision, preferred_element_type)
+  return _dilated_by_phases(lhs, rhs, lhs_dilation, pads, precision, preferred_element_type)
 
-  # Input dilation: output phase (r_h, r_w) is a stride-1 correlation of the undilated input
-  # with the taps kernel[t0_h::s_h, t0_w::s_w]; the phases are then interleaved (depth-to-space).
+
+def _dilated_by_phases(lhs, rhs, lhs_dilation, pads, precision, preferred_element_type):
+  """Input dilation: output phase (r_h, r_w) is a stride-1 correlation of the undilated input
+  with the taps kernel[t0_h::s_h, t0_w::s_w]; the phases are then interleaved (depth-to-space)."""
+  kh, kw, _, cout = rhs.shape
   b, n_h, n_w, _ = lhs.shape
   s_h, s_w = lhs_dilation
   m_h = (n_h - 1) * s_h + 1 + pads[0][0] + pads[0][1] - kh + 1
