@@ -194,8 +194,8 @@ def tick():
   with open({marker!r}, "a") as f:
     f.write(".")
 
-def slow_build(exp, info):  # every step takes {seconds} s more on the device's side, like a big model
-  family = build(exp, info)
+def slow_build(exp, info, batch_splits=1):  # every step takes {seconds} s more on the device's side, like a big model
+  family = build(exp, info, batch_splits)
   def train_step(state, batch, rng):
     jax.debug.callback(tick)
     return family.train_step(state, batch, rng)
