@@ -271,8 +271,10 @@ def convert_value(text: str, tp, where: str):
   if tp is int:
     try:
       value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
       value = None
+    if isinstance(value, float) and not math.isfinite(value):
+      value = None  # 1e310 reads as inf, which int() cannot take
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
       raise ConfigError(f"{where}={text!r}: expected an integer, e.g. {where}=100.")
     return int(value)

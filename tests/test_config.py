@@ -60,6 +60,7 @@ def test_unknown_key_names_closest():
   [
     ("train.steps", "ten", "expected an integer"),
     ("train.steps", "1.5", "expected an integer"),
+    ("train.steps", "1E310", "expected an integer"),  # reads as inf, which int() cannot take
     ("optim.learning_rate", "fast", "expected a number"),
     ("data.flip", "maybe", "expected a boolean"),
     ("parallel.mode", "tpu", "one of 'jit', 'fsdp', 'pmap'"),
