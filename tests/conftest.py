@@ -37,3 +37,27 @@ def _module_hygiene(request):
     f"{request.module.__name__} loaded TensorFlow into the test process; run that code in a child "
     "process (as genjax does when it prepares a dataset)"
   )
+
+
+# The fault-injection table (tests/reliability/fault_table.py): filled wherever the tests ran,
+# printed once by the process that reports. Under pytest-xdist every worker sends its rows home.
+def pytest_sessionfinish(session):
+  workeroutput = getattr(session.config, "workeroutput", None)
+  if workeroutput is not None:
+    from tests.reliability import fault_table  # pylint: disable=g-import-not-at-top
+
+    workeroutput["fault_table"] = fault_table.rows()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+  from tests.reliability import fault_table  # pylint: disable=g-import-not-at-top
+
+  fault_table.merge(getattr(node, "workeroutput", {}).get("fault_table", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+  from tests.reliability import fault_table  # pylint: disable=g-import-not-at-top
+
+  if fault_table.lines():
+    terminalreporter.write_line("\n".join(fault_table.lines()))
