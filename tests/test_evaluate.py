@@ -24,8 +24,9 @@ def assert_one_paragraph_error(result, *words):
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   assert result.stderr.startswith("error: ")
+  flat = " ".join(result.stderr.split())  # wrapped to the terminal: a phrase may span lines
   for word in words:
-    assert word in result.stderr
+    assert word in flat, (word, result.stderr)
 
 
 def test_missing_workdir_is_a_clear_error(tmp_path):

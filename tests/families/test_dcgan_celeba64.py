@@ -65,4 +65,4 @@ def test_a_missing_folder_stops_the_run_with_one_paragraph(tmp_path):
     timeout=300,
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert f"data.path='{tmp_path / 'no_celeba'}' does not exist" in result.stderr
+  assert f"data.path='{tmp_path / 'no_celeba'}' does not exist" in " ".join(result.stderr.split())

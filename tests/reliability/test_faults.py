@@ -359,7 +359,8 @@ def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, fault_table):
     timeout=600,
   )
   code, err = result.returncode, result.stderr
-  assert code == 1 and "train-labels-idx1-ubyte.gz" in err and "python -m genjax.data.prepare" in err, err
+  flat = " ".join(err.split())  # the paragraph is wrapped: a phrase may span lines
+  assert code == 1 and "train-labels-idx1-ubyte.gz" in flat and "python -m genjax.data.prepare" in flat, err
   assert "Traceback" not in err
   assert victim.read_bytes() == bytes(data)  # the file is reported, not deleted or replaced
   fault_table.record("dataset file with a wrong checksum", CLEAN)
