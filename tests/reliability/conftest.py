@@ -1,6 +1,5 @@
 """The `fault_table` fixture: per injected fault, how many trials ran and how they ended; the table
-is printed at the end of the session (`pytest -s tests/reliability` shows it; tests/conftest.py
-prints it, merged over the pytest-xdist workers)."""
+is printed at the end of the session by tests/conftest.py, merged over the pytest-xdist workers."""
 
 import pytest
 
