@@ -110,7 +110,7 @@ def test_sample_options_and_errors(trained):
   assert x.shape == (4, 8, 8, 1) and float(jnp.abs(x).max()) <= 1.0
   # The config's 7 steps belong to its ddim sampler; ddpm runs all T = 40.
   assert family.resolve_options(SampleOptions(sampler="ddpm")).num_steps == 40
-  assert family.resolve_options(SampleOptions()) == SampleOptions("ddim", 7, 0.0, 2.0, None)
+  assert family.resolve_options(SampleOptions()) == SampleOptions("ddim", 7, 0.0, 2.0, None, 0.0)
   y = jax.jit(lambda v, r: family.sample(v, r, 4, SampleOptions(sampler="ddpm")))(v, jax.random.key(0))
   assert y.shape == (4, 8, 8, 1) and bool(jnp.all(jnp.isfinite(y)))
   # The module-level sampler draws the labels it is given; the adapter's label option is every image's class.
@@ -124,8 +124,8 @@ def test_sample_options_and_errors(trained):
     diffusion.sample(v, jax.random.key(0), 2, model, labels=[3, 10])
   with pytest.raises(ValueError, match="labels must lie"):
     family.sample(v, jax.random.key(0), 2, SampleOptions(label=10))
-  with pytest.raises(ValueError, match="Unknown sampler"):
-    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="euler"))
+  with pytest.raises(ValueError, match="sampler = 'plms' is not one of ddpm, ddim, dpmpp_2m, heun"):
+    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="plms"))
   with pytest.raises(ValueError, match="ddpm sampler runs all"):
     family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddpm", num_steps=10))
   with pytest.raises(ConfigError, match="class_conditional"):
@@ -150,3 +150,100 @@ def test_evaluate_reports_the_bound_over_real_examples_only(trained):
   metrics, count = jax.jit(family.eval_step)(state, b1, jax.random.key(0))
   assert float(count) == 4
   assert set(metrics) == {"mse", "bpd_estimate"} and all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_edm_samplers_draw_from_the_ddpm_model(trained):
+  """EDM's samplers on the epsilon model (a VP denoiser on its 40 noise levels): one scan of
+  num_steps steps, images in [-1, 1]; the churn changes the draw, the deterministic ones agree
+  with themselves."""
+  family, _, state, _ = trained
+  v = state.variables()
+  jaxpr = jax.make_jaxpr(lambda v, r: family.sample(v, r, 2, SampleOptions(sampler="heun", num_steps=4)))(
+    v, jax.random.key(0)
+  ).jaxpr
+  assert [e.params["length"] for e in _eqns(jaxpr) if e.primitive.name == "scan"] == [4]
+  draws = {
+    name: family.sample(v, jax.random.key(3), 3, SampleOptions(sampler=name, num_steps=4, **kw))
+    for name, kw in (("heun", {}), ("euler", {}), ("edm_sde", {"s_churn": 10.0}), ("edm_sde", {}))
+  }
+  for x in draws.values():
+    assert x.shape == (3, 8, 8, 1) and bool(jnp.all(jnp.isfinite(x))) and float(jnp.abs(x).max()) <= 1.0
+  assert float(jnp.abs(draws["heun"] - draws["euler"]).max()) > 1e-3
+  assert family.resolve_options(SampleOptions(sampler="heun")).num_steps == 18  # EDM's CIFAR-10 steps
+
+
+def edm_experiment(**model):
+  return experiment(formulation="edm", sampler="heun", sample_steps=3, **model)
+
+
+@pytest.fixture(scope="module")
+def edm_trained():
+  family = diffusion.build(edm_experiment(), INFO)
+  state = family.init(jax.random.key(0))
+  step = jax.jit(family.train_step)
+  states = [state]
+  for i in range(2):
+    state, metrics = step(state, batch(seed=i), jax.random.key(i))
+    states.append(state)
+  return family, states, metrics
+
+
+def test_edm_loss_at_init_equals_numpy_formulas(edm_trained):
+  """The family's EDM loss against Table 1 written out in numpy around the U-Net's raw output."""
+  _, states, _ = edm_trained
+  model = diffusion.make_model(edm_experiment().model, INFO)
+  params, b, rng = states[0].params, batch(seed=4), jax.random.key(9)
+  value, metrics = jax.jit(diffusion.loss, static_argnames="model")(params, b, rng, model)
+  x0, sigma_B, noise, labels = diffusion.edm_inputs(b, rng, model)
+  s = np.asarray(sigma_B, np.float64)[:, None, None, None]
+  x = np.asarray(x0, np.float64) + s * np.asarray(noise, np.float64)
+  c_in, c_skip, c_out = 1 / np.sqrt(s**2 + 0.25), 0.25 / (s**2 + 0.25), 0.5 * s / np.sqrt(s**2 + 0.25)
+  raw = jax.jit(lambda p, x, c, y, r: diffusion.apply({"params": p}, x, c, y, model, train=True, rng=r))(
+    params,
+    jnp.asarray(c_in * x, jnp.float32),
+    jnp.asarray(np.log(s[:, 0, 0, 0]) / 4, jnp.float32),
+    labels,
+    jax.random.fold_in(rng, 3),
+  )
+  d = c_skip * x + c_out * np.asarray(raw, np.float64)
+  mse = ((d - np.asarray(x0, np.float64)) ** 2).mean(axis=(1, 2, 3))
+  weight = (s[:, 0, 0, 0] ** 2 + 0.25) / (0.5 * s[:, 0, 0, 0]) ** 2
+  np.testing.assert_allclose(float(value), (weight * mse).mean(), rtol=2e-4)
+  np.testing.assert_allclose(float(metrics["mse"]), mse.mean(), rtol=2e-4)
+  # the ddpm formulation of the same network is another loss
+  ddpm_value, _ = diffusion.loss(params, b, rng, diffusion.make_model(experiment().model, INFO))
+  assert abs(float(ddpm_value) - float(value)) > 1e-3
+
+
+def test_edm_family_trains_evaluates_and_samples_with_its_samplers_only(edm_trained):
+  family, states, metrics = edm_trained
+  assert np.isfinite(float(metrics["loss"])) and family.evaluate is None  # genjax.evaluate computes FD
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), states[2].params, states[0].params))
+  assert max(moved) > 0
+  out, count = jax.jit(family.eval_step)(states[2], batch(seed=5), jax.random.key(0))
+  assert set(out) == {"loss", "mse"} and float(count) == 8
+  v = states[2].variables()
+  x = family.sample(v, jax.random.key(0), 4, SampleOptions(label=3))
+  assert x.shape == (4, 8, 8, 1) and float(jnp.abs(x).max()) <= 1.0
+  assert "10 U-Net evaluations" in family.notes  # heun: 2 * 3 - 1, twice for guidance 2
+  with pytest.raises(ValueError, match="walks DDPM's T discrete steps") as e:
+    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddim"))
+  assert "--sampler heun" in str(e.value)
+
+
+@pytest.mark.parametrize(
+  "fields,phrase",
+  [
+    ({"formulation": "edm", "sampler": "ddim"}, "walks DDPM's T discrete steps"),
+    ({"formulation": "flow"}, "formulation = 'flow' is not one of ddpm, edm"),
+    ({"formulation": "edm", "sampler": "heun", "loss": "vlb"}, "leave config.model.loss at 'simple'"),
+    ({"sigma_min": 90.0}, "0 < sigma_min < sigma_max"),
+    ({"rho": -1.0}, "config.model.rho = -1.0 must be positive"),
+    ({"s_churn": -0.5}, "config.model.s_churn = -0.5"),
+    ({"preconditioning": "iddpm"}, "config.model.preconditioning = 'iddpm'"),
+  ],
+)
+def test_bad_edm_settings_are_config_errors(fields, phrase):
+  with pytest.raises(ConfigError) as e:
+    diffusion.build(experiment(**fields), INFO)
+  assert phrase in " ".join(str(e.value).split())

@@ -1,9 +1,16 @@
-"""Denoising diffusion probabilistic models (Ho et al. 2020) with DDIM, DPM-Solver++ sampling
-and classifier-free guidance (Ho and Salimans 2021).
+"""Diffusion models in two formulations, with classifier-free guidance (Ho and Salimans 2021):
+
+  "ddpm"  denoising diffusion probabilistic models (Ho et al. 2020) on T discrete steps, sampled
+          with ddpm, ddim or dpmpp_2m, or with EDM's samplers (the epsilon model seen as a VP
+          denoiser), and their variational bound;
+  "edm"   Karras et al. 2022: a sigma-parameterised denoiser with Table 1's preconditioning
+          (edm, vp or ve), ln sigma ~ N(P_mean, P_std^2) and the loss weight lambda(sigma),
+          sampled with heun (Algorithm 1), euler or edm_sde (Algorithm 2).
 
   schedules.py   linear and cosine betas; q(x_t | x_0) and q(x_{t-1} | x_t, x_0)
   objectives.py  eps / x0 / v prediction; the simple loss; the variational bound's terms
   samplers.py    ddpm, ddim, dpmpp_2m by name, each one `lax.scan`
+  edm.py         EDM's preconditioning, training sigmas, loss weights and samplers
   likelihood.py  the full bound and its one-term estimate, in nats and bits/dim
 
 The pure functions take `model`, a `Diffusion` (the U-Net, the config, the image shape and the
@@ -36,6 +43,7 @@ from genjax.core.state import TrainState, ema_of
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
+from genjax.families.diffusion import edm as edm_lib
 from genjax.families.diffusion import likelihood, objectives, samplers, schedules
 from genjax.nn.unet import UNet
 
@@ -65,16 +73,67 @@ class Config:
   label_dropout: float = 0.1
   guidance_scale: float = 1.0
   # Family.sample's defaults (python -m genjax.sample can override each).
-  sampler: Literal["ddpm", "ddim", "dpmpp_2m"] = "ddpm"
-  sample_steps: Optional[int] = None  # None: all T for ddpm, 50 for ddim, 20 for dpmpp_2m
+  sampler: Literal["ddpm", "ddim", "dpmpp_2m", "heun", "euler", "edm_sde"] = "ddpm"
+  sample_steps: Optional[int] = None  # None: all T for ddpm, 50 for ddim, 20 for dpmpp_2m, 18 for EDM's
   eta: float = 0.0  # DDIM's eta
+  # The formulation: "ddpm" (T discrete steps, the fields above) or "edm" (Karras et al. 2022; the
+  # fields below, defaults those of the paper's "EDM" column of Table 1 and its sampler).
+  formulation: Literal["ddpm", "edm"] = "ddpm"
+  preconditioning: Literal["edm", "vp", "ve"] = "edm"
+  sigma_data: float = 0.5
+  p_mean: float = -1.2  # ln sigma ~ N(p_mean, p_std^2) while training (preconditioning edm)
+  p_std: float = 1.2
+  ve_sigma_min: float = 0.02  # ln sigma ~ U(ln min, ln max) while training (preconditioning ve)
+  ve_sigma_max: float = 100.0
+  # EDM's samplers (also on ddpm models, within their T noise levels): time steps of eq. 5 ...
+  sigma_min: float = 0.002
+  sigma_max: float = 80.0
+  rho: float = 7.0
+  # ... and Algorithm 2's churn (edm_sde; s_tmax None: no upper bound)
+  s_churn: float = 0.0
+  s_tmin: float = 0.0
+  s_tmax: Optional[float] = None
+  s_noise: float = 1.0
+
+  def edm(self) -> edm_lib.EDMConfig:
+    """The EDM fields as edm.py's EDMConfig."""
+    return edm_lib.EDMConfig(
+      preconditioning=self.preconditioning,
+      sigma_data=self.sigma_data,
+      p_mean=self.p_mean,
+      p_std=self.p_std,
+      ve_sigma_min=self.ve_sigma_min,
+      ve_sigma_max=self.ve_sigma_max,
+      sigma_min=self.sigma_min,
+      sigma_max=self.sigma_max,
+      rho=self.rho,
+      s_churn=self.s_churn,
+      s_tmin=self.s_tmin,
+      s_tmax=float("inf") if self.s_tmax is None else self.s_tmax,
+      s_noise=self.s_noise,
+    )
+
   # Family.evaluate computes the whole bound (T network evaluations per image) on the first
   # eval_max_examples images of the split; None: the whole split.
   eval_max_examples: Optional[int] = None
 
 
 # Steps of each sampler when neither the call nor the config (for its own sampler) says.
-DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20}  # ddpm: all T
+DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20, "heun": 18, "euler": 35, "edm_sde": 18}  # ddpm: all T
+DISCRETE_SAMPLERS = tuple(samplers.SAMPLERS)  # they need a model trained on T discrete steps
+ALL_SAMPLERS = DISCRETE_SAMPLERS + edm_lib.SAMPLERS
+
+
+def check_sampler(sampler: str, cfg: "Config", where: str = "sampler") -> None:
+  """ValueError for an unknown sampler or one the model's formulation cannot drive."""
+  if sampler not in ALL_SAMPLERS:
+    raise ValueError(f"{where} = {sampler!r} is not one of {', '.join(ALL_SAMPLERS)}.")
+  if sampler in DISCRETE_SAMPLERS and cfg.formulation != "ddpm":
+    raise ValueError(
+      f"{where} = {sampler!r} walks DDPM's T discrete steps, which a model of formulation "
+      f"{cfg.formulation!r} was not trained on; sample it with one of {', '.join(edm_lib.SAMPLERS)} "
+      "(e.g. --sampler heun)."
+    )
 
 
 def check_config(cfg: Config, info: DataInfo) -> None:
@@ -98,11 +157,25 @@ def check_config(cfg: Config, info: DataInfo) -> None:
     raise ConfigError(f"config.model.label_dropout = {cfg.label_dropout} must lie in [0, 1).")
   if not 0 <= cfg.dropout < 1:
     raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
+  if cfg.formulation not in ("ddpm", "edm"):
+    raise ConfigError(f"config.model.formulation = {cfg.formulation!r} is not one of ddpm, edm.")
+  if cfg.formulation == "edm" and cfg.loss != "simple":
+    raise ConfigError(
+      f"config.model.loss = {cfg.loss!r} is DDPM's variational bound; an EDM model trains with its "
+      "weighted denoising loss: leave config.model.loss at 'simple' with formulation 'edm'."
+    )
+  try:
+    edm_lib.check(cfg.edm())
+    check_sampler(cfg.sampler, cfg, "config.model.sampler")
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   try:
     schedules.make_schedule(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
-    samplers.get(cfg.sampler)
     if cfg.sample_steps is not None:
-      samplers.timesteps(cfg.timesteps, cfg.sample_steps)
+      if cfg.sampler in DISCRETE_SAMPLERS:
+        samplers.timesteps(cfg.timesteps, cfg.sample_steps)
+      elif cfg.sample_steps < 1:
+        raise ValueError(f"sample_steps = {cfg.sample_steps} must be at least 1.")
   except ValueError as e:
     raise ConfigError(f"config.model: {e}") from e
 
@@ -151,39 +224,84 @@ def apply(variables, xt, t_B, labels_B, model: Diffusion, train: bool = False, r
   return model.unet.apply(variables, xt, t_B, labels_B if model.num_classes else None, train=train, rngs=rngs)
 
 
+def guided(variables, x, t_B, labels_B, model: Diffusion, guidance_scale: float = 1.0):
+  """The U-Net's output at (x, t) with classifier-free guidance when guidance_scale != 1:
+  out_null + s (out_label - out_null), both evaluations in one batch of 2n; f32."""
+  if model.num_classes and guidance_scale != 1.0:
+    n = x.shape[0]
+    both = apply(
+      variables,
+      jnp.concatenate([x, x]),
+      jnp.concatenate([t_B, t_B]),
+      jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]),
+      model,
+    ).astype(jnp.float32)
+    return both[n:] + guidance_scale * (both[:n] - both[n:])
+  return apply(variables, x, t_B, labels_B, model).astype(jnp.float32)
+
+
 def denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
-  """model_fn(x_t, t_B) -> (x0_hat, eps_hat), with classifier-free guidance when guidance_scale != 1."""
+  """model_fn(x_t, t_B) -> (x0_hat, eps_hat) of a "ddpm" model, with classifier-free guidance
+  when guidance_scale != 1."""
   sched, cfg = model.schedule(), model.config
 
   def model_fn(xt, t_B):
-    if model.num_classes and guidance_scale != 1.0:
-      n = xt.shape[0]
-      both = apply(
-        variables,
-        jnp.concatenate([xt, xt]),
-        jnp.concatenate([t_B, t_B]),
-        jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]),
-        model,
-      )
-      out = both[n:] + guidance_scale * (both[:n] - both[n:])
-    else:
-      out = apply(variables, xt, t_B, labels_B, model)
-    return objectives.to_x0_eps(sched, out.astype(jnp.float32), xt, t_B, cfg.prediction)
+    out = guided(variables, xt, t_B, labels_B, model, guidance_scale)
+    return objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
 
   return model_fn
+
+
+def sigma_denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
+  """(denoise(x, sigma_B) -> x0_hat, round_sigma or None, (sigma_lo, sigma_hi)) for EDM's
+  samplers: an "edm" model's preconditioned U-Net, or a "ddpm" model's epsilon U-Net seen as a
+  VP denoiser on its T noise levels (which also bound the sampler's sigmas)."""
+  cfg = model.config
+  if cfg.formulation == "edm":
+    net = lambda x_in, c_noise_B: guided(variables, x_in, c_noise_B, labels_B, model, guidance_scale)
+    return edm_lib.denoiser_from_network(net, cfg.preconditioning, cfg.sigma_data), None, (0.0, float("inf"))
+  ab = model.schedule().alphas_cumprod
+  with jax.ensure_compile_time_eval():
+    levels = edm_lib.ddpm_sigmas(np.asarray(ab))
+  denoise = edm_lib.denoiser_from_ddpm(denoiser(variables, labels_B, model, guidance_scale), ab)
+  return denoise, edm_lib.round_sigma_to(levels), (float(levels[0]), float(levels[-1]))
+
+
+def _keys_and_labels(batch, rng, model: Diffusion):
+  keys = example_keys(rng, batch["image"].shape[0])
+  labels = None
+  if model.num_classes:
+    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), model.config.label_dropout))(keys)
+    labels = jnp.where(drop, model.num_classes, batch["label"].astype(jnp.int32))
+  return keys, labels
 
 
 def noisy_inputs(batch, rng, model: Diffusion):
   """Per-example t, noise and (dropped) labels from example keys: the same in every parallel mode."""
   x0 = batch["image"].astype(jnp.float32)
-  keys = example_keys(rng, x0.shape[0])
+  keys, labels = _keys_and_labels(batch, rng, model)
   t_B = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, model.config.timesteps))(keys)
   noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-  labels = None
-  if model.num_classes:
-    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), model.config.label_dropout))(keys)
-    labels = jnp.where(drop, model.num_classes, batch["label"].astype(jnp.int32))
   return x0, t_B, noise, labels
+
+
+def edm_inputs(batch, rng, model: Diffusion):
+  """An "edm" model's per-example training sigma, noise and (dropped) labels from example keys."""
+  x0 = batch["image"].astype(jnp.float32)
+  keys, labels = _keys_and_labels(batch, rng, model)
+  edm_cfg = model.config.edm()
+  sigma_B = jax.vmap(lambda k: edm_lib.training_sigma(jax.random.fold_in(k, 0), edm_cfg))(keys)
+  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+  return x0, sigma_B, noise, labels
+
+
+def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
+  """(lambda(sigma)-weighted loss, denoising MSE) per example of an "edm" model: two f32[B]."""
+  x0, sigma_B, noise, labels = edm_inputs(batch, rng, model)
+  drop = jax.random.fold_in(rng, 3) if train else None
+  net = lambda x_in, c_noise_B: apply(variables, x_in, c_noise_B, labels, model, train=train, rng=drop)
+  denoise = edm_lib.denoiser_from_network(net, model.config.preconditioning, model.config.sigma_data)
+  return edm_lib.weighted_loss(denoise, x0, sigma_B, noise, model.config.edm())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,9 +310,14 @@ def noisy_inputs(batch, rng, model: Diffusion):
 
 
 def loss(params, batch, rng, model: Diffusion):
-  """L_simple (MSE on the prediction) or the bound's L_t in bits/dim, at one uniform t per
-  example, with dropout: (loss, {"loss", "mse"})."""
+  """ "ddpm": L_simple (MSE on the prediction) or the bound's L_t in bits/dim, at one uniform t per
+  example; "edm": lambda(sigma) |D(x0 + sigma n; sigma) - x0|^2 at one training sigma per
+  example; with dropout: (loss, {"loss", "mse"})."""
   cfg, sched = model.config, model.schedule()
+  if cfg.formulation == "edm":
+    weighted_B, mse_B = edm_loss_terms({"params": params}, batch, rng, model, train=True)
+    value = jnp.mean(weighted_B)
+    return value, {"loss": value, "mse": jnp.mean(mse_B)}
   x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
   xt = schedules.q_sample(sched, x0, t_B, noise)
   out = apply({"params": params}, xt, t_B, labels, model, train=True, rng=jax.random.fold_in(rng, 3))
@@ -214,10 +337,14 @@ def loss(params, batch, rng, model: Diffusion):
 
 def eval_sums(variables, batch, rng, model: Diffusion):
   """Sums over the real examples of the prediction's MSE and of the one-term estimate of the
-  bound (bits/dim, of the unconditional model); (sums, count)."""
+  bound (bits/dim, of the unconditional model); "edm": of the weighted loss and the denoising
+  MSE; (sums, count)."""
   cfg, sched = model.config, model.schedule()
+  mask_B = step_lib.batch_mask(batch, batch["image"].shape[0])
+  if cfg.formulation == "edm":
+    weighted_B, mse_B = edm_loss_terms(variables, batch, rng, model, train=False)
+    return step_lib.masked_sums({"loss": weighted_B, "mse": mse_B}, mask_B)
   x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
-  mask_B = step_lib.batch_mask(batch, x0.shape[0])
   xt = schedules.q_sample(sched, x0, t_B, noise)
   out = apply(variables, xt, t_B, labels, model).astype(jnp.float32)
   mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
@@ -275,27 +402,36 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-  """sampler: ddpm, ddim or dpmpp_2m; num_steps: network evaluations (ddpm: all T); eta: DDIM's
-  noise; guidance_scale: classifier-free guidance; label: the class of every image (conditional
-  models; default 0, 1, 2, ... in turn). None takes the experiment's default."""
+  """sampler: ddpm, ddim or dpmpp_2m (ddpm models), heun, euler or edm_sde (both formulations);
+  num_steps: time steps (ddpm: all T; heun and edm_sde evaluate the network 2 num_steps - 1
+  times, the others num_steps times); eta: DDIM's noise; s_churn: edm_sde's churn;
+  guidance_scale: classifier-free guidance; label: the class of every image (conditional models;
+  default 0, 1, 2, ... in turn). None takes the experiment's default."""
 
   sampler: Optional[str] = None
   num_steps: Optional[int] = None
   eta: Optional[float] = None
   guidance_scale: Optional[float] = None
   label: Optional[int] = None
+  s_churn: Optional[float] = None
 
 
 def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
   """`options` with every None replaced by the config's default; checks them (ValueError)."""
   sampler = options.sampler or cfg.sampler
-  samplers.get(sampler)
+  check_sampler(sampler, cfg)
   num_steps = options.num_steps
   if num_steps is None:  # the config's steps go with the config's sampler
-    num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or min(
-      DEFAULT_STEPS.get(sampler, cfg.timesteps), cfg.timesteps
-    )
-  samplers.timesteps(cfg.timesteps, int(num_steps))
+    num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or DEFAULT_STEPS.get(sampler, cfg.timesteps)
+    if sampler in DISCRETE_SAMPLERS:
+      num_steps = min(num_steps, cfg.timesteps)
+  if sampler in DISCRETE_SAMPLERS:
+    samplers.timesteps(cfg.timesteps, int(num_steps))
+  elif int(num_steps) < 1:
+    raise ValueError(f"num_steps = {num_steps} must be at least 1.")
+  s_churn = float(cfg.s_churn if options.s_churn is None else options.s_churn)
+  if s_churn < 0:
+    raise ValueError(f"s_churn = {s_churn} must be zero (a deterministic sampler) or positive.")
   guidance = float(cfg.guidance_scale if options.guidance_scale is None else options.guidance_scale)
   if not cfg.class_conditional and (guidance != 1.0 or options.label is not None):
     raise ValueError("label and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
@@ -305,12 +441,31 @@ def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
     eta=float(cfg.eta if options.eta is None else options.eta),
     guidance_scale=guidance,
     label=options.label,
+    s_churn=s_churn,
   )
 
 
-@functools.partial(jax.jit, static_argnames=("n", "model", "sampler", "num_steps", "eta", "guidance_scale"))
-def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidance_scale):
+@functools.partial(jax.jit, static_argnames=("n", "model", "sampler", "num_steps", "eta", "guidance_scale", "s_churn"))
+def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidance_scale, s_churn):
   cfg = model.config
+  if sampler in edm_lib.SAMPLERS:
+    denoise, round_sigma, (lo, hi) = sigma_denoiser(variables, labels, model, guidance_scale)
+    x = edm_lib.sample(
+      denoise,
+      rng,
+      (n, *model.image_shape),
+      sampler=sampler,
+      num_steps=num_steps,
+      sigma_min=max(cfg.sigma_min, lo),
+      sigma_max=min(cfg.sigma_max, hi),
+      rho=cfg.rho,
+      s_churn=s_churn,
+      s_tmin=cfg.s_tmin,
+      s_tmax=float("inf") if cfg.s_tmax is None else cfg.s_tmax,
+      s_noise=cfg.s_noise,
+      round_sigma=round_sigma,
+    )
+    return jnp.clip(x, -1.0, 1.0)
   x = samplers.get(sampler)(
     denoiser(variables, labels, model, guidance_scale),
     model.schedule(),
@@ -351,6 +506,7 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
     num_steps=options.num_steps,
     eta=options.eta,
     guidance_scale=options.guidance_scale,
+    s_churn=options.s_churn,
   )
 
 
@@ -380,7 +536,11 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     value, metrics = loss(params, batch, rng, model)
     return value, (metrics, {})
 
-  evals = lambda s, steps: steps * (2 if s != 1.0 else 1)
+  steps = cfg.sample_steps or DEFAULT_STEPS.get(cfg.sampler, cfg.timesteps)
+  evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * (
+    2 if cfg.guidance_scale != 1.0 else 1
+  )
+  what = f"EDM ({cfg.preconditioning} preconditioning)" if cfg.formulation == "edm" else f"DDPM (T={cfg.timesteps})"
   return Family(
     init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
     train_step=functools.partial(
@@ -392,9 +552,11 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
     sample_options=SampleOptions,
     resolve_options=lambda options: resolve_options(options, cfg),
-    evaluate=lambda state, batches, rng: evaluate(
-      state.variables(ema=True), batches, rng, model, cfg.eval_max_examples
-    ),
-    notes=f"DDPM U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
-    f"{evals(cfg.guidance_scale, cfg.sample_steps or cfg.timesteps)} U-Net evaluations per batch of samples.",
+    # DDPM's variational bound; an EDM model has none of its own (genjax.evaluate then computes
+    # sample metrics, FD by default)
+    evaluate=None
+    if cfg.formulation == "edm"
+    else lambda state, batches, rng: evaluate(state.variables(ema=True), batches, rng, model, cfg.eval_max_examples),
+    notes=f"{what} U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
+    f"{evals} U-Net evaluations per batch of samples.",
   )
