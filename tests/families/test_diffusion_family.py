@@ -231,11 +231,99 @@ def test_edm_family_trains_evaluates_and_samples_with_its_samplers_only(edm_trai
   assert "--sampler heun" in str(e.value)
 
 
+needs_diffrax = pytest.mark.skipif(
+  not diffusion.flow_lib.diffrax_available(), reason="flow matching's ODE solvers come from diffrax (requirements.txt)"
+)
+
+
+def flow_experiment(**model):
+  return experiment(formulation="flow", sampler="heun", sample_steps=3, flow_rtol=1e-3, flow_atol=1e-3, **model)
+
+
+@pytest.fixture(scope="module")
+def flow_trained():
+  family = diffusion.build(flow_experiment(), INFO)
+  state = family.init(jax.random.key(0))
+  step = jax.jit(family.train_step)
+  states = [state]
+  for i in range(2):
+    state, metrics = step(state, batch(seed=i), jax.random.key(i))
+    states.append(state)
+  return family, states, metrics
+
+
+@needs_diffrax
+def test_flow_loss_at_init_equals_numpy_formulas(flow_trained):
+  """The family's flow matching loss against the OT path written out in numpy around the U-Net's
+  raw output (at 999 t, the time the network is given)."""
+  _, states, _ = flow_trained
+  model = diffusion.make_model(flow_experiment(flow_sigma_min=0.05).model, INFO)
+  params, b, rng = states[0].params, batch(seed=4), jax.random.key(9)
+  value, metrics = jax.jit(diffusion.loss, static_argnames="model")(params, b, rng, model)
+  x1, t_B, noise, labels = diffusion.flow_inputs(b, rng, model)
+  t = np.asarray(t_B, np.float64)[:, None, None, None]
+  x1, noise = np.asarray(x1, np.float64), np.asarray(noise, np.float64)
+  xt = (1 - 0.95 * t) * noise + t * x1
+  raw = jax.jit(lambda p, x, c, y, r: diffusion.apply({"params": p}, x, c, y, model, train=True, rng=r))(
+    params,
+    jnp.asarray(xt, jnp.float32),
+    jnp.asarray(999 * t[:, 0, 0, 0], jnp.float32),
+    labels,
+    jax.random.fold_in(rng, 3),
+  )
+  want = ((np.asarray(raw, np.float64) - (x1 - 0.95 * noise)) ** 2).mean()
+  np.testing.assert_allclose(float(value), want, rtol=2e-4)
+  assert float(metrics["mse"]) == float(value)
+  edm_value, _ = diffusion.loss(params, b, rng, diffusion.make_model(edm_experiment().model, INFO))
+  assert abs(float(edm_value) - float(value)) > 1e-3
+
+
+@needs_diffrax
+def test_flow_family_trains_samples_with_its_solvers_and_reports_bits_per_dim(flow_trained):
+  family, states, metrics = flow_trained
+  assert np.isfinite(float(metrics["loss"]))
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), states[2].params, states[0].params))
+  assert max(moved) > 0
+  out, count = jax.jit(family.eval_step)(states[2], batch(seed=5), jax.random.key(0))
+  assert set(out) == {"loss", "mse"} and float(count) == 8
+  v = states[2].variables()
+  draws = {
+    name: family.sample(v, jax.random.key(0), 4, SampleOptions(sampler=name, label=3))
+    for name in ("heun", "euler", "dopri5")
+  }
+  for x in draws.values():
+    assert x.shape == (4, 8, 8, 1) and bool(jnp.all(jnp.isfinite(x))) and float(jnp.abs(x).max()) <= 1.0
+  # one ODE, three solvers (3 Heun steps, 35 Euler steps, adaptive): the same images, which the
+  # flow moved away from the starting noise
+  noise = jnp.clip(jax.random.normal(jax.random.key(0), (4, 8, 8, 1)), -1, 1)
+  for name in ("euler", "dopri5"):
+    assert float(jnp.abs(draws[name] - draws["heun"]).max()) < 5e-3
+  assert float(jnp.abs(draws["dopri5"] - noise).max()) > 0.05
+  assert family.resolve_options(SampleOptions(sampler="dopri5")).num_steps == 0  # adaptive
+  assert "12 U-Net evaluations" in family.notes  # heun: 2 * 3, twice for guidance 2
+  with pytest.raises(ValueError, match="walks DDPM's T discrete steps"):
+    family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddim"))
+  # the likelihood: dopri5 on the augmented ODE, Hutchinson's estimate, dequantized 8-bit images
+  batches = [dict(batch(n=4, seed=6), mask=np.array([1, 1, 1, 0], np.float32))]
+  result = family.evaluate(states[2], batches, jax.random.key(1))
+  assert result["num_examples"] == 3 and result["solver_steps"] >= 1
+  assert np.isfinite(result["bits_per_dim"]) and result["bits_per_dim"] > 0
+  assert np.isfinite(result["bits_per_dim_stderr"]) and result["bits_per_dim_stderr"] > 0
+  np.testing.assert_allclose(result["nll_nats"], result["bits_per_dim"] * 64 * math.log(2.0), rtol=1e-9)
+
+
 @pytest.mark.parametrize(
   "fields,phrase",
   [
     ({"formulation": "edm", "sampler": "ddim"}, "walks DDPM's T discrete steps"),
-    ({"formulation": "flow"}, "formulation = 'flow' is not one of ddpm, edm"),
+    ({"formulation": "rectified"}, "formulation = 'rectified' is not one of ddpm, edm, flow"),
+    ({"formulation": "flow", "sampler": "edm_sde"}, "adds noise along EDM's sigma schedule"),
+    ({"formulation": "flow", "sampler": "ddpm"}, "with one of euler, heun, dopri5"),
+    ({"sampler": "dopri5"}, "solves a flow-matching model's ODE"),
+    ({"formulation": "flow", "sampler": "heun", "flow_rtol": 0.0}, "config.model.flow_rtol = 0.0 must be positive"),
+    ({"formulation": "flow", "sampler": "heun", "flow_sigma_min": 1.0}, "flow_sigma_min = 1.0 must lie in [0, 1)"),
+    ({"formulation": "flow", "sampler": "heun", "flow_probes": 0}, "config.model.flow_probes = 0"),
+    ({"formulation": "flow", "sampler": "heun", "flow_time_sampling": "beta"}, "uniform, logit_normal"),
     ({"formulation": "edm", "sampler": "heun", "loss": "vlb"}, "leave config.model.loss at 'simple'"),
     ({"sigma_min": 90.0}, "0 < sigma_min < sigma_max"),
     ({"rho": -1.0}, "config.model.rho = -1.0 must be positive"),
@@ -243,7 +331,14 @@ def test_edm_family_trains_evaluates_and_samples_with_its_samplers_only(edm_trai
     ({"preconditioning": "iddpm"}, "config.model.preconditioning = 'iddpm'"),
   ],
 )
-def test_bad_edm_settings_are_config_errors(fields, phrase):
+def test_bad_edm_and_flow_settings_are_config_errors(fields, phrase):
   with pytest.raises(ConfigError) as e:
     diffusion.build(experiment(**fields), INFO)
   assert phrase in " ".join(str(e.value).split())
+
+
+def test_flow_without_diffrax_is_one_config_error(monkeypatch):
+  monkeypatch.setattr(diffusion.flow_lib, "diffrax_available", lambda: False)
+  with pytest.raises(ConfigError) as e:
+    diffusion.build(flow_experiment(), INFO)
+  assert "pip install diffrax" in str(e.value)

@@ -1,16 +1,21 @@
-"""Diffusion models in two formulations, with classifier-free guidance (Ho and Salimans 2021):
+"""Diffusion models in three formulations, with classifier-free guidance (Ho and Salimans 2021):
 
   "ddpm"  denoising diffusion probabilistic models (Ho et al. 2020) on T discrete steps, sampled
           with ddpm, ddim or dpmpp_2m, or with EDM's samplers (the epsilon model seen as a VP
           denoiser), and their variational bound;
   "edm"   Karras et al. 2022: a sigma-parameterised denoiser with Table 1's preconditioning
           (edm, vp or ve), ln sigma ~ N(P_mean, P_std^2) and the loss weight lambda(sigma),
-          sampled with heun (Algorithm 1), euler or edm_sde (Algorithm 2).
+          sampled with heun (Algorithm 1), euler or edm_sde (Algorithm 2);
+  "flow"  flow matching on the optimal-transport path (Lipman et al. 2023; sigma_min = 0 is
+          rectified flow, Liu et al. 2023): a velocity network v(x, t), t uniform or logit-normal,
+          sampled by diffrax with euler, heun or dopri5, and its exact log-likelihood (the
+          instantaneous change of variables, Hutchinson's divergence estimate) in bits/dim.
 
   schedules.py   linear and cosine betas; q(x_t | x_0) and q(x_{t-1} | x_t, x_0)
   objectives.py  eps / x0 / v prediction; the simple loss; the variational bound's terms
   samplers.py    ddpm, ddim, dpmpp_2m by name, each one `lax.scan`
   edm.py         EDM's preconditioning, training sigmas, loss weights and samplers
+  flow.py        flow matching's path, loss, ODE sampling and log-likelihood (through diffrax)
   likelihood.py  the full bound and its one-term estimate, in nats and bits/dim
 
 The pure functions take `model`, a `Diffusion` (the U-Net, the config, the image shape and the
@@ -44,6 +49,7 @@ from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families.base import Family
 from genjax.families.diffusion import edm as edm_lib
+from genjax.families.diffusion import flow as flow_lib
 from genjax.families.diffusion import likelihood, objectives, samplers, schedules
 from genjax.nn.unet import UNet
 
@@ -73,12 +79,12 @@ class Config:
   label_dropout: float = 0.1
   guidance_scale: float = 1.0
   # Family.sample's defaults (python -m genjax.sample can override each).
-  sampler: Literal["ddpm", "ddim", "dpmpp_2m", "heun", "euler", "edm_sde"] = "ddpm"
-  sample_steps: Optional[int] = None  # None: all T for ddpm, 50 for ddim, 20 for dpmpp_2m, 18 for EDM's
+  sampler: Literal["ddpm", "ddim", "dpmpp_2m", "heun", "euler", "edm_sde", "dopri5"] = "ddpm"
+  sample_steps: Optional[int] = None  # None: all T for ddpm, 50 ddim, 20 dpmpp_2m, 18 heun, 35 euler
   eta: float = 0.0  # DDIM's eta
   # The formulation: "ddpm" (T discrete steps, the fields above) or "edm" (Karras et al. 2022; the
   # fields below, defaults those of the paper's "EDM" column of Table 1 and its sampler).
-  formulation: Literal["ddpm", "edm"] = "ddpm"
+  formulation: Literal["ddpm", "edm", "flow"] = "ddpm"
   preconditioning: Literal["edm", "vp", "ve"] = "edm"
   sigma_data: float = 0.5
   p_mean: float = -1.2  # ln sigma ~ N(p_mean, p_std^2) while training (preconditioning edm)
@@ -94,6 +100,30 @@ class Config:
   s_tmin: float = 0.0
   s_tmax: Optional[float] = None
   s_noise: float = 1.0
+
+  # Flow matching ("flow"; flow.py's FlowConfig, defaults Lipman et al.'s path with rectified
+  # flow's sigma_min = 0 and uniform t): the path, the training times, dopri5's tolerances, and
+  # the probes of Hutchinson's estimator in Family.evaluate's log-likelihood.
+  flow_sigma_min: float = 0.0
+  flow_time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+  flow_logit_mean: float = 0.0
+  flow_logit_std: float = 1.0
+  flow_rtol: float = 1e-5
+  flow_atol: float = 1e-5
+  flow_max_steps: int = 4096
+  flow_probes: int = 1
+
+  def flow(self) -> flow_lib.FlowConfig:
+    """The flow_* fields as flow.py's FlowConfig."""
+    return flow_lib.FlowConfig(
+      sigma_min=self.flow_sigma_min,
+      time_sampling=self.flow_time_sampling,
+      logit_mean=self.flow_logit_mean,
+      logit_std=self.flow_logit_std,
+      rtol=self.flow_rtol,
+      atol=self.flow_atol,
+      max_steps=self.flow_max_steps,
+    )
 
   def edm(self) -> edm_lib.EDMConfig:
     """The EDM fields as edm.py's EDMConfig."""
@@ -113,26 +143,38 @@ class Config:
       s_noise=self.s_noise,
     )
 
-  # Family.evaluate computes the whole bound (T network evaluations per image) on the first
-  # eval_max_examples images of the split; None: the whole split.
+  # Family.evaluate computes the whole bound (ddpm: T network evaluations per image; flow: the
+  # ODE log-likelihood) on the first eval_max_examples images of the split; None: the whole split.
   eval_max_examples: Optional[int] = None
 
 
 # Steps of each sampler when neither the call nor the config (for its own sampler) says.
-DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20, "heun": 18, "euler": 35, "edm_sde": 18}  # ddpm: all T
+DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20, "heun": 18, "euler": 35, "edm_sde": 18}  # ddpm: all T; dopri5: adaptive
 DISCRETE_SAMPLERS = tuple(samplers.SAMPLERS)  # they need a model trained on T discrete steps
-ALL_SAMPLERS = DISCRETE_SAMPLERS + edm_lib.SAMPLERS
+ALL_SAMPLERS = DISCRETE_SAMPLERS + edm_lib.SAMPLERS + ("dopri5",)
+FORMULATIONS = ("ddpm", "edm", "flow")
+# A flow-matching network's input time: 999 t for t in [0, 1], the range of DDPM's time-step
+# indices that the U-Net's sinusoidal embedding was built for (rectified flow's code does the same).
+FLOW_TIME_SCALE = 999.0
+
+
+def samplers_of(formulation: str) -> Tuple[str, ...]:
+  """The samplers that can drive a model of this formulation."""
+  if formulation == "flow":
+    return flow_lib.SAMPLERS
+  return edm_lib.SAMPLERS if formulation == "edm" else DISCRETE_SAMPLERS + edm_lib.SAMPLERS
 
 
 def check_sampler(sampler: str, cfg: "Config", where: str = "sampler") -> None:
   """ValueError for an unknown sampler or one the model's formulation cannot drive."""
   if sampler not in ALL_SAMPLERS:
     raise ValueError(f"{where} = {sampler!r} is not one of {', '.join(ALL_SAMPLERS)}.")
-  if sampler in DISCRETE_SAMPLERS and cfg.formulation != "ddpm":
+  if sampler not in samplers_of(cfg.formulation):
+    why = {"edm_sde": "adds noise along EDM's sigma schedule", "dopri5": "solves a flow-matching model's ODE"}
+    why = "walks DDPM's T discrete steps" if sampler in DISCRETE_SAMPLERS else why[sampler]
     raise ValueError(
-      f"{where} = {sampler!r} walks DDPM's T discrete steps, which a model of formulation "
-      f"{cfg.formulation!r} was not trained on; sample it with one of {', '.join(edm_lib.SAMPLERS)} "
-      "(e.g. --sampler heun)."
+      f"{where} = {sampler!r} {why}, which a model of formulation {cfg.formulation!r} was not "
+      f"trained for; sample it with one of {', '.join(samplers_of(cfg.formulation))} (e.g. --sampler heun)."
     )
 
 
@@ -157,15 +199,23 @@ def check_config(cfg: Config, info: DataInfo) -> None:
     raise ConfigError(f"config.model.label_dropout = {cfg.label_dropout} must lie in [0, 1).")
   if not 0 <= cfg.dropout < 1:
     raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
-  if cfg.formulation not in ("ddpm", "edm"):
-    raise ConfigError(f"config.model.formulation = {cfg.formulation!r} is not one of ddpm, edm.")
-  if cfg.formulation == "edm" and cfg.loss != "simple":
+  if cfg.formulation not in FORMULATIONS:
+    raise ConfigError(f"config.model.formulation = {cfg.formulation!r} is not one of {', '.join(FORMULATIONS)}.")
+  if cfg.formulation != "ddpm" and cfg.loss != "simple":
     raise ConfigError(
-      f"config.model.loss = {cfg.loss!r} is DDPM's variational bound; an EDM model trains with its "
-      "weighted denoising loss: leave config.model.loss at 'simple' with formulation 'edm'."
+      f"config.model.loss = {cfg.loss!r} is DDPM's variational bound; a model of formulation "
+      f"{cfg.formulation!r} trains with its own loss: leave config.model.loss at 'simple'."
+    )
+  if cfg.formulation == "flow" and not flow_lib.diffrax_available():
+    raise ConfigError(f"config.model.formulation = 'flow': {flow_lib.MISSING_DIFFRAX}")
+  if cfg.flow_probes < 1:
+    raise ConfigError(
+      f"config.model.flow_probes = {cfg.flow_probes} must be at least 1 (Hutchinson's probes per image "
+      "in the flow's log-likelihood)."
     )
   try:
     edm_lib.check(cfg.edm())
+    flow_lib.check(cfg.flow())
     check_sampler(cfg.sampler, cfg, "config.model.sampler")
   except ValueError as e:
     raise ConfigError(str(e)) from e
@@ -304,6 +354,31 @@ def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
   return edm_lib.weighted_loss(denoise, x0, sigma_B, noise, model.config.edm())
 
 
+def velocity_fn(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
+  """velocity(x, t_B) -> v of a "flow" model (t in [0, 1], noise to data), with classifier-free
+  guidance (v_null + s (v_label - v_null)) when guidance_scale != 1; f32."""
+  return lambda x, t_B: guided(variables, x, FLOW_TIME_SCALE * t_B, labels_B, model, guidance_scale)
+
+
+def flow_inputs(batch, rng, model: Diffusion):
+  """A "flow" model's per-example data x1, training time t, noise x0 and (dropped) labels."""
+  x1 = batch["image"].astype(jnp.float32)
+  keys, labels = _keys_and_labels(batch, rng, model)
+  flow_cfg = model.config.flow()
+  t_B = jax.vmap(lambda k: flow_lib.training_time(jax.random.fold_in(k, 0), flow_cfg))(keys)
+  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x1.shape[1:]))(keys)
+  return x1, t_B, noise, labels
+
+
+def flow_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
+  """The conditional flow matching loss per example of a "flow" model: f32[B]."""
+  x1, t_B, noise, labels = flow_inputs(batch, rng, model)
+  flow_cfg = model.config.flow()
+  drop = jax.random.fold_in(rng, 3) if train else None
+  velocity = lambda x, t: apply(variables, x, FLOW_TIME_SCALE * t, labels, model, train=train, rng=drop)
+  return flow_lib.loss_terms(velocity, x1, t_B, noise, flow_cfg.sigma_min)
+
+
 # ----------------------------------------------------------------------------------------------
 # Pure functions: loss, evaluation, sampling (call them under your own jax.jit)
 # ----------------------------------------------------------------------------------------------
@@ -312,8 +387,12 @@ def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
 def loss(params, batch, rng, model: Diffusion):
   """ "ddpm": L_simple (MSE on the prediction) or the bound's L_t in bits/dim, at one uniform t per
   example; "edm": lambda(sigma) |D(x0 + sigma n; sigma) - x0|^2 at one training sigma per
-  example; with dropout: (loss, {"loss", "mse"})."""
+  example; "flow": |v(x_t, t) - u_t|^2 at one training time per example; with dropout:
+  (loss, {"loss", "mse"})."""
   cfg, sched = model.config, model.schedule()
+  if cfg.formulation == "flow":
+    value = jnp.mean(flow_loss_terms({"params": params}, batch, rng, model, train=True))
+    return value, {"loss": value, "mse": value}
   if cfg.formulation == "edm":
     weighted_B, mse_B = edm_loss_terms({"params": params}, batch, rng, model, train=True)
     value = jnp.mean(weighted_B)
@@ -338,9 +417,12 @@ def loss(params, batch, rng, model: Diffusion):
 def eval_sums(variables, batch, rng, model: Diffusion):
   """Sums over the real examples of the prediction's MSE and of the one-term estimate of the
   bound (bits/dim, of the unconditional model); "edm": of the weighted loss and the denoising
-  MSE; (sums, count)."""
+  MSE; "flow": of the flow matching loss; (sums, count)."""
   cfg, sched = model.config, model.schedule()
   mask_B = step_lib.batch_mask(batch, batch["image"].shape[0])
+  if cfg.formulation == "flow":
+    loss_B = flow_loss_terms(variables, batch, rng, model, train=False)
+    return step_lib.masked_sums({"loss": loss_B, "mse": loss_B}, mask_B)
   if cfg.formulation == "edm":
     weighted_B, mse_B = edm_loss_terms(variables, batch, rng, model, train=False)
     return step_lib.masked_sums({"loss": weighted_B, "mse": mse_B}, mask_B)
@@ -371,9 +453,58 @@ def full_bound(variables, x0, rng, model: Diffusion):
   )
 
 
+@functools.partial(jax.jit, static_argnames="model")
+def flow_log_likelihood(variables, x1, rng, model: Diffusion):
+  """A "flow" model's log p(x1) in nats, f32[B], of the unconditional model (null label), by
+  dopri5 on the augmented ODE with config.model.flow_probes Rademacher probes per image
+  (Hutchinson), and the solver's accepted steps."""
+  cfg, f = model.config, model.config.flow()
+  labels = jnp.full((x1.shape[0],), model.num_classes or 0, jnp.int32)
+  return flow_lib.log_likelihood(
+    velocity_fn(variables, labels, model),
+    x1,
+    divergence="hutchinson",
+    probes=flow_lib.rademacher_probes(rng, cfg.flow_probes, x1.shape),
+    rtol=f.rtol,
+    atol=f.atol,
+    max_steps=f.max_steps,
+  )
+
+
+def flow_evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[int] = None):
+  """A "flow" model's bits/dim on the batches (or their first max_examples images): the ODE
+  log-likelihood at uniformly dequantized points (`flow.dequantized_bits_per_dim`), with its
+  standard error over the images (which holds the probes' and the dequantization's noise)."""
+  num_dims = math.prod(model.image_shape)
+  bpd, steps = [], []
+  for i, batch in enumerate(first_examples(batches, max_examples)):
+    mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32))) > 0
+    if not mask.any():
+      break
+    key = jax.random.fold_in(rng, i)
+    x = jnp.asarray(batch["image"], jnp.float32)
+    x = x + jax.random.uniform(jax.random.fold_in(key, 0), x.shape, minval=-1.0 / 255, maxval=1.0 / 255)
+    log_p, n_steps = jax.device_get(flow_log_likelihood(variables, x, jax.random.fold_in(key, 1), model))
+    bpd.append(np.asarray(flow_lib.dequantized_bits_per_dim(np.asarray(log_p, np.float64), num_dims))[mask])
+    steps.append(int(n_steps))
+  if not bpd:
+    raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
+  bpd = np.concatenate(bpd)
+  return {
+    "bits_per_dim": float(bpd.mean()),
+    "bits_per_dim_stderr": float(bpd.std(ddof=1) / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
+    "nll_nats": float(bpd.mean() * num_dims * math.log(2.0)),  # of the 8-bit images, as DDPM's bound
+    "solver_steps": float(np.mean(steps)),
+    "num_examples": int(len(bpd)),
+  }
+
+
 def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[int] = None):
   """The whole bound on the batches (or their first max_examples images): nats per image and
-  bits/dim, split into the prior L_T, the diffusion terms and the decoder L_0."""
+  bits/dim, split into the prior L_T, the diffusion terms and the decoder L_0; a "flow" model's
+  exact likelihood instead (`flow_evaluate`)."""
+  if model.config.formulation == "flow":
+    return flow_evaluate(variables, batches, rng, model, max_examples)
   num_dims = math.prod(model.image_shape)
   totals = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
   count = 0
@@ -402,9 +533,11 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-  """sampler: ddpm, ddim or dpmpp_2m (ddpm models), heun, euler or edm_sde (both formulations);
-  num_steps: time steps (ddpm: all T; heun and edm_sde evaluate the network 2 num_steps - 1
-  times, the others num_steps times); eta: DDIM's noise; s_churn: edm_sde's churn;
+  """sampler: ddpm, ddim or dpmpp_2m (ddpm models), heun, euler or edm_sde (ddpm and edm models),
+  euler, heun or dopri5 (flow models: diffrax's solvers of the flow's ODE); num_steps: time steps
+  (ddpm: all T; EDM's heun and edm_sde evaluate the network 2 num_steps - 1 times, a flow's heun
+  2 num_steps, the others num_steps; dopri5 adapts its steps to config.model.flow_rtol and
+  flow_atol); eta: DDIM's noise; s_churn: edm_sde's churn;
   guidance_scale: classifier-free guidance; label: the class of every image (conditional models;
   default 0, 1, 2, ... in turn). None takes the experiment's default."""
 
@@ -421,13 +554,15 @@ def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
   sampler = options.sampler or cfg.sampler
   check_sampler(sampler, cfg)
   num_steps = options.num_steps
-  if num_steps is None:  # the config's steps go with the config's sampler
+  if sampler == "dopri5":
+    num_steps = 0  # adaptive: config.model.flow_rtol and flow_atol set its steps
+  elif num_steps is None:  # the config's steps go with the config's sampler
     num_steps = (cfg.sample_steps if sampler == cfg.sampler else None) or DEFAULT_STEPS.get(sampler, cfg.timesteps)
     if sampler in DISCRETE_SAMPLERS:
       num_steps = min(num_steps, cfg.timesteps)
   if sampler in DISCRETE_SAMPLERS:
     samplers.timesteps(cfg.timesteps, int(num_steps))
-  elif int(num_steps) < 1:
+  elif sampler != "dopri5" and int(num_steps) < 1:
     raise ValueError(f"num_steps = {num_steps} must be at least 1.")
   s_churn = float(cfg.s_churn if options.s_churn is None else options.s_churn)
   if s_churn < 0:
@@ -448,6 +583,18 @@ def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
 @functools.partial(jax.jit, static_argnames=("n", "model", "sampler", "num_steps", "eta", "guidance_scale", "s_churn"))
 def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidance_scale, s_churn):
   cfg = model.config
+  if cfg.formulation == "flow":
+    f = cfg.flow()
+    x, _ = flow_lib.sample(
+      velocity_fn(variables, labels, model, guidance_scale),
+      jax.random.normal(rng, (n, *model.image_shape)),
+      sampler=sampler,
+      num_steps=num_steps,
+      rtol=f.rtol,
+      atol=f.atol,
+      max_steps=f.max_steps,
+    )
+    return jnp.clip(x, -1.0, 1.0)
   if sampler in edm_lib.SAMPLERS:
     denoise, round_sigma, (lo, hi) = sigma_denoiser(variables, labels, model, guidance_scale)
     x = edm_lib.sample(
@@ -537,10 +684,18 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     return value, (metrics, {})
 
   steps = cfg.sample_steps or DEFAULT_STEPS.get(cfg.sampler, cfg.timesteps)
-  evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * (
-    2 if cfg.guidance_scale != 1.0 else 1
-  )
-  what = f"EDM ({cfg.preconditioning} preconditioning)" if cfg.formulation == "edm" else f"DDPM (T={cfg.timesteps})"
+  if cfg.formulation == "flow":
+    what = f"flow matching (sigma_min={cfg.flow_sigma_min}, t {cfg.flow_time_sampling})"
+    evals = (
+      "an adaptive number of (dopri5)"
+      if cfg.sampler == "dopri5"
+      else flow_lib.evaluations(cfg.sampler, steps) * (2 if cfg.guidance_scale != 1.0 else 1)
+    )
+  else:
+    what = f"EDM ({cfg.preconditioning} preconditioning)" if cfg.formulation == "edm" else f"DDPM (T={cfg.timesteps})"
+    evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * (
+      2 if cfg.guidance_scale != 1.0 else 1
+    )
   return Family(
     init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
     train_step=functools.partial(
@@ -552,8 +707,8 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
     sample_options=SampleOptions,
     resolve_options=lambda options: resolve_options(options, cfg),
-    # DDPM's variational bound; an EDM model has none of its own (genjax.evaluate then computes
-    # sample metrics, FD by default)
+    # DDPM's variational bound, or a flow's ODE likelihood; an EDM model has no likelihood of its
+    # own here (genjax.evaluate then computes sample metrics, FD by default)
     evaluate=None
     if cfg.formulation == "edm"
     else lambda state, batches, rng: evaluate(state.variables(ema=True), batches, rng, model, cfg.eval_max_examples),
