@@ -477,8 +477,15 @@ def _check_optim(o: Optim, t: Train):
       f"config.optim.boundaries ({len(o.boundaries)}) and optim.scales ({len(o.scales)}) must have the same length."
     )
   if o.schedule == "warmup_cosine" and o.warmup_steps >= (o.decay_steps or t.steps):
+    length = (
+      f"config.optim.decay_steps = {o.decay_steps}"
+      if o.decay_steps
+      else f"config.train.steps = {t.steps} (the cosine's length while config.optim.decay_steps is None)"
+    )
     raise ConfigError(
-      f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than the decay length {o.decay_steps or t.steps}."
+      f"config.optim.warmup_steps = {o.warmup_steps} must be smaller than {length}: the warmup would "
+      f"never end. For a shortened run lower the warmup with it, e.g. "
+      f"--config.optim.warmup_steps={max(0, (o.decay_steps or t.steps) // 10)}."
     )
 
 

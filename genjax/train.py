@@ -2,23 +2,41 @@
 
 Trains an experiment with the shared loop, resuming from WORKDIR's latest checkpoint. With no
 --config it runs experiments/default.py: a VAE on scikit-learn's bundled 8x8 digits (no
-download), a few minutes on a laptop CPU.
+download), a few minutes on a laptop CPU. `--list` names the experiments with one line each.
+Any field of the experiment's dataclasses is set with --config.GROUP.FIELD=VALUE (e.g.
+--config.train.steps=100, --config.model.ch_mult=1,2,2 for a tuple, --config.data.crop_size=None).
 """
 
 import argparse
+import ast
+import glob
 import os
 import sys
 
 from genjax import cli
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "default.py")
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+DEFAULT_CONFIG = os.path.join(EXPERIMENTS_DIR, "default.py")
+
+
+def list_experiments(directory: str = EXPERIMENTS_DIR) -> list:
+  """(file name, the first line of its docstring) of every experiment file, read without
+  importing them (nothing starts JAX)."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(directory, "*.py"))):
+    with open(path, encoding="utf-8") as f:
+      doc = ast.get_docstring(ast.parse(f.read())) or ""
+    first = " ".join(doc.strip().split("\n\n")[0].split())  # the first paragraph, on one line
+    rows.append((os.path.basename(path), first if len(first) <= 110 else first[:107].rstrip() + "..."))
+  return rows
 
 
 def parse(argv):
   parser = argparse.ArgumentParser(
     prog="python -m genjax.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument("--config", default=None, help="experiment file: experiments/NAME.py[:arg]")
+  parser.add_argument("--config", default=None, help="experiment file: experiments/NAME.py[:arg] (--list names them)")
+  parser.add_argument("--list", action="store_true", help="list the experiment files with one line each, and exit")
   parser.add_argument(
     "--workdir",
     default=None,
@@ -44,6 +62,13 @@ def parse(argv):
 
 def main(argv=None):
   args, overrides = parse(sys.argv[1:] if argv is None else argv)
+  if args.list:
+    rows = list_experiments()
+    width = max(len(name) for name, _ in rows)
+    for name, line in rows:
+      print(f"experiments/{name:<{width}}  {line}")
+    print("\nA file's docstring gives its commands and variants (experiments/NAME.py:VARIANT).")
+    return
   from genjax import config as config_lib
 
   try:

@@ -187,3 +187,31 @@ def test_non_finite_numbers_are_refused(key, value):
     return
   with pytest.raises(ConfigError, match="must be a finite number"):
     config_lib.validate(e)
+
+
+def test_a_shortened_cosine_run_is_told_which_flag_fixes_its_warmup():
+  exp = config_lib.load_config_file("experiments/gpt_shakespeare_char.py:cpu")
+  exp = config_lib.apply_overrides(exp, ["--config.train.steps=100"])
+  with pytest.raises(ConfigError) as e:
+    config_lib.validate(exp)
+  text = " ".join(str(e.value).split())
+  assert "config.optim.warmup_steps = 100 must be smaller than config.train.steps = 100" in text
+  assert "--config.optim.warmup_steps=10" in text
+  fixed = config_lib.apply_overrides(exp, ["--config.optim.warmup_steps=10"])
+  assert config_lib.validate(fixed).optim.warmup_steps == 10
+
+
+def test_train_list_names_every_experiment_file_with_its_first_paragraph(capsys):
+  import glob
+  import os
+
+  from genjax import train
+
+  train.main(["--list"])
+  out = capsys.readouterr().out
+  files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(train.EXPERIMENTS_DIR, "*.py")))
+  assert files and all(f"experiments/{name}" in out for name in files)
+  assert "Class-conditional flow matching (rectified flow) on MNIST" in out
+  rows = dict(train.list_experiments())
+  assert rows["default.py"].startswith("The default experiment: a VAE")
+  assert all(len(line) <= 110 for line in rows.values())
