@@ -342,3 +342,22 @@ def test_flow_without_diffrax_is_one_config_error(monkeypatch):
   with pytest.raises(ConfigError) as e:
     diffusion.build(flow_experiment(), INFO)
   assert "pip install diffrax" in str(e.value)
+
+
+@pytest.mark.parametrize("variant", ["", ":cpu"])
+def test_flow_mnist_is_ddpm_mnists_network_and_optimiser_with_the_flow_objective(variant):
+  flow = C.load_config_file(f"experiments/flow_mnist.py{variant}")
+  ddpm = C.load_config_file(f"experiments/ddpm_mnist.py{variant}")
+  network = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "class_conditional", "label_dropout")
+  assert [getattr(flow.model, f) for f in network] == [getattr(ddpm.model, f) for f in network]
+  assert flow.optim == ddpm.optim and flow.train.batch_size == ddpm.train.batch_size and flow.data == ddpm.data
+  m = flow.model
+  assert (m.formulation, m.flow_sigma_min, m.flow_time_sampling, m.flow_logit_mean, m.flow_logit_std) == (
+    "flow",
+    0.0,
+    "logit_normal",
+    0.0,
+    1.0,
+  )
+  C.validate(flow)
+  diffusion.check_config(m, DataInfo(name="mnist", kind="image", shape=(28, 28, 1), num_classes=10))
