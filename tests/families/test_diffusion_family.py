@@ -176,9 +176,9 @@ def edm_experiment(**model):
   return experiment(formulation="edm", sampler="heun", sample_steps=3, **model)
 
 
-@pytest.fixture(scope="module")
-def edm_trained():
-  family = diffusion.build(edm_experiment(), INFO)
+def two_steps(exp):
+  """(family, [state at init, after 1 step, after 2], the last step's metrics)."""
+  family = diffusion.build(exp, INFO)
   state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   states = [state]
@@ -186,6 +186,11 @@ def edm_trained():
     state, metrics = step(state, batch(seed=i), jax.random.key(i))
     states.append(state)
   return family, states, metrics
+
+
+@pytest.fixture(scope="module")
+def edm_trained():
+  return two_steps(edm_experiment())
 
 
 def test_edm_loss_at_init_equals_numpy_formulas(edm_trained):
@@ -242,14 +247,7 @@ def flow_experiment(**model):
 
 @pytest.fixture(scope="module")
 def flow_trained():
-  family = diffusion.build(flow_experiment(), INFO)
-  state = family.init(jax.random.key(0))
-  step = jax.jit(family.train_step)
-  states = [state]
-  for i in range(2):
-    state, metrics = step(state, batch(seed=i), jax.random.key(i))
-    states.append(state)
-  return family, states, metrics
+  return two_steps(flow_experiment())
 
 
 @needs_diffrax

@@ -326,23 +326,25 @@ def _keys_and_labels(batch, rng, model: Diffusion):
   return keys, labels
 
 
-def noisy_inputs(batch, rng, model: Diffusion):
-  """Per-example t, noise and (dropped) labels from example keys: the same in every parallel mode."""
-  x0 = batch["image"].astype(jnp.float32)
+def _example_inputs(batch, rng, model: Diffusion, level):
+  """The images, a per-example noise level level(key), standard normal noise and (dropped) labels,
+  all from example keys: the same in every parallel mode."""
+  x = batch["image"].astype(jnp.float32)
   keys, labels = _keys_and_labels(batch, rng, model)
-  t_B = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, model.config.timesteps))(keys)
-  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-  return x0, t_B, noise, labels
+  level_B = jax.vmap(lambda k: level(jax.random.fold_in(k, 0)))(keys)
+  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
+  return x, level_B, noise, labels
+
+
+def noisy_inputs(batch, rng, model: Diffusion):
+  """A "ddpm" model's per-example x0, uniform time step t, noise and (dropped) labels."""
+  return _example_inputs(batch, rng, model, lambda k: jax.random.randint(k, (), 0, model.config.timesteps))
 
 
 def edm_inputs(batch, rng, model: Diffusion):
-  """An "edm" model's per-example training sigma, noise and (dropped) labels from example keys."""
-  x0 = batch["image"].astype(jnp.float32)
-  keys, labels = _keys_and_labels(batch, rng, model)
+  """An "edm" model's per-example x0, training sigma, noise and (dropped) labels."""
   edm_cfg = model.config.edm()
-  sigma_B = jax.vmap(lambda k: edm_lib.training_sigma(jax.random.fold_in(k, 0), edm_cfg))(keys)
-  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-  return x0, sigma_B, noise, labels
+  return _example_inputs(batch, rng, model, lambda k: edm_lib.training_sigma(k, edm_cfg))
 
 
 def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
@@ -362,12 +364,8 @@ def velocity_fn(variables, labels_B, model: Diffusion, guidance_scale: float = 1
 
 def flow_inputs(batch, rng, model: Diffusion):
   """A "flow" model's per-example data x1, training time t, noise x0 and (dropped) labels."""
-  x1 = batch["image"].astype(jnp.float32)
-  keys, labels = _keys_and_labels(batch, rng, model)
   flow_cfg = model.config.flow()
-  t_B = jax.vmap(lambda k: flow_lib.training_time(jax.random.fold_in(k, 0), flow_cfg))(keys)
-  noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x1.shape[1:]))(keys)
-  return x1, t_B, noise, labels
+  return _example_inputs(batch, rng, model, lambda k: flow_lib.training_time(k, flow_cfg))
 
 
 def flow_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
