@@ -22,8 +22,7 @@ from typing import Any, Dict, List
 
 import jax
 
-from genjax import cli
-from genjax import config as config_lib
+from genjax import cli, errors
 from genjax.perf import benchmark, decode, memory, peers, startup
 from genjax.perf.registry import BENCHMARKS
 
@@ -103,7 +102,7 @@ def main(argv=None) -> Dict[str, Any]:
   if args.nanogpt:
     try:
       return peers.run(args.nanogpt, args.torch_python, args.rounds, args.quick, args.data_dir, args.out)
-    except (config_lib.ConfigError, RuntimeError) as e:
+    except errors.UserError as e:
       cli.fail(str(e))
   if args.memory:
     return _memory(args)
@@ -114,7 +113,7 @@ def main(argv=None) -> Dict[str, Any]:
       cli.fail(f"--startup_steps={args.startup_steps} must be a positive number of train steps.")
     try:
       return startup.run(args.startup_configs, args.startup_steps, args.out)
-    except RuntimeError as e:
+    except errors.UserError as e:
       cli.fail(str(e))
   names = _names(args, parser)
   return benchmark.run(

@@ -24,10 +24,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, Optional, Sequence, Tuple, Union
 
-
-class ConfigError(ValueError):
-  """A configuration a user can fix; the message says what and how."""
-
+from genjax.errors import ConfigError  # noqa: F401 - genjax.config.ConfigError, as before
 
 # ----------------------------------------------------------------------------------------------
 # The experiment tree

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from genjax import cli
+from genjax import cli, errors
 
 METRICS = ("fd", "kid", "pr", "is", "modes")
 ALIASES = {"fid": "fd", "precision": "pr", "recall": "pr", "precision_recall": "pr", "mode": "modes"}
@@ -198,12 +198,12 @@ def draw_samples(program, variables, rng, num: int, batch_size: int, options=Non
 def _check_makes_images(program):
   exp, family, info = program.exp, program.family, program.info
   if family.output == "none":
-    raise ValueError(
+    raise errors.ConfigError(
       f"This run's family ({exp.family}) is not a generative model and has no samples: leave "
       "out --metrics to get its own evaluation (a classifier's test accuracy)."
     )
   if family.output != "image" or info.kind != "image":
-    raise ValueError(
+    raise errors.ConfigError(
       f"Sample metrics compare images; this run's family ({exp.family}) makes {family.output}. "
       "Leave out --metrics for its own evaluation (e.g. bits per character)."
     )
@@ -238,7 +238,7 @@ def _judges(program, metrics, args, log):
     ref = reference_stats.reference_stats(exp.data, split, net, keep=args.keep, cache_dir=args.cache_dir, log=log)
   if "modes" in metrics:
     if info.shape[-1] != 3:
-      raise ValueError(
+      raise errors.ConfigError(
         f"modes counts Stacked-MNIST modes in 3-channel samples; {exp.data.name} has shape {info.shape}."
       )
     mnist = features.get("classifier_mnist", classifier_dir=args.classifier_dir)
@@ -258,7 +258,7 @@ def _tally(draws, net, counter, metrics, keep: int) -> dict:
   drawn = 0
   for images in draws:
     if not np.isfinite(images).all():
-      raise ValueError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
+      raise errors.ConfigError("The model's samples contain NaN or inf; the checkpoint is broken or diverged.")
     if net is not None:
       feats, logits = net.apply(images)
       out["stats"].update(feats)
@@ -353,27 +353,13 @@ def main(argv=None):
   cli.configure_logging()
   import jax
 
-  from genjax import config as config_lib
-  from genjax import data, paths
-  from genjax.core import checkpoint
-  from genjax.metrics import features
+  from genjax import paths
 
   log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout carries the JSON
   start = time.perf_counter()
   try:
     program, state, out = run(args, metrics, log)
-  except (
-    FileNotFoundError,
-    checkpoint.CheckpointError,
-    features.FeatureNetError,
-    ValueError,
-    TypeError,
-    ArithmeticError,
-    NotImplementedError,
-    data.DatasetNotPreparedError,
-    config_lib.ConfigError,
-    paths.StorageError,
-  ) as e:
+  except errors.UserError as e:  # what the user can fix; anything else is a bug and keeps its traceback
     cli.fail(e)
   exp = program.exp
   record = {

@@ -20,6 +20,8 @@ from typing import Union
 
 from etils import epath
 
+from genjax.errors import StorageError  # noqa: F401 - re-exported
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -116,10 +118,6 @@ def move(source: PathLike, target: PathLike):
   fs = fsspec.filesystem("gcs", finalize_on_close=True) if scheme in ("gs", "gcs") else fsspec.filesystem(scheme)
   fs.mv(fs._strip_protocol(os.fspath(source)), fs._strip_protocol(os.fspath(target)), recursive=True)
   fs.invalidate_cache()
-
-
-class StorageError(RuntimeError):
-  """A file or bucket genjax cannot read or write, with what to do about it."""
 
 
 def _bucket(location: str) -> str:

@@ -16,7 +16,7 @@ import sys
 
 import jax
 
-from genjax import cli
+from genjax import cli, errors
 from genjax import config as config_lib
 from genjax.perf import hlo_profile
 
@@ -49,7 +49,7 @@ def main(argv=None):
   try:
     exp = experiment(args)
     ops, wall = hlo_profile.profile_experiment(exp, args.calls)
-  except (config_lib.ConfigError, FileNotFoundError, ValueError) as e:
+  except errors.UserError as e:
     cli.fail(str(e))
   print(
     f"{args.config}: batch {exp.train.batch_size}, {exp.train.steps_per_call} step(s) per call, "

@@ -11,7 +11,7 @@ import os
 import sys
 import typing
 
-from genjax import cli
+from genjax import cli, errors
 
 
 def options_help() -> str:
@@ -36,19 +36,19 @@ def parse_options(cls, tokens):
   while i < len(tokens):
     token = tokens[i]
     if not token.startswith("--"):
-      raise ValueError(f"Unexpected argument {token!r}: options are written --NAME VALUE.")
+      raise errors.ConfigError(f"Unexpected argument {token!r}: options are written --NAME VALUE.")
     name, eq, text = token[2:].partition("=")
     if name not in fields:
       known = ", ".join(f"--{n}" for n in fields) or "none"
-      raise ValueError(f"--{name} is not a sampling option of this run's family; it takes: {known}.")
+      raise errors.ConfigError(f"--{name} is not a sampling option of this run's family; it takes: {known}.")
     if not eq:
       if i + 1 >= len(tokens):
-        raise ValueError(f"--{name} needs a value.")
+        raise errors.ConfigError(f"--{name} needs a value.")
       i, text = i + 1, tokens[i + 1]
     try:
       values[name] = config_lib.convert_value(text, hints[name], f"--{name}")
     except config_lib.ConfigError as e:
-      raise ValueError(str(e)) from e
+      raise errors.ConfigError(str(e)) from e
     i += 1
   return cls(**values)
 
@@ -128,28 +128,25 @@ def main(argv=None):
   import jax
   import numpy as np
 
-  from genjax import config as config_lib
-  from genjax import paths
-  from genjax.core import checkpoint
   from genjax.families.base import check_options
   from genjax.trainer import workdir
 
   try:
     program, state = workdir.load(args.workdir)
-  except (FileNotFoundError, checkpoint.CheckpointError, config_lib.ConfigError, paths.StorageError, ValueError) as e:
+  except errors.UserError as e:
     cli.fail(e)
   family = program.family
   check_output(program.exp, family, args.out)
   try:
     options = check_options(family, parse_options(family.sample_options, option_tokens))
-  except (ValueError, TypeError) as e:
+  except errors.ConfigError as e:
     names = ", ".join("--" + f.name for f in dataclasses.fields(family.sample_options)) or "none"
     cli.fail(f"{e} (sampling options of this run: {names}).")
   try:
     fn = program.sampler(args.num, options)
     start = time.perf_counter()
     samples = np.asarray(jax.device_get(fn(state.variables(ema=not args.no_ema), jax.random.key(args.seed))))
-  except ValueError as e:
+  except errors.UserError as e:
     cli.fail(e)
   seconds = time.perf_counter() - start
   write(args.out, samples, family)

@@ -56,3 +56,31 @@ def test_the_collective_timeout_flags_decide_whether_xla_aborts_a_straggler():
   waited = _run_straggler(simulated_devices_xla_flags(2))
   assert waited.returncode == 0, waited.stderr[-2000:]
   assert "sum 1.0" in waited.stdout
+
+
+def test_a_users_error_is_one_paragraph_and_a_bug_stays_a_traceback(tmp_path, monkeypatch, capsys):
+  """`genjax.sample` prints a UserError (here a workdir without checkpoints) as one paragraph with
+  exit code 2, and lets any other exception (a bug) out unchanged, traceback and all."""
+  import pytest
+
+  from genjax import errors, sample
+  from genjax.trainer import workdir
+
+  argv = ["--workdir", str(tmp_path), "--out", str(tmp_path / "s.png"), "--no_compilation_cache"]
+
+  def no_checkpoint(path):
+    raise errors.CheckpointError("No readable checkpoint in this workdir.")
+
+  monkeypatch.setattr(workdir, "load", no_checkpoint)
+  with pytest.raises(SystemExit) as exit_info:
+    sample.main(argv)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == "error: No readable checkpoint in this workdir.\n"
+
+  def bug(path):
+    raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+  monkeypatch.setattr(workdir, "load", bug)
+  with pytest.raises(TypeError, match="unsupported operand"):
+    sample.main(argv)
+  assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.MissingError, FileNotFoundError)

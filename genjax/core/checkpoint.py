@@ -16,12 +16,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from genjax import paths
+from genjax.errors import CheckpointError  # noqa: F401 - re-exported
 
 log = logging.getLogger("genjax")
-
-
-class CheckpointError(RuntimeError):
-  pass
 
 
 class Checkpoints:

@@ -5,6 +5,7 @@ from typing import Callable, Optional
 import jax
 import optax
 
+from genjax import errors
 from genjax.config import Optim
 
 
@@ -27,7 +28,7 @@ def schedule(optim: Optim, total_steps: int) -> optax.Schedule:
     )
   if optim.schedule == "piecewise":
     return optax.piecewise_constant_schedule(lr, dict(zip(optim.boundaries, optim.scales)))
-  raise ValueError(f"unknown schedule {optim.schedule!r}")
+  raise errors.ConfigError(f"unknown schedule {optim.schedule!r}")
 
 
 def default_decay_mask(params):
@@ -51,7 +52,7 @@ def make_optimizer(
   elif optim.name == "sgd":
     tx = optax.sgd(lr, momentum=optim.b1 or None)
   else:
-    raise ValueError(f"unknown optimizer {optim.name!r}")
+    raise errors.ConfigError(f"unknown optimizer {optim.name!r}")
   if optim.grad_clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   if optim.grad_accum_steps > 1:

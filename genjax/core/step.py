@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genjax import errors
 from genjax.core import parallel
 from genjax.core.state import EMA, TrainState, apply_gradients, ema_update, overlay
 
@@ -166,7 +167,7 @@ def exact_means(jitted_sums: Callable, batches, *args) -> tuple:
       totals[k] = totals.get(k, 0.0) + float(v)
     count += float(n)
   if count == 0:
-    raise ValueError("evaluate got no real examples (every batch was padding or none came).")
+    raise errors.ConfigError("evaluate got no real examples (every batch was padding or none came).")
   return {k: v / count for k, v in totals.items()}, count
 
 

@@ -29,6 +29,7 @@ from typing import Dict, Iterator, Optional, Protocol, Tuple
 
 import numpy as np
 
+from genjax import errors
 from genjax.config import ConfigError
 from genjax.data.info import DataInfo
 from genjax.data.tokenizers import Tokenizer
@@ -42,9 +43,9 @@ _ORDER, _BINARIZE, _FLIP, _TEXT_OFFSETS, _EVAL_BINARIZE = range(5)
 def process_share(global_batch: int, process_index: int, process_count: int) -> Tuple[int, int]:
   """The [lo, hi) rows of the global batch that process `process_index` reads."""
   if process_count <= 0 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count}).")
+    raise errors.ConfigError(f"process_index={process_index} must lie in [0, process_count={process_count}).")
   if global_batch <= 0 or global_batch % process_count:
-    raise ValueError(
+    raise errors.ConfigError(
       f"The global batch {global_batch} must be a positive multiple of the "
       f"{process_count} processes (set train.batch_size / eval.batch_size accordingly)."
     )
@@ -54,7 +55,7 @@ def process_share(global_batch: int, process_index: int, process_count: int) -> 
 
 def _check_seed(seed: int) -> None:
   if not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"The data seed must be a non-negative integer, got {seed!r}.")
+    raise errors.ConfigError(f"The data seed must be a non-negative integer, got {seed!r}.")
 
 
 def uniform_rows(entropy: Tuple[int, ...], start: int, count: int, row_shape: Tuple[int, ...]) -> np.ndarray:
@@ -111,7 +112,9 @@ class ArraySource:
 
   def __init__(self, images_NxHxWxC: np.ndarray, labels_N: np.ndarray, max_value: int = 255):
     if images_NxHxWxC.ndim != 4 or len(images_NxHxWxC) != len(labels_N):
-      raise ValueError(f"Expected images [N, H, W, C] and labels [N], got {images_NxHxWxC.shape} and {labels_N.shape}.")
+      raise errors.ConfigError(
+        f"Expected images [N, H, W, C] and labels [N], got {images_NxHxWxC.shape} and {labels_N.shape}."
+      )
     self.images = np.ascontiguousarray(images_NxHxWxC, dtype=np.uint8)
     self.labels = np.asarray(labels_N, dtype=np.int32)
     self.num_examples = len(self.labels)
@@ -133,7 +136,7 @@ class ImageDataset:
 
   def __init__(self, info: DataInfo, source: ImageSource, binarize: str = "none", flip: bool = False):
     if binarize not in ("none", "threshold", "dynamic"):
-      raise ValueError(f"data.binarize={binarize!r}: expected 'none', 'threshold' or 'dynamic'.")
+      raise errors.ConfigError(f"data.binarize={binarize!r}: expected 'none', 'threshold' or 'dynamic'.")
     if source.num_examples == 0:
       raise ConfigError(f"Dataset {info.name!r} has no examples in this split.")
     self.info = info

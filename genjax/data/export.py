@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.data import registry, sources, tfds_io
 from genjax.data.portable import FORMAT_VERSION, MARKER
 
@@ -35,7 +35,7 @@ def export(name: str, out: str, data_cfg) -> dict:
   entry = registry.find(name)
   if entry is None or entry.origin != "tfds":
     known = ", ".join(sorted(b.name for b in registry.tfds_entries()))
-    raise ValueError(f"Cannot export {name!r}: genjax exports {known}.")
+    raise errors.ConfigError(f"Cannot export {name!r}: genjax exports {known}.")
   info = {"format": FORMAT_VERSION, "name": name, "kind": entry.kind, "splits": {}}
   (_write_text if entry.kind == "text" else _write_images)(entry, folder, data_cfg, info)
   # the marker last: a half-written export is not read
@@ -88,8 +88,10 @@ def main(argv=None):
       cli.fail(f"--out {args.out} is the TFDS data_dir itself: write the export to another folder.")
     try:
       info = export(name, args.out, Data(name=name, data_dir=args.data_dir, manual_dir=args.manual_dir))
-    except (ValueError, OSError, tfds_io.DatasetNotPreparedError) as e:
+    except errors.UserError as e:
       cli.fail(e)
+    except OSError as e:  # the --out folder cannot be written
+      cli.fail(paths.storage_error(e, args.out, "write the export"))
     folder = paths.path(paths.join(args.out, name))
     size = sum(f.stat().length for f in folder.iterdir())
     print(f"{name}: {info['splits']} -> {folder} ({size / 2**20:.1f} MiB)")

@@ -42,7 +42,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.config import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -189,7 +189,9 @@ def fit(image, size: int, channels: int, crop: Optional[int] = None, scale: floa
   width, height = image.size
   side = min(width, height) if crop is None else round(crop * scale)
   if side > min(width, height):
-    raise ValueError(f"data.crop_size={crop} is larger than the image ({round(width / scale)}x{round(height / scale)})")
+    raise errors.ConfigError(
+      f"data.crop_size={crop} is larger than the image ({round(width / scale)}x{round(height / scale)})"
+    )
   left, top = (width - side) // 2, (height - side) // 2
   image = image.crop((left, top, left + side, top + side))  # crop first: no bleed from outside
   if side != size:

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.config import ConfigError
 from genjax.data import tfds_io
 
@@ -31,7 +31,7 @@ def exported_dir(name: str, data_cfg) -> Optional[str]:
 def read_info(folder: str) -> dict:
   info = json.loads(paths.read_text(paths.join(folder, MARKER)))
   if info.get("format") != FORMAT_VERSION:
-    raise ValueError(
+    raise errors.ConfigError(
       f"{folder} holds a genjax export of format {info.get('format')}, this genjax reads "
       f"format {FORMAT_VERSION}: export the dataset again with python -m genjax.data.export."
     )
@@ -54,7 +54,7 @@ def images(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray, Optional[in
   with np.load(io.BytesIO(paths.read_bytes(paths.join(folder, f"{split}.npz")))) as data:
     images_, labels = data["images"], data["labels"]
   if len(images_) != info["splits"][split] or tuple(images_.shape[1:]) != tuple(info["shape"]):
-    raise ValueError(
+    raise errors.ConfigError(
       f"{folder}/{split}.npz holds {images_.shape}, not the {info['splits'][split]} x "
       f"{tuple(info['shape'])} images its {MARKER} lists: export it again."
     )

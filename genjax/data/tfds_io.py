@@ -27,15 +27,15 @@ import tempfile
 import time
 from typing import List, NamedTuple, Optional, Tuple
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.data import registry
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(errors.MissingError):
   """A TFDS dataset is neither prepared nor preparable; the message says which files go where."""
 
 
-class ChecksumMismatchError(ValueError):
+class ChecksumMismatchError(errors.ConfigError):
   """A raw file in manual_dir is not the one TFDS registers (size or SHA-256 differ)."""
 
 

@@ -20,6 +20,8 @@ from typing import Mapping
 
 import numpy as np
 
+from genjax import errors
+
 
 class Tokenizer(abc.ABC):
   """Maps text to int32 token ids in [0, vocab_size) and back."""
@@ -50,7 +52,7 @@ class CharTokenizer(Tokenizer):
 
   def __init__(self, chars: str):
     if len(set(chars)) != len(chars):
-      raise ValueError("CharTokenizer vocabulary has repeated characters.")
+      raise errors.ConfigError("CharTokenizer vocabulary has repeated characters.")
     self.chars = "".join(sorted(chars))
     self.vocab_size = len(self.chars)
     codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
@@ -70,7 +72,7 @@ class CharTokenizer(Tokenizer):
     ids[known] = self._table[codepoints[known]]
     if (ids < 0).any():
       unknown = sorted({chr(c) for c in codepoints[ids < 0]})
-      raise ValueError(
+      raise errors.ConfigError(
         f"Characters {unknown[:10]!r} are not in this CharTokenizer's {self.vocab_size}-symbol "
         "vocabulary; use the byte tokenizer (--config.data.tokenizer=byte) for arbitrary text."
       )
@@ -79,7 +81,7 @@ class CharTokenizer(Tokenizer):
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-      raise ValueError(f"Token ids must lie in [0, {self.vocab_size}), got range [{ids.min()}, {ids.max()}].")
+      raise errors.ConfigError(f"Token ids must lie in [0, {self.vocab_size}), got range [{ids.min()}, {ids.max()}].")
     return "".join(self.chars[i] for i in ids.tolist())
 
   def to_dict(self) -> dict:
@@ -100,7 +102,7 @@ class ByteTokenizer(Tokenizer):
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() > 255):
-      raise ValueError(f"Byte token ids must lie in [0, 256), got range [{ids.min()}, {ids.max()}].")
+      raise errors.ConfigError(f"Byte token ids must lie in [0, 256), got range [{ids.min()}, {ids.max()}].")
     return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
   def to_dict(self) -> dict:
@@ -135,7 +137,7 @@ class BpeTokenizer(Tokenizer):
     repeats). Deterministic: the same corpus gives the same tokenizer."""
     hf = _hf_tokenizers()
     if vocab_size < 256:
-      raise ValueError(f"data.bpe_vocab_size={vocab_size} must be >= 256 (the byte alphabet).")
+      raise errors.ConfigError(f"data.bpe_vocab_size={vocab_size} must be >= 256 (the byte alphabet).")
     tok = hf.Tokenizer(hf.models.BPE())
     tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = hf.decoders.ByteLevel()
@@ -155,7 +157,7 @@ class BpeTokenizer(Tokenizer):
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-      raise ValueError(f"Token ids must lie in [0, {self.vocab_size}), got range [{ids.min()}, {ids.max()}].")
+      raise errors.ConfigError(f"Token ids must lie in [0, {self.vocab_size}), got range [{ids.min()}, {ids.max()}].")
     return self._tok.decode(ids.tolist(), skip_special_tokens=False)
 
   def to_dict(self) -> dict:
@@ -174,7 +176,9 @@ def from_dict(d: Mapping) -> Tokenizer:
     return ByteTokenizer()
   if kind == "bpe":
     return BpeTokenizer(_hf_tokenizers().Tokenizer.from_str(d["json"]))
-  raise ValueError(f"Unknown tokenizer kind {kind!r} (expected 'char', 'byte' or 'bpe') in {str(dict(d))[:200]}.")
+  raise errors.ConfigError(
+    f"Unknown tokenizer kind {kind!r} (expected 'char', 'byte' or 'bpe') in {str(dict(d))[:200]}."
+  )
 
 
 def make(kind: str, corpus: str, bpe_vocab_size: int = 1024) -> Tokenizer:
@@ -185,4 +189,4 @@ def make(kind: str, corpus: str, bpe_vocab_size: int = 1024) -> Tokenizer:
     return ByteTokenizer()
   if kind == "bpe":
     return BpeTokenizer.train(corpus, bpe_vocab_size)
-  raise ValueError(f"data.tokenizer={kind!r}: expected 'char', 'byte' or 'bpe'.")
+  raise errors.ConfigError(f"data.tokenizer={kind!r}: expected 'char', 'byte' or 'bpe'.")

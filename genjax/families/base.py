@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 
+from genjax import errors
+
 Batch = Dict[str, Any]  # {"image": f32[B,H,W,C] in [-1, 1], "label": i32[B]} or {"tokens": i32[B,L+1]}
 Metrics = Dict[str, jax.Array]  # scalar means over the batch
 
@@ -69,5 +71,5 @@ def check_options(family: Family, options) -> Any:
   if options is None:
     options = family.sample_options()
   if not isinstance(options, family.sample_options):
-    raise TypeError(f"sample options must be {family.sample_options.__name__}, got {type(options).__name__}.")
+    raise errors.ConfigError(f"sample options must be {family.sample_options.__name__}, got {type(options).__name__}.")
   return family.resolve_options(options)

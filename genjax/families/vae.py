@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
 from genjax.config import ConfigError, Experiment
 from genjax.core import parallel
 from genjax.core import step as step_lib
@@ -520,7 +521,7 @@ def evaluate(params, batches, rng, model: VAE) -> Dict[str, float]:
       totals[name] = totals.get(name, 0.0) + float(value)
     count += float(n)
   if not count:
-    raise ValueError("evaluate() got no real examples (every mask was 0, or no batches).")
+    raise errors.ConfigError("evaluate() got no real examples (every mask was 0, or no batches).")
   out = {name: value / count for name, value in totals.items()}
   out["bits_per_dim"] = out["nll"] / (float(np.prod(model.image_shape)) * math.log(2.0))
   out["nll_samples"] = float(model.config.eval_samples)

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple
 import jax
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.data import registry
 
 Apply = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -33,7 +33,7 @@ class FeatureNet:
   fingerprint: str  # changes when the weights change (keys the reference-statistics cache)
 
 
-class FeatureNetError(ValueError):
+class FeatureNetError(errors.ConfigError):
   """A feature network that cannot be built; the message says what to do."""
 
 
@@ -97,7 +97,7 @@ def batched(fn: Callable, batch_size: int) -> Apply:
       features, logits = jax.device_get(jitted(chunk))
       outputs.append((features[: batch_size - pad], logits[: batch_size - pad]))
     if not outputs:
-      raise ValueError("No images to compute features of.")
+      raise errors.ConfigError("No images to compute features of.")
     return (np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]))
 
   return apply

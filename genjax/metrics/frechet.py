@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from genjax import errors
+
 
 @dataclasses.dataclass
 class RunningStats:
@@ -37,7 +39,7 @@ class RunningStats:
   def update(self, features_NxD, mask_N=None) -> "RunningStats":
     x = np.asarray(features_NxD, np.float64)
     if x.ndim != 2 or x.shape[1] != self.dim:
-      raise ValueError(f"RunningStats({self.dim}) got features of shape {x.shape}; expected [N, {self.dim}].")
+      raise errors.ConfigError(f"RunningStats({self.dim}) got features of shape {x.shape}; expected [N, {self.dim}].")
     if mask_N is not None:
       x = x[np.asarray(mask_N) > 0]
     if not len(x):
@@ -66,7 +68,7 @@ class RunningStats:
 
   def _check(self, needed: int):
     if self.count < needed:
-      raise ValueError(f"RunningStats has {self.count} examples; at least {needed} are needed.")
+      raise errors.ConfigError(f"RunningStats has {self.count} examples; at least {needed} are needed.")
 
 
 def sqrtm_psd(matrix: np.ndarray, check_rtol: float = 1e-6) -> np.ndarray:
@@ -79,14 +81,14 @@ def sqrtm_psd(matrix: np.ndarray, check_rtol: float = 1e-6) -> np.ndarray:
   m = np.asarray(matrix, np.float64)
   scale = max(np.abs(m).max(), np.finfo(np.float64).tiny)
   if not np.allclose(m, m.T, rtol=0, atol=1e-8 * scale):
-    raise ValueError("sqrtm_psd needs a symmetric matrix (a covariance).")
+    raise errors.ConfigError("sqrtm_psd needs a symmetric matrix (a covariance).")
   eigenvalues, eigenvectors = np.linalg.eigh((m + m.T) / 2)
   if eigenvalues.min(initial=0.0) < -1e-6 * max(eigenvalues.max(initial=0.0), 1.0):
-    raise ValueError(f"Matrix is not positive semi-definite (eigenvalue {eigenvalues.min():.3g}).")
+    raise errors.ConfigError(f"Matrix is not positive semi-definite (eigenvalue {eigenvalues.min():.3g}).")
   root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
   error = np.linalg.norm(root @ root - m) / max(np.linalg.norm(m), np.finfo(np.float64).tiny)
   if not error <= check_rtol:
-    raise ArithmeticError(f"Matrix square root check failed: |R R - S| / |S| = {error:.3g} > {check_rtol:g}.")
+    raise errors.NumericalError(f"Matrix square root check failed: |R R - S| / |S| = {error:.3g} > {check_rtol:g}.")
   return root
 
 
@@ -106,9 +108,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-    raise ValueError(f"Shapes do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}.")
+    raise errors.ConfigError(
+      f"Shapes do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}."
+    )
   if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
-    raise ValueError("Feature statistics contain NaN or inf: the features (or the samples) are not finite.")
+    raise errors.ConfigError("Feature statistics contain NaN or inf: the features (or the samples) are not finite.")
   diff = mu1 - mu2
   value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
   return float(max(value, 0.0))

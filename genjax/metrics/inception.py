@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
@@ -173,7 +173,7 @@ def resize_for_inception(images_NxHxWxC: jax.Array, size: int = INPUT_SIZE) -> j
   (half-pixel centres, no anti-aliasing: torch's interpolate(align_corners=False))."""
   x = jnp.asarray(images_NxHxWxC, jnp.float32)
   if x.ndim != 4 or x.shape[-1] not in (1, 3):
-    raise ValueError(f"Inception takes images [N, H, W, 1 or 3], got shape {x.shape}.")
+    raise errors.ConfigError(f"Inception takes images [N, H, W, 1 or 3], got shape {x.shape}.")
   if x.shape[-1] == 1:
     x = jnp.repeat(x, 3, axis=-1)
   if x.shape[1:3] != (size, size):
@@ -258,7 +258,7 @@ class _Tensor:
       return np.array(flat[self.offset])
     needed = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
     if needed > len(flat) or min(self.stride, default=0) < 0:
-      raise ValueError(
+      raise errors.ConfigError(
         f"Tensor of size {self.size} and stride {self.stride} overruns its storage "
         f"({len(flat)} elements): the weight file is corrupt."
       )
@@ -317,7 +317,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _materialize(obj, storages: Dict[str, _Storage]):
   for storage in storages.values():
     if storage.array is None:
-      raise ValueError(f"Storage {storage.key} is named in the weight file but has no data.")
+      raise errors.ConfigError(f"Storage {storage.key} is named in the weight file but has no data.")
   if isinstance(obj, dict):
     return {k: _materialize(v, storages) for k, v in obj.items()}
   if isinstance(obj, _Tensor):
@@ -331,7 +331,7 @@ def _load_zip(path: str):
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
     if len(pickles) != 1:
-      raise ValueError(f"{path} is a zip file but not a torch checkpoint (no single data.pkl).")
+      raise errors.ConfigError(f"{path} is a zip file but not a torch checkpoint (no single data.pkl).")
     prefix = pickles[0][: -len("data.pkl")]
     unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])))
     obj = unpickler.load()
@@ -353,7 +353,7 @@ def _load_legacy(path: str):
     except Exception:  # noqa: BLE001 - anything unreadable is "not a torch file"
       magic = None
     if magic != _LEGACY_MAGIC:
-      raise ValueError(f"{path} is neither a torch zip checkpoint nor a legacy torch file.")
+      raise errors.ConfigError(f"{path} is neither a torch zip checkpoint nor a legacy torch file.")
     _RestrictedUnpickler(f).load()  # protocol version
     _RestrictedUnpickler(f).load()  # sys info
     unpickler = _RestrictedUnpickler(f)
@@ -373,7 +373,7 @@ def read_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
   else:
     state = _load_legacy(path)
   if not isinstance(state, dict):
-    raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors).")
+    raise errors.ConfigError(f"{path} does not hold a state dict (a mapping of names to tensors).")
   return {k: np.asarray(v) for k, v in state.items()}
 
 
@@ -435,13 +435,15 @@ def variables_from_state_dict(state_dict: Dict[str, np.ndarray]) -> dict:
   missing = sorted(jax.tree_util.keystr(k) for k in set(flat_expected) - set(flat_got))
   extra = sorted(jax.tree_util.keystr(k) for k in set(flat_got) - set(flat_expected))
   if missing or extra:
-    raise ValueError(
+    raise errors.ConfigError(
       f"The weights do not fit FIDInceptionV3: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
       f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}. Is this {WEIGHTS_FILE}?"
     )
   for key, spec in flat_expected.items():
     if flat_got[key].shape != spec.shape:
-      raise ValueError(f"Weight {jax.tree_util.keystr(key)} has shape {flat_got[key].shape}, expected {spec.shape}.")
+      raise errors.ConfigError(
+        f"Weight {jax.tree_util.keystr(key)} has shape {flat_got[key].shape}, expected {spec.shape}."
+      )
   return jax.tree.map(jnp.asarray, variables)
 
 
@@ -491,7 +493,7 @@ def find_weights(path: Optional[str] = None, download: bool = True) -> str:
       if os.path.exists(partial):
         os.remove(partial)
   if not os.path.isfile(candidate):
-    raise FileNotFoundError(
+    raise errors.MissingError(
       f"The FID Inception weights {WEIGHTS_FILE} were not found at {candidate} and could not be "
       f"downloaded. Download {WEIGHTS_URL} on a machine with a network and either put it at "
       f"{default_weights_path()} or point {WEIGHTS_ENV}=/path/to/{WEIGHTS_FILE} at it "
@@ -499,7 +501,7 @@ def find_weights(path: Optional[str] = None, download: bool = True) -> str:
     )
   digest = sha256_of(candidate)
   if not digest.startswith(WEIGHTS_SHA256_PREFIX):
-    raise ValueError(
+    raise errors.ConfigError(
       f"{candidate} has SHA-256 {digest}, which does not start with "
       f"{WEIGHTS_SHA256_PREFIX} as {WEIGHTS_FILE} does: the file is corrupt or another "
       f"file. Download it again from {WEIGHTS_URL}."

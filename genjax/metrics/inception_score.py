@@ -9,13 +9,17 @@ from typing import Dict
 
 import numpy as np
 
+from genjax import errors
+
 
 def inception_score(probs_NxK: np.ndarray, num_splits: int = 10) -> Dict[str, float]:
   p = np.asarray(probs_NxK, np.float64)
   if p.ndim != 2 or len(p) < num_splits:
-    raise ValueError(f"inception_score needs probabilities [N, K] with N >= num_splits={num_splits}, got {p.shape}.")
+    raise errors.ConfigError(
+      f"inception_score needs probabilities [N, K] with N >= num_splits={num_splits}, got {p.shape}."
+    )
   if not np.allclose(p.sum(1), 1.0, atol=1e-3) or p.min() < 0:
-    raise ValueError("inception_score takes probabilities (rows of a softmax), not logits.")
+    raise errors.ConfigError("inception_score takes probabilities (rows of a softmax), not logits.")
   scores = []
   for part in np.array_split(p, num_splits):
     marginal = part.mean(0, keepdims=True)

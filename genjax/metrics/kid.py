@@ -9,6 +9,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from genjax import errors
+
 
 def polynomial_kernel(x_NxD: np.ndarray, y_MxD: np.ndarray, degree: int = 3, coef0: float = 1.0) -> np.ndarray:
   d = x_NxD.shape[1]
@@ -20,7 +22,7 @@ def mmd2_unbiased(x_NxD: np.ndarray, y_MxD: np.ndarray) -> float:
   x, y = np.asarray(x_NxD, np.float64), np.asarray(y_MxD, np.float64)
   n, m = len(x), len(y)
   if n < 2 or m < 2:
-    raise ValueError(f"The unbiased MMD needs at least 2 examples per set, got {n} and {m}.")
+    raise errors.ConfigError(f"The unbiased MMD needs at least 2 examples per set, got {n} and {m}.")
   k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
   within_x = (k_xx.sum() - np.trace(k_xx)) / (n * (n - 1))
   within_y = (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
@@ -34,7 +36,7 @@ def kernel_distance(
   of `subset_size` examples drawn without replacement from each set (smaller sets: all of it)."""
   real, fake = np.asarray(real_NxD), np.asarray(fake_MxD)
   if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"Feature dimensions differ: {real.shape} vs {fake.shape}.")
+    raise errors.ConfigError(f"Feature dimensions differ: {real.shape} vs {fake.shape}.")
   size = min(subset_size, len(real), len(fake))
   rng = np.random.default_rng(seed)
   values = np.array(

@@ -11,6 +11,8 @@ from typing import Dict
 
 import numpy as np
 
+from genjax import errors
+
 
 def _squared_distances(a_NxD: np.ndarray, b_MxD: np.ndarray) -> np.ndarray:
   a, b = a_NxD.astype(np.float64), b_MxD.astype(np.float64)
@@ -22,7 +24,7 @@ def knn_radii(features_NxD: np.ndarray, k: int = 3, block: int = 1024) -> np.nda
   """f64[N]: squared distance of each vector to its k-th nearest neighbour (itself excluded)."""
   x = np.asarray(features_NxD)
   if len(x) <= k:
-    raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(x)}.")
+    raise errors.ConfigError(f"k-NN radii with k={k} need more than {k} vectors, got {len(x)}.")
   radii = np.empty(len(x))
   for start in range(0, len(x), block):
     d = _squared_distances(x[start : start + block], x)
@@ -44,7 +46,7 @@ def fraction_inside(manifold_NxD: np.ndarray, radii_N: np.ndarray, queries_MxD: 
 def precision_recall(real_NxD: np.ndarray, fake_MxD: np.ndarray, k: int = 3) -> Dict[str, float]:
   real, fake = np.asarray(real_NxD), np.asarray(fake_MxD)
   if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"Feature dimensions differ: {real.shape} vs {fake.shape}.")
+    raise errors.ConfigError(f"Feature dimensions differ: {real.shape} vs {fake.shape}.")
   precision = fraction_inside(real, knn_radii(real, k), fake)
   recall = fraction_inside(fake, knn_radii(fake, k), real)
   return {"precision": precision, "recall": recall}

@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from genjax import paths
+from genjax import errors, paths
 from genjax.metrics.features import FeatureNet
 from genjax.metrics.frechet import RunningStats
 
@@ -114,7 +114,7 @@ def score_samples(images, net: FeatureNet, ref: ReferenceStats, name: str = "sam
 
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or not np.isfinite(images).all() or images.min() < -1.001 or images.max() > 1.001:
-    raise ValueError(f"{name}: expected finite images f32[N,H,W,C] in [-1, 1], got shape {images.shape}.")
+    raise errors.ConfigError(f"{name}: expected finite images f32[N,H,W,C] in [-1, 1], got shape {images.shape}.")
   stats, counts = RunningStats(net.dim), np.zeros(net.num_classes, np.int64)
   for start in range(0, len(images), 1000):
     feats, logits = net.apply(images[start : start + 1000])
@@ -183,7 +183,7 @@ def main(argv=None):
       out[f"fd_{args.split}_vs_uniform_noise"] = frechet.frechet_distance(ref.mean, ref.cov, stats.mean, stats.cov)
     if args.samples:
       out.update(score_samples(np.load(args.samples), net, ref, args.samples))
-  except (FileNotFoundError, ValueError, ArithmeticError) as e:
+  except errors.UserError as e:
     cli.fail(e)
   print(json.dumps(out))
 

@@ -10,6 +10,8 @@ from typing import Callable, Dict
 
 import numpy as np
 
+from genjax import errors
+
 NUM_MODES = 1000
 PACGAN_NUM_SAMPLES = 26_000
 
@@ -18,7 +20,7 @@ def mode_indices(digits_Nx3: np.ndarray) -> np.ndarray:
   """i64[N]: the mode of each sample from its per-channel digits (0-9)."""
   d = np.asarray(digits_Nx3, np.int64)
   if d.ndim != 2 or d.shape[1] != 3 or d.min(initial=0) < 0 or d.max(initial=0) > 9:
-    raise ValueError(f"mode_indices takes digits in 0..9 of shape [N, 3], got {d.shape}.")
+    raise errors.ConfigError(f"mode_indices takes digits in 0..9 of shape [N, 3], got {d.shape}.")
   return d[:, 0] * 100 + d[:, 1] * 10 + d[:, 2]
 
 
@@ -41,7 +43,7 @@ class ModeCounter:
   def update(self, images_NxHxWx3: np.ndarray) -> "ModeCounter":
     x = np.asarray(images_NxHxWx3)
     if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"Stacked-MNIST samples have 3 channels, got shape {x.shape}.")
+      raise errors.ConfigError(f"Stacked-MNIST samples have 3 channels, got shape {x.shape}.")
     n = len(x)
     # All three channels in one classifier call: [N,H,W,3] -> [3N,H,W,1], channel-major.
     channels = np.moveaxis(x, -1, 0).reshape(3 * n, *x.shape[1:3], 1)

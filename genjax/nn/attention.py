@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
+
 Cache = dict  # {"k": f[B,S,N,H], "v": f[B,S,N,H], "index": i32[] (next position to write)}
 
 
@@ -49,13 +51,13 @@ def pick_implementation(requested: Optional[str], dtype, head_dim: int) -> str:
   """
   if requested in ("xla", "cudnn"):
     if requested == "cudnn" and jax.default_backend() != "gpu":
-      raise ValueError(
+      raise errors.ConfigError(
         f"attention implementation 'cudnn' needs a GPU, but the backend is "
         f"{jax.default_backend()!r}: use 'auto' or 'xla'."
       )
     return requested
   if requested not in (None, "auto"):
-    raise ValueError(f"attention implementation {requested!r} is unknown: use 'auto', 'xla' or 'cudnn'.")
+    raise errors.ConfigError(f"attention implementation {requested!r} is unknown: use 'auto', 'xla' or 'cudnn'.")
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
   if jax.default_backend() == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128:
     return "cudnn"
@@ -67,7 +69,7 @@ def rotary(x_BxLxNxH: jax.Array, positions_L: jax.Array, base: float = 10000.0) 
   (i, i + H/2) by the angle position * base^(-2i/H). Computed in float32, returned in x's dtype."""
   H = x_BxLxNxH.shape[-1]
   if H % 2:
-    raise ValueError(f"rotary positions need an even head width, got {H}.")
+    raise errors.ConfigError(f"rotary positions need an even head width, got {H}.")
   half = H // 2
   inv_freq_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_LxK = positions_L.astype(jnp.float32)[:, None] * inv_freq_K[None, :]
@@ -108,7 +110,7 @@ class SelfAttention(nn.Module):
     B, L, D = x_BxLxD.shape
     N = self.num_heads
     if D % N:
-      raise ValueError(f"width {D} is not divisible by num_heads {N}.")
+      raise errors.ConfigError(f"width {D} is not divisible by num_heads {N}.")
     H = D // N
     qkv_BxLx3xNxH = nn.DenseGeneral(
       (3, N, H), use_bias=self.use_bias, dtype=self.dtype, kernel_init=nn.initializers.normal(self.init_std), name="qkv"
@@ -128,7 +130,7 @@ class SelfAttention(nn.Module):
       new_cache = None
     else:
       if not self.causal:
-        raise ValueError("a key/value cache only makes sense for causal attention.")
+        raise errors.ConfigError("a key/value cache only makes sense for causal attention.")
       index = cache["index"]
       k_BxSxNxH = jax.lax.dynamic_update_slice(cache["k"], k_BxLxNxH.astype(cache["k"].dtype), (0, index, 0, 0))
       v_BxSxNxH = jax.lax.dynamic_update_slice(cache["v"], v_BxLxNxH.astype(cache["v"].dtype), (0, index, 0, 0))

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from genjax import errors
+
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 
@@ -167,7 +169,7 @@ def _use_matmul(impl: str, features: int) -> bool:
   (the RGB / grey image out of a generator), where the product is memory-bound and XLA's
   convolution measured 10-40x faster."""
   if impl not in ("auto", "matmul", "xla"):
-    raise ValueError(f"conv impl must be 'auto', 'matmul' or 'xla', got {impl!r}.")
+    raise errors.ConfigError(f"conv impl must be 'auto', 'matmul' or 'xla', got {impl!r}.")
   return impl == "matmul" or (impl == "auto" and jax.default_backend() == "cpu" and features >= 8)
 
 
@@ -197,7 +199,7 @@ def transpose_padding(kernel_size: Sequence[int], strides: Sequence[int], paddin
     elif padding == "VALID":
       pad_len, pad_a = k + s - 2 + max(k - s, 0), k - 1
     else:
-      raise ValueError(f"ConvTranspose padding must be 'SAME' or 'VALID', got {padding!r}.")
+      raise errors.ConfigError(f"ConvTranspose padding must be 'SAME' or 'VALID', got {padding!r}.")
     pads.append((pad_a, pad_len - pad_a))
   return tuple(pads)
 

@@ -5,6 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
+
 
 def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
   """The Transformer's sinusoidal position embedding of the scalars `t_B` (Vaswani et al. 2017),
@@ -14,7 +16,7 @@ def sinusoidal_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0)
   to 1 / max_period so that both neighbouring and distant time steps are told apart.
   """
   if dim % 2:
-    raise ValueError(f"sinusoidal_embedding needs an even dim, got {dim}.")
+    raise errors.ConfigError(f"sinusoidal_embedding needs an even dim, got {dim}.")
   half = dim // 2
   # DDPM's code divides by (half - 1) so the last frequency is exactly 1 / max_period.
   freqs_H = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))

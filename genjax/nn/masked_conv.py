@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
 from genjax.nn.conv import Conv
 
 
@@ -69,7 +70,7 @@ class GatedBlock(nn.Module):
   def __call__(self, v_BxHxWxC, h_BxHxWxC):
     k, C = self.kernel_size, self.features
     if k % 2 == 0:
-      raise ValueError(f"PixelCNN kernel sizes must be odd, got {k}.")
+      raise errors.ConfigError(f"PixelCNN kernel sizes must be odd, got {k}.")
     v_BxHxWx2C = Conv(
       2 * C,
       (k, k),

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
 from genjax.nn.attention import Cache, SelfAttention
 
 # GPT-2's and nanoGPT's LayerNorm epsilon (Flax's default is 1e-6).
@@ -26,7 +27,7 @@ def example_dropout(x_Bx: jax.Array, rate: float, keys_B: Optional[jax.Array], s
   if rate == 0.0 or keys_B is None:
     return x_Bx
   if not 0.0 < rate < 1.0:
-    raise ValueError(f"dropout rate must lie in [0, 1), got {rate}.")
+    raise errors.ConfigError(f"dropout rate must lie in [0, 1), got {rate}.")
   shape = x_Bx.shape[1:]
   keep_Bx = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, site), 1.0 - rate, shape))(keys_B)
   return jnp.where(keep_Bx, x_Bx / (1.0 - rate), 0).astype(x_Bx.dtype)

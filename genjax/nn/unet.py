@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
 from genjax.nn.embeddings import sinusoidal_embedding
 from genjax.nn.norm import Dropout
 
@@ -74,7 +75,7 @@ class AttnBlock(nn.Module):
   def __call__(self, x_BxHxWxC):
     B, H, W, C = x_BxHxWxC.shape
     if C % self.num_heads:
-      raise ValueError(f"AttnBlock: {C} channels do not split into {self.num_heads} heads.")
+      raise errors.ConfigError(f"AttnBlock: {C} channels do not split into {self.num_heads} heads.")
     h = _group_norm(x_BxHxWxC, "norm")
     dense = lambda name, init=_default_init: nn.Dense(C, dtype=self.dtype, kernel_init=init, name=name)
     split = lambda t: t.reshape(B, H * W, self.num_heads, C // self.num_heads)
@@ -106,7 +107,7 @@ class UNet(nn.Module):
     B, H, W, C = x_BxHxWxC.shape
     levels = len(self.ch_mult)
     if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
-      raise ValueError(
+      raise errors.ConfigError(
         f"UNet: a {H}x{W} image cannot be halved {levels - 1} times (ch_mult={tuple(self.ch_mult)}); "
         f"use fewer levels, e.g. ch_mult=(1, 2, 2) for 28x28 (28 -> 14 -> 7)."
       )
@@ -123,7 +124,7 @@ class UNet(nn.Module):
     )
     if self.num_classes is not None:
       if label_B is None:
-        raise ValueError("UNet: this model is class-conditional; pass label_B (num_classes for 'no label').")
+        raise errors.ConfigError("UNet: this model is class-conditional; pass label_B (num_classes for 'no label').")
       temb_BxE = temb_BxE + nn.Embed(self.num_classes + 1, 4 * self.ch, name="label_embed")(label_B).astype(self.dtype)
 
     # Downsampling path; every output is kept for the skip connections.

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from genjax import data as data_lib
+from genjax import errors
 from genjax.perf.registry import synthetic_batch
 from genjax.trainer import program as program_lib
 
@@ -169,7 +170,7 @@ def trace_ops(run: Callable[[], None], instructions: Dict[str, Instruction], cal
       jax.profiler.stop_trace()
     files = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
     if not files:
-      raise RuntimeError(f"jax.profiler wrote no trace into {trace_dir}.")
+      raise errors.ToolError(f"jax.profiler wrote no trace into {trace_dir}.")
     data = jax.profiler.ProfileData.from_file(files[0])
     totals: Dict[str, int] = collections.Counter()
     for plane in data.planes:

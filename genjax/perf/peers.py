@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from genjax import config as config_lib
+from genjax import errors
 from genjax.perf.registry import repo_path
 
 # nanoGPT README, "I only have a MacBook": the setting experiments/gpt_shakespeare_char.py:cpu copies.
@@ -42,7 +43,7 @@ def _run_logged(command: List[str], cwd: Optional[str] = None, env=None) -> str:
   done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
   if done.returncode != 0:
     tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-    raise RuntimeError(f"{' '.join(command[:4])} ... exited with {done.returncode}: " + " | ".join(tail))
+    raise errors.ToolError(f"{' '.join(command[:4])} ... exited with {done.returncode}: " + " | ".join(tail))
   return done.stdout + done.stderr
 
 
@@ -62,7 +63,7 @@ def nanogpt_ms_per_iter(nanogpt_dir: str, python: str, iters: int, skip: int) ->
   ]
   times = [ms for i, _, ms in found if i >= skip]
   if not times:
-    raise RuntimeError(f"nanoGPT printed no iteration times past iteration {skip}; its output ended: {text[-300:]}")
+    raise errors.ToolError(f"nanoGPT printed no iteration times past iteration {skip}; its output ended: {text[-300:]}")
   return {"ms_per_step": float(np.median(times)), "steps": len(times), "last_loss": found[-1][1]}
 
 
@@ -93,7 +94,7 @@ def genjax_ms_per_step(iters: int, window: int, data_dir: Optional[str]) -> Dict
   shutil.rmtree(workdir, ignore_errors=True)
   rates = [r["steps_per_sec"] for r in records if r["step"] > window]
   if not rates:
-    raise RuntimeError("the genjax run logged no steps/s after its first window")
+    raise errors.ToolError("the genjax run logged no steps/s after its first window")
   return {
     "ms_per_step": float(np.median([1e3 / r for r in rates])),
     "steps": iters - window,

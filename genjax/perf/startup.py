@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from genjax import compile_cache
+from genjax import compile_cache, errors
 from genjax.perf.registry import repo_path
 
 STARTUP_CONFIGS = (
@@ -56,7 +56,7 @@ def _timed(command: List[str], env: dict, first_line_of: Optional[str] = None) -
     time.sleep(0.02)
   total = time.perf_counter() - t0
   if proc.returncode != 0:
-    raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr.read()[-2000:]}")
+    raise errors.ToolError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr.read()[-2000:]}")
   return {"total_s": round(total, 2), **({"first_step_s": round(first, 2)} if first is not None else {})}
 
 

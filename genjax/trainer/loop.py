@@ -27,7 +27,7 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax import data as data_lib
-from genjax import families, paths
+from genjax import errors, families, paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.core.placement import Placement, place
 from genjax.trainer import program as program_lib
@@ -44,8 +44,10 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" - rerunning the command res
 MAX_IN_FLIGHT = 1
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(errors.UserError, RuntimeError):
   """A logged metric became NaN or infinite; the last good checkpoint is kept."""
+
+  exit_code = 3
 
 
 class Preempted(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Optional
 import jax
 
 from genjax import config as config_lib
-from genjax import families, paths
+from genjax import errors, families, paths
 from genjax.core import checkpoint as ckpt_lib
 from genjax.data.info import DataInfo
 from genjax.trainer import program as program_lib
@@ -57,7 +57,7 @@ def load_config(workdir: str) -> config_lib.Experiment:
   except Exception as e:  # noqa: BLE001 - each store raises its own types
     raise paths.storage_error(e, workdir, "read the workdir") from None
   if text is None:
-    raise FileNotFoundError(
+    raise errors.MissingError(
       f"{path} does not exist: is {workdir!r} a genjax workdir? Train first with python -m genjax.train --workdir DIR."
     )
   try:
@@ -128,7 +128,7 @@ def load(workdir: str, step: Optional[int] = None, overrides=()):
   checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
   try:
     if not checkpoints.steps():
-      raise FileNotFoundError(
+      raise errors.MissingError(
         f"No checkpoint in {checkpoints.directory}: train longer than "
         "train.checkpoint_every steps, or check the --workdir."
       )

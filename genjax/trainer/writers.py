@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 import numpy as np
 from PIL import Image
 
-from genjax import paths
+from genjax import errors, paths
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, min_cell: int = 64) -> Image.Image:
@@ -17,7 +17,7 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, mi
   .. 2). Small images are enlarged with nearest-neighbour so each cell is >= `min_cell` px."""
   images = np.asarray(images, np.float32)
   if len(images) == 0:
-    raise ValueError("image_grid needs at least one image.")
+    raise errors.ConfigError("image_grid needs at least one image.")
   if images.ndim == 3:
     images = images[..., None]
   n, h, w, c = images.shape

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
@@ -168,11 +169,11 @@ def samplers_of(formulation: str) -> Tuple[str, ...]:
 def check_sampler(sampler: str, cfg: "Config", where: str = "sampler") -> None:
   """ValueError for an unknown sampler or one the model's formulation cannot drive."""
   if sampler not in ALL_SAMPLERS:
-    raise ValueError(f"{where} = {sampler!r} is not one of {', '.join(ALL_SAMPLERS)}.")
+    raise errors.ConfigError(f"{where} = {sampler!r} is not one of {', '.join(ALL_SAMPLERS)}.")
   if sampler not in samplers_of(cfg.formulation):
     why = {"edm_sde": "adds noise along EDM's sigma schedule", "dopri5": "solves a flow-matching model's ODE"}
     why = "walks DDPM's T discrete steps" if sampler in DISCRETE_SAMPLERS else why[sampler]
-    raise ValueError(
+    raise errors.ConfigError(
       f"{where} = {sampler!r} {why}, which a model of formulation {cfg.formulation!r} was not "
       f"trained for; sample it with one of {', '.join(samplers_of(cfg.formulation))} (e.g. --sampler heun)."
     )
@@ -225,7 +226,7 @@ def check_config(cfg: Config, info: DataInfo) -> None:
       if cfg.sampler in DISCRETE_SAMPLERS:
         samplers.timesteps(cfg.timesteps, cfg.sample_steps)
       elif cfg.sample_steps < 1:
-        raise ValueError(f"sample_steps = {cfg.sample_steps} must be at least 1.")
+        raise errors.ConfigError(f"sample_steps = {cfg.sample_steps} must be at least 1.")
   except ValueError as e:
     raise ConfigError(f"config.model: {e}") from e
 
@@ -486,7 +487,7 @@ def flow_evaluate(variables, batches, rng, model: Diffusion, max_examples: Optio
     bpd.append(np.asarray(flow_lib.dequantized_bits_per_dim(np.asarray(log_p, np.float64), num_dims))[mask])
     steps.append(int(n_steps))
   if not bpd:
-    raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
+    raise errors.ConfigError("diffusion evaluate: the evaluation batches held no examples.")
   bpd = np.concatenate(bpd)
   return {
     "bits_per_dim": float(bpd.mean()),
@@ -517,7 +518,7 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
       totals[k] += float(np.sum(np.asarray(terms[k], np.float64) * mask))
     count += int(mask.sum())
   if count == 0:
-    raise ValueError("diffusion evaluate: the evaluation batches held no examples.")
+    raise errors.ConfigError("diffusion evaluate: the evaluation batches held no examples.")
   bits = num_dims * math.log(2.0) * count
   return {
     "nll_nats": totals["total"] / count,
@@ -561,13 +562,15 @@ def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
   if sampler in DISCRETE_SAMPLERS:
     samplers.timesteps(cfg.timesteps, int(num_steps))
   elif sampler != "dopri5" and int(num_steps) < 1:
-    raise ValueError(f"num_steps = {num_steps} must be at least 1.")
+    raise errors.ConfigError(f"num_steps = {num_steps} must be at least 1.")
   s_churn = float(cfg.s_churn if options.s_churn is None else options.s_churn)
   if s_churn < 0:
-    raise ValueError(f"s_churn = {s_churn} must be zero (a deterministic sampler) or positive.")
+    raise errors.ConfigError(f"s_churn = {s_churn} must be zero (a deterministic sampler) or positive.")
   guidance = float(cfg.guidance_scale if options.guidance_scale is None else options.guidance_scale)
   if not cfg.class_conditional and (guidance != 1.0 or options.label is not None):
-    raise ValueError("label and guidance_scale != 1 need a class-conditional model (model.class_conditional=True).")
+    raise errors.ConfigError(
+      "label and guidance_scale != 1 need a class-conditional model (model.class_conditional=True)."
+    )
   return SampleOptions(
     sampler=sampler,
     num_steps=int(num_steps),
@@ -636,10 +639,10 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
     if not isinstance(labels, jax.core.Tracer):
       labels = np.broadcast_to(np.asarray(labels), (n,))
       if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got {sorted(set(labels.tolist()))}.")
+        raise errors.ConfigError(f"labels must lie in [0, {num_classes}), got {sorted(set(labels.tolist()))}.")
   else:
     if labels is not None:
-      raise ValueError("labels need a class-conditional model (model.class_conditional=True).")
+      raise errors.ConfigError("labels need a class-conditional model (model.class_conditional=True).")
     labels = np.zeros((n,), np.int32)
   return _sample(
     variables,

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
+
 PRECONDITIONINGS = ("edm", "vp", "ve")
 SAMPLERS = ("heun", "euler", "edm_sde")
 # Table 1's VP constants (EDM's training/networks.py VPPrecond defaults).
@@ -71,22 +73,22 @@ class EDMConfig:
 def check(cfg: EDMConfig, prefix: str = "config.model") -> None:
   """ValueError naming the field for a value that cannot work (before anything compiles)."""
   if cfg.preconditioning not in PRECONDITIONINGS:
-    raise ValueError(
+    raise errors.ConfigError(
       f"{prefix}.preconditioning = {cfg.preconditioning!r} is not one of {', '.join(PRECONDITIONINGS)} "
       "(Karras et al. 2022, Table 1)."
     )
   if not cfg.sigma_data > 0:
-    raise ValueError(f"{prefix}.sigma_data = {cfg.sigma_data} must be positive (0.5 for images in [-1, 1]).")
+    raise errors.ConfigError(f"{prefix}.sigma_data = {cfg.sigma_data} must be positive (0.5 for images in [-1, 1]).")
   if not cfg.p_std > 0:
-    raise ValueError(f"{prefix}.p_std = {cfg.p_std} must be positive.")
+    raise errors.ConfigError(f"{prefix}.p_std = {cfg.p_std} must be positive.")
   if not 0 < cfg.ve_sigma_min < cfg.ve_sigma_max:
-    raise ValueError(
+    raise errors.ConfigError(
       f"{prefix}.ve_sigma_min = {cfg.ve_sigma_min} and ve_sigma_max = {cfg.ve_sigma_max} must satisfy "
       "0 < ve_sigma_min < ve_sigma_max."
     )
   check_steps(cfg.sigma_min, cfg.sigma_max, cfg.rho, cfg.s_churn, cfg.s_noise, prefix)
   if not 0 <= cfg.s_tmin < cfg.s_tmax:
-    raise ValueError(
+    raise errors.ConfigError(
       f"{prefix}.s_tmin = {cfg.s_tmin} and s_tmax = {cfg.s_tmax} must satisfy 0 <= s_tmin < s_tmax: the "
       "sigmas between them get Algorithm 2's churn (s_tmax None: no upper bound)."
     )
@@ -94,16 +96,16 @@ def check(cfg: EDMConfig, prefix: str = "config.model") -> None:
 
 def check_steps(sigma_min, sigma_max, rho, s_churn=0.0, s_noise=1.0, prefix="config.model") -> None:
   if not 0 < sigma_min < sigma_max:
-    raise ValueError(
+    raise errors.ConfigError(
       f"{prefix}.sigma_min = {sigma_min} and sigma_max = {sigma_max} must satisfy 0 < sigma_min < "
       "sigma_max (EDM samples from sigma_max = 80 down to sigma_min = 0.002)."
     )
   if not rho > 0:
-    raise ValueError(f"{prefix}.rho = {rho} must be positive (EDM uses rho = 7).")
+    raise errors.ConfigError(f"{prefix}.rho = {rho} must be positive (EDM uses rho = 7).")
   if not s_churn >= 0:
-    raise ValueError(f"{prefix}.s_churn = {s_churn} must be zero (a deterministic sampler) or positive.")
+    raise errors.ConfigError(f"{prefix}.s_churn = {s_churn} must be zero (a deterministic sampler) or positive.")
   if not s_noise > 0:
-    raise ValueError(f"{prefix}.s_noise = {s_noise} must be positive (1: no inflation of the added noise).")
+    raise errors.ConfigError(f"{prefix}.s_noise = {s_noise} must be positive (1: no inflation of the added noise).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def preconditioning(kind: str, sigma, sigma_data: float = 0.5):
     return jnp.ones_like(sigma), -sigma, 1 / jnp.sqrt(sigma**2 + 1), (VP_M - 1) * vp_sigma_inv(sigma)
   if kind == "ve":
     return jnp.ones_like(sigma), sigma, jnp.ones_like(sigma), jnp.log(0.5 * sigma)
-  raise ValueError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
+  raise errors.ConfigError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
 
 
 def loss_weight(kind: str, sigma, sigma_data: float = 0.5):
@@ -139,7 +141,7 @@ def loss_weight(kind: str, sigma, sigma_data: float = 0.5):
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
   if kind in ("vp", "ve"):
     return 1 / sigma**2
-  raise ValueError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
+  raise errors.ConfigError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
 
 
 def training_sigma(key, cfg: EDMConfig):
@@ -152,7 +154,7 @@ def training_sigma(key, cfg: EDMConfig):
     return vp_sigma(jax.random.uniform(key, (), minval=VP_EPSILON_T, maxval=1.0))
   if kind == "ve":
     return jnp.exp(jax.random.uniform(key, (), minval=math.log(cfg.ve_sigma_min), maxval=math.log(cfg.ve_sigma_max)))
-  raise ValueError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
+  raise errors.ConfigError(f"Unknown preconditioning {kind!r}: expected one of {', '.join(PRECONDITIONINGS)}.")
 
 
 def _col(sigma_B, ndim):
@@ -227,7 +229,7 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
   """Eq. 5: sigma_i = (sigma_max^(1/rho) + i / (N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
   for i < N, and sigma_N = 0: f64[N + 1], decreasing."""
   if num_steps < 1:
-    raise ValueError(f"num_steps = {num_steps} must be at least 1.")
+    raise errors.ConfigError(f"num_steps = {num_steps} must be at least 1.")
   check_steps(sigma_min, sigma_max, rho, prefix="sampler")
   i = np.arange(num_steps, dtype=np.float64)
   inv = 1.0 / rho
@@ -262,7 +264,7 @@ def sample(
   `sampler` ("heun", "euler" or "edm_sde"); returns f32[shape]. round_sigma snaps the time steps
   and each sigma_hat to the levels a discrete model knows (identity when None)."""
   if sampler not in SAMPLERS:
-    raise ValueError(f"Unknown EDM sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}.")
+    raise errors.ConfigError(f"Unknown EDM sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}.")
   check_steps(sigma_min, sigma_max, rho, s_churn, s_noise, prefix="sampler")
   rnd = round_sigma or (lambda s: s)
   sig = karras_sigmas(num_steps, sigma_min, sigma_max, rho)

@@ -35,6 +35,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
+
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 SAMPLERS = ("euler", "heun", "dopri5")
 DIVERGENCES = ("exact", "hutchinson")
@@ -60,16 +62,20 @@ class FlowConfig:
 def check(cfg: FlowConfig, prefix: str = "config.model.flow_") -> None:
   """ValueError naming the field for a value that cannot work (before anything compiles)."""
   if not 0 <= cfg.sigma_min < 1:
-    raise ValueError(f"{prefix}sigma_min = {cfg.sigma_min} must lie in [0, 1) (0: rectified flow).")
+    raise errors.ConfigError(f"{prefix}sigma_min = {cfg.sigma_min} must lie in [0, 1) (0: rectified flow).")
   if cfg.time_sampling not in TIME_SAMPLINGS:
-    raise ValueError(f"{prefix}time_sampling = {cfg.time_sampling!r} is not one of {', '.join(TIME_SAMPLINGS)}.")
+    raise errors.ConfigError(
+      f"{prefix}time_sampling = {cfg.time_sampling!r} is not one of {', '.join(TIME_SAMPLINGS)}."
+    )
   if not cfg.logit_std > 0:
-    raise ValueError(f"{prefix}logit_std = {cfg.logit_std} must be positive (SD3 uses 1.0).")
+    raise errors.ConfigError(f"{prefix}logit_std = {cfg.logit_std} must be positive (SD3 uses 1.0).")
   for name in ("rtol", "atol"):
     if not getattr(cfg, name) > 0:
-      raise ValueError(f"{prefix}{name} = {getattr(cfg, name)} must be positive (e.g. 1e-5), a tolerance of dopri5.")
+      raise errors.ConfigError(
+        f"{prefix}{name} = {getattr(cfg, name)} must be positive (e.g. 1e-5), a tolerance of dopri5."
+      )
   if cfg.max_steps < 1:
-    raise ValueError(f"{prefix}max_steps = {cfg.max_steps} must be at least 1.")
+    raise errors.ConfigError(f"{prefix}max_steps = {cfg.max_steps} must be at least 1.")
 
 
 def training_time(key, cfg: FlowConfig):
@@ -122,7 +128,7 @@ def _diffrax():
 
 def _solver(sampler: str):
   if sampler not in SAMPLERS:
-    raise ValueError(f"sampler = {sampler!r} is not one of {', '.join(SAMPLERS)}.")
+    raise errors.ConfigError(f"sampler = {sampler!r} is not one of {', '.join(SAMPLERS)}.")
   diffrax = _diffrax()
   return {"euler": diffrax.Euler, "heun": diffrax.Heun, "dopri5": diffrax.Dopri5}[sampler]()
 
@@ -134,7 +140,7 @@ def _solve(fn, y0, t0, t1, *, sampler, num_steps, rtol, atol, max_steps):
     kwargs = dict(dt0=None, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
   else:
     if num_steps < 1:
-      raise ValueError(f"num_steps = {num_steps} must be at least 1.")
+      raise errors.ConfigError(f"num_steps = {num_steps} must be at least 1.")
     kwargs = dict(dt0=(t1 - t0) / num_steps, stepsize_controller=diffrax.ConstantStepSize(), max_steps=num_steps)
   sol = diffrax.diffeqsolve(
     diffrax.ODETerm(lambda t, y, args: fn(t, y)),
@@ -210,9 +216,9 @@ def log_likelihood(
   augmented ODE (x, the divergence's integral) from t = 1 back to t = 0: (log p, accepted steps).
   divergence "exact" or "hutchinson" (then `probes`, f32[K, *x1.shape], fixed for the solve)."""
   if divergence not in DIVERGENCES:
-    raise ValueError(f"divergence = {divergence!r} is not one of {', '.join(DIVERGENCES)}.")
+    raise errors.ConfigError(f"divergence = {divergence!r} is not one of {', '.join(DIVERGENCES)}.")
   if divergence == "hutchinson" and probes is None:
-    raise ValueError("divergence = 'hutchinson' needs probes (rademacher_probes(key, K, x1.shape)).")
+    raise errors.ConfigError("divergence = 'hutchinson' needs probes (rademacher_probes(key, K, x1.shape)).")
   B = x1.shape[0]
 
   def fn(t, y):

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
 from genjax.families.diffusion.schedules import Schedule, at, q_mean_variance, q_posterior
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -34,7 +35,7 @@ def to_x0_eps(sched: Schedule, out: jax.Array, xt: jax.Array, t_B: jax.Array, pr
     return out, (xt - a * out) / s
   if prediction == "v":
     return a * xt - s * out, s * xt + a * out
-  raise ValueError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
+  raise errors.ConfigError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
 
 
 def eps_from_x0(sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array) -> jax.Array:
@@ -52,7 +53,7 @@ def target(sched: Schedule, x0: jax.Array, eps: jax.Array, t_B: jax.Array, predi
     return (
       at(sched.sqrt_alphas_cumprod, t_B, x0.ndim) * eps - at(sched.sqrt_one_minus_alphas_cumprod, t_B, x0.ndim) * x0
     )
-  raise ValueError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
+  raise errors.ConfigError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
 
 
 def model_log_variance(sched: Schedule, t_B: jax.Array, variance: str, ndim: int = 4) -> jax.Array:
@@ -63,7 +64,7 @@ def model_log_variance(sched: Schedule, t_B: jax.Array, variance: str, ndim: int
   elif variance == "fixedsmall":
     table = sched.posterior_log_variance_clipped
   else:
-    raise ValueError(f"Unknown reverse variance {variance!r}: expected one of {VARIANCES}.")
+    raise errors.ConfigError(f"Unknown reverse variance {variance!r}: expected one of {VARIANCES}.")
   return at(table, t_B, ndim)
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
 from genjax.families.diffusion.objectives import eps_from_x0, p_mean_variance
 from genjax.families.diffusion.schedules import Schedule
 
@@ -33,7 +34,7 @@ from genjax.families.diffusion.schedules import Schedule
 def timesteps(T: int, num_steps: int) -> np.ndarray:
   """num_steps time-step indices from T-1 (pure noise) down to 0, evenly spaced: int32[num_steps]."""
   if not 1 <= num_steps <= T:
-    raise ValueError(f"num_steps = {num_steps} must lie in [1, T = {T}].")
+    raise errors.ConfigError(f"num_steps = {num_steps} must lie in [1, T = {T}].")
   return np.round(np.linspace(T - 1, 0, num_steps)).astype(np.int32)
 
 
@@ -44,7 +45,7 @@ def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
   T = sched.num_timesteps
   timesteps(T, num_steps)  # checks the range
   if isinstance(sched.alphas_cumprod, jax.core.Tracer):
-    raise ValueError(
+    raise errors.ConfigError(
       "dpmpp_2m spaces its steps by the schedule's log-SNR, which must be known when tracing: "
       "build the schedule inside the jitted function (schedules.make_schedule) or close over it, "
       "instead of passing it as a traced argument."
@@ -75,7 +76,7 @@ def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, cli
   """Ancestral sampling through all T steps: x_{t-1} = mu(x_t, x0_hat) + sigma_t z (no noise at t=0)."""
   T = sched.num_timesteps
   if num_steps not in (None, T):
-    raise ValueError(
+    raise errors.ConfigError(
       f"The ddpm sampler runs all T = {T} steps (asked for {num_steps}); use sampler=ddim or dpmpp_2m for fewer steps."
     )
   init_rng, loop_rng = jax.random.split(rng)
@@ -152,5 +153,5 @@ SAMPLERS: Dict[str, Callable] = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2
 
 def get(name: str) -> Callable:
   if name not in SAMPLERS:
-    raise ValueError(f"Unknown sampler {name!r}: expected one of {', '.join(SAMPLERS)}.")
+    raise errors.ConfigError(f"Unknown sampler {name!r}: expected one of {', '.join(SAMPLERS)}.")
   return SAMPLERS[name]

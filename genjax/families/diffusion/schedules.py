@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import errors
+
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
   """Ho et al. 2020: betas linear from 1e-4 to 0.02 for T = 1000. For other T the end points are
@@ -66,9 +68,9 @@ def make_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float =
   elif name == "cosine":
     betas = cosine_betas(T)
   else:
-    raise ValueError(f"Unknown noise schedule {name!r}: expected one of {', '.join(BETAS)}.")
+    raise errors.ConfigError(f"Unknown noise schedule {name!r}: expected one of {', '.join(BETAS)}.")
   if T < 2:
-    raise ValueError(f"A diffusion needs at least 2 time steps, got T={T}.")
+    raise errors.ConfigError(f"A diffusion needs at least 2 time steps, got T={T}.")
   ab = np.cumprod(1.0 - betas)
   ab_prev = np.append(1.0, ab[:-1])
   post_var = betas * (1.0 - ab_prev) / (1.0 - ab)

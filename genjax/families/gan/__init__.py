@@ -46,6 +46,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
 from genjax.config import ConfigError
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
@@ -454,9 +455,9 @@ def sample(g_variables, rng, n: int, model: GAN, options: SampleOptions = Sample
   z = jax.vmap(functools.partial(draw_latent, model.config))(jax.random.split(rng, n))
   if options.label is not None:
     if not model.num_classes:
-      raise ValueError("label is for class-conditional models (model.conditional=True).")
+      raise errors.ConfigError("label is for class-conditional models (model.conditional=True).")
     if not 0 <= options.label < model.num_classes:
-      raise ValueError(f"label must lie in [0, {model.num_classes}), got {options.label}.")
+      raise errors.ConfigError(f"label must lie in [0, {model.num_classes}), got {options.label}.")
     y = jnp.full((n,), options.label, jnp.int32)
   else:
     y = jnp.arange(n, dtype=jnp.int32) % (model.num_classes or 1)

@@ -14,6 +14,8 @@ parameters closed over), and return per-example values whose mean the caller wei
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
+
 LOSSES = ("non_saturating", "hinge", "wasserstein")
 
 
@@ -25,7 +27,7 @@ def discriminator_loss(kind: str, real_B: jax.Array, fake_B: jax.Array) -> jax.A
     return jax.nn.relu(1.0 - real_B) + jax.nn.relu(1.0 + fake_B)
   if kind == "wasserstein":
     return fake_B - real_B
-  raise ValueError(f"unknown GAN loss {kind!r}; expected one of {LOSSES}")
+  raise errors.ConfigError(f"unknown GAN loss {kind!r}; expected one of {LOSSES}")
 
 
 def generator_loss(kind: str, fake_B: jax.Array) -> jax.Array:
@@ -34,7 +36,7 @@ def generator_loss(kind: str, fake_B: jax.Array) -> jax.Array:
     return jax.nn.softplus(-fake_B)
   if kind in ("hinge", "wasserstein"):
     return -fake_B
-  raise ValueError(f"unknown GAN loss {kind!r}; expected one of {LOSSES}")
+  raise errors.ConfigError(f"unknown GAN loss {kind!r}; expected one of {LOSSES}")
 
 
 def _input_grad_norms(critic, x_BxHxWxC: jax.Array, scale: float = 1.0) -> jax.Array:

@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax import errors
 from genjax.nn import conv
 from genjax.nn.norm import BatchNorm
 
@@ -63,7 +64,7 @@ def weight_init(arch: str, scheme: str = "auto", layer: str = "dense", stride: i
   if scheme == "lecun":
     return nn.linear.default_kernel_init
   if scheme != "tflib":
-    raise ValueError(f"unknown weight initialisation {scheme!r}")
+    raise errors.ConfigError(f"unknown weight initialisation {scheme!r}")
   if layer == "dense":
     return nn.initializers.glorot_uniform()
 
@@ -179,7 +180,7 @@ class Generator(nn.Module):
     doublings = len(self.widths) if self.arch == "dcgan" else len(self.widths) - 1
     sizes_h, sizes_w = halvings(H, doublings)[::-1], halvings(W, doublings)[::-1]
     if self.arch != "dcgan" and (H % 2**doublings or W % 2**doublings):
-      raise ValueError(
+      raise errors.ConfigError(
         f"The {self.arch} generator doubles the resolution {doublings} times, so the "
         f"image side must be a multiple of {2**doublings}; got {H}x{W}. Change model.g_widths."
       )
@@ -353,7 +354,7 @@ class Discriminator(_SNLayers):
         )(h, update_stats)
       features_BxF = jnp.sum(nn.relu(h), axis=(1, 2))  # global sum pooling
     else:
-      raise ValueError(f"unknown discriminator architecture {self.arch!r}")
+      raise errors.ConfigError(f"unknown discriminator architecture {self.arch!r}")
 
     logits_B = self.layer(nn.Dense(1, kernel_init=self._init("dense"), dtype=self.dtype), features_BxF, update_stats)[
       :, 0
