@@ -268,8 +268,39 @@ def test_gpt_sampling_is_one_compiled_call_and_deterministic(caplog):
   model = gpt_lib.make_model(text_exp().model, TEXT, BLOCK)
   direct = gpt_lib.sample(variables["params"], jax.random.key(7), 4, model, prompt, 8, temperature=0.8, top_k=4)
   np.testing.assert_array_equal(direct, a)
-  with pytest.raises(ValueError, match="block size"):
-    family.sample(variables, jax.random.key(0), 1, gpt_lib.SampleOptions(prompt="cad", length=BLOCK))
+
+
+def uncached_reference(params, model, rng, prompt, length, temperature, top_k, top_p):
+  """nanoGPT's `generate`, written out: every token from a full pass over the last block_size
+  tokens, token i drawn with key fold_in(rng, i). A window shorter than the block is padded at
+  the end (causality, tested above, keeps the padding out of the logits read), so one compiled
+  pass serves every step."""
+  seq = np.asarray(prompt, np.int32)
+  apply = jax.jit(lambda window: model.apply({"params": params}, window)[0])
+  for i in range(length):
+    window = seq[:, -model.block_size :]
+    n = window.shape[1]
+    logits = apply(jnp.pad(jnp.asarray(window), ((0, 0), (0, model.block_size - n))))[:, n - 1]
+    token = sampling.sample_token(jax.random.fold_in(rng, i), logits, temperature, top_k, top_p)
+    seq = np.concatenate([seq, np.asarray(token)[:, None]], axis=1)
+  return seq
+
+
+@pytest.mark.parametrize("prompt_length", [3, BLOCK + 5])
+def test_gpt_generates_past_the_block_as_nanogpt_does(prompt_length):
+  """Learned positions cover one block: a longer sequence crops its context to the last block,
+  and the cached-then-windowed sampler draws the very tokens of the uncached reference (a short
+  prompt, and one longer than the block)."""
+  model = gpt_model()
+  params = gpt_lib.init(jax.random.key(1), model)
+  prompt = np.asarray(jax.random.randint(jax.random.key(2), (prompt_length,), 0, V))
+  length = 3 * BLOCK
+  rng = jax.random.key(5)
+  got = np.asarray(gpt_lib.sample(params, rng, 3, model, prompt, length, temperature=0.9, top_k=6))
+  want = uncached_reference(params, model, rng, np.broadcast_to(prompt, (3, prompt_length)), length, 0.9, 6, 1.0)
+  assert got.shape == (3, prompt_length + length)
+  np.testing.assert_array_equal(got, want)
+  assert len(set(map(tuple, got[:, prompt_length:]))) == 3  # three different continuations: not all greedy
 
 
 def test_gpt_config_errors_are_actionable():

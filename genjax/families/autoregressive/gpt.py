@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genjax import errors
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
@@ -235,10 +236,23 @@ def generate(
   vocab_size: Optional[int] = None,
 ):
   """i32[B, P + length]: the prompt followed by `length` sampled tokens (KV-cached, one compiled
-  loop). temperature <= 0 is greedy; top_k 0 and top_p 1 switch those filters off; the three are
+  call). temperature <= 0 is greedy; top_k 0 and top_p 1 switch those filters off; the three are
   traced, so changing them does not recompile. Only the first `vocab_size` tokens are drawn (the
-  tokenizer's; the embedding table may have padding rows past them, e.g. GPT-2's 50304)."""
+  tokenizer's; the embedding table may have padding rows past them, e.g. GPT-2's 50304).
+
+  With learned positions a sequence longer than the block goes on as nanoGPT's `generate` does:
+  each token past the block is drawn from the last block_size tokens (an uncached pass over the
+  window; a prompt longer than the block is cropped the same way). Rotary positions have no such
+  limit: their cache grows past the block and every token attends to the whole sequence.
+  """
   limit = vocab_size or model.vocab_size
+  temperature, top_k, top_p = jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)
+  B, P = prompt_BxP.shape
+  block = model.block_size
+  windowed = model.positions == "learned" and P + length > block
+  context_BxC = prompt_BxP[:, -block:] if windowed else prompt_BxP
+  C = context_BxC.shape[1]
+  cached = min(length, block - C) if windowed else length  # tokens drawn with the KV cache
 
   def step_fn(tokens, positions, caches):
     logits, caches = model.apply({"params": params}, tokens, positions, caches)
@@ -247,11 +261,15 @@ def generate(
   # The cache always spans the whole block (or more, for rotary positions past it): every
   # step attends over the same number of slots, so a token costs the same whatever the
   # length asked for or already generated.
-  capacity = max(model.block_size, prompt_BxP.shape[1] + length)
-  caches = model.init_caches(prompt_BxP.shape[0], capacity)
-  return sampling.generate_tokens(
-    step_fn, caches, rng, prompt_BxP, length, jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)
+  caches = model.init_caches(B, max(block, C + cached))
+  tokens_BxT = sampling.generate_tokens(step_fn, caches, rng, context_BxC, cached, temperature, top_k, top_p)
+  if not windowed:
+    return tokens_BxT
+  window_fn = lambda window_BxW: model.apply({"params": params}, window_BxW)[0][..., :limit]
+  rest_BxR = sampling.continue_in_window(
+    window_fn, rng, tokens_BxT[:, -block:], length - cached, cached, temperature, top_k, top_p
   )
+  return jnp.concatenate([prompt_BxP, tokens_BxT[:, C:], rest_BxR], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,24 +302,20 @@ def sample(
   first `vocab_size` (default: all rows of the embedding). Checks its arguments."""
   prompt_P = np.asarray([0] if prompt_P is None else prompt_P, np.int32)
   if prompt_P.ndim != 1 or prompt_P.size == 0:
-    raise ValueError(f"prompt must be a non-empty 1-D array of token ids, got shape {prompt_P.shape}.")
+    raise errors.ConfigError(f"prompt must be a non-empty 1-D array of token ids, got shape {prompt_P.shape}.")
   if prompt_P.min() < 0 or prompt_P.max() >= model.vocab_size:
-    raise ValueError(f"prompt tokens must lie in [0, {model.vocab_size}); got {prompt_P.min()}..{prompt_P.max()}.")
+    raise errors.ConfigError(
+      f"prompt tokens must lie in [0, {model.vocab_size}); got {prompt_P.min()}..{prompt_P.max()}."
+    )
   P, block_size = prompt_P.size, model.block_size
   if length is None:
     length = max(1, block_size - P)
   if length < 1:
-    raise ValueError(f"length must be at least 1 new token, got {length}.")
-  if model.positions == "learned" and P + length > block_size:
-    raise ValueError(
-      f"prompt ({P} tokens) + length ({length}) exceeds the block size {block_size} "
-      f"that the learned positions cover: ask for at most {max(block_size - P, 0)} "
-      f"new tokens, or shorten the prompt."
-    )
+    raise errors.ConfigError(f"length must be at least 1 new token, got {length}.")
   if top_p is not None and not 0.0 < top_p <= 1.0:
-    raise ValueError(f"top_p must lie in (0, 1], got {top_p}.")
+    raise errors.ConfigError(f"top_p must lie in (0, 1], got {top_p}.")
   if top_k is not None and top_k < 0:
-    raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}.")
+    raise errors.ConfigError(f"top_k must be >= 0 (0: off), got {top_k}.")
   prompt_nxP = jnp.broadcast_to(jnp.asarray(prompt_P), (n, P))
   return generate(
     params, rng, prompt_nxP, model, int(length), temperature, top_k or 0, 1.0 if top_p is None else top_p, vocab_size

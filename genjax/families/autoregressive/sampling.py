@@ -62,6 +62,26 @@ def generate_tokens(
   return jnp.concatenate([prompt_BxP, tokens_TxB.T.astype(prompt_BxP.dtype)], axis=1)
 
 
+def continue_in_window(
+  logits_fn: Callable, rng: jax.Array, window_BxW: jax.Array, length: int, first: int, temperature, top_k, top_p
+) -> jax.Array:
+  """i32[B, length]: tokens drawn one at a time, each from the logits of the last W tokens (the
+  context cropped to the block, as nanoGPT's `generate` does once a sequence outgrows it).
+
+  logits_fn(tokens_BxW) -> logits_BxWxV is an uncached full pass; window_BxW holds the last W
+  tokens so far. Token i draws with key fold_in(rng, first + i), so a sequence continued here
+  from `generate_tokens` uses the keys it would have used had it kept going.
+  """
+
+  def step(window_BxW, i):
+    logits_BxV = logits_fn(window_BxW)[:, -1]
+    token_B = sample_token(jax.random.fold_in(rng, first + i), logits_BxV, temperature, top_k, top_p)
+    return jnp.concatenate([window_BxW[:, 1:], token_B[:, None].astype(window_BxW.dtype)], axis=1), token_B
+
+  _, tokens_TxB = jax.lax.scan(step, window_BxW, jnp.arange(length))
+  return tokens_TxB.T.astype(window_BxW.dtype)
+
+
 def generate_binary_image(logits_fn: Callable, rng: jax.Array, n: int, height: int, width: int) -> jax.Array:
   """f32[n, height, width, 1] in {0, 1}, drawn pixel by pixel in raster order.
 
