@@ -2,7 +2,9 @@
 
 Trains an experiment with the shared loop, resuming from WORKDIR's latest checkpoint. With no
 --config it runs experiments/default.py: a VAE on scikit-learn's bundled 8x8 digits (no
-download), a few minutes on a laptop CPU. `--list` names the experiments with one line each.
+download), a few minutes on a laptop CPU. `--list` names the experiments with one line each;
+`--print_config` prints the resolved experiment, its parameter count, FLOPs per step and memory
+per device, and exits without training.
 Any field of the experiment's dataclasses is set with --config.GROUP.FIELD=VALUE (e.g.
 --config.train.steps=100, --config.model.ch_mult=1,2,2 for a tuple, --config.data.crop_size=None).
 """
@@ -37,6 +39,12 @@ def parse(argv):
   )
   parser.add_argument("--config", default=None, help="experiment file: experiments/NAME.py[:arg] (--list names them)")
   parser.add_argument("--list", action="store_true", help="list the experiment files with one line each, and exit")
+  parser.add_argument(
+    "--print_config",
+    action="store_true",
+    help="print the resolved config (overrides applied), parameter count, FLOPs per step and memory per "
+    "device of the compiled train step, and exit without training",
+  )
   parser.add_argument(
     "--workdir",
     default=None,
@@ -79,26 +87,36 @@ def main(argv=None):
     cli.fail(e)
   cli.setup_devices(args, exp.parallel.cpu_devices)
   cli.configure_logging()
-  from genjax import paths
-  from genjax.core import checkpoint
+  if args.print_config:
+    return print_config(exp)
+  from genjax import errors
   from genjax.trainer import loop
 
   workdir = args.workdir or os.path.join("runs", exp.name)
   try:
     summary = loop.train(exp, workdir)
-  except config_lib.ConfigError as e:
-    cli.fail(e)
-  except FileNotFoundError as e:
-    cli.fail(e)
-  except (checkpoint.CheckpointError, paths.StorageError) as e:
-    cli.fail(e)
-  except loop.NonFiniteLoss as e:
-    cli.fail(e, code=3)
+  except errors.UserError as e:  # what the user can fix; anything else is a bug and keeps its traceback
+    cli.fail(e, code=e.exit_code)
   except loop.Preempted as e:
     cli.fail(e, code=loop.PREEMPTED_EXIT_CODE)
   import json
 
   print(json.dumps(summary, default=str))
+
+
+def print_config(exp):
+  """--print_config: the resolved experiment and what its compiled train step costs."""
+  from genjax import config as config_lib
+  from genjax import errors
+  from genjax.perf import describe
+
+  print(config_lib.to_json(exp))
+  print(f"compiling the train step of {exp.name} to read its FLOPs and memory ...", file=sys.stderr, flush=True)
+  try:
+    figures = describe.describe(exp)
+  except errors.UserError as e:
+    cli.fail(e)
+  print("\n".join(describe.format_description(figures)))
 
 
 if __name__ == "__main__":
