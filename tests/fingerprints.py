@@ -28,7 +28,8 @@ if __name__ == "__main__" and "--compare" not in sys.argv:
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# config spec -> overrides that keep a few steps affordable on a CPU (applied before and after).
+# config spec (with a #label when one file is fingerprinted twice) -> overrides that keep a few steps
+# affordable on a CPU (applied before and after).
 CONFIGS = {
   "default.py": {},
   "classifier_mnist.py": {},
@@ -49,6 +50,8 @@ CONFIGS = {
   "pixelcnn_binarized_mnist.py:cpu": {},
   "ddpm_mnist.py:cpu": {"model.sampler": "ddim", "model.sample_steps": "3"},
   "ddpm_fashion_mnist.py": {"model.sampler": "ddim", "model.sample_steps": "3"},
+  "flow_mnist.py:cpu": {"model.sample_steps": "2"},
+  "ddpm_mnist.py:cpu#edm": {"model.formulation": "edm", "model.sampler": "heun", "model.sample_steps": "2"},
 }
 
 SMALL = {
@@ -90,7 +93,7 @@ def fingerprint(spec: str, mode: str) -> dict:
     from genjax.trainer import loop, writers
 
     restorer = loop
-  exp = config_lib.load_config_file(os.path.join(ROOT, "experiments", spec))
+  exp = config_lib.load_config_file(os.path.join(ROOT, "experiments", spec.split("#")[0]))
   train = exp.train
   overrides = {**SMALL, "parallel.mode": mode, **CONFIGS[spec]}
   batch = int(overrides.get("train.batch_size", min(train.batch_size, 8)))
