@@ -153,12 +153,15 @@ def family_evaluation(program, state, args) -> dict:
   exp, family = program.exp, program.family
   dataset = data.load(exp.data, exp.data.eval_split)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
+  if args.max_examples is not None:  # bound the work, not only the average: no batch of padding
+    batch_size = min(batch_size, args.max_examples)
   rng = jax.random.key(args.seed)
   if args.no_ema:
     state = state.replace(ema_params=None)
   batches = datasets.first_examples(dataset.eval_batches(batch_size), args.max_examples)
   total = min(dataset.num_examples, args.max_examples or dataset.num_examples)
-  batches = _progress(batches, -(-total // batch_size), "evaluating", "batch")
+  real = lambda batch: int(np.sum(batch["mask"])) if "mask" in batch else len(next(iter(batch.values())))  # noqa: E731
+  batches = _progress(batches, total, "evaluating", "example", real)
   if family.evaluate is not None:
     result = family.evaluate(state, batches, rng)
     return {
@@ -169,12 +172,13 @@ def family_evaluation(program, state, args) -> dict:
   return means | {"num_examples": int(weight)}
 
 
-def _progress(iterable, total: int, desc: str, unit: str):
-  """A progress bar with an ETA on stderr (stdout carries the JSON)."""
+def _progress(iterable, total: int, desc: str, unit: str, size=None):
+  """The items of `iterable`, with a progress bar and an ETA on stderr (stdout carries the JSON)
+  that counts `size(item)` units (examples, samples; default 1) once the consumer is done with
+  an item, i.e. when it asks for the next."""
   from tqdm import tqdm
 
-  return tqdm(
-    iterable,
+  bar = tqdm(
     total=total,
     desc=desc,
     unit=unit,
@@ -182,6 +186,12 @@ def _progress(iterable, total: int, desc: str, unit: str):
     file=sys.stderr,
     mininterval=1.0 if os.isatty(2) else 30.0,
   )
+  try:
+    for item in iterable:
+      yield item
+      bar.update(size(item) if size else 1)
+  finally:
+    bar.close()
 
 
 def draw_samples(program, variables, rng, num: int, batch_size: int, options=None):
@@ -306,13 +316,13 @@ def sample_metrics(program, state, metrics, args, log, options) -> dict:
   exp = program.exp
   _check_makes_images(program)
   num = _num_samples(exp, metrics, args)
-  batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
+  batch_size = min(args.batch_size or exp.eval.batch_size or exp.train.batch_size, num)  # never more than asked
   net, ref, counter = _judges(program, metrics, args, log)
   start = time.perf_counter()
   draws = draw_samples(
     program, state.variables(ema=not args.no_ema), jax.random.key(args.seed), num, batch_size, options
   )
-  tally = _tally(_progress(draws, -(-num // batch_size), "sampling", "batch"), net, counter, metrics, args.keep)
+  tally = _tally(_progress(draws, num, "sampling", "sample", len), net, counter, metrics, args.keep)
   result = _scores(tally, net, ref, counter, metrics, args)
   details = {"num_samples": num, "sample_seconds": round(time.perf_counter() - start, 1)}
   if net is not None:

@@ -101,7 +101,56 @@ def main(argv=None):
     cli.fail(e, code=loop.PREEMPTED_EXIT_CODE)
   import json
 
+  if jax_process_index() == 0:
+    print(human_summary(exp, summary), file=sys.stderr)
   print(json.dumps(summary, default=str))
+
+
+def jax_process_index() -> int:
+  import jax
+
+  return jax.process_index()
+
+
+def _metrics_line(metrics: dict, keep: int = 4) -> str:
+  """The loss-like metrics first, then the others, at most `keep` of them."""
+  order = sorted(metrics, key=lambda k: (not k.replace("eval_", "").endswith("loss"), k))
+  return ", ".join(f"{k} {metrics[k]:.4g}" for k in order[:keep] if isinstance(metrics[k], (int, float)))
+
+
+def human_summary(exp, summary: dict) -> str:
+  """What a run did, its headline metrics, where its files are and what to run next (stderr;
+  the JSON on stdout is for scripts)."""
+  from genjax import paths
+
+  workdir, step, started = summary["workdir"], summary["step"], summary["started_at"]
+  if step == started:
+    return (
+      f"{workdir} is already at step {step} (config.train.steps = {exp.train.steps}): nothing to train. "
+      f"Raise --config.train.steps to continue it, or give a new --workdir to start again."
+    )
+  minutes = summary["seconds"] / 60
+  lines = [
+    f"Trained {exp.name} from step {started} to {step} in {minutes:.1f} min "
+    f"({summary['compile_s']:.0f} s of it compiling the train step) on {summary['devices']} device(s).",
+  ]
+  if summary["train"]:
+    lines.append(f"  last logged: {_metrics_line(summary['train'])}")
+  if summary["eval"]:
+    lines.append(f"  evaluation:  {_metrics_line(summary['eval'])}")
+  lines.append(f"  workdir:     {workdir} (checkpoints/, metrics.jsonl, tensorboard/)")
+  for ext in ("png", "txt"):
+    latest = paths.join(workdir, "samples", f"step_{step:08d}.{ext}")
+    if paths.exists(latest):
+      lines.append(f"  samples:     {latest}")
+  output = summary.get("output", "image")
+  commands = [f"python -m genjax.evaluate --workdir {workdir}"]
+  if output != "none":
+    out = "samples.txt" if output == "text" else "samples.png"
+    commands.insert(0, f"python -m genjax.sample --workdir {workdir} --num 16 --out {out}")
+  lines += [f"  {'next:' if i == 0 else '':<13}{c}" for i, c in enumerate(commands)]
+  lines.append(f"               (--config.train.steps above {step} continues this run)")
+  return "\n".join(lines)
 
 
 def print_config(exp):

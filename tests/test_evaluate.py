@@ -125,6 +125,27 @@ def test_max_examples_evaluates_the_first_n_examples(runs, capsys):
   assert record["metrics"]["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == test["label"][:150]), abs=1e-9)
 
 
+def test_max_examples_bounds_the_work_not_only_the_mean(runs, capsys, monkeypatch):
+  """--max_examples 5 with --batch_size 64: the evaluation runs one batch of 5 examples, not a
+  batch of 64 with 59 masked out (what made `--max_examples 8` on a diffusion bound take the
+  time of 100 images)."""
+  from genjax.data import datasets
+
+  seen = []
+  first_examples = datasets.first_examples
+
+  def spy(batches, limit):
+    for batch in first_examples(batches, limit):
+      seen.append(len(batch["image"]))
+      yield batch
+
+  monkeypatch.setattr(datasets, "first_examples", spy)
+  record = run_main(
+    capsys, "--workdir", str(runs / "classifier"), "--max_examples", "5", "--batch_size", "64", "--no_log"
+  )
+  assert record["metrics"]["num_examples"] == 5 and seen == [5]
+
+
 def test_max_examples_must_be_positive(tmp_path):
   assert_one_paragraph_error(run_cli("--workdir", str(tmp_path), "--max_examples", "0"), "--max_examples=0")
 

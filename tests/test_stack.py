@@ -122,6 +122,8 @@ def test_each_family_trains_resumes_samples_and_evaluates(name, text_export, tmp
     _run(exp, workdir, 2, *first)
     summary = _run(exp, workdir, 4, *then)
     assert summary["step"] == 4 and all(np.isfinite(v) for _, v in _losses(workdir))
+    # every logged metric is a number (a GAN's d_loss and g_loss; no "loss": null)
+    assert summary["train"] and all(np.isfinite(v) for v in summary["train"].values()), summary["train"]
     if first == ("jit", 1):
       assert _losses(workdir) == _losses(straight)
     else:

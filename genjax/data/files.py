@@ -50,6 +50,14 @@ SPLITS = ("train", "test", "all")
 _SPLIT = re.compile(r"^(\w+)(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?$")
 
 
+class CropTooLarge(ValueError):
+  """data.crop_size does not fit an image (decode_image turns it into a ConfigError naming the file)."""
+
+  def __init__(self, crop: int, image_size):
+    super().__init__(f"data.crop_size={crop} is larger than the image ({image_size[0]}x{image_size[1]})")
+    self.crop, self.image_size = crop, image_size
+
+
 class UnreadableImageError(ConfigError):
   """An image file under data.path that Pillow cannot decode; the message names it."""
 
@@ -189,9 +197,7 @@ def fit(image, size: int, channels: int, crop: Optional[int] = None, scale: floa
   width, height = image.size
   side = min(width, height) if crop is None else round(crop * scale)
   if side > min(width, height):
-    raise errors.ConfigError(
-      f"data.crop_size={crop} is larger than the image ({round(width / scale)}x{round(height / scale)})"
-    )
+    raise CropTooLarge(crop, (round(width / scale), round(height / scale)))
   left, top = (width - side) // 2, (height - side) // 2
   image = image.crop((left, top, left + side, top + side))  # crop first: no bleed from outside
   if side != size:
@@ -220,6 +226,12 @@ def decode_image(data: bytes, size: int, channels: int, where: str = "image", cr
       shrink = size / min(original) if crop is None else size / crop
       image.draft("RGB" if channels == 3 else "L", (math.ceil(original[0] * shrink), math.ceil(original[1] * shrink)))
       return fit(image, size, channels, crop, image.size[0] / original[0])
+  except CropTooLarge as e:  # the file is fine: the crop is the problem
+    raise errors.ConfigError(
+      f"{where} is {e.image_size[0]}x{e.image_size[1]} pixels, smaller than the centered square "
+      f"data.crop_size={e.crop} that the experiment keeps of each image. Set --config.data.crop_size=None "
+      f"(the largest centered square of each image) or a size of at most {min(e.image_size)} pixels."
+    ) from None
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise UnreadableImageError(
       f"Cannot decode {where} as an image ({type(e).__name__}: {e}). Replace or delete the file "

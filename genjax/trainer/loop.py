@@ -99,7 +99,8 @@ def check_loop_config(exp: config_lib.Experiment, placement: Placement):
 
 def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   """Trains `exp` in `workdir` until train.steps, resuming from its latest checkpoint.
-  Returns a summary: final step, last logged metrics, last eval metrics, devices used."""
+  Returns a summary: final step, the step it started from, last logged metrics, last eval
+  metrics, devices used, seconds spent compiling the train step and training."""
   placement = place(exp.parallel)  # devices are known before validation so errors come first
   check_loop_config(exp, placement)
   is_chief = jax.process_index() == 0
@@ -110,16 +111,21 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   if is_chief:
     workdir_lib.write_config(workdir, exp)
   run = _Run(program, workdir, train_ds, eval_ds)
+  started, t0 = run.step, time.perf_counter()
   try:
     run.loop()
   finally:
     run.close()
   return {
     "step": run.step,
+    "started_at": started,
     "train": run.last_logged,
     "eval": run.last_eval,
     "workdir": workdir,
     "devices": placement.num_devices,
+    "output": program.family.output,
+    "compile_s": round(run.compile_s, 1),
+    "seconds": round(time.perf_counter() - t0, 1),
   }
 
 
@@ -136,6 +142,7 @@ class _Run:
     t = self.exp.train
     self.checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     self.writer, self.progress, self.profiling = None, None, False
+    self.train_call, self.compile_s = None, 0.0
     self.step, self.last_saved = self._restore()
     self.meta_base = {"config": config_lib.to_dict(self.exp), "data_info": self.info.to_dict()}
     self.sample_fn = program.sampler(self.exp.eval.num_samples)
@@ -191,7 +198,7 @@ class _Run:
         self._check_finite(first + k + 1, scalars)
         step_done = first + k + 1
         if step_done % t.log_every == 0 or step_done == t.steps:
-          self.last_logged = {"loss": scalars.get("loss"), **scalars}
+          self.last_logged = scalars  # a GAN logs d_loss and g_loss, no "loss"
           self.writer.write(step_done, {**scalars, "steps_per_sec": steps_per_sec})
 
   def _check_finite(self, step: int, scalars: Dict[str, float]):
@@ -269,8 +276,20 @@ class _Run:
     )
     self.progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
 
-  def loop(self):
-    t, K = self.exp.train, self.exp.train.steps_per_call
+  def _compile(self, batch):
+    """The train call, compiled ahead of the first step and timed as its own phase (read back
+    from the persistent compilation cache when it holds it), so that the progress bar's rate,
+    its ETA and the first steps_per_sec window count training only."""
+    if self.is_chief:
+      log.info("Compiling the train step of %s ...", self.exp.name)
+    t0 = time.perf_counter()
+    self.train_call = self.program.train_step.lower(self.state, batch, np.int32(self.step)).compile()
+    self.compile_s = time.perf_counter() - t0
+    if self.is_chief:
+      log.info("Compiled the train step in %.1f s", self.compile_s)
+
+  def _start_progress(self):
+    t = self.exp.train
     if self.is_chief and t.progress:
       from tqdm import tqdm
 
@@ -282,11 +301,18 @@ class _Run:
         mininterval=1.0 if os.isatty(2) else 30.0,
         desc=self.exp.name,
       )
+
+  def loop(self):
+    t, K = self.exp.train, self.exp.train.steps_per_call
+    if self.step >= t.steps:
+      return
     self.prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     queue = collections.deque(
       self.prefetch.submit(self.device_batch, s) for s in range(self.step, min(self.step + 2 * K, t.steps), K)
     )
     next_prefetch = self.step + len(queue) * K
+    self._compile(queue[0].result())
+    self._start_progress()
     window_start, window_steps = time.perf_counter(), 0
     in_flight = collections.deque()
     with _PreemptionFlag(install=self.nproc == 1) as preempt:
@@ -296,7 +322,7 @@ class _Run:
           queue.append(self.prefetch.submit(self.device_batch, next_prefetch))
           next_prefetch += K
         self._profile(starting=True)
-        self.state, metrics = self.program.train_step(self.state, batch, np.int32(self.step))
+        self.state, metrics = self.train_call(self.state, batch, np.int32(self.step))
         self.pending.append((self.step, metrics))
         in_flight.append(metrics)
         if len(in_flight) > MAX_IN_FLIGHT:

@@ -99,8 +99,11 @@ def test_crop_size_keeps_the_centered_square(tmp_path):
   np.testing.assert_allclose(kept.reshape(-1, 3).mean(0), [200, 60, 90], atol=4)
   assert kept[..., 0].min() > 180  # no background (20) inside the crop, even at its edges
   too_big = gd.load(Data(name="folder", path=str(tmp_path / "c"), image_size=4, crop_size=13, holdout=0.0), "all")
-  with pytest.raises(files.UnreadableImageError, match="a.png.*crop_size=13 is larger than the image \\(14x12\\)"):
+  # the file is fine, the crop is not: the error names both and the fix, not "cannot decode"
+  with pytest.raises(ConfigError, match="a.png is 14x12 pixels, smaller .* data.crop_size=13") as error:
     too_big.source.get(np.array([0]))
+  assert "--config.data.crop_size=None" in str(error.value) and "at most 12 pixels" in str(error.value)
+  assert not isinstance(error.value, files.UnreadableImageError)
 
 
 def test_jpeg_is_decoded_and_reduced(tmp_path):

@@ -1,6 +1,7 @@
 """The shared loop: parallel modes agree, runs resume bit-exactly, bad states fail cleanly."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -39,10 +40,14 @@ def test_one_device_jit_mesh_and_pmap_agree(tmp_path):
   assert logged["one"][1] != logged["one"][8]  # the runs really trained
 
 
-def test_outputs_a_person_sees(tmp_path):
+def test_outputs_a_person_sees(tmp_path, caplog):
   workdir = str(tmp_path / "run")
-  summary = loop.train(small_experiment(steps=12, checkpoint_every=4, eval_every=6), workdir)
-  assert summary["step"] == 12
+  with caplog.at_level(logging.INFO, logger="genjax"):
+    summary = loop.train(small_experiment(steps=12, checkpoint_every=4, eval_every=6), workdir)
+  assert summary["step"] == 12 and summary["started_at"] == 0 and summary["output"] == "image"
+  # compilation is its own phase, timed before the first step (and before the progress bar starts)
+  compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiled the train step in")]
+  assert len(compiled) == 1 and 0 < summary["compile_s"] <= summary["seconds"]
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
   assert [r["step"] for r in records if any(k.startswith("eval_") for k in r)] == [6, 12]
@@ -171,6 +176,13 @@ def test_config_cpu_devices_splits_the_cpu_and_the_flag_wins(tmp_path):
   code, out, err = run("two", "--config.parallel.cpu_devices=2")
   assert code == 0, err[-2000:]
   assert json.loads(out.strip().splitlines()[-1])["devices"] == 2
+  # the human summary on stderr: what was trained, where the samples are, what to run next
+  workdir = str(tmp_path / "two")
+  assert "from step 0 to 2 in" in err and "on 2 device(s)" in err
+  assert f"samples:     {os.path.join(workdir, 'samples', 'step_00000002.png')}" in err
+  assert f"next:        python -m genjax.sample --workdir {workdir} --num 16 --out samples.png" in err
+  code, out, err = run("two", "--config.parallel.cpu_devices=2")  # nothing left to train
+  assert code == 0 and f"{workdir} is already at step 2" in err and "Raise --config.train.steps" in err
   code, out, err = run("one", "--config.parallel.cpu_devices=2", "--cpu_devices=1")
   assert code == 0, err[-2000:]
   assert json.loads(out.strip().splitlines()[-1])["devices"] == 1

@@ -359,30 +359,7 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     means, count = step_lib.exact_means(jitted_sums, batches, params_of(state))
     return {**with_bits(means), "tokens": count}
 
-  start, tokenizer = _start_token(info), info.tokenizer
-
-  def resolve(options: SampleOptions) -> SampleOptions:
-    prompt = "\n" if options.prompt is None and start is not None else options.prompt
-    P = len(tokenizer.encode(prompt)) if prompt else 1
-    length = options.length or max(1, min(exp.eval.sample_length, model.block_size - P))
-    return dataclasses.replace(options, prompt=prompt, length=length)
-
-  def sample_fn(variables, rng, n, options=None):
-    options = resolve(options or SampleOptions())
-    prompt = np.asarray(tokenizer.encode(options.prompt), np.int32) if options.prompt else None
-    return sample(
-      variables["params"],
-      rng,
-      n,
-      model,
-      prompt,
-      options.length,
-      options.temperature,
-      options.top_k,
-      options.top_p,
-      vocab_size=info.vocab_size,
-    )
-
+  resolve, sample_fn = _text_sampler(exp, info, model)
   flops = flops_per_token(model, num_params(model), model.block_size)
   return Family(
     init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
@@ -400,11 +377,31 @@ def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
     resolve_options=resolve,
     output="text",
     evaluate=evaluate,
-    decode=lambda ids: tokenizer.decode(np.asarray(ids).tolist()),
+    decode=lambda ids: info.tokenizer.decode(np.asarray(ids).tolist()),
     partition_rules=PARTITION_RULES,
     notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
     f"per token ~ {flops:.4g} (6N + 12*layers*width*block)",
   )
+
+
+def _text_sampler(exp: Experiment, info: DataInfo, model: GPT):
+  """(resolve(options) -> options with the prompt and length filled in, sample(variables, rng, n,
+  options) -> tokens): the sampler of text prompts through the run's tokenizer."""
+  start, tokenizer = _start_token(info), info.tokenizer
+
+  def resolve(options: SampleOptions) -> SampleOptions:
+    prompt = "\n" if options.prompt is None and start is not None else options.prompt
+    P = len(tokenizer.encode(prompt)) if prompt else 1
+    length = options.length or max(1, min(exp.eval.sample_length, model.block_size - P))
+    return dataclasses.replace(options, prompt=prompt, length=length)
+
+  def sample_fn(variables, rng, n, options=None):
+    o = resolve(options or SampleOptions())
+    prompt = np.asarray(tokenizer.encode(o.prompt), np.int32) if o.prompt else None
+    params = variables["params"]
+    return sample(params, rng, n, model, prompt, o.length, o.temperature, o.top_k, o.top_p, vocab_size=info.vocab_size)
+
+  return resolve, sample_fn
 
 
 def _start_token(info: DataInfo) -> Optional[int]:
