@@ -61,9 +61,29 @@ def import_tfds():
   """
   if importlib.util.find_spec("importlib_resources") is None:
     sys.modules.setdefault("importlib_resources", importlib.resources)
+  quiet_tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   return tfds
+
+
+def quiet_tensorflow():
+  """TensorFlow's C++ log below errors and TFDS's absl lines below errors off (its warnings about
+  a missing OpenCV or dataset_info.json of a folder being prepared are not the user's concern),
+  in this process and the preparing child, so that `genjax.data.prepare` prints mostly its own
+  summary lines. TF_CPP_MIN_LOG_LEVEL set by the user wins. (TensorFlow's oneDNN notice is
+  printed before its logging starts and still shows.)"""
+  import logging
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  for name in ("absl", "tensorflow", "tensorflow_datasets"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+  try:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+  except ImportError:
+    pass
 
 
 def data_dir_for(data_cfg) -> str:
