@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from genjax import config as config_lib
+from genjax import families
 from genjax.config import Data, Eval, Experiment, Optim, Parallel, Train
 from genjax.core.placement import place
 from genjax.data.info import DataInfo
@@ -88,7 +89,7 @@ def test_compile_counter_sees_a_recompilation(compile_log):
   # The counter would notice a step traced anew, e.g. for a batch of another size.
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
-  family = vae.build(exp, info)
+  family = families.build(exp, info)
   par = place(exp.parallel)
   state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)
@@ -120,7 +121,7 @@ def test_steps_per_call_gives_the_same_losses(tmp_path, num_devices):
 def test_old_state_buffers_are_donated():
   exp = small_experiment()
   info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
-  family = vae.build(exp, info)
+  family = families.build(exp, info)
   par = place(exp.parallel)
   state = par.put_state(family.init(jax.random.key(0)))
   step = par.compile(family.train_step, returns_state=True)

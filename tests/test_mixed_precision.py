@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from genjax import data as data_lib
+from genjax import families
 from genjax.config import Data, Experiment, Optim, Train
 from genjax.core import step as step_lib
 from genjax.data.info import DataInfo
@@ -83,12 +84,12 @@ def test_gpt_bfloat16_tracks_float32():
   batches = periodic_tokens()
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    family = autoregressive.build(gpt_experiment(dtype), info)
+    family = families.build(gpt_experiment(dtype), info)
     losses[dtype], state, _ = run(family, batches)
     assert all(x.dtype == jnp.float32 for x in float_leaves((state.params, state.opt_state, state.ema_params)))
   assert_tracks(losses["bfloat16"], losses["float32"])
   # The same run twice in float32 is identical, so the difference above is bfloat16's.
-  again, _, _ = run(autoregressive.build(gpt_experiment("float32"), info), batches)
+  again, _, _ = run(families.build(gpt_experiment("float32"), info), batches)
   np.testing.assert_array_equal(again, losses["float32"])
 
 
@@ -102,7 +103,7 @@ def test_gpt_logits_and_loss_are_float32_under_bfloat16():
   logits, _ = model.apply({"params": params}, tokens)
   assert logits.dtype == jnp.float32
   info = DataInfo(name="tiny_shakespeare", kind="text", shape=(32,), vocab_size=16)
-  family = autoregressive.build(gpt_experiment("bfloat16"), info)
+  family = families.build(gpt_experiment("bfloat16"), info)
   assert_float32_state_and_bf16_compute(family, jax.tree.map(lambda x: x[0], periodic_tokens()))
 
 
@@ -129,7 +130,7 @@ def test_vae_bfloat16_tracks_float32_on_digits():
       optim=Optim(learning_rate=3e-3, ema_decay=0.99),
       train=Train(steps=STEPS, batch_size=32, compute_dtype=dtype),
     )
-    family = vae.build(exp, info)
+    family = families.build(exp, info)
     losses[dtype], state, _ = run(family, batches)
     if dtype == "bfloat16":
       assert_float32_state_and_bf16_compute(family, parts[0])

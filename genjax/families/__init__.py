@@ -24,7 +24,8 @@ def names():
 
 
 def get(name: str):
-  """The family module: it has CONFIGS, SampleOptions and `build(exp, info) -> Family`."""
+  """The family module: CONFIGS, SAMPLE_OPTIONS and the pure functions of the family contract
+  (genjax.families.base)."""
   if name not in _MODULES:
     close = difflib.get_close_matches(name, _MODULES, n=2)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -55,8 +56,19 @@ def of(exp):
   )
 
 
+def module_of(exp):
+  """The module of pure functions that serves `exp` (the family contract of
+  genjax.families.base): the family's module, or the one its model config picks (the
+  autoregressive family's gpt or pixelcnn)."""
+  module = of(exp)
+  return module.module_for(exp.model) if hasattr(module, "module_for") else module
+
+
 def build(exp, info, batch_splits: int = 1):
-  """The Family adapter of `exp` on data `info`, after checking family and model agree.
-  `batch_splits`: the pieces each call's batch is cut into before the step function sees it
-  (genjax.core.placement.Placement.batch_splits: one per device when the step is mapped over devices, else 1)."""
-  return of(exp).build(exp, info, batch_splits)
+  """The Family of `exp` on data `info` (genjax.families.base.assemble), after checking family
+  and model agree. `batch_splits`: the pieces each call's batch is cut into before the step
+  function sees it (genjax.core.placement.Placement.batch_splits: one per device when the step
+  is mapped over devices, else 1)."""
+  from genjax.families import base
+
+  return base.assemble(module_of(exp), exp, info, batch_splits)

@@ -21,10 +21,8 @@ import optax
 
 from genjax.config import ConfigError
 from genjax.core import step as step_lib
-from genjax.core.optim import make_optimizer
-from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
-from genjax.families.base import Family, NoOptions
+from genjax.families.base import NoOptions
 from genjax.nn.norm import BatchNorm, Dropout
 
 
@@ -42,6 +40,7 @@ class Classifier(nn.Module):
   config: Config
   num_classes: int
   dtype: jnp.dtype = jnp.float32
+  image_shape: Tuple[int, ...] = ()  # (H, W, C) of the images it classifies (what init traces)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool):
@@ -67,7 +66,7 @@ def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Classifier:
       f"The classifier family needs labelled images; dataset {info.name!r} is "
       f"{info.kind} with num_classes={info.num_classes}."
     )
-  return Classifier(cfg, info.num_classes, dtype=jnp.dtype(dtype))
+  return Classifier(cfg, info.num_classes, dtype=jnp.dtype(dtype), image_shape=tuple(info.shape))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,10 +99,13 @@ def eval_sums(variables, batch, rng, model: Classifier):
   return step_lib.masked_sums({"loss": nll, "accuracy": correct}, step_lib.batch_mask(batch, logits.shape[0]))
 
 
-def evaluate(variables, batches, model: Classifier):
+_jitted_eval_sums = jax.jit(lambda batch, v, model: eval_sums(v, batch, None, model), static_argnums=2)
+
+
+def evaluate(variables, batches, rng, model: Classifier):
   """Exact test accuracy and cross-entropy over every (unpadded) example of `batches`."""
-  jitted = jax.jit(lambda batch, v: eval_sums(v, batch, None, model))
-  means, n = step_lib.exact_means(jitted, batches, variables)
+  del rng
+  means, n = step_lib.exact_means(_jitted_eval_sums, batches, variables, model)
   return {
     "accuracy": means["accuracy"],
     "error_rate": 1.0 - means["accuracy"],
@@ -120,29 +122,29 @@ CONFIGS = (Config,)
 SAMPLE_OPTIONS = {"Config": NoOptions}  # draws no samples
 
 
-def build(exp, info, batch_splits: int = 1) -> Family:
-  """The classifier's functions bound to `exp`; it draws no samples (output "none")."""
-  model = make_model(exp.model, info, exp.train.compute_dtype)
-  tx = make_optimizer(exp.optim, exp.train.steps)
+OUTPUT = "none"
+SampleOptions = NoOptions
 
-  def init(rng):
-    variables = model.init(rng, jnp.zeros((1, *info.shape), jnp.float32), train=False)
-    return TrainState.create(
-      variables["params"], tx, ema=exp.optim.ema_decay is not None, extra={"batch_stats": variables["batch_stats"]}
-    )
+
+def init(rng, model: Classifier):
+  """Fresh variables: {"params": ..., "batch_stats": ...}."""
+  return model.init(rng, jnp.zeros((1, *model.image_shape), jnp.float32), train=False)
+
+
+def updates(model: Classifier):
+  """One update: the cross-entropy, with BatchNorm's statistics as the step's new collection."""
 
   def train_loss(params, state, batch, rng, i):
     value, (metrics, batch_stats) = loss(params, state.extra["batch_stats"], batch, rng, model)
     return value, (metrics, {"batch_stats": batch_stats})
 
-  return Family(
-    init=init,
-    train_step=functools.partial(
-      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
-    ),
-    eval_step=step_lib.eval_step_from_sums(lambda state, batch, rng: eval_sums(state.variables(), batch, rng, model)),
-    sample=lambda variables, rng, n, options=None: jnp.zeros((0, *info.shape), jnp.float32),
-    output="none",
-    evaluate=lambda state, batches, rng: evaluate(state.variables(), batches, model),
-    notes="classifier used for domain FD and Stacked-MNIST mode counts",
-  )
+  return (step_lib.Update(train_loss),)
+
+
+def sample(variables, rng, n: int, model: Classifier, options: SampleOptions = SampleOptions()):
+  """A classifier draws no samples: an empty batch of images."""
+  return jnp.zeros((0, *model.image_shape), jnp.float32)
+
+
+def notes(exp, model: Classifier) -> str:
+  return "classifier used for domain FD and Stacked-MNIST mode counts"

@@ -44,10 +44,8 @@ from genjax import errors
 from genjax.config import ConfigError, Experiment
 from genjax.core import parallel
 from genjax.core import step as step_lib
-from genjax.core.optim import make_optimizer
-from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
-from genjax.families.base import Family
+from genjax.families import base
 from genjax.nn import conv
 from genjax.nn.losses import bernoulli_nll
 
@@ -467,11 +465,11 @@ def loss(params, batch, rng, model: VAE):
   return value, {"loss": value, **metrics}
 
 
-def eval_sums(params, batch, rng, model: VAE):
+def eval_sums(variables, batch, rng, model: VAE):
   """Sums over the real examples of the IWAE bound with eval_step_samples samples (reported as
   nll_k<k>) and of the ELBO terms averaged over those samples; (sums, count)."""
   k = model.config.eval_step_samples
-  loss_B, per_example = per_example_terms(params, batch, rng, model, k, "iwae")
+  loss_B, per_example = per_example_terms(variables["params"], batch, rng, model, k, "iwae")
   values = {name: v for name, v in per_example.items() if name != "iwae"}
   values[f"nll_k{k}"] = loss_B
   return step_lib.masked_sums(values, step_lib.batch_mask(batch, loss_B.shape[0]))
@@ -508,7 +506,7 @@ def evaluation_sums(params, batch, rng, model: VAE):
   return sums, jnp.sum(mask)
 
 
-def evaluate(params, batches, rng, model: VAE) -> Dict[str, float]:
+def evaluate(variables, batches, rng, model: VAE) -> Dict[str, float]:
   """Test ELBO, KL, reconstruction and the importance-sampled NLL (nats per image, K =
   eval_samples) over every real example of `batches` (batch i draws from fold_in(rng, i));
   bits_per_dim = nll / (H*W*C ln 2)."""
@@ -516,7 +514,7 @@ def evaluate(params, batches, rng, model: VAE) -> Dict[str, float]:
   count = 0.0
   for i, batch in enumerate(batches):
     batch = {"image": jnp.asarray(batch["image"]), "mask": jnp.asarray(batch["mask"], jnp.float32)}
-    sums, n = jax.device_get(evaluation_sums(params, batch, jax.random.fold_in(rng, i), model))
+    sums, n = jax.device_get(evaluation_sums(variables["params"], batch, jax.random.fold_in(rng, i), model))
     for name, value in sums.items():
       totals[name] = totals.get(name, 0.0) + float(value)
     count += float(n)
@@ -534,10 +532,10 @@ class SampleOptions:
   """VAE samples are the decoder's mean images at latents drawn from the prior."""
 
 
-def sample(params, rng, n: int, model: VAE, options: SampleOptions = SampleOptions()):
+def sample(variables, rng, n: int, model: VAE, options: SampleOptions = SampleOptions()):
   """n images f32[n,H,W,C] in [-1, 1]: ancestral samples of the latents, decoded to mean images."""
   del options
-  variables = {"params": params}
+  variables = {"params": variables["params"]}
   keys = parallel.example_keys(rng, n)
 
   def one(key):
@@ -584,9 +582,12 @@ def interpolate(params, x_a, x_b, model: VAE, steps: int):
   return decode(params, (1.0 - t) * means[0] + t * means[1], model)
 
 
-def pictures(params, batch, model: VAE):
+def pictures(variables, batch, rng, model: VAE, n: int = 64):
   """Reconstructions (rows of data, each followed by the row of its reconstructions, laid out
-  so a square grid keeps the pairs aligned) and, for a 2-D top latent, a latent traversal."""
+  so a square grid keeps the pairs aligned) and, for a 2-D top latent, a latent traversal
+  (`rng` and `n` unused: both are fixed by the batch)."""
+  del rng, n
+  params = variables["params"]
   x = jnp.asarray(batch["image"])
   cols = 8
   while cols > 2 and cols * cols // 2 > x.shape[0]:
@@ -621,33 +622,17 @@ SAMPLE_OPTIONS = {"Config": SampleOptions}
 
 
 def init(rng, model: VAE):
-  """Fresh parameters."""
+  """Fresh variables: {"params": ...}."""
   x = jnp.zeros((1, *model.image_shape), jnp.float32)
-  return model.init(rng, x, [jnp.zeros((1, 1, z)) for z in model.config.latents])["params"]
+  return {"params": model.init(rng, x, [jnp.zeros((1, 1, z)) for z in model.config.latents])["params"]}
 
 
-def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
-  """The VAE family's functions bound to `exp` on data described by `info`."""
-  cfg: Config = exp.model
-  model = make_model(cfg, info, exp.train.compute_dtype)
-  tx = make_optimizer(exp.optim, exp.train.steps)
-  ema = exp.optim.ema_decay
+updates = base.loss_updates(loss)
 
-  def train_loss(params, state, batch, rng, i):
-    value, metrics = loss(params, batch, rng, model)
-    return value, (metrics, {})
 
-  sums = lambda state, batch, rng: eval_sums(state.variables()["params"], batch, rng, model)
-  return Family(
-    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-    train_step=functools.partial(
-      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
-    ),
-    eval_step=step_lib.eval_step_from_sums(sums),
-    sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
-    sample_options=SampleOptions,
-    evaluate=lambda state, batches, rng: evaluate(state.variables()["params"], batches, rng, model),
-    pictures=lambda state, batch, rng: pictures(state.variables()["params"], batch, model),
-    notes=f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
-    f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})",
+def notes(exp: Experiment, model: VAE) -> str:
+  cfg = model.config
+  return (
+    f"VAE ({cfg.architecture}, latents {cfg.latents}, {model.likelihood} likelihood, "
+    f"objective {cfg.objective}{f' k={cfg.train_samples}' if cfg.objective == 'iwae' else ''})"
   )

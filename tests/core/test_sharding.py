@@ -9,9 +9,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from genjax import config as C
+from genjax import families
 from genjax.core import sharding
 from genjax.data.info import DataInfo
-from genjax.families import autoregressive
 from genjax.families.autoregressive import gpt
 from genjax.trainer import loop, writers
 from genjax.trainer import workdir as workdir_lib
@@ -47,7 +47,7 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
     optim=C.Optim(name="adamw"),
     data=C.Data(name="tiny_shakespeare", block_size=64),
   )
-  family = autoregressive.build(exp, DataInfo("t", "text", (64,), vocab_size=65))
+  family = families.build(exp, DataInfo("t", "text", (64,), vocab_size=65))
   abstract = jax.eval_shape(family.init, jax.random.key(0))
   mesh = jax.make_mesh((8,), ("data",), devices=jax.devices()[:8], axis_types=(jax.sharding.AxisType.Auto,))
   replicated = sharding.bytes_per_device(abstract, sharding.state_shardings(abstract, mesh, (), fsdp=False))

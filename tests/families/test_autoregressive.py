@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genjax import config as C
+from genjax import families
 from genjax.config import ConfigError, Parallel
 from genjax.core.placement import place
 from genjax.data.info import DataInfo
@@ -50,7 +51,7 @@ def image_exp(**model):
 
 def gpt_model(**model):
   cfg = text_exp(use_bias=True, **model).model
-  return gpt_lib.make_model(cfg, TEXT, BLOCK)
+  return gpt_lib.make_model(cfg, TEXT, block_size=BLOCK)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def gpt_model(**model):
 
 def build_gpt(exp):
   """The GPT family adapter of `exp` on TEXT."""
-  return ar.build(exp, TEXT)
+  return families.build(exp, TEXT)
 
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
@@ -133,8 +134,8 @@ def test_gpt_learns_a_periodic_sequence():
 
 def test_gpt_module_loss_under_a_researchers_own_jit_and_grad():
   exp = text_exp(dropout=0.2)
-  model = gpt_lib.make_model(exp.model, TEXT, BLOCK)
-  params = gpt_lib.init(jax.random.key(0), model)
+  model = gpt_lib.make_model(exp.model, TEXT, block_size=BLOCK)
+  params = gpt_lib.init(jax.random.key(0), model)["params"]
   batch = {"tokens": jnp.asarray(np.random.default_rng(3).integers(0, V, (4, BLOCK + 1)), jnp.int32)}
   rng = jax.random.key(9)
   loss_fn = jax.jit(functools.partial(gpt_lib.loss, model=model))
@@ -265,8 +266,8 @@ def test_gpt_sampling_is_one_compiled_call_and_deterministic(caplog):
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
   # The module-level sampler takes token ids and gives the adapter's tokens for the same key.
-  model = gpt_lib.make_model(text_exp().model, TEXT, BLOCK)
-  direct = gpt_lib.sample(variables["params"], jax.random.key(7), 4, model, prompt, 8, temperature=0.8, top_k=4)
+  model = gpt_lib.make_model(text_exp().model, TEXT, block_size=BLOCK)
+  direct = gpt_lib.sample_tokens(variables["params"], jax.random.key(7), 4, model, prompt, 8, temperature=0.8, top_k=4)
   np.testing.assert_array_equal(direct, a)
 
 
@@ -292,11 +293,11 @@ def test_gpt_generates_past_the_block_as_nanogpt_does(prompt_length):
   and the cached-then-windowed sampler draws the very tokens of the uncached reference (a short
   prompt, and one longer than the block)."""
   model = gpt_model()
-  params = gpt_lib.init(jax.random.key(1), model)
+  params = gpt_lib.init(jax.random.key(1), model)["params"]
   prompt = np.asarray(jax.random.randint(jax.random.key(2), (prompt_length,), 0, V))
   length = 3 * BLOCK
   rng = jax.random.key(5)
-  got = np.asarray(gpt_lib.sample(params, rng, 3, model, prompt, length, temperature=0.9, top_k=6))
+  got = np.asarray(gpt_lib.sample_tokens(params, rng, 3, model, prompt, length, temperature=0.9, top_k=6))
   want = uncached_reference(params, model, rng, np.broadcast_to(prompt, (3, prompt_length)), length, 0.9, 6, 1.0)
   assert got.shape == (3, prompt_length + length)
   np.testing.assert_array_equal(got, want)
@@ -305,11 +306,11 @@ def test_gpt_generates_past_the_block_as_nanogpt_does(prompt_length):
 
 def test_gpt_config_errors_are_actionable():
   with pytest.raises(ConfigError, match="divisible"):
-    ar.build(text_exp(width=15), TEXT)
+    families.build(text_exp(width=15), TEXT)
   with pytest.raises(ConfigError, match="text dataset"):
-    ar.build(text_exp(), BINARY)
+    families.build(text_exp(), BINARY)
   with pytest.raises(ConfigError, match="smaller than the tokenizer"):
-    ar.build(text_exp(vocab_size=5), TEXT)
+    families.build(text_exp(vocab_size=5), TEXT)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ def test_pixelcnn_pixel_sees_exactly_the_pixels_before_it():
 
 def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
   exp = image_exp()
-  family = ar.build(exp, BINARY)
+  family = families.build(exp, BINARY)
   image = np.where(np.random.default_rng(0).random((3, 5, 5, 1)) < 0.5, -1.0, 1.0).astype(np.float32)
   state = family.init(jax.random.key(0))
   model = pixelcnn_lib.PixelCNN(num_layers=3, channels=8, output_channels=16, first_kernel_size=3)
@@ -356,7 +357,7 @@ def test_pixelcnn_nll_is_numpy_bernoulli_nll_and_evaluate_uses_mask():
 
 def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
   info = DataInfo("binarized_mnist", "image", (3, 3, 1), binary=True)
-  family = ar.build(image_exp(num_layers=2), info)
+  family = families.build(image_exp(num_layers=2), info)
   state = family.init(jax.random.key(2))
   # Make the first pixel's probability far from 1/2, so the frequency test means something.
   params = jax.tree.map(lambda p: p, state.params)
@@ -365,7 +366,7 @@ def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
   with jax.log_compiles(), caplog.at_level(logging.WARNING):
     a = family.sample(variables, jax.random.key(0), 4000)
     b = family.sample(variables, jax.random.key(0), 4000)
-  assert compiles_of(caplog, "sample") == 1
+  assert compiles_of(caplog, "_sample") == 1  # pixelcnn._sample, the one compiled loop
   np.testing.assert_array_equal(a, b)
   assert set(np.unique(a).tolist()) <= {-1.0, 1.0}
   # Pixel (0, 0) has nothing before it: its probability is the model's constant logit there.
@@ -377,6 +378,6 @@ def test_pixelcnn_sampling_follows_the_model_and_is_deterministic(caplog):
 
 def test_pixelcnn_needs_binary_images():
   with pytest.raises(ConfigError, match="binary"):
-    ar.build(image_exp(), DataInfo("mnist", "image", (28, 28, 1)))
+    families.build(image_exp(), DataInfo("mnist", "image", (28, 28, 1)))
   with pytest.raises(ConfigError, match="odd"):
-    ar.build(image_exp(kernel_size=4), BINARY)
+    families.build(image_exp(kernel_size=4), BINARY)

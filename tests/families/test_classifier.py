@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from genjax import config as C
+from genjax import families
 from genjax.data.info import DataInfo
 from genjax.families import classifier
 
@@ -17,7 +18,7 @@ def build(steps=30):
     train=C.Train(steps=steps, batch_size=32),
   )
   info = DataInfo("toy", "image", (8, 8, 1), num_classes=2)
-  return classifier.build(exp, info), info
+  return families.build(exp, info), info
 
 
 def toy_batch(rng, n):

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import genjax.data as gd
+from genjax import families
 from genjax.config import ConfigError, load_config_file, validate
-from genjax.families import gan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "experiments", "dcgan_celeba64.py")
@@ -22,7 +22,7 @@ def test_networks_are_the_reference_sizes():
   exp = validate(load_config_file(CONFIG))
   assert exp.train.steps == 79_141 and exp.train.batch_size == 64
   info = gd.DataInfo("folder", "image", (64, 64, 3))
-  state = jax.eval_shape(gan.build(exp, info).init, jax.random.PRNGKey(0))
+  state = jax.eval_shape(families.build(exp, info).init, jax.random.PRNGKey(0))
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   # Counted by hand from DCGAN-tensorflow's model.py (gf_dim = df_dim = 64, 5x5 kernels; layers
   # followed by BatchNorm have no bias; BN has a scale and an offset per channel).

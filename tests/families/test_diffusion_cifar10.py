@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from genjax import config as C
+from genjax import families
 from genjax.data.info import DataInfo
-from genjax.families import diffusion
 
 CIFAR10 = DataInfo(name="cifar10", kind="image", shape=(32, 32, 3), num_classes=10)
 
@@ -43,7 +43,7 @@ def test_config_is_the_papers_setup():
 
 
 def test_model_has_the_papers_parameter_count():
-  family = diffusion.build(load(), CIFAR10)
+  family = families.build(load(), CIFAR10)
   state = jax.eval_shape(family.init, jax.random.key(0))
   n = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
   assert round(n / 1e6, 1) == 35.7, n
@@ -52,7 +52,7 @@ def test_model_has_the_papers_parameter_count():
 
 @pytest.mark.slow
 def test_one_train_step_on_a_mock_batch():
-  family = diffusion.build(load(), CIFAR10)
+  family = families.build(load(), CIFAR10)
   rng = np.random.default_rng(0)
   batch = {
     "image": jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)) / 127.5 - 1, jnp.float32),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from genjax import config as C
+from genjax import families
 from genjax.config import ConfigError
 from genjax.data.info import DataInfo
 from genjax.families import diffusion
@@ -50,7 +51,7 @@ def batch(n=8, seed=0):
 
 @pytest.fixture(scope="module")
 def trained():
-  family = diffusion.build(experiment(), INFO)
+  family = families.build(experiment(), INFO)
   state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   first = state
@@ -129,9 +130,9 @@ def test_sample_options_and_errors(trained):
   with pytest.raises(ValueError, match="ddpm sampler runs all"):
     family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddpm", num_steps=10))
   with pytest.raises(ConfigError, match="class_conditional"):
-    diffusion.build(experiment(class_conditional=False), INFO)  # guidance_scale 2 needs labels
+    families.build(experiment(class_conditional=False), INFO)  # guidance_scale 2 needs labels
   with pytest.raises(ConfigError, match="ch_mult"):
-    diffusion.build(
+    families.build(
       experiment(ch_mult=(1, 2, 2, 2)), DataInfo(name="x", kind="image", shape=(28, 28, 1), num_classes=10)
     )
 
@@ -178,7 +179,7 @@ def edm_experiment(**model):
 
 def two_steps(exp):
   """(family, [state at init, after 1 step, after 2], the last step's metrics)."""
-  family = diffusion.build(exp, INFO)
+  family = families.build(exp, INFO)
   state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   states = [state]
@@ -331,14 +332,14 @@ def test_flow_family_trains_samples_with_its_solvers_and_reports_bits_per_dim(fl
 )
 def test_bad_edm_and_flow_settings_are_config_errors(fields, phrase):
   with pytest.raises(ConfigError) as e:
-    diffusion.build(experiment(**fields), INFO)
+    families.build(experiment(**fields), INFO)
   assert phrase in " ".join(str(e.value).split())
 
 
 def test_flow_without_diffrax_is_one_config_error(monkeypatch):
   monkeypatch.setattr(diffusion.flow_lib, "diffrax_available", lambda: False)
   with pytest.raises(ConfigError) as e:
-    diffusion.build(flow_experiment(), INFO)
+    families.build(flow_experiment(), INFO)
   assert "pip install diffrax" in str(e.value)
 
 

@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from genjax import families
 from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
 from genjax.config import Data as C_Data
 from genjax.core import step as step_lib
@@ -140,7 +141,7 @@ def test_spectral_norm_power_iteration_converges_to_largest_singular_value():
 @pytest.mark.parametrize("model", [dict(), dict(spectral_norm=True, d_norm="none", loss="hinge", conditional=True)])
 def test_each_update_leaves_the_other_network_untouched(model):
   exp = dataclasses.replace(tiny(**model), optim=Optim(learning_rate=1e-2, b1=0.5, ema_decay=0.9))
-  state = gan.build(exp, INFO).init(jax.random.PRNGKey(0))
+  state = families.build(exp, INFO).init(jax.random.PRNGKey(0))
   net = gan.make_model(exp.model, INFO)
   tx = make_optimizer(exp.optim, 10)
   d_update, g_update = gan.updates(net)
@@ -231,7 +232,7 @@ def test_wgan_gp_training_lowers_the_critic_loss_and_samples_are_images():
     critic_batches="split",
     latent_dist="normal",
   )
-  f = gan.build(exp, INFO)
+  f = families.build(exp, INFO)
   state = f.init(jax.random.PRNGKey(0))
   step = jax.jit(f.train_step)
   data = batch(20)
@@ -249,7 +250,7 @@ def test_wgan_gp_training_lowers_the_critic_loss_and_samples_are_images():
 
 def test_pictures_use_fixed_noise_and_class_rows():
   exp = tiny(conditional=True)
-  f = gan.build(exp, INFO)
+  f = families.build(exp, INFO)
   state = f.init(jax.random.PRNGKey(0))
   a = f.pictures(state, None, jax.random.PRNGKey(1))
   b = f.pictures(state, None, jax.random.PRNGKey(2))
@@ -264,11 +265,11 @@ def test_pictures_use_fixed_noise_and_class_rows():
 
 def test_config_errors_are_actionable():
   with pytest.raises(ConfigError, match="d_norm=none"):
-    gan.build(tiny(gp_weight=10.0), INFO)
+    families.build(tiny(gp_weight=10.0), INFO)
   with pytest.raises(ConfigError, match="multiple of"):
-    gan.build(tiny(batch_size=10, pack=4), INFO)
+    families.build(tiny(batch_size=10, pack=4), INFO)
   with pytest.raises(ConfigError, match="generates images"):
-    gan.build(tiny(), DataInfo("tiny_shakespeare", "text", (256,), vocab_size=65))
+    families.build(tiny(), DataInfo("tiny_shakespeare", "text", (256,), vocab_size=65))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
   data = [batch(64, seed=s) for s in range(2)]
   rngs = [jax.random.PRNGKey(10 + s) for s in range(2)]
 
-  f = gan.build(tiny(batch_size=64, **model), INFO)
+  f = families.build(tiny(batch_size=64, **model), INFO)
   init = f.init(jax.random.PRNGKey(0))
 
   def run(step, place):
@@ -302,7 +303,7 @@ def test_one_device_jit_and_pmap_give_the_same_parameters():
 
   # pmap as the trainer runs it: the parallel layer maps the family's global-batch step.
   par = place(Parallel(mode="pmap", num_devices=8))
-  pstep = par.compile(gan.build(tiny(mode="pmap", batch_size=64, **model), INFO).train_step, returns_state=True)
+  pstep = par.compile(families.build(tiny(mode="pmap", batch_size=64, **model), INFO).train_step, returns_state=True)
   state = par.put_state(init)
   for d, r in zip(data, rngs):
     state, m_pmap = pstep(state, par.put_batch(jax.tree.map(np.asarray, d)), r)
@@ -346,7 +347,7 @@ def test_experiment_configs_build_at_their_sizes(name, arg, shape, g_params, d_p
 
   exp = validate(_load(name, arg))
   info = DataInfo(exp.data.name, "image", shape, num_classes=10 if name != "pacgan_stacked_mnist" else 1000)
-  f = gan.build(exp, info)
+  f = families.build(exp, info)
   state = jax.eval_shape(f.init, jax.random.PRNGKey(0))
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   g, d = count(state.params["g"]), count(state.params["d"])
@@ -379,7 +380,7 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
 
   exp = tiny(g_norm="none", d_norm="none", loss="hinge")
   net = gan.make_model(exp.model, INFO)
-  state = gan.build(exp, INFO).init(jax.random.PRNGKey(0))
+  state = families.build(exp, INFO).init(jax.random.PRNGKey(0))
   data = batch(16)
   keys = gan.with_keys(data, jax.random.PRNGKey(3))["keys"]
   tx = optax.adam(1e-2, b1=0.5)
@@ -394,7 +395,7 @@ def test_a_researcher_calls_the_losses_under_their_own_jit():
     return optax.apply_updates(g, tx.update(grads, tx.init(g), g)[0]), d, metrics
 
   g, d, metrics = by_hand(state.params["g"], state.params["d"])
-  stepped, logged = jax.jit(gan.build(exp, INFO).train_step)(state, data, jax.random.PRNGKey(3))
+  stepped, logged = jax.jit(families.build(exp, INFO).train_step)(state, data, jax.random.PRNGKey(3))
   np.testing.assert_allclose(float(metrics["d_loss"]), float(logged["d_loss"]), rtol=1e-6)
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
@@ -431,7 +432,7 @@ def test_each_architecture_has_its_papers_kernel_size(arch, g_widths, d_widths, 
   info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
   model = gan.make_model(cfg, info)
   params = jax.eval_shape(
-    gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
+    families.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
   ).params
   sizes = sorted(s[0] for s in _kernels(params["g"], "kernel").values() if len(s) == 4)
   assert sizes == g_sizes
@@ -444,7 +445,7 @@ def test_dcgan_mnist_is_dcgan_tensorflows_conditional_network():
   cfg = gan.Config(arch="dcgan_mnist", g_widths=(1024, 128), d_widths=(64, 1024), conditional=True)
   info = DataInfo("mnist", "image", (28, 28, 1), num_classes=10)
   params = jax.eval_shape(
-    gan.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
+    families.build(Experiment(family="gan", model=cfg, train=Train(batch_size=8)), info).init, jax.random.key(0)
   ).params
   kernels = lambda net: sorted(s for p, s in _kernels(params[net], "kernel").items())
   # model.py's y_dim branch, hand-counted: z + y -> 1024; 1024 + y -> 7*7*128; deconvs over 128 + y.
@@ -452,13 +453,13 @@ def test_dcgan_mnist_is_dcgan_tensorflows_conditional_network():
   # D: x + y maps -> 11 filters; 11 + 10 maps -> 74; flatten 7*7*74 + y -> 1024; 1024 + y -> 1.
   assert kernels("d") == sorted([(5, 5, 11, 11), (5, 5, 21, 74), (7 * 7 * 74 + 10, 1024), (1034, 1)])
   with pytest.raises(ConfigError, match="conditional"):
-    gan.build(Experiment(family="gan", model=dataclasses.replace(cfg, conditional=False)), info)
+    families.build(Experiment(family="gan", model=dataclasses.replace(cfg, conditional=False)), info)
 
 
 def test_pacgan_generates_each_slot_of_a_pack_in_its_own_call():
   exp = tiny(batch_size=8, pack=2)
   net = gan.make_model(exp.model, INFO)
-  state = gan.build(exp, INFO).init(jax.random.key(0))
+  state = families.build(exp, INFO).init(jax.random.key(0))
   g_vars = {"params": state.params["g"], "batch_stats": state.extra["batch_stats"]["g"]}
   z = jax.random.normal(jax.random.key(1), (8, 6))
   y = jnp.zeros((8,), jnp.int32)
@@ -506,12 +507,12 @@ def test_reused_noise_and_real_labels_are_what_every_update_draws():
   fresh = gan.make_model(dataclasses.replace(exp.model, reuse_noise=False), INFO)
   assert not np.allclose(gan.draw_inputs(fresh, keys, 0)[0], gan.draw_inputs(fresh, keys, 2)[0])
   with pytest.raises(ConfigError, match="conditional"):
-    gan.build(tiny(fake_labels="real"), INFO)
+    families.build(tiny(fake_labels="real"), INFO)
 
 
 def test_the_ema_generator_samples_with_its_own_batchnorm_statistics():
   exp = dataclasses.replace(tiny(), optim=Optim(learning_rate=1e-2, b1=0.5, ema_decay=0.99))
-  family = gan.build(exp, INFO)
+  family = families.build(exp, INFO)
   state = family.init(jax.random.key(0))
   step = jax.jit(family.train_step)
   for i in range(3):
@@ -521,8 +522,8 @@ def test_the_ema_generator_samples_with_its_own_batchnorm_statistics():
   assert not tree_equal(raw_stats, ema_stats)
   rng = jax.random.key(5)
   sampled = family.sample(state.variables(ema=True), rng, 4)
-  with_ema_stats = gan.sample({"params": state.ema_params["g"], "batch_stats": ema_stats}, rng, 4, net)
-  with_raw_stats = gan.sample({"params": state.ema_params["g"], "batch_stats": raw_stats}, rng, 4, net)
+  with_ema_stats = gan.sample_generator({"params": state.ema_params["g"], "batch_stats": ema_stats}, rng, 4, net)
+  with_raw_stats = gan.sample_generator({"params": state.ema_params["g"], "batch_stats": raw_stats}, rng, 4, net)
   np.testing.assert_array_equal(sampled, with_ema_stats)
   assert not np.allclose(sampled, with_raw_stats)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from genjax import families
 from genjax.config import ConfigError, Experiment, Optim, Parallel, Train
 from genjax.core.placement import place
 from genjax.data.info import DataInfo
@@ -24,7 +25,7 @@ def make(info, **model):
 
 
 def init_variables(model, seed=0):
-  return {"params": vae.init(jax.random.key(seed), model)}
+  return vae.init(jax.random.key(seed), model)
 
 
 def random_params(variables, seed, scale=0.7):
@@ -206,7 +207,7 @@ def tiny_exp(**model):
 
 
 def test_sample_shapes_range_and_determinism():
-  fam = vae.build(tiny_exp(), INFO_4x4)
+  fam = families.build(tiny_exp(), INFO_4x4)
   state = fam.init(jax.random.key(0))
   sample = jax.jit(fam.sample, static_argnums=2)
   a = sample(state.variables(), jax.random.key(1), 7)
@@ -230,7 +231,7 @@ def test_sample_shapes_range_and_determinism():
 
 def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
   exp = tiny_exp()
-  fam = vae.build(exp, INFO_4x4)
+  fam = families.build(exp, INFO_4x4)
   state = fam.init(jax.random.key(0))
   step = jax.jit(fam.train_step)
   first = None
@@ -267,11 +268,11 @@ def test_training_improves_the_elbo_and_evaluate_respects_the_mask():
 
 def test_config_errors_are_raised_before_compiling():
   with pytest.raises(ConfigError, match="binarize"):
-    vae.build(tiny_exp(likelihood="bernoulli"), GREY_2x2)
+    families.build(tiny_exp(likelihood="bernoulli"), GREY_2x2)
   with pytest.raises(ConfigError, match="divisible by 4"):
-    vae.build(tiny_exp(architecture="conv"), DataInfo("t", "image", (6, 6, 1)))
+    families.build(tiny_exp(architecture="conv"), DataInfo("t", "image", (6, 6, 1)))
   with pytest.raises(ConfigError, match="eval_chunk"):
-    vae.build(tiny_exp(eval_samples=50, eval_chunk=20), INFO_4x4)
+    families.build(tiny_exp(eval_samples=50, eval_chunk=20), INFO_4x4)
 
 
 @pytest.mark.parametrize(
@@ -287,7 +288,7 @@ def test_config_errors_are_raised_before_compiling():
 def test_pmap_step_equals_one_device_step(model):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py)")
-  fam = vae.build(tiny_exp(**model), INFO_4x4)
+  fam = families.build(tiny_exp(**model), INFO_4x4)
   state = fam.init(jax.random.key(0))
   batch = binary_batch(16, seed=1)
   step_one = jax.jit(fam.train_step)
@@ -315,7 +316,7 @@ def test_pmap_step_equals_one_device_step(model):
 def test_module_loss_under_a_researchers_own_jit_and_grad():
   exp = tiny_exp()
   model = vae.make_model(exp.model, INFO_4x4)
-  params = vae.init(jax.random.key(0), model)
+  params = vae.init(jax.random.key(0), model)["params"]
   batch = {"image": jnp.asarray(binary_batch(16, seed=1)["image"])}
   rng = jax.random.key(3)
   loss_fn = jax.jit(functools.partial(vae.loss, model=model))
@@ -325,7 +326,7 @@ def test_module_loss_under_a_researchers_own_jit_and_grad():
   np.testing.assert_allclose(value, -metrics["elbo"], rtol=1e-5)  # beta = 1: the loss is -ELBO
 
   # The family's train step logs the same loss for the same params, batch and key.
-  fam = vae.build(exp, INFO_4x4)
+  fam = families.build(exp, INFO_4x4)
   state = fam.init(jax.random.key(0))
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)

@@ -15,7 +15,7 @@ token; bits per character (char tokenizer), per byte (byte tokenizer) or per tok
 import dataclasses
 import functools
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 import flax.linen as nn
 import jax
@@ -28,10 +28,9 @@ from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
+from genjax.families import base
 from genjax.families.autoregressive import sampling
-from genjax.families.base import Family
 from genjax.nn.attention import init_cache
 from genjax.nn.transformer import LAYER_NORM_EPS, Block, example_dropout
 
@@ -76,6 +75,11 @@ class GPT(nn.Module):
   use_bias: bool = False
   attention: str = "auto"
   dtype: Any = jnp.float32
+  # What the tokens are, for samplers and metric names (no parameters): the tokenizer's
+  # vocabulary, the tokens a sampler draws among (None: all vocab_size rows; the embedding may
+  # have padding rows past it, e.g. GPT-2's 50304), and the unit of bits_per_<unit>.
+  tokens: Optional[int] = None
+  token_unit: str = "token"
 
   @nn.compact
   def __call__(self, tokens_BxL, positions_L=None, caches=None, dropout_keys_B=None):
@@ -174,13 +178,16 @@ def check_config(cfg: GPTConfig, info: DataInfo) -> None:
     raise ConfigError("rotary positions need an even head width (model.width / model.num_heads).")
 
 
-def make_model(cfg: GPTConfig, info: DataInfo, block_size: int, dtype=jnp.float32) -> GPT:
+def make_model(cfg: GPTConfig, info: DataInfo, dtype=jnp.float32, block_size: Optional[int] = None) -> GPT:
   """The GPT of `cfg` for a vocabulary of info.vocab_size tokens (or cfg.vocab_size rows) and
-  contexts of `block_size` tokens."""
+  contexts of `block_size` tokens (default: the data's, info.shape[0])."""
   check_config(cfg, info)
+  kind = info.tokenizer.to_dict().get("kind") if info.tokenizer is not None else None
   return GPT(
+    tokens=info.vocab_size,
+    token_unit={"char": "char", "byte": "byte"}.get(kind, "token"),
     vocab_size=cfg.vocab_size or info.vocab_size,
-    block_size=block_size,
+    block_size=block_size or info.shape[0],
     num_layers=cfg.num_layers,
     num_heads=cfg.num_heads,
     width=cfg.width,
@@ -215,10 +222,10 @@ def loss(params, batch, rng, model: GPT):
   return value, {"loss": value}
 
 
-def eval_sums(params, batch, rng, model: GPT):
+def eval_sums(variables, batch, rng, model: GPT):
   """({"loss": sum of token NLLs over the real examples}, number of their tokens)."""
   del rng
-  nll_BxL = token_nll(params, batch["tokens"], model)
+  nll_BxL = token_nll(variables["params"], batch["tokens"], model)
   mask_B = step_lib.batch_mask(batch, nll_BxL.shape[0])
   return {"loss": jnp.sum(nll_BxL.sum(-1) * mask_B)}, jnp.sum(mask_B) * nll_BxL.shape[1]
 
@@ -238,14 +245,15 @@ def generate(
   """i32[B, P + length]: the prompt followed by `length` sampled tokens (KV-cached, one compiled
   call). temperature <= 0 is greedy; top_k 0 and top_p 1 switch those filters off; the three are
   traced, so changing them does not recompile. Only the first `vocab_size` tokens are drawn (the
-  tokenizer's; the embedding table may have padding rows past them, e.g. GPT-2's 50304).
+  tokenizer's, model.tokens, by default; the embedding table may have padding rows past them,
+  e.g. GPT-2's 50304).
 
   With learned positions a sequence longer than the block goes on as nanoGPT's `generate` does:
   each token past the block is drawn from the last block_size tokens (an uncached pass over the
   window; a prompt longer than the block is cropped the same way). Rotary positions have no such
   limit: their cache grows past the block and every token attends to the whole sequence.
   """
-  limit = vocab_size or model.vocab_size
+  limit = vocab_size or model.tokens or model.vocab_size
   temperature, top_k, top_p = jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)
   B, P = prompt_BxP.shape
   block = model.block_size
@@ -274,9 +282,10 @@ def generate(
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-  """prompt: the text to continue (default: a newline); length: new tokens (default: the
-  experiment's eval.sample_length, cut to the block); temperature <= 0 is greedy; top_k (0 or
-  None: off) and top_p (None or 1: off) filter the distribution before sampling."""
+  """prompt: the text to continue (default: a newline; `resolve_options` turns it into the token
+  ids that `sample` takes, a tuple of ints); length: new tokens (default: the experiment's
+  eval.sample_length, cut to the block); temperature <= 0 is greedy; top_k (0 or None: off) and
+  top_p (None or 1: off) filter the distribution before sampling."""
 
   prompt: Optional[str] = None
   length: Optional[int] = None
@@ -285,7 +294,20 @@ class SampleOptions:
   top_p: Optional[float] = None
 
 
-def sample(
+def sample(variables, rng, n: int, model: GPT, options: SampleOptions = SampleOptions()):
+  """i32[n, P + length]: n continuations of the prompt's token ids (options.prompt as
+  `resolve_options` leaves it: a tuple of ids; default token 0), the prompt in front."""
+  o = options
+  if isinstance(o.prompt, str):
+    raise errors.ConfigError(
+      "gpt.sample takes the prompt as token ids: pass SampleOptions(prompt=tuple(tokenizer.encode(text))), "
+      "or resolve the options first (gpt.resolve_options)."
+    )
+  prompt = None if o.prompt is None else np.asarray(o.prompt, np.int32)
+  return sample_tokens(variables["params"], rng, n, model, prompt, o.length, o.temperature, o.top_k, o.top_p)
+
+
+def sample_tokens(
   params,
   rng,
   n: int,
@@ -299,7 +321,7 @@ def sample(
 ):
   """i32[n, P + length]: n continuations of the token ids `prompt_P` (default: token 0), each with
   the prompt in front; length defaults to what fits in the block; tokens are drawn among the
-  first `vocab_size` (default: all rows of the embedding). Checks its arguments."""
+  first `vocab_size` (default: the tokenizer's, model.tokens). Checks its arguments."""
   prompt_P = np.asarray([0] if prompt_P is None else prompt_P, np.int32)
   if prompt_P.ndim != 1 or prompt_P.size == 0:
     raise errors.ConfigError(f"prompt must be a non-empty 1-D array of token ids, got shape {prompt_P.shape}.")
@@ -328,8 +350,8 @@ def sample(
 
 
 def init(rng, model: GPT):
-  """Fresh parameters."""
-  return model.init(rng, jnp.zeros((1, model.block_size), jnp.int32))["params"]
+  """Fresh variables: {"params": ...}."""
+  return {"params": model.init(rng, jnp.zeros((1, model.block_size), jnp.int32))["params"]}
 
 
 def num_params(model: GPT) -> int:
@@ -339,69 +361,59 @@ def num_params(model: GPT) -> int:
   )
 
 
-def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
-  """The GPT's functions bound to `exp` on the text described by `info`."""
-  cfg: GPTConfig = exp.model
-  model = make_model(cfg, info, exp.data.block_size, exp.train.compute_dtype)
-  tx = make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, cfg.decay_embeddings))
-  ema = exp.optim.ema_decay
-  bits_name = {"char": "bits_per_char", "byte": "bits_per_byte"}.get(exp.data.tokenizer, "bits_per_token")
-  with_bits = lambda m: {"loss": m["loss"], bits_name: m["loss"] / math.log(2.0)}
+CONFIGS = (GPTConfig,)
+OUTPUT = "text"
 
-  def train_loss(params, state, batch, rng, i):
-    value, metrics = loss(params, batch, rng, model)
-    return value, (metrics, {})
 
-  params_of = lambda state: state.variables()["params"]
-  jitted_sums = jax.jit(lambda batch, params: eval_sums(params, batch, None, model))
+def finish(model: GPT):
+  """The loss in bits per token (per char or byte for those tokenizers) beside the nats."""
+  name = f"bits_per_{model.token_unit}"
+  return lambda m: {"loss": m["loss"], name: m["loss"] / math.log(2.0)}
 
-  def evaluate(state, batches, rng):
-    means, count = step_lib.exact_means(jitted_sums, batches, params_of(state))
-    return {**with_bits(means), "tokens": count}
 
-  resolve, sample_fn = _text_sampler(exp, info, model)
-  flops = flops_per_token(model, num_params(model), model.block_size)
-  return Family(
-    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-    train_step=functools.partial(
-      step_lib.train_step,
-      updates=(step_lib.Update(train_loss, finish=with_bits),),
-      optimizers={None: tx},
-      ema=ema_of(exp.optim),
-    ),
-    eval_step=step_lib.eval_step_from_sums(
-      lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model), with_bits
-    ),
-    sample=sample_fn,
-    sample_options=SampleOptions,
-    resolve_options=resolve,
-    output="text",
-    evaluate=evaluate,
-    decode=lambda ids: info.tokenizer.decode(np.asarray(ids).tolist()),
-    partition_rules=PARTITION_RULES,
-    notes=f"GPT: {num_params(model) / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
-    f"per token ~ {flops:.4g} (6N + 12*layers*width*block)",
+updates = base.loss_updates(loss, finish)
+
+
+def optimizers(exp: Experiment, model: GPT):
+  """AdamW that decays the matmul weights and, unless model.decay_embeddings is False, the embeddings."""
+  keep = exp.model.decay_embeddings
+  return {None: make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, keep))}
+
+
+_jitted_eval_sums = jax.jit(
+  lambda batch, params, model: eval_sums({"params": params}, batch, None, model), static_argnums=2
+)
+
+
+def evaluate(variables, batches, rng, model: GPT) -> Dict[str, float]:
+  """The exact mean token NLL over every real example of `batches`, in nats and bits."""
+  del rng
+  means, count = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
+  return {**finish(model)(means), "tokens": count}
+
+
+def resolve_options(options: SampleOptions, model: GPT, exp: Experiment, info: DataInfo) -> SampleOptions:
+  """The prompt (default: a newline, where the tokenizer has one) as token ids, and the length
+  (default: eval.sample_length, cut to what fits in the block)."""
+  if options.prompt is not None and not isinstance(options.prompt, str):
+    return options  # resolved already: token ids
+  prompt = "\n" if options.prompt is None and _start_token(info) is not None else options.prompt
+  ids = tuple(int(i) for i in info.tokenizer.encode(prompt)) if prompt else None
+  length = options.length or max(1, min(exp.eval.sample_length, model.block_size - (len(ids) if ids else 1)))
+  return dataclasses.replace(options, prompt=ids, length=length)
+
+
+def decode_text(ids, info: DataInfo) -> str:
+  return info.tokenizer.decode(np.asarray(ids).tolist())
+
+
+def notes(exp: Experiment, model: GPT) -> str:
+  n = num_params(model)
+  flops = flops_per_token(model, n, model.block_size)
+  return (
+    f"GPT: {n / 1e6:.2f}M parameters (vocabulary {model.vocab_size}); training FLOPs "
+    f"per token ~ {flops:.4g} (6N + 12*layers*width*block)"
   )
-
-
-def _text_sampler(exp: Experiment, info: DataInfo, model: GPT):
-  """(resolve(options) -> options with the prompt and length filled in, sample(variables, rng, n,
-  options) -> tokens): the sampler of text prompts through the run's tokenizer."""
-  start, tokenizer = _start_token(info), info.tokenizer
-
-  def resolve(options: SampleOptions) -> SampleOptions:
-    prompt = "\n" if options.prompt is None and start is not None else options.prompt
-    P = len(tokenizer.encode(prompt)) if prompt else 1
-    length = options.length or max(1, min(exp.eval.sample_length, model.block_size - P))
-    return dataclasses.replace(options, prompt=prompt, length=length)
-
-  def sample_fn(variables, rng, n, options=None):
-    o = resolve(options or SampleOptions())
-    prompt = np.asarray(tokenizer.encode(o.prompt), np.int32) if o.prompt else None
-    params = variables["params"]
-    return sample(params, rng, n, model, prompt, o.length, o.temperature, o.top_k, o.top_p, vocab_size=info.vocab_size)
-
-  return resolve, sample_fn
 
 
 def _start_token(info: DataInfo) -> Optional[int]:

@@ -15,7 +15,7 @@ bits per dimension are logged beside it. Data batches hold -1/1 images; they are
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Dict
 
 import flax.linen as nn
 import jax
@@ -23,11 +23,10 @@ import jax.numpy as jnp
 
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
-from genjax.core.optim import make_optimizer
-from genjax.core.state import TrainState, ema_of
 from genjax.data.info import DataInfo
+from genjax.families import base
 from genjax.families.autoregressive import sampling
-from genjax.families.base import Family, NoOptions
+from genjax.families.base import NoOptions
 from genjax.nn.losses import bernoulli_nll
 from genjax.nn.masked_conv import GatedBlock
 
@@ -133,17 +132,26 @@ def loss(params, batch, rng, model: Model):
   return nll, {"nll_nats": nll}
 
 
-def eval_sums(params, batch, rng, model: Model):
+def eval_sums(variables, batch, rng, model: Model):
   """({"nll_nats": sum of the real examples' NLLs}, their number)."""
   del rng
-  nll_B = image_nll(params, batch["image"], model)
+  nll_B = image_nll(variables["params"], batch["image"], model)
   return step_lib.masked_sums({"nll_nats": nll_B}, step_lib.batch_mask(batch, nll_B.shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "n"))
-def sample(params, rng, n: int, model: Model):
+CONFIGS = (PixelCNNConfig,)
+SampleOptions = NoOptions
+
+
+def sample(variables, rng, n: int, model: Model, options: SampleOptions = SampleOptions()):
   """f32[n,H,W,1] in {-1, 1}, drawn pixel by pixel in one compiled loop (H*W forward passes)."""
-  logits_fn = lambda x: model.network.apply({"params": params}, x)
+  del options
+  return _sample(variables["params"], rng, n, model)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n"))
+def _sample(params, rng, n: int, model: Model):
+  logits_fn = lambda x: model.network.apply({"params": params}, x)  # noqa: E731
   return 2.0 * sampling.generate_binary_image(logits_fn, rng, n, model.height, model.width) - 1.0
 
 
@@ -153,43 +161,28 @@ def sample(params, rng, n: int, model: Model):
 
 
 def init(rng, model: Model):
-  """Fresh parameters."""
-  return model.network.init(rng, jnp.zeros((1, model.height, model.width, 1), jnp.float32))["params"]
+  """Fresh variables: {"params": ...}."""
+  return {"params": model.network.init(rng, jnp.zeros((1, model.height, model.width, 1), jnp.float32))["params"]}
 
 
-def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
-  """The PixelCNN's functions bound to `exp` on the binary images described by `info`."""
-  model = make_model(exp.model, info, exp.train.compute_dtype)
-  tx = make_optimizer(exp.optim, exp.train.steps)
-  ema = exp.optim.ema_decay
-  finish = functools.partial(with_bits, model)
+def finish(model: Model):
+  """The NLL in bits per dimension beside the nats."""
+  return functools.partial(with_bits, model)
 
-  def train_loss(params, state, batch, rng, i):
-    value, metrics = loss(params, batch, rng, model)
-    return value, (metrics, {})
 
-  params_of = lambda state: state.variables()["params"]
-  jitted_sums = jax.jit(lambda batch, params: eval_sums(params, batch, None, model))
+updates = base.loss_updates(loss, finish)
 
-  def evaluate(state, batches, rng):
-    """Exact test NLL: the mean over every real example of the batches given."""
-    means, count = step_lib.exact_means(jitted_sums, batches, params_of(state))
-    nll = means["nll_nats"]
-    return {"nll_nats": nll, "bits_per_dim": finish(means)["bits_per_dim"], "examples": count}
+_jitted_eval_sums = jax.jit(
+  lambda batch, params, model: eval_sums({"params": params}, batch, None, model), static_argnums=2
+)
 
-  return Family(
-    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-    train_step=functools.partial(
-      step_lib.train_step,
-      updates=(step_lib.Update(train_loss, finish=finish),),
-      optimizers={None: tx},
-      ema=ema_of(exp.optim),
-    ),
-    eval_step=step_lib.eval_step_from_sums(
-      lambda state, batch, rng: eval_sums(params_of(state), batch, rng, model), finish
-    ),
-    sample=lambda variables, rng, n, options=None: sample(variables["params"], rng, n, model),
-    sample_options=NoOptions,
-    evaluate=evaluate,
-    notes="PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes",
-  )
+
+def evaluate(variables, batches, rng, model: Model) -> Dict[str, float]:
+  """Exact test NLL: the mean over every real example of the batches given."""
+  del rng
+  means, count = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
+  return {"nll_nats": means["nll_nats"], "bits_per_dim": with_bits(model, means)["bits_per_dim"], "examples": count}
+
+
+def notes(exp: Experiment, model: Model) -> str:
+  return "PixelCNN: exact NLL in nats per image; sampling runs H*W forward passes"

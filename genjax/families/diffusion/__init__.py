@@ -20,8 +20,9 @@
 
 The pure functions take `model`, a `Diffusion` (the U-Net, the config, the image shape and the
 classes): `loss(params, batch, rng, model)`, `eval_sums`, `sample(variables, rng, n, model,
-options)` with a `SampleOptions`, and `evaluate` (the full bound). `build(exp, info)` is the
-adapter the trainer drives; sampling and evaluation use the EMA weights when the state has them.
+options)` with a `SampleOptions`, and `evaluate` (the full bound): the family contract of
+genjax.families.base, whose assembler binds them for the trainer; sampling and evaluation use the
+EMA weights when the state has them.
 
 Class conditioning: with `class_conditional`, labels are replaced by the null label
 `num_classes` with probability `label_dropout` while training, and sampling mixes the
@@ -43,12 +44,10 @@ import numpy as np
 from genjax import errors
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
-from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState, ema_of
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
-from genjax.families.base import Family
+from genjax.families import base
 from genjax.families.diffusion import edm as edm_lib
 from genjax.families.diffusion import flow as flow_lib
 from genjax.families.diffusion import likelihood, objectives, samplers, schedules
@@ -499,9 +498,12 @@ def flow_evaluate(variables, batches, rng, model: Diffusion, max_examples: Optio
 
 
 def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[int] = None):
-  """The whole bound on the batches (or their first max_examples images): nats per image and
-  bits/dim, split into the prior L_T, the diffusion terms and the decoder L_0; a "flow" model's
-  exact likelihood instead (`flow_evaluate`)."""
+  """The whole bound on the batches (or their first max_examples images, default
+  config.model.eval_max_examples): nats per image and bits/dim, split into the prior L_T, the
+  diffusion terms and the decoder L_0; a "flow" model's exact likelihood instead (`flow_evaluate`).
+  An "edm" model has no likelihood here (`evaluates`)."""
+  if max_examples is None:
+    max_examples = model.config.eval_max_examples
   if model.config.formulation == "flow":
     return flow_evaluate(variables, batches, rng, model, max_examples)
   num_dims = math.prod(model.image_shape)
@@ -548,8 +550,9 @@ class SampleOptions:
   s_churn: Optional[float] = None
 
 
-def resolve_options(options: SampleOptions, cfg: Config) -> SampleOptions:
-  """`options` with every None replaced by the config's default; checks them (ValueError)."""
+def resolve_options(options: SampleOptions, model: Diffusion, exp=None, info=None) -> SampleOptions:
+  """`options` with every None replaced by the model config's default; checks them (ConfigError)."""
+  cfg = model.config
   sampler = options.sampler or cfg.sampler
   check_sampler(sampler, cfg)
   num_steps = options.num_steps
@@ -631,7 +634,7 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
   """n images f32[n, H, W, C] in [-1, 1], one compiled call (it may also be traced inside the
   caller's jit). Class-conditional models draw `labels` (int[n]), else options.label for every
   image, else 0, 1, ..., num_classes - 1, 0, 1, ..."""
-  options = resolve_options(options, model.config)
+  options = resolve_options(options, model)
   num_classes = model.num_classes
   if num_classes:
     if labels is None:
@@ -667,52 +670,34 @@ SAMPLE_OPTIONS = {"Config": SampleOptions}
 
 
 def init(rng, model: Diffusion):
-  """Fresh U-Net parameters."""
+  """Fresh U-Net variables: {"params": ...}."""
   x = jnp.zeros((1, *model.image_shape), jnp.float32)
   t, labels = jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32)
-  return jax.jit(lambda r: model.unet.init(r, x, t, labels if model.num_classes else None))(rng)["params"]
+  return {"params": jax.jit(lambda r: model.unet.init(r, x, t, labels if model.num_classes else None))(rng)["params"]}
 
 
-def build(exp: Experiment, info: DataInfo, batch_splits: int = 1) -> Family:
-  """The diffusion family's functions bound to `exp` on data described by `info`."""
-  cfg: Config = exp.model
-  model = make_model(cfg, info, exp.train.compute_dtype)
-  tx = make_optimizer(exp.optim, exp.train.steps)
-  ema = exp.optim.ema_decay
+updates = base.loss_updates(loss)
 
-  def train_loss(params, state, batch, rng, i):
-    value, metrics = loss(params, batch, rng, model)
-    return value, (metrics, {})
 
+def evaluates(exp: Experiment) -> bool:
+  """DDPM's variational bound, or a flow's ODE likelihood; an EDM model has no likelihood of its
+  own here (genjax.evaluate then computes sample metrics, FD by default)."""
+  return exp.model.formulation != "edm"
+
+
+def notes(exp: Experiment, model: Diffusion) -> str:
+  cfg = model.config
   steps = cfg.sample_steps or DEFAULT_STEPS.get(cfg.sampler, cfg.timesteps)
+  guided = 2 if cfg.guidance_scale != 1.0 else 1
   if cfg.formulation == "flow":
     what = f"flow matching (sigma_min={cfg.flow_sigma_min}, t {cfg.flow_time_sampling})"
     evals = (
-      "an adaptive number of (dopri5)"
-      if cfg.sampler == "dopri5"
-      else flow_lib.evaluations(cfg.sampler, steps) * (2 if cfg.guidance_scale != 1.0 else 1)
+      "an adaptive number of (dopri5)" if cfg.sampler == "dopri5" else flow_lib.evaluations(cfg.sampler, steps) * guided
     )
   else:
     what = f"EDM ({cfg.preconditioning} preconditioning)" if cfg.formulation == "edm" else f"DDPM (T={cfg.timesteps})"
-    evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * (
-      2 if cfg.guidance_scale != 1.0 else 1
-    )
-  return Family(
-    init=lambda rng: TrainState.create(init(rng, model), tx, ema=ema is not None),
-    train_step=functools.partial(
-      step_lib.train_step, updates=(step_lib.Update(train_loss),), optimizers={None: tx}, ema=ema_of(exp.optim)
-    ),
-    eval_step=step_lib.eval_step_from_sums(
-      lambda state, batch, rng: eval_sums(state.variables(ema=True), batch, rng, model)
-    ),
-    sample=lambda variables, rng, n, options=None: sample(variables, rng, n, model, options or SampleOptions()),
-    sample_options=SampleOptions,
-    resolve_options=lambda options: resolve_options(options, cfg),
-    # DDPM's variational bound, or a flow's ODE likelihood; an EDM model has no likelihood of its
-    # own here (genjax.evaluate then computes sample metrics, FD by default)
-    evaluate=None
-    if cfg.formulation == "edm"
-    else lambda state, batches, rng: evaluate(state.variables(ema=True), batches, rng, model, cfg.eval_max_examples),
-    notes=f"{what} U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
-    f"{evals} U-Net evaluations per batch of samples.",
+    evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * guided
+  return (
+    f"{what} U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
+    f"{evals} U-Net evaluations per batch of samples."
   )

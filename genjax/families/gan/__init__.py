@@ -1,6 +1,7 @@
 """Generative adversarial networks: DCGAN, SNGAN, WGAN-GP and PacGAN as one family.
 
-`build(exp, info)` returns the pure functions the shared loop calls. One `train_step` makes
+The family contract of genjax.families.base: `updates(model)` is the step the shared loop runs,
+`init`, `eval_sums`, `sample` and `pictures` the rest. One `train_step` makes
 `n_critic` discriminator updates and then `g_steps` generator updates, each network with its own
 optax optimizer, in a single jitted call:
 
@@ -28,9 +29,9 @@ The pure functions take `model`, a `GAN` (the two Flax modules and the config):
 
   discriminator_loss(d_params, d_collections, g_variables, x_real, y_real, keys_B, phase, model)
   generator_loss(g_params, g_collections, d_variables, keys_B, phase, model)
-  sample(g_variables, rng, n, model, options)      eval_sums(variables, batch, rng, model)
+  sample(variables, rng, n, model, options)        eval_sums(variables, batch, rng, model)
 
-each returning what its docstring says; `build` chains them into the trainer's step.
+each returning what its docstring says; `updates` chains them into the trainer's step.
 
 Generators are in train mode (batch statistics) while training, and sample with running
 averages. The generator's running statistics are updated by the generator updates only.
@@ -51,8 +52,7 @@ from genjax.config import ConfigError
 from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
-from genjax.core.state import TrainState, ema_of
-from genjax.families.base import Family
+from genjax.core.state import TrainState
 from genjax.families.gan import losses
 from genjax.families.gan.models import KERNEL_SIZES, SPECTRAL, Discriminator, Generator  # noqa: F401 - SPECTRAL re-exported
 
@@ -449,9 +449,15 @@ def sample_from(g_variables, z, y, model: GAN):
   return model.generator.apply(g_variables, z, _labels(model, y), train=False)
 
 
-def sample(g_variables, rng, n: int, model: GAN, options: SampleOptions = SampleOptions()):
-  """n images f32[n,H,W,C] in [-1, 1] from the generator variables (EMA weights when the run
-  kept them); labels cycle through the classes for conditional models unless options.label."""
+def sample(variables, rng, n: int, model: GAN, options: SampleOptions = SampleOptions()):
+  """n images f32[n,H,W,C] in [-1, 1] from the GAN's variables (its generator's part: the EMA
+  weights when the run kept them); labels cycle through the classes for conditional models
+  unless options.label."""
+  return sample_generator(_net(variables, "g"), rng, n, model, options)
+
+
+def sample_generator(g_variables, rng, n: int, model: GAN, options: SampleOptions = SampleOptions()):
+  """`sample` from the generator's own variables ({"params": g_params, ...})."""
   z = jax.vmap(functools.partial(draw_latent, model.config))(jax.random.split(rng, n))
   if options.label is not None:
     if not model.num_classes:
@@ -464,14 +470,17 @@ def sample(g_variables, rng, n: int, model: GAN, options: SampleOptions = Sample
   return sample_from(g_variables, z, y, model)
 
 
-def pictures(g_variables, n: int, model: GAN):
-  """Grids from FIXED noise (the same every evaluation): n samples, one row per class for
-  conditional models (same noise across rows), and latent interpolations (8 rows of 8)."""
+def pictures(variables, batch, rng, model: GAN, n: int = 64):
+  """Grids from FIXED noise (the same every evaluation, whatever `rng`; `batch` unused): n
+  samples, one row per class for conditional models (same noise across rows), and latent
+  interpolations (8 rows of 8), from the generator's part of `variables`."""
+  del batch, rng
+  g_variables = _net(variables, "g")
   cfg, num_classes = model.config, model.num_classes
   draw = functools.partial(draw_latent, cfg)
   key = jax.random.PRNGKey(FIXED_NOISE_SEED)
   k_samples, k_ends = jax.random.split(key)
-  out = {"fixed_noise": sample(g_variables, k_samples, n, model)}
+  out = {"fixed_noise": sample_generator(g_variables, k_samples, n, model)}
   if num_classes:
     cols = 10
     z = jnp.tile(jax.vmap(draw)(jax.random.split(k_samples, cols)), (num_classes, 1))
@@ -493,8 +502,8 @@ CONFIGS = (Config,)
 SAMPLE_OPTIONS = {"Config": SampleOptions}
 
 
-def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
-  """A fresh state: params {"g", "d"}, one optimizer state each, the EMA of G when asked."""
+def init(rng, model: GAN):
+  """Fresh variables of both networks: {"params": {"g", "d"}, collection: {"g", "d"}}."""
   cfg = model.config
   H, W, C = model.image_shape
   kg, kd, kz = jax.random.split(rng, 3)
@@ -504,53 +513,40 @@ def init(rng, model: GAN, tx_g, tx_d, ema: bool) -> TrainState:
   g_vars = model.generator.init(kg, z, _labels(model, y), train=False)
   x = pack_images(jnp.zeros((n, H, W, C), jnp.float32), cfg.pack)
   d_vars = model.discriminator.init(kd, x, _labels(model, y[: x.shape[0]]), train=False, update_stats=False)
-  params = {"g": g_vars["params"], "d": d_vars["params"]}
   extra = {}
   for net, variables in (("g", g_vars), ("d", d_vars)):
     extra = step_lib.merge_collections(extra, net, {k: v for k, v in variables.items() if k != "params"})
-  # The EMA generator keeps an EMA of its BatchNorm statistics too (as BigGAN's code does).
-  ema_extra = {name: {"g": jax.tree.map(jnp.copy, coll["g"])} for name, coll in extra.items() if "g" in coll}
-  return TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=params,
-    opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-    ema_params={"g": jax.tree.map(jnp.copy, params["g"])} if ema else None,
-    extra=extra,
-    ema_extra=(ema_extra or None) if ema else None,
-  )
+  return {"params": {"g": g_vars["params"], "d": d_vars["params"]}, **extra}
 
 
-def build(exp, info, batch_splits: int = 1) -> Family:
-  """The GAN family's functions bound to `exp` on data described by `info`; `batch_splits`: the
-  pieces each step's batch is cut into before the step sees it (one per device when the step is mapped over devices)."""
-  cfg: Config = exp.model
-  _check(cfg, info, exp, batch_splits)
-  model = make_model(cfg, info, exp.train.compute_dtype)
-  tx_g = make_optimizer(exp.optim, exp.train.steps * cfg.g_steps)
-  tx_d = make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate)
-  ema = exp.optim.ema_decay
-  g_vars = lambda variables: _net(variables, "g")
-  notes = (
+# The EMA follows the generator, with its BatchNorm statistics (as BigGAN's code does); evaluation
+# pits the raw generator against the discriminator it trains with; one step's updates share
+# per-example keys (with_keys).
+EMA_OF = "g"
+EVAL_EMA = False
+prepare = with_keys
+
+
+def optimizers(exp, model: GAN):
+  """One optimizer per network, each with its own number of updates (n_critic, g_steps) and the
+  discriminator's learning rate (TTUR) where set."""
+  cfg = model.config
+  return {
+    "g": make_optimizer(exp.optim, exp.train.steps * cfg.g_steps),
+    "d": make_optimizer(exp.optim, exp.train.steps * cfg.n_critic, learning_rate=cfg.d_learning_rate),
+  }
+
+
+def check(exp, info, batch_splits: int = 1):
+  """The checks that need the experiment and the batch split (see _check)."""
+  _check(exp.model, info, exp, batch_splits)
+
+
+def notes(exp, model: GAN) -> str:
+  cfg = model.config
+  return (
     f"{cfg.arch} G/D ({cfg.kernel()}x{cfg.kernel()} kernels), {cfg.loss} loss, n_critic={cfg.n_critic}, "
     f"g_steps={cfg.g_steps}"
     + (", spectral norm" if cfg.spectral_norm else "")
     + (f", pack={cfg.pack}" if cfg.pack > 1 else "")
-  )
-  return Family(
-    init=lambda rng: init(rng, model, tx_g, tx_d, ema is not None),
-    train_step=functools.partial(
-      step_lib.train_step,
-      updates=updates(model),
-      optimizers={"g": tx_g, "d": tx_d},
-      ema=ema_of(exp.optim),
-      prepare=with_keys,
-    ),
-    # Evaluation pits the raw generator against the discriminator it trains with.
-    eval_step=step_lib.eval_step_from_sums(
-      lambda state, batch, rng: eval_sums(state.variables(ema=False), batch, rng, model)
-    ),
-    sample=lambda variables, rng, n, options=None: sample(g_vars(variables), rng, n, model, options or SampleOptions()),
-    sample_options=SampleOptions,
-    pictures=lambda state, batch, rng: pictures(g_vars(state.variables(ema=True)), exp.eval.num_samples, model),
-    notes=notes,
   )
