@@ -67,7 +67,8 @@ def get_config(arg=None) -> C.Experiment:
     eval=C.Eval(num_batches=4, batch_size=64, num_samples=100),
   )
   if arg == "cpu":
-    # The same model and settings for a 2-core CPU: 3 epochs (2,808 steps), under 20 minutes.
+    # The same model and settings for a 2-core CPU: 3 epochs (2,808 steps), 17.8 minutes at 2.9
+    # steps/s on the 2-core CPU at load ~2 (RESULTS.md's dcgan_mnist row, 2026-11-28); slower under load.
     exp = dataclasses.replace(
       exp,
       name="dcgan_mnist_cpu",

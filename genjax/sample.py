@@ -95,7 +95,7 @@ def check_output(exp, family, out: str):
     )
 
 
-def write(out: str, samples, family):
+def write(out: str, samples, family, layout=None):
   """`samples` as raw arrays (.npy), text (printed too) or a PNG grid, written atomically."""
   import io
 
@@ -114,7 +114,7 @@ def write(out: str, samples, family):
       print(joined)
       paths.write_atomic(out, joined)
     else:
-      writers.save_image_grid(out, samples)
+      writers.save_image_grid(out, samples, layout=layout)
   except Exception as e:  # noqa: BLE001 - each store raises its own types
     cli.fail(paths.storage_error(e, out, "write --out"))
 
@@ -149,7 +149,9 @@ def main(argv=None):
   except errors.UserError as e:
     cli.fail(e)
   seconds = time.perf_counter() - start
-  write(args.out, samples, family)
+  # labels cycle through the classes unless one was asked for: then the columns are not classes
+  one_class = getattr(options, "label", None) is not None
+  write(args.out, samples, family, None if one_class else family.layouts.get("samples"))
   print(
     f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
     f"{dataclasses.asdict(options)})",

@@ -142,10 +142,10 @@ def test_conv_families_keep_float32_state_under_bfloat16(name):
   info = DataInfo(name="mnist", kind="image", shape=(8, 8, 1), num_classes=10)
   if name == "diffusion":
     model = diffusion.Config(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1, timesteps=100)
-    build = diffusion.build
+    build = families.build
   else:
     model = gan.Config(arch="dcgan", latent_dim=8, g_widths=(32, 16), d_widths=(16, 32))
-    build = gan.build
+    build = families.build
   exp = Experiment(
     name=f"mp-{name}",
     family=name,

@@ -62,8 +62,16 @@ def import_tfds():
   if importlib.util.find_spec("importlib_resources") is None:
     sys.modules.setdefault("importlib_resources", importlib.resources)
   quiet_tensorflow()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError as e:
+    raise DatasetNotPreparedError(
+      f"Reading or preparing a TensorFlow Datasets dataset needs tensorflow-datasets and array_record, "
+      f'which this installation lacks ({e}). Install them with `pip install -e ".[tfds]"` (preparing also '
+      "needs `[prepare]`, which adds TensorFlow), or `pip install -r requirements.txt`; or read a portable "
+      "export instead (python -m genjax.data.export --datasets NAME --out DIR on a machine with TFDS, then "
+      "--config.data.data_dir=DIR or GENJAX_DATA_DIR=DIR here)."
+    ) from None
   return tfds
 
 

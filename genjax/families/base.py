@@ -29,7 +29,7 @@ and, where the family has them (each with a default here, FamilyModule lists the
   OUTPUT, PARTITION_RULES, EMA_OF, EVAL_EMA (constants, DEFAULTS below), and the hooks
   prepare(batch, rng), optimizers(exp, model), finish(model), check(exp, info, batch_splits),
   resolve_options(options, model, exp, info), evaluates(exp), decode_text(ids, info),
-  notes(exp, model)
+  layouts(model, n) -> {picture name or "samples": Layout}, notes(exp, model)
 
 Families never mention devices: genjax.core.parallel makes the same functions right in every
 parallel mode. `assemble(exp, info)` binds a family module to an experiment as the `Family` the
@@ -58,6 +58,18 @@ Variables = Dict[str, Any]  # Flax variables: {"params": ..., "batch_stats": ...
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
   """The sampling options of a family whose sampler takes none."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a grid of images is laid out and labelled (genjax.trainer.writers.image_grid): `ncols`
+  images per row (None: a square), a label per row and per column where they vary (a class per
+  row, an interpolation's steps per column), and a caption above the grid."""
+
+  ncols: Optional[int] = None
+  rows: Tuple[str, ...] = ()
+  cols: Tuple[str, ...] = ()
+  caption: str = ""
 
 
 class FamilyModule(Protocol):
@@ -129,6 +141,8 @@ class Family:
   # (state, batch, rng) -> {name: images f32[n,H,W,C]}
   pictures: Optional[Callable[[TrainState, Batch, Any], Dict[str, jax.Array]]] = None
   decode: Optional[Callable[[Any], str]] = None  # text families: token ids -> text
+  # {picture name, or "samples" for the sample grid: its Layout}; a missing name: a plain square
+  layouts: Dict[str, Layout] = dataclasses.field(default_factory=dict)
   partition_rules: Tuple[Tuple[str, Tuple[Optional[str], ...]], ...] = ()
   notes: str = ""
 
@@ -203,6 +217,7 @@ def assemble(module, exp, info, batch_splits: int = 1) -> Family:
     if pictures is None
     else (lambda state, batch, rng: pictures(state.variables(), batch, rng, model, n)),
     decode=functools.partial(module.decode_text, info=info) if hasattr(module, "decode_text") else None,
+    layouts=module.layouts(model, n) if hasattr(module, "layouts") else {},
     partition_rules=hook(module, "PARTITION_RULES"),
     notes=module.notes(exp, model) if hasattr(module, "notes") else "",
   )
@@ -237,6 +252,7 @@ __all__ = [
   "Family",
   "FamilyModule",
   "Metrics",
+  "Layout",
   "NoOptions",
   "Sequence",
   "Variables",

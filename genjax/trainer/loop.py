@@ -255,13 +255,15 @@ class _Run:
       paths.write_atomic(paths.join(sample_dir, f"step_{step:08d}.txt"), text)
       self.writer.write_text("samples", step, text)
     else:
-      picture = writers.image_grid(samples)
+      picture = writers.image_grid(samples, layout=family.layouts.get("samples"))
       writers.save_picture(paths.join(sample_dir, f"step_{step:08d}.png"), picture)
       self.writer.write_image("samples", step, picture)
+    writers.save_loss_curve(self.workdir, exp.name)
     if self.pictures_fn is not None:
       batch = next(iter(self.eval_ds.eval_batches(exp.eval.num_samples, 1)))
       for name, images in self.pictures_fn(here, batch, self.program.keys.sample).items():
-        writers.save_image_grid(paths.join(sample_dir, f"{name}_step_{step:08d}.png"), np.asarray(images))
+        path = paths.join(sample_dir, f"{name}_step_{step:08d}.png")
+        writers.save_image_grid(path, np.asarray(images), layout=family.layouts.get(name))
 
   # -- the loop ----------------------------------------------------------------------------------
 

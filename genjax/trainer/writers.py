@@ -12,9 +12,15 @@ from PIL import Image
 from genjax import errors, paths
 
 
-def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, min_cell: int = 64) -> Image.Image:
+def image_grid(
+  images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, min_cell: int = 64, layout=None
+) -> Image.Image:
   """A PIL image tiling `images` f32[N,H,W,C] in [-1, 1] (C = 1 or 3; other C show channel 0
-  .. 2). Small images are enlarged with nearest-neighbour so each cell is >= `min_cell` px."""
+  .. 2). Small images are enlarged with nearest-neighbour so each cell is >= `min_cell` px.
+  `layout` (genjax.families.base.Layout) sets the images per row and labels the rows, the
+  columns and the grid."""
+  if layout is not None:
+    ncols = layout.ncols or ncols
   images = np.asarray(images, np.float32)
   if len(images) == 0:
     raise errors.ConfigError("image_grid needs at least one image.")
@@ -35,7 +41,36 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1, mi
   scale = max(1, int(math.ceil(min_cell / max(h, w))))
   if scale > 1:
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+  if layout is not None and (layout.rows or layout.cols or layout.caption):
+    picture = _labelled(picture, layout, ((h + pad) * scale, (w + pad) * scale), pad * scale)
   return picture
+
+
+def _labelled(picture: Image.Image, layout, cell, pad: int) -> Image.Image:
+  """`picture` on a white canvas with the layout's row labels at the left, column labels and the
+  caption above (Pillow's built-in font)."""
+  from PIL import ImageDraw, ImageFont
+
+  font = ImageFont.load_default()
+  measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+  size = lambda text: measure.textbbox((0, 0), text, font=font)[2:]  # noqa: E731
+  line = max(size("Ag")[1], 1) + 4
+  left = max((size(t)[0] for t in layout.rows), default=0) + (8 if layout.rows else 0)
+  top = (line if layout.caption else 0) + (line if layout.cols else 0)
+  canvas = Image.new(
+    picture.mode, (picture.width + left, picture.height + top), 255 if picture.mode == "L" else (255,) * 3
+  )
+  canvas.paste(picture, (left, top))
+  draw, ink = ImageDraw.Draw(canvas), 0 if picture.mode == "L" else (0, 0, 0)
+  if layout.caption:
+    draw.text((left + pad, 2), layout.caption, fill=ink, font=font)
+  for j, text in enumerate(layout.cols):
+    x = left + pad + j * cell[1] + (cell[1] - pad - size(text)[0]) // 2
+    draw.text((x, top - line + 2), text, fill=ink, font=font)
+  for i, text in enumerate(layout.rows):
+    y = top + pad + i * cell[0] + (cell[0] - pad - size(text)[1]) // 2
+    draw.text((left - 4 - size(text)[0], y), text, fill=ink, font=font)
+  return canvas
 
 
 def save_picture(path: str, picture: Image.Image) -> str:
@@ -47,8 +82,8 @@ def save_picture(path: str, picture: Image.Image) -> str:
   return path
 
 
-def save_image_grid(path: str, images, ncols: Optional[int] = None) -> str:
-  return save_picture(path, image_grid(images, ncols))
+def save_image_grid(path: str, images, ncols: Optional[int] = None, layout=None) -> str:
+  return save_picture(path, image_grid(images, ncols, layout=layout))
 
 
 class MetricWriter:
@@ -108,6 +143,67 @@ class MetricWriter:
 def _plain(value):
   value = np.asarray(value)
   return value.item() if value.size == 1 else value.tolist()
+
+
+def loss_series(records: list) -> dict:
+  """{name: ([steps], [values])} of every loss-like scalar in `records` (names ending in "loss",
+  "nll..." or "bits_per_..."; eval_ ones too), in step order: what the loss-curve picture plots."""
+  series: dict = {}
+  for r in records:
+    for name, value in r.items():
+      bare = name[len("eval_") :] if name.startswith("eval_") else name
+      lossy = bare.endswith("loss") or bare.startswith(("nll", "bits_per_", "bpd"))
+      if name != "step" and lossy and isinstance(value, (int, float)) and math.isfinite(value):
+        steps, values = series.setdefault(name, ([], []))
+        steps.append(int(r["step"]))
+        values.append(float(value))
+  return series
+
+
+def loss_curve_picture(records: list, title: str = "") -> Optional[Image.Image]:
+  """A PNG-ready picture of loss_series(records) against the step (train lines solid, eval lines
+  with markers; a log axis when a curve spans more than a factor of 10), drawn with matplotlib;
+  None when matplotlib is not installed or there is nothing to plot."""
+  series = loss_series(records)
+  try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+  except ImportError:
+    return None
+  if not series:
+    return None
+  groups = sorted({name[len("eval_") :] if name.startswith("eval_") else name for name in series})
+  figure = Figure(figsize=(4.5 * len(groups), 3.2), dpi=100)
+  FigureCanvasAgg(figure)
+  for i, group in enumerate(groups):
+    ax = figure.add_subplot(1, len(groups), i + 1)
+    for name in (group, f"eval_{group}"):
+      if name in series:
+        steps, values = series[name]
+        eval_ = name.startswith("eval_")
+        ax.plot(steps, values, "o-" if eval_ else "-", ms=3, lw=1.2, label="eval" if eval_ else "train")
+    values = [v for name in (group, f"eval_{group}") if name in series for v in series[name][1]]
+    if min(values) > 0 and max(values) > 10 * min(values):
+      ax.set_yscale("log")
+    ax.set_title(group, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  if title:
+    figure.suptitle(title, fontsize=10)
+  figure.tight_layout()
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png")
+  return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def save_loss_curve(workdir: str, title: str = "") -> Optional[str]:
+  """WORKDIR/samples/loss_curve.png from WORKDIR/metrics.jsonl (rewritten at every evaluation),
+  for people who do not open TensorBoard; its path, or None when nothing was drawn."""
+  picture = loss_curve_picture(read_metrics(workdir), title)
+  if picture is None:
+    return None
+  return save_picture(paths.join(workdir, "samples", "loss_curve.png"), picture)
 
 
 def read_metrics(workdir: str) -> list:

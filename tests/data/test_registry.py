@@ -157,3 +157,19 @@ def test_one_entry_is_what_export_writes(extra, monkeypatch, tmp_path):
   monkeypatch.setattr(sources, "tfds_images", _TFDS_IMAGES)
   dataset = gd.load(Data(name="kuzushiji", data_dir=str(tmp_path)), "train")
   assert dataset.num_examples == 5 and dataset.info.num_classes == 10
+
+
+def test_reading_tfds_without_tensorflow_datasets_names_the_extra(monkeypatch):
+  """The lightest install (`pip install -e .`) has no tensorflow-datasets: a TFDS dataset gets one
+  paragraph naming the extra to install and the portable export that needs none."""
+  import sys
+
+  import pytest
+
+  from genjax import errors
+  from genjax.data import tfds_io
+
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import` now fails as if absent
+  with pytest.raises(errors.UserError, match=r'pip install -e "\.\[tfds\]"') as e:
+    tfds_io.import_tfds()
+  assert "genjax.data.export" in str(e.value) and isinstance(e.value, tfds_io.DatasetNotPreparedError)

@@ -55,6 +55,12 @@ def test_outputs_a_person_sees(tmp_path, caplog):
   assert saved["train"]["steps"] == 12 and saved["family"] == "vae"
   samples = os.listdir(os.path.join(workdir, "samples"))
   assert {"step_00000006.png", "step_00000012.png"} <= set(samples)
+  try:
+    import matplotlib  # noqa: F401 - the loss-curve picture needs it
+  except ImportError:
+    assert "loss_curve.png" not in samples
+  else:
+    assert "loss_curve.png" in samples
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == [4, 8, 12]
 

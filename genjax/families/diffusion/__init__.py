@@ -685,6 +685,14 @@ def evaluates(exp: Experiment) -> bool:
   return exp.model.formulation != "edm"
 
 
+def layouts(model: Diffusion, n: int):
+  """A class-conditional model's samples in columns by class (labels cycle 0, 1, ...)."""
+  K = model.num_classes
+  if not K:
+    return {}
+  return {"samples": base.Layout(ncols=K, cols=tuple(str(k) for k in range(K)), caption="one class per column")}
+
+
 def notes(exp: Experiment, model: Diffusion) -> str:
   cfg = model.config
   steps = cfg.sample_steps or DEFAULT_STEPS.get(cfg.sampler, cfg.timesteps)

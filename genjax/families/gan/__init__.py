@@ -53,6 +53,7 @@ from genjax.core import step as step_lib
 from genjax.core.optim import make_optimizer
 from genjax.core.parallel import example_keys
 from genjax.core.state import TrainState
+from genjax.families.base import Layout
 from genjax.families.gan import losses
 from genjax.families.gan.models import KERNEL_SIZES, SPECTRAL, Discriminator, Generator  # noqa: F401 - SPECTRAL re-exported
 
@@ -540,6 +541,26 @@ def optimizers(exp, model: GAN):
 def check(exp, info, batch_splits: int = 1):
   """The checks that need the experiment and the batch split (see _check)."""
   _check(exp.model, info, exp, batch_splits)
+
+
+def layouts(model: GAN, n: int):
+  """Labels of the grids: conditional samples in columns by class (labels cycle 0, 1, ...), the
+  class rows one row per class, the interpolations eight steps from one end to the other."""
+  K = model.num_classes
+  classes = tuple(str(k) for k in range(K or 0))
+  out = {
+    "interpolation": Layout(
+      ncols=8,
+      rows=tuple(str(k % K) for k in range(8)) if K else (),
+      cols=tuple(f"{t / 7:.2f}" for t in range(8)),
+      caption="latent interpolations: columns from one end (0) to the other (1)"
+      + ("; the class of each row at the left" if K else ""),
+    )
+  }
+  if K:
+    out["samples"] = Layout(ncols=K, cols=classes, caption="one class per column")
+    out["class_rows"] = Layout(ncols=10, rows=classes, caption="one class per row, the same noise in every row")
+  return out
 
 
 def notes(exp, model: GAN) -> str:
