@@ -101,15 +101,11 @@ def main(argv=None):
     cli.fail(e, code=loop.PREEMPTED_EXIT_CODE)
   import json
 
-  if jax_process_index() == 0:
-    print(human_summary(exp, summary), file=sys.stderr)
-  print(json.dumps(summary, default=str))
-
-
-def jax_process_index() -> int:
   import jax
 
-  return jax.process_index()
+  if jax.process_index() == 0:
+    print(human_summary(exp, summary), file=sys.stderr)
+  print(json.dumps(summary, default=str))
 
 
 def _metrics_line(metrics: dict, keep: int = 4) -> str:

@@ -39,7 +39,7 @@ owns everything else: data, sharding, checkpoints, logging, progress bars, preem
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -254,7 +254,6 @@ __all__ = [
   "Metrics",
   "Layout",
   "NoOptions",
-  "Sequence",
   "Variables",
   "assemble",
   "check_options",

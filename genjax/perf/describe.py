@@ -13,7 +13,7 @@ import numpy as np
 from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax.core import sharding
-from genjax.perf.measure import cost_flops
+from genjax.perf.measure import compiled_memory, cost_flops
 from genjax.trainer import program as program_lib
 
 
@@ -62,15 +62,9 @@ def describe(exp: config_lib.Experiment, compile_step: bool = True) -> Dict[str,
     # pmap): a step's FLOPs are that times the devices.
     flops = cost_flops(compiled) * p.num_devices
     out["flops_per_step"] = flops / exp.train.steps_per_call
-    mem = compiled.memory_analysis()
-    get = lambda name: int(getattr(mem, name, 0) or 0) if mem is not None else 0  # noqa: E731
-    out["step_bytes_per_device"] = (
-      get("argument_size_in_bytes")
-      + get("output_size_in_bytes")
-      + get("temp_size_in_bytes")
-      - get("alias_size_in_bytes")
-    )
-    out["temp_bytes_per_device"] = get("temp_size_in_bytes")
+    memory = compiled_memory(compiled)
+    out["step_bytes_per_device"] = memory["total_bytes"]
+    out["temp_bytes_per_device"] = memory["temp_bytes"]
   return out
 
 

@@ -69,6 +69,18 @@ def cost_flops(compiled) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
+def compiled_memory(compiled) -> Dict[str, int]:
+  """XLA's memory analysis of a compiled call, per device: argument, output, temporary and
+  aliased (donated) bytes, and their total (arguments + outputs + temporaries - aliased)."""
+  mem = compiled.memory_analysis()
+  get = lambda name: int(getattr(mem, name, 0) or 0) if mem is not None else 0  # noqa: E731
+  out = {k: get(f"{k}_size_in_bytes") for k in ("argument", "output", "temp", "alias")}
+  return {
+    **{f"{k}_bytes": v for k, v in out.items()},
+    "total_bytes": out["argument"] + out["output"] + out["temp"] - out["alias"],
+  }
+
+
 def peak_memory(device) -> Dict[str, Any]:
   stats = None
   try:

@@ -20,6 +20,7 @@ from genjax import data as data_lib
 from genjax import families
 from genjax.core.placement import place
 from genjax.perf import tables
+from genjax.perf.measure import compiled_memory
 from genjax.perf.registry import load_config
 from genjax.trainer import program as program_lib
 
@@ -46,8 +47,7 @@ def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY
     tokens = jax.ShapeDtypeStruct((batch, info.shape[0] + 1), jnp.int32, sharding=par.batch_sharding())
     t0 = time.perf_counter()
     compiled = program.train_step.lower(state, {"tokens": tokens}, np.int32(0)).compile()
-    mem = compiled.memory_analysis()
-    get = lambda name, mem=mem: int(getattr(mem, name, 0) or 0)
+    figures = compiled_memory(compiled)
     rows.append(
       {
         "config": spec,
@@ -57,16 +57,11 @@ def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY
         "devices": devices,
         "batch": batch,
         "state_bytes_per_device": sharding_bytes(abstract, par.state_sharding),
-        "argument_bytes": get("argument_size_in_bytes"),
-        "output_bytes": get("output_size_in_bytes"),
-        "temp_bytes": get("temp_size_in_bytes"),
-        "alias_bytes": get("alias_size_in_bytes"),
+        **{k: figures[k] for k in ("argument_bytes", "output_bytes", "temp_bytes", "alias_bytes")},
         "compile_s": time.perf_counter() - t0,
       }
     )
-    rows[-1]["total_bytes"] = (
-      rows[-1]["argument_bytes"] + rows[-1]["output_bytes"] + rows[-1]["temp_bytes"] - rows[-1]["alias_bytes"]
-    )
+    rows[-1]["total_bytes"] = figures["total_bytes"]
     print(
       f"[memory] {spec} {mode} x{model_parallel}: state {rows[-1]['state_bytes_per_device'] / 2**30:.2f} GiB/device, "
       f"compiled step {rows[-1]['total_bytes'] / 2**30:.2f} GiB/device",
