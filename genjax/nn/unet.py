@@ -103,8 +103,10 @@ class UNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxHxWxC, t_B, label_B=None, train: bool = False):
+  def __call__(self, x_BxHxWxC, t_B, label_B=None, train: bool = False, augment_BxA=None):
     B, H, W, C = x_BxHxWxC.shape
+    if augment_BxA is not None:
+      raise errors.ConfigError("UNet: DDPM's U-Net takes no augmentation labels (EDM's SongUNet does).")
     levels = len(self.ch_mult)
     if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
       raise errors.ConfigError(

@@ -231,7 +231,7 @@ def test_edm_family_trains_evaluates_and_samples_with_its_samplers_only(edm_trai
   v = states[2].variables()
   x = family.sample(v, jax.random.key(0), 4, SampleOptions(label=3))
   assert x.shape == (4, 8, 8, 1) and float(jnp.abs(x).max()) <= 1.0
-  assert "10 U-Net evaluations" in family.notes  # heun: 2 * 3 - 1, twice for guidance 2
+  assert "10 network evaluations" in family.notes  # heun: 2 * 3 - 1, twice for guidance 2
   with pytest.raises(ValueError, match="walks DDPM's T discrete steps") as e:
     family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddim"))
   assert "--sampler heun" in str(e.value)
@@ -299,7 +299,7 @@ def test_flow_family_trains_samples_with_its_solvers_and_reports_bits_per_dim(fl
     assert float(jnp.abs(draws[name] - draws["heun"]).max()) < 5e-3
   assert float(jnp.abs(draws["dopri5"] - noise).max()) > 0.05
   assert family.resolve_options(SampleOptions(sampler="dopri5")).num_steps == 0  # adaptive
-  assert "12 U-Net evaluations" in family.notes  # heun: 2 * 3, twice for guidance 2
+  assert "12 network evaluations" in family.notes  # heun: 2 * 3, twice for guidance 2
   with pytest.raises(ValueError, match="walks DDPM's T discrete steps"):
     family.sample(v, jax.random.key(0), 2, SampleOptions(sampler="ddim"))
   # the likelihood: dopri5 on the augmented ODE, Hutchinson's estimate, dequantized 8-bit images

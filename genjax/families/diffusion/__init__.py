@@ -37,6 +37,7 @@ import functools
 import math
 from typing import Literal, Optional, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,23 +49,36 @@ from genjax.core.parallel import example_keys
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families import base
+from genjax.families.diffusion import backbones, likelihood, objectives, samplers, schedules
 from genjax.families.diffusion import edm as edm_lib
 from genjax.families.diffusion import flow as flow_lib
-from genjax.families.diffusion import likelihood, objectives, samplers, schedules
-from genjax.nn.unet import UNet
+from genjax.nn import dit as dit_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """The U-Net, the diffusion and the default sampler. Defaults: DDPM's CIFAR-10 model."""
+  """The denoiser network, the diffusion and the default sampler. Defaults: DDPM's CIFAR-10 model."""
 
-  # U-Net (Ho et al. 2020, appendix B).
+  # The network (backbones.py): "unet" (DDPM's), "ddpmpp" / "ncsnpp" (EDM's SongUNet), "adm"
+  # (Dhariwal and Nichol's) or "dit" (Peebles and Xie's). The U-Net fields below serve the four
+  # U-Nets (Ho et al. 2020, appendix B, for "unet"), the DiT fields the transformer.
+  backbone: Literal["unet", "ddpmpp", "ncsnpp", "adm", "dit"] = "unet"
   ch: int = 128
   ch_mult: Tuple[int, ...] = (1, 2, 2, 2)
   num_res_blocks: int = 2
   attn_resolutions: Tuple[int, ...] = (16,)  # feature-map sizes (height) that get self-attention
   dropout: float = 0.1
-  num_heads: int = 1
+  num_heads: int = 1  # attention heads (ddpmpp and ncsnpp: 1, as EDM's SongUNet)
+  # EDM's non-leaky augmentation (augment.py, Karras et al. 2022 appendix F.2): the probability of
+  # each geometric transform; its labels condition the network (ddpmpp / ncsnpp only). 0: off.
+  augment_p: float = 0.0
+  num_head_channels: Optional[int] = None  # adm: channels per head (None: num_heads heads)
+  resblock_updown: bool = False  # adm: resample inside residual blocks
+  conv_resample: bool = True  # adm: a 3x3 convolution after each up- and downsampling
+  patch_size: int = 2  # dit (defaults: DiT-XL/2)
+  hidden_size: int = 1152
+  depth: int = 28
+  mlp_ratio: float = 4.0
   # The diffusion.
   schedule: Literal["linear", "cosine"] = "linear"
   timesteps: int = 1000
@@ -112,6 +126,11 @@ class Config:
   flow_atol: float = 1e-5
   flow_max_steps: int = 4096
   flow_probes: int = 1
+  flow_time_grid: Literal["uniform", "edm"] = "uniform"  # euler / heun: uniform t, or EDM's noise levels
+  # The network's time input is flow_time_scale * t: 999 puts t in the range of DDPM's step indices,
+  # which DDPM's U-Net embedding was built for (as rectified flow's code); 1 is the flow-matching
+  # code's own convention (its ADM U-Net embeds t in [0, 1] directly).
+  flow_time_scale: float = 999.0
 
   def flow(self) -> flow_lib.FlowConfig:
     """The flow_* fields as flow.py's FlowConfig."""
@@ -123,6 +142,7 @@ class Config:
       rtol=self.flow_rtol,
       atol=self.flow_atol,
       max_steps=self.flow_max_steps,
+      time_grid=self.flow_time_grid,
     )
 
   def edm(self) -> edm_lib.EDMConfig:
@@ -153,9 +173,6 @@ DEFAULT_STEPS = {"ddim": 50, "dpmpp_2m": 20, "heun": 18, "euler": 35, "edm_sde":
 DISCRETE_SAMPLERS = tuple(samplers.SAMPLERS)  # they need a model trained on T discrete steps
 ALL_SAMPLERS = DISCRETE_SAMPLERS + edm_lib.SAMPLERS + ("dopri5",)
 FORMULATIONS = ("ddpm", "edm", "flow")
-# A flow-matching network's input time: 999 t for t in [0, 1], the range of DDPM's time-step
-# indices that the U-Net's sinusoidal embedding was built for (rectified flow's code does the same).
-FLOW_TIME_SCALE = 999.0
 
 
 def samplers_of(formulation: str) -> Tuple[str, ...]:
@@ -182,15 +199,7 @@ def check_config(cfg: Config, info: DataInfo) -> None:
   """Raises ConfigError, before anything compiles, for settings that cannot work with the data."""
   if info.kind != "image":
     raise ConfigError(f"The diffusion family models images; dataset {info.name!r} is {info.kind}.")
-  H, W, _ = info.shape
-  levels = len(cfg.ch_mult)
-  if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
-    raise ConfigError(
-      f"config.model.ch_mult={cfg.ch_mult} halves {H}x{W} images {levels - 1} times, which does not "
-      f"divide them; use fewer levels (e.g. --config.model.ch_mult=1,2,2 for 28x28)."
-    )
-  if cfg.ch <= 0 or cfg.ch % 32:
-    raise ConfigError(f"config.model.ch = {cfg.ch} must be a positive multiple of 32 (GroupNorm uses 32 groups).")
+  backbones.check(cfg, info)
   if cfg.class_conditional and not info.num_classes:
     raise ConfigError(f"config.model.class_conditional needs labelled data; {info.name!r} has no classes.")
   if cfg.guidance_scale != 1.0 and not cfg.class_conditional:
@@ -213,6 +222,10 @@ def check_config(cfg: Config, info: DataInfo) -> None:
       f"config.model.flow_probes = {cfg.flow_probes} must be at least 1 (Hutchinson's probes per image "
       "in the flow's log-likelihood)."
     )
+  if not cfg.flow_time_scale > 0:
+    raise ConfigError(
+      f"config.model.flow_time_scale = {cfg.flow_time_scale} must be positive (999: DDPM's step range, 1: t itself)."
+    )
   try:
     edm_lib.check(cfg.edm())
     flow_lib.check(cfg.flow())
@@ -232,11 +245,12 @@ def check_config(cfg: Config, info: DataInfo) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Diffusion:
-  """What the pure functions take as `model`: the config, the U-Net, the image shape and the
-  number of classes (None: unconditional; label num_classes is the null label)."""
+  """What the pure functions take as `model`: the config, the network (a backbones.py module),
+  the image shape and the number of classes (None: unconditional; label num_classes is the null
+  label)."""
 
   config: Config
-  unet: UNet
+  net: nn.Module
   image_shape: Tuple[int, int, int]
   num_classes: Optional[int] = None
 
@@ -249,18 +263,7 @@ class Diffusion:
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
   check_config(cfg, info)
   num_classes = info.num_classes if cfg.class_conditional else None
-  unet = UNet(
-    ch=cfg.ch,
-    ch_mult=cfg.ch_mult,
-    num_res_blocks=cfg.num_res_blocks,
-    attn_resolutions=cfg.attn_resolutions,
-    dropout=cfg.dropout,
-    num_heads=cfg.num_heads,
-    out_ch=info.shape[-1],
-    num_classes=num_classes,
-    dtype=jnp.dtype(dtype),
-  )
-  return Diffusion(cfg, unet, tuple(info.shape), num_classes)
+  return Diffusion(cfg, backbones.make(cfg, info, num_classes, dtype), tuple(info.shape), num_classes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +271,29 @@ def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
 # ----------------------------------------------------------------------------------------------
 
 
-def apply(variables, xt, t_B, labels_B, model: Diffusion, train: bool = False, rng=None):
-  """The U-Net's raw output at (x_t, t) for labels_B (ignored by unconditional models)."""
+def apply(variables, xt, t_B, labels_B, model: Diffusion, train: bool = False, rng=None, augment_BxA=None):
+  """The network's raw output at (x_t, t) for labels_B (ignored by unconditional models) and, while
+  training with EDM's augmentation, its labels augment_BxA (None: not augmented)."""
   rngs = {"dropout": rng} if train else None
-  return model.unet.apply(variables, xt, t_B, labels_B if model.num_classes else None, train=train, rngs=rngs)
+  labels_B = labels_B if model.num_classes else None
+  if augment_BxA is None:
+    return model.net.apply(variables, xt, t_B, labels_B, train=train, rngs=rngs)
+  return model.net.apply(variables, xt, t_B, labels_B, train=train, rngs=rngs, augment_BxA=augment_BxA)
+
+
+def augmented(batch, rng, model: Diffusion, train: bool):
+  """(batch, augmentation labels f32[B, A]) with each training image put through EDM's
+  augmentation (augment.py) with its own example key, so every parallel mode draws the same; the
+  batch as it is and None when not training or config.model.augment_p is 0."""
+  if not train or not model.config.augment_p:
+    return batch, None
+  from genjax.families.diffusion import augment as augment_lib
+
+  aug_cfg = backbones.augment_config(model.config)
+  keys = example_keys(jax.random.fold_in(rng, 4), batch["image"].shape[0])
+  one = lambda k, x: augment_lib.augment(k, x[None], aug_cfg)
+  images, labels = jax.vmap(one)(keys, batch["image"].astype(jnp.float32))
+  return {**batch, "image": images[:, 0]}, labels[:, 0]
 
 
 def guided(variables, x, t_B, labels_B, model: Diffusion, guidance_scale: float = 1.0):
@@ -349,9 +371,10 @@ def edm_inputs(batch, rng, model: Diffusion):
 
 def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
   """(lambda(sigma)-weighted loss, denoising MSE) per example of an "edm" model: two f32[B]."""
+  batch, aug = augmented(batch, rng, model, train)
   x0, sigma_B, noise, labels = edm_inputs(batch, rng, model)
   drop = jax.random.fold_in(rng, 3) if train else None
-  net = lambda x_in, c_noise_B: apply(variables, x_in, c_noise_B, labels, model, train=train, rng=drop)
+  net = lambda x_in, c_noise_B: apply(variables, x_in, c_noise_B, labels, model, train, drop, aug)
   denoise = edm_lib.denoiser_from_network(net, model.config.preconditioning, model.config.sigma_data)
   return edm_lib.weighted_loss(denoise, x0, sigma_B, noise, model.config.edm())
 
@@ -359,7 +382,8 @@ def edm_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
 def velocity_fn(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
   """velocity(x, t_B) -> v of a "flow" model (t in [0, 1], noise to data), with classifier-free
   guidance (v_null + s (v_label - v_null)) when guidance_scale != 1; f32."""
-  return lambda x, t_B: guided(variables, x, FLOW_TIME_SCALE * t_B, labels_B, model, guidance_scale)
+  scale = model.config.flow_time_scale
+  return lambda x, t_B: guided(variables, x, scale * t_B, labels_B, model, guidance_scale)
 
 
 def flow_inputs(batch, rng, model: Diffusion):
@@ -370,10 +394,12 @@ def flow_inputs(batch, rng, model: Diffusion):
 
 def flow_loss_terms(variables, batch, rng, model: Diffusion, train: bool):
   """The conditional flow matching loss per example of a "flow" model: f32[B]."""
+  batch, aug = augmented(batch, rng, model, train)
   x1, t_B, noise, labels = flow_inputs(batch, rng, model)
   flow_cfg = model.config.flow()
   drop = jax.random.fold_in(rng, 3) if train else None
-  velocity = lambda x, t: apply(variables, x, FLOW_TIME_SCALE * t, labels, model, train=train, rng=drop)
+  scale = model.config.flow_time_scale
+  velocity = lambda x, t: apply(variables, x, scale * t, labels, model, train, drop, aug)
   return flow_lib.loss_terms(velocity, x1, t_B, noise, flow_cfg.sigma_min)
 
 
@@ -395,9 +421,10 @@ def loss(params, batch, rng, model: Diffusion):
     weighted_B, mse_B = edm_loss_terms({"params": params}, batch, rng, model, train=True)
     value = jnp.mean(weighted_B)
     return value, {"loss": value, "mse": jnp.mean(mse_B)}
+  batch, aug = augmented(batch, rng, model, train=True)
   x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
   xt = schedules.q_sample(sched, x0, t_B, noise)
-  out = apply({"params": params}, xt, t_B, labels, model, train=True, rng=jax.random.fold_in(rng, 3))
+  out = apply({"params": params}, xt, t_B, labels, model, True, jax.random.fold_in(rng, 3), aug)
   out = out.astype(jnp.float32)
   mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
   if cfg.loss == "simple":
@@ -483,6 +510,9 @@ def flow_evaluate(variables, batches, rng, model: Diffusion, max_examples: Optio
     x = jnp.asarray(batch["image"], jnp.float32)
     x = x + jax.random.uniform(jax.random.fold_in(key, 0), x.shape, minval=-1.0 / 255, maxval=1.0 / 255)
     log_p, n_steps = jax.device_get(flow_log_likelihood(variables, x, jax.random.fold_in(key, 1), model))
+    if int(n_steps) < 0:
+      f = model.config.flow()
+      raise errors.NumericalError(flow_lib.out_of_steps(f.max_steps, f.rtol, f.atol, "The flow's log-likelihood"))
     bpd.append(np.asarray(flow_lib.dequantized_bits_per_dim(np.asarray(log_p, np.float64), num_dims))[mask])
     steps.append(int(n_steps))
   if not bpd:
@@ -589,7 +619,7 @@ def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidan
   cfg = model.config
   if cfg.formulation == "flow":
     f = cfg.flow()
-    x, _ = flow_lib.sample(
+    x, steps = flow_lib.sample(
       velocity_fn(variables, labels, model, guidance_scale),
       jax.random.normal(rng, (n, *model.image_shape)),
       sampler=sampler,
@@ -597,8 +627,9 @@ def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidan
       rtol=f.rtol,
       atol=f.atol,
       max_steps=f.max_steps,
+      time_grid=f.time_grid,
     )
-    return jnp.clip(x, -1.0, 1.0)
+    return jnp.where(steps >= 0, jnp.clip(x, -1.0, 1.0), jnp.nan)  # NaN: dopri5 ran out of steps
   if sampler in edm_lib.SAMPLERS:
     denoise, round_sigma, (lo, hi) = sigma_denoiser(variables, labels, model, guidance_scale)
     x = edm_lib.sample(
@@ -647,7 +678,7 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
     if labels is not None:
       raise errors.ConfigError("labels need a class-conditional model (model.class_conditional=True).")
     labels = np.zeros((n,), np.int32)
-  return _sample(
+  x = _sample(
     variables,
     rng,
     jnp.asarray(labels, jnp.int32),
@@ -659,6 +690,10 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
     guidance_scale=options.guidance_scale,
     s_churn=options.s_churn,
   )
+  if options.sampler == "dopri5" and not isinstance(x, jax.core.Tracer) and bool(jnp.isnan(x[0, 0, 0, 0])):
+    f = model.config.flow()
+    raise errors.NumericalError(flow_lib.out_of_steps(f.max_steps, f.rtol, f.atol, "Sampling"))
+  return x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,13 +702,16 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
 
 CONFIGS = (Config,)
 SAMPLE_OPTIONS = {"Config": SampleOptions}
+# tensor parallelism and FSDP split a DiT as they split the GPT (heads, MLP, adaLN); the U-Nets'
+# parameter names match none of these rules, so FSDP alone shards them
+PARTITION_RULES = dit_lib.PARTITION_RULES
 
 
 def init(rng, model: Diffusion):
-  """Fresh U-Net variables: {"params": ...}."""
+  """Fresh network variables: {"params": ...}."""
   x = jnp.zeros((1, *model.image_shape), jnp.float32)
   t, labels = jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32)
-  return {"params": jax.jit(lambda r: model.unet.init(r, x, t, labels if model.num_classes else None))(rng)["params"]}
+  return {"params": jax.jit(lambda r: model.net.init(r, x, t, labels if model.num_classes else None))(rng)["params"]}
 
 
 updates = base.loss_updates(loss)
@@ -706,6 +744,6 @@ def notes(exp: Experiment, model: Diffusion) -> str:
     what = f"EDM ({cfg.preconditioning} preconditioning)" if cfg.formulation == "edm" else f"DDPM (T={cfg.timesteps})"
     evals = (edm_lib.evaluations(cfg.sampler, steps) if cfg.sampler in edm_lib.SAMPLERS else steps) * guided
   return (
-    f"{what} U-Net ch={cfg.ch} mult={cfg.ch_mult}; default sampler {cfg.sampler} with "
-    f"{evals} U-Net evaluations per batch of samples."
+    f"{what} {backbones.describe(cfg)}; default sampler {cfg.sampler} with "
+    f"{evals} network evaluations per batch of samples."
   )

@@ -14,6 +14,11 @@ location m into -m here; m = 0 is the same in both).
 
 Sampling integrates dx/dt = v(x, t) from t = 0 to 1 with diffrax: "euler" and "heun" at fixed
 steps (N and 2N network evaluations), "dopri5" adaptively with rtol / atol (Dormand-Prince 5(4)).
+The fixed steps are uniform in t, or (time_grid "edm") EDM's rho = 7 noise levels (Karras et al.
+2022, eq. 5, sigma from 80 to 0.002, then 0) mapped to t = 1 - sigma / (1 + sigma), the grid the
+flow-matching code samples CIFAR-10 with (facebookresearch/flow_matching,
+examples/image/training/edm_time_discretization.py); that grid starts at t = 1/81, where the noise
+stands for x as in that code.
 
 The log-likelihood is the instantaneous change of variables (Chen et al. 2018):
 d log p_t(x_t) / dt = -div v(x_t, t), so, integrating the augmented ODE from the data at t = 1
@@ -38,6 +43,7 @@ import jax.numpy as jnp
 from genjax import errors
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
+TIME_GRIDS = ("uniform", "edm")
 SAMPLERS = ("euler", "heun", "dopri5")
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -47,8 +53,11 @@ class FlowConfig:
   """What a flow-matching formulation is trained and solved with.
 
   sigma_min: the OT path's final width (0: rectified flow; Lipman et al. use 1e-4 on images);
-  time_sampling: "uniform" (Lipman et al.) or "logit_normal" (SD3) with logit_mean, logit_std;
-  rtol, atol: dopri5's tolerances (sampling and likelihood); max_steps: its bound on steps."""
+  time_sampling: "uniform" (Lipman et al.) or "logit_normal" (SD3) with logit_mean, logit_std
+  (logit_mean = logit_std = 1.2 is the flow-matching code's "skewed" times, 1 / (1 + sigma) with
+  ln sigma ~ N(-1.2, 1.2^2), EDM's training noise levels); time_grid: the fixed-step samplers'
+  times, "uniform" or "edm"; rtol, atol: dopri5's tolerances (sampling and likelihood);
+  max_steps: its bound on steps."""
 
   sigma_min: float = 0.0
   time_sampling: str = "uniform"
@@ -57,6 +66,7 @@ class FlowConfig:
   rtol: float = 1e-5
   atol: float = 1e-5
   max_steps: int = 4096
+  time_grid: str = "uniform"
 
 
 def check(cfg: FlowConfig, prefix: str = "config.model.flow_") -> None:
@@ -67,6 +77,8 @@ def check(cfg: FlowConfig, prefix: str = "config.model.flow_") -> None:
     raise errors.ConfigError(
       f"{prefix}time_sampling = {cfg.time_sampling!r} is not one of {', '.join(TIME_SAMPLINGS)}."
     )
+  if cfg.time_grid not in TIME_GRIDS:
+    raise errors.ConfigError(f"{prefix}time_grid = {cfg.time_grid!r} is not one of {', '.join(TIME_GRIDS)}.")
   if not cfg.logit_std > 0:
     raise errors.ConfigError(f"{prefix}logit_std = {cfg.logit_std} must be positive (SD3 uses 1.0).")
   for name in ("rtol", "atol"):
@@ -133,7 +145,18 @@ def _solver(sampler: str):
   return {"euler": diffrax.Euler, "heun": diffrax.Heun, "dopri5": diffrax.Dopri5}[sampler]()
 
 
-def _solve(fn, y0, t0, t1, *, sampler, num_steps, rtol, atol, max_steps):
+def edm_time_grid(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+  """num_steps + 1 times from 0 to 1: EDM's num_steps noise levels (eq. 5) and 0, as t = 1 - sigma /
+  (1 + sigma) (float64 numpy, as the flow-matching code computes them)."""
+  import numpy as np
+
+  i = np.arange(num_steps, dtype=np.float64)
+  root = sigma_max ** (1 / rho) + i / max(num_steps - 1, 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
+  sigmas = np.concatenate([root**rho, [0.0]])
+  return 1.0 - np.clip(sigmas / (1.0 + sigmas), 0.0, 1.0)
+
+
+def _solve(fn, y0, t0, t1, *, sampler, num_steps, rtol, atol, max_steps, time_grid="uniform"):
   """diffrax.diffeqsolve of dy/dt = fn(t, y) from t0 to t1: (y(t1), accepted steps)."""
   solver, diffrax = _solver(sampler), _diffrax()
   if sampler == "dopri5":
@@ -141,7 +164,17 @@ def _solve(fn, y0, t0, t1, *, sampler, num_steps, rtol, atol, max_steps):
   else:
     if num_steps < 1:
       raise errors.ConfigError(f"num_steps = {num_steps} must be at least 1.")
-    kwargs = dict(dt0=(t1 - t0) / num_steps, stepsize_controller=diffrax.ConstantStepSize(), max_steps=num_steps)
+    if time_grid == "edm":
+      if (t0, t1) != (0.0, 1.0):
+        raise errors.ConfigError("time_grid = 'edm' runs from noise (t = 0) to data (t = 1) only.")
+      # the grid starts at sigma_max = 80, t = 1/81: the noise stands for x there, as in the
+      # flow-matching code (odeint over its time grid)
+      ts = edm_time_grid(num_steps)
+      t0, t1 = float(ts[0]), float(ts[-1])
+      controller = diffrax.StepTo(ts=jnp.asarray(ts, jnp.float32))
+      kwargs = dict(dt0=None, stepsize_controller=controller, max_steps=num_steps)
+    else:
+      kwargs = dict(dt0=(t1 - t0) / num_steps, stepsize_controller=diffrax.ConstantStepSize(), max_steps=num_steps)
   sol = diffrax.diffeqsolve(
     diffrax.ODETerm(lambda t, y, args: fn(t, y)),
     solver,
@@ -149,10 +182,21 @@ def _solve(fn, y0, t0, t1, *, sampler, num_steps, rtol, atol, max_steps):
     t1=t1,
     y0=y0,
     saveat=diffrax.SaveAt(t1=True),
+    throw=False,  # a solve that runs out of steps reports -1 steps (callers say what to change)
     **kwargs,
   )
   y1 = jax.tree_util.tree_map(lambda leaf: leaf[-1], sol.ys)
-  return y1, sol.stats["num_accepted_steps"]
+  ok = sol.result == diffrax.RESULTS.successful
+  return y1, jnp.where(ok, sol.stats["num_accepted_steps"], -1)
+
+
+def out_of_steps(max_steps: int, rtol: float, atol: float, what: str) -> str:
+  """The paragraph for a dopri5 solve that needed more than max_steps steps."""
+  return (
+    f"{what}: dopri5 did not reach the end of the ODE within config.model.flow_max_steps = {max_steps} "
+    f"steps at rtol = {rtol:g}, atol = {atol:g}. Raise --config.model.flow_max_steps, loosen "
+    "--config.model.flow_rtol / flow_atol, or sample with a fixed-step solver (--sampler heun)."
+  )
 
 
 def evaluations(sampler: str, num_steps: int) -> int:
@@ -169,11 +213,25 @@ def sample(
   rtol: float = 1e-5,
   atol: float = 1e-5,
   max_steps: int = 4096,
+  time_grid: str = "uniform",
 ):
-  """x(1) from x(0) = noise, for velocity(x, t_B) -> v: (x1, the solver's accepted steps)."""
+  """x(1) from x(0) = noise, for velocity(x, t_B) -> v: (x1, the solver's accepted steps, -1 when
+  dopri5 ran out of its max_steps);
+  euler and heun step on `time_grid` ("uniform" or "edm", see edm_time_grid)."""
   B = noise.shape[0]
   fn = lambda t, x: velocity(x, jnp.full((B,), t, jnp.float32)).astype(jnp.float32)
-  return _solve(fn, noise, 0.0, 1.0, sampler=sampler, num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps)
+  return _solve(
+    fn,
+    noise,
+    0.0,
+    1.0,
+    sampler=sampler,
+    num_steps=num_steps,
+    rtol=rtol,
+    atol=atol,
+    max_steps=max_steps,
+    time_grid=time_grid,
+  )
 
 
 def exact_divergence(velocity: Callable, x, t_B):
@@ -213,7 +271,8 @@ def log_likelihood(
   max_steps: int = 4096,
 ):
   """log p_1(x1) per example in nats (f32[B]) under the flow of `velocity`, by integrating the
-  augmented ODE (x, the divergence's integral) from t = 1 back to t = 0: (log p, accepted steps).
+  augmented ODE (x, the divergence's integral) from t = 1 back to t = 0: (log p, accepted steps;
+  -1 when dopri5 ran out of its max_steps).
   divergence "exact" or "hutchinson" (then `probes`, f32[K, *x1.shape], fixed for the solve)."""
   if divergence not in DIVERGENCES:
     raise errors.ConfigError(f"divergence = {divergence!r} is not one of {', '.join(DIVERGENCES)}.")
