@@ -83,8 +83,22 @@ def _add_mode_flags(parser: argparse.ArgumentParser):
     help="instead: the CPU GPT beside a clone of karpathy/nanoGPT in DIR (its shakespeare_char data "
     "prepared), alternating runs, ms per step of each",
   )
-  parser.add_argument("--torch_python", default="python", help="with --nanogpt: the Python that has torch")
-  parser.add_argument("--rounds", type=int, default=3, help="with --nanogpt: runs of each, alternating")
+  parser.add_argument(
+    "--diffusers",
+    action="store_true",
+    help="instead: the DDPM U-Net train step beside diffusers' UNet2DModel of the same shape in PyTorch "
+    "(--torch_python must have torch and diffusers), alternating runs, ms per step and parameters of each",
+  )
+  parser.add_argument(
+    "--diffusers_configs",
+    default=None,
+    help=f"with --diffusers: comma-separated config specs (default {','.join(peers.DIFFUSERS_CONFIGS)})",
+  )
+  parser.add_argument("--diffusers_steps", type=int, default=20, help="with --diffusers: timed steps per run")
+  parser.add_argument(
+    "--torch_python", default="python", help="with --nanogpt or --diffusers: the Python that has torch"
+  )
+  parser.add_argument("--rounds", type=int, default=3, help="with --nanogpt or --diffusers: runs of each, alternating")
   parser.add_argument(
     "--startup",
     action="store_true",
@@ -102,6 +116,11 @@ def main(argv=None) -> Dict[str, Any]:
   if args.nanogpt:
     try:
       return peers.run(args.nanogpt, args.torch_python, args.rounds, args.quick, args.data_dir, args.out)
+    except errors.UserError as e:
+      cli.fail(str(e))
+  if args.diffusers:
+    try:
+      return peers.diffusers_run(args.diffusers_configs, args.torch_python, args.rounds, args.diffusers_steps, args.out)
     except errors.UserError as e:
       cli.fail(str(e))
   if args.memory:

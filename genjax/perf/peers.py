@@ -5,6 +5,7 @@ per step of each."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -148,3 +149,118 @@ def run(
     with open(out, "w") as f:
       json.dump(result, f, indent=1)
   return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The diffusion U-Net train step beside diffusers' UNet2DModel (`python -m genjax.bench --diffusers`)
+# ----------------------------------------------------------------------------------------------
+
+DIFFUSERS_SCRIPT = "experiments/reference/torch_diffusers_unet.py"
+DIFFUSERS_CONFIGS = ("experiments/ddpm_mnist.py:cpu", "experiments/ddpm_mnist.py")
+
+
+def unet_spec(exp, info) -> Dict[str, Any]:
+  """What the PyTorch script needs to build diffusers' UNet2DModel in the shape of this experiment's
+  DDPM U-Net and to take the same step (torch_diffusers_unet.py's --spec)."""
+  m = exp.model
+  if getattr(m, "backbone", None) != "unet" or getattr(m, "formulation", None) != "ddpm":
+    raise errors.ConfigError(
+      f"--diffusers compares DDPM's U-Net (backbone 'unet', formulation 'ddpm'); {exp.name} has "
+      f"backbone {getattr(m, 'backbone', None)!r} and formulation {getattr(m, 'formulation', None)!r}."
+    )
+  return {
+    "ch": m.ch,
+    "ch_mult": list(m.ch_mult),
+    "num_res_blocks": m.num_res_blocks,
+    "attn_resolutions": list(m.attn_resolutions),
+    "dropout": m.dropout,
+    "num_classes": info.num_classes if m.class_conditional else None,
+    "image_shape": list(info.shape),
+    "timesteps": m.timesteps,
+    "batch_size": exp.train.batch_size,
+    "learning_rate": exp.optim.learning_rate,
+    "grad_clip_norm": exp.optim.grad_clip_norm,
+    "ema_decay": exp.optim.ema_decay or 0.0,
+  }
+
+
+def _genjax_unet_program(spec_path: str):
+  from genjax import data as data_lib
+  from genjax.trainer import program as program_lib
+
+  exp = config_lib.validate(config_lib.load_config_file(repo_path(spec_path)))
+  exp = dataclasses.replace(
+    exp,
+    train=dataclasses.replace(exp.train, steps_per_call=1, progress=False),
+    parallel=config_lib.Parallel(mode="jit", num_devices=1),
+  )
+  info = data_lib.describe(exp.data)
+  return exp, info, program_lib.build(exp, info)
+
+
+def diffusers_run(
+  configs: Optional[str], torch_python: str, rounds: int, steps: int, out: Optional[str]
+) -> Dict[str, Any]:
+  """For each config: genjax's compiled train step (the loop's own call, measure_train) and the same
+  step of diffusers' UNet2DModel in the same shape, alternating `rounds` times; mean ms per step of
+  each over `steps` steps after the first, and both parameter counts."""
+  import math
+  import subprocess
+
+  from genjax.perf.measure import measure_train
+
+  specs = [s.strip() for s in (configs or ",".join(DIFFUSERS_CONFIGS)).split(",") if s.strip()]
+  if rounds < 1 or steps < 2:
+    raise errors.ConfigError(f"--rounds={rounds} and --diffusers_steps={steps} must be at least 1 and 2.")
+  rows = []
+  for spec_path in specs:
+    exp, info, program = _genjax_unet_program(spec_path)
+    spec = unet_spec(exp, info)
+    params = jax_param_count(program)
+    for r in range(rounds):
+      got = measure_train(program, min_time=math.inf, max_steps=steps, profile=False)
+      mine = {"ms_per_step": 1e3 * got["seconds_per_step"], "steps": got["timed_steps"]}
+      command = [torch_python, repo_path(DIFFUSERS_SCRIPT), "--spec", json.dumps(spec), "--steps", str(steps)]
+      done = subprocess.run(command, capture_output=True, text=True)
+      if done.returncode != 0:
+        raise errors.ToolError(f"{DIFFUSERS_SCRIPT} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+      theirs = json.loads(done.stdout.strip().splitlines()[-1])
+      row = {
+        "config": spec_path,
+        "round": r,
+        "batch": spec["batch_size"],
+        "genjax_params": params,
+        "diffusers_params": theirs["params"],
+        "genjax_ms_per_step": mine["ms_per_step"],
+        "diffusers_ms_per_step": theirs["ms_per_step"],
+        "torch": theirs["torch"],
+        "torch_threads": theirs["threads"],
+        "load_average": list(os.getloadavg()),
+      }
+      rows.append(row)
+      print(
+        f"{spec_path} round {r}: genjax {row['genjax_ms_per_step']:8.1f} ms/step ({params:,} params), diffusers "
+        f"{row['diffusers_ms_per_step']:8.1f} ms/step ({theirs['params']:,} params), batch {spec['batch_size']}, "
+        f"load {row['load_average'][0]:.2f}",
+        flush=True,
+      )
+    mine_med = float(np.median([x["genjax_ms_per_step"] for x in rows if x["config"] == spec_path]))
+    theirs_med = float(np.median([x["diffusers_ms_per_step"] for x in rows if x["config"] == spec_path]))
+    print(
+      f"{spec_path}: median over rounds genjax {mine_med:.1f} ms/step, diffusers {theirs_med:.1f} ms/step: "
+      f"genjax takes {mine_med / theirs_med:.2f}x diffusers' time per step"
+    )
+  result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+  if out:
+    with open(out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def jax_param_count(program) -> int:
+  """The parameters of a program's state, from shapes alone."""
+  import math
+
+  import jax
+
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(program.abstract_state.params))
