@@ -1,4 +1,5 @@
-"""Every test sees 8 simulated CPU devices, so parallel code paths run on one machine.
+"""Every test sees 8 simulated CPU devices, so parallel code paths run on one machine, with the
+XLA:CPU settings of genjax's commands (genjax.cli.CPU_TUNING).
 
 The tests and every process they start share one persistent compilation cache
 (JAX_COMPILATION_CACHE_DIR, default .data/compilation_cache in the checkout): a program that one
@@ -16,10 +17,12 @@ import sys
 import pytest
 
 from genjax import compile_cache
-from genjax.cli import simulated_devices_xla_flags
+from genjax.cli import cpu_tuned_xla_flags, simulated_devices_xla_flags
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(8, os.environ.get("XLA_FLAGS", ""))
+# the XLA:CPU settings genjax's commands run with (genjax.cli.CPU_TUNING), here and in every child
+os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ["XLA_FLAGS"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_REPO, ".data", "compilation_cache"))

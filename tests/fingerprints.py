@@ -21,9 +21,9 @@ import tempfile
 
 if __name__ == "__main__" and "--compare" not in sys.argv:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from genjax.cli import simulated_devices_xla_flags
+  from genjax.cli import cpu_tuned_xla_flags, simulated_devices_xla_flags
 
-  os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(2, os.environ.get("XLA_FLAGS", ""))
+  os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(simulated_devices_xla_flags(2, os.environ.get("XLA_FLAGS", "")))
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -84,3 +84,23 @@ def test_a_users_error_is_one_paragraph_and_a_bug_stays_a_traceback(tmp_path, mo
   with pytest.raises(TypeError, match="unsupported operand"):
     sample.main(argv)
   assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.MissingError, FileNotFoundError)
+
+
+def test_cpu_tuning_flags_are_added_once_only_for_the_measured_jaxlib(monkeypatch):
+  from importlib import metadata
+
+  from genjax import cli
+
+  monkeypatch.delenv(cli.CPU_TUNING_SWITCH, raising=False)
+  monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
+  (flag,) = cli.CPU_TUNING["0.10.2"]
+  tuned = cli.cpu_tuned_xla_flags("--xla_force_host_platform_device_count=2")
+  assert tuned.split() == ["--xla_force_host_platform_device_count=2", flag]
+  assert cli.cpu_tuned_xla_flags(tuned) == tuned  # applied twice: once
+  mine = flag.split("=")[0] + "=dot"
+  assert cli.cpu_tuned_xla_flags(mine) == mine  # the user's own setting wins
+  monkeypatch.setattr(metadata, "version", lambda name: "0.12.0")
+  assert cli.cpu_tuned_xla_flags("") == ""  # a jaxlib that was not measured (the flag may be unknown)
+  monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
+  monkeypatch.setenv(cli.CPU_TUNING_SWITCH, "off")
+  assert cli.cpu_tuned_xla_flags("") == ""

@@ -80,8 +80,21 @@ class AttnBlock(nn.Module):
     dense = lambda name, init=_default_init: nn.Dense(C, dtype=self.dtype, kernel_init=init, name=name)
     split = lambda t: t.reshape(B, H * W, self.num_heads, C // self.num_heads)
     q_BxLxNxK, k_BxLxNxK, v_BxLxNxK = (split(dense(n)(h)) for n in ("q", "k", "v"))
-    out_BxLxNxK = jax.nn.dot_product_attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK)
+    out_BxLxNxK = attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK)
     return x_BxHxWxC + dense("proj_out", _zero_init)(out_BxLxNxK.reshape(B, H, W, C))
+
+
+def attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK):
+  """softmax(q k^T / sqrt(K)) v over the L positions, per head: f[B, L, N, K]. One head (DDPM's
+  attention) is three batched matrix products with no transposes (jax.nn.dot_product_attention
+  moves the head axis, which XLA:CPU's backward pass did with ~40 ms of copies a step of the
+  ddpm_mnist.py U-Net); several heads go to jax.nn.dot_product_attention."""
+  if q_BxLxNxK.shape[2] != 1:
+    return jax.nn.dot_product_attention(q_BxLxNxK, k_BxLxNxK, v_BxLxNxK)
+  q, k, v = (t[:, :, 0, :] for t in (q_BxLxNxK, k_BxLxNxK, v_BxLxNxK))
+  logits_BxLxL = jnp.einsum("blk,bmk->blm", q, k) / math.sqrt(q.shape[-1])
+  weights_BxLxL = jax.nn.softmax(logits_BxLxL.astype(jnp.float32), axis=-1).astype(v.dtype)
+  return jnp.einsum("blm,bmk->blk", weights_BxLxL, v)[:, :, None, :]
 
 
 class UNet(nn.Module):
