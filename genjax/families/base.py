@@ -26,7 +26,7 @@ and, where the family has them (each with a default here, FamilyModule lists the
                               the full evaluation `python -m genjax.evaluate` prints
   pictures(variables, batch, rng, model, n) -> {name: images}
                               extra grids saved at each evaluation
-  OUTPUT, PARTITION_RULES, EMA_OF, EVAL_EMA (constants, DEFAULTS below), and the hooks
+  OUTPUT, PARTITION_RULES, EMA_OF, EVAL_EMA, FROZEN_COLLECTIONS (constants, DEFAULTS below), and the hooks
   prepare(batch, rng), optimizers(exp, model), finish(model), check(exp, info, batch_splits),
   resolve_options(options, model, exp, info), evaluates(exp), decode_text(ids, info),
   layouts(model, n) -> {picture name or "samples": Layout}, notes(exp, model)
@@ -93,6 +93,8 @@ DEFAULTS: Dict[str, Any] = {
   # parallelism may split (genjax.core.sharding); families without large layers need none
   "PARTITION_RULES": (),
   "EMA_OF": None,  # the network (a key of params) whose weights the EMA follows; None: all of them
+  # collections a state carries unchanged (a latent model's frozen autoencoder): no EMA copy
+  "FROZEN_COLLECTIONS": (),
   "EVAL_EMA": True,  # eval_sums sees the EMA weights (a GAN's evaluation pits the raw G against D)
   "prepare": None,  # prepare(batch, rng) -> batch: what every update of a step shares
   "evaluate": None,
@@ -154,6 +156,7 @@ def create_state(module, variables: Variables, txs: Mapping[Optional[str], Any],
   params, extra = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
   net = hook(module, "EMA_OF")
+  averaged = {k: v for k, v in extra.items() if k not in hook(module, "FROZEN_COLLECTIONS")}
   if None in txs:
     opt_state = txs[None].init(params)
   else:
@@ -161,10 +164,10 @@ def create_state(module, variables: Variables, txs: Mapping[Optional[str], Any],
   if not ema:
     ema_params, ema_extra = None, None
   elif net is None:
-    ema_params, ema_extra = copy(params), (copy(extra) if extra else None)
+    ema_params, ema_extra = copy(params), (copy(averaged) if averaged else None)
   else:
     ema_params = {net: copy(params[net])}
-    ema_extra = {name: {net: copy(coll[net])} for name, coll in extra.items() if net in coll} or None
+    ema_extra = {name: {net: copy(coll[net])} for name, coll in averaged.items() if net in coll} or None
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,

@@ -24,6 +24,7 @@ NETS = {
 }
 FORMULATION = {
   "ddpm": dict(timesteps=40, sampler="ddim", sample_steps=3),
+  "ddpm_learned": dict(timesteps=40, sampler="ddpm", sample_steps=5, variance="learned_range"),
   "edm": dict(formulation="edm", sampler="heun", sample_steps=2),
   "flow": dict(formulation="flow", sampler="euler", sample_steps=2),
 }
@@ -47,6 +48,8 @@ def batch(n=8, seed=0):
 def loss_of_a_zero_network(model, b, rng):
   """Each formulation's loss when the network outputs 0, from the family's own draws (float64)."""
   cfg = model.config
+  if cfg.formulation == "ddpm" and cfg.variance == "learned_range":
+    return learned_variance_loss_of_a_zero_network(model, b, rng)
   if cfg.formulation == "ddpm":  # eps prediction: |0 - eps|^2
     _, _, noise, _ = diffusion.noisy_inputs(b, rng, model)
     return (np.asarray(noise, np.float64) ** 2).mean()
@@ -61,8 +64,38 @@ def loss_of_a_zero_network(model, b, rng):
   return (weight * (d - x0) ** 2).mean(axis=(1, 2, 3)).mean()
 
 
+def learned_variance_loss_of_a_zero_network(model, b, rng):
+  """Nichol and Dhariwal's hybrid loss when the network outputs 0: eps_hat = 0 (so x0_hat =
+  x_t / sqrt(ab_t)) and v = 0 (log sigma^2 halfway between log beta_t and log beta_tilde_t):
+  |eps|^2 + the bound's term at t in bits per dimension, written out in numpy."""
+  from scipy import stats
+
+  x0, t_B, noise, _ = (np.asarray(a, np.float64) for a in diffusion.noisy_inputs(b, rng, model))
+  t = t_B.astype(int)
+  betas = np.linspace(1e-4 * 1000 / 40, 0.02 * 1000 / 40, 40)  # the linear schedule scaled to T = 40
+  ab = np.cumprod(1 - betas)
+  ab_prev = np.append(1.0, ab[:-1])
+  post_var = betas * (1 - ab_prev) / (1 - ab)
+  col = lambda a: a[t][:, None, None, None]
+  xt = np.sqrt(col(ab)) * x0 + np.sqrt(1 - col(ab)) * noise
+  coef_x0, coef_xt = np.sqrt(ab_prev) * betas / (1 - ab), np.sqrt(1 - betas) * (1 - ab_prev) / (1 - ab)
+  true_mean = col(coef_x0) * x0 + col(coef_xt) * xt
+  model_mean = col(coef_x0) * (xt / np.sqrt(col(ab))) + col(coef_xt) * xt
+  log_clipped = np.log(np.append(post_var[1], post_var[1:]))
+  model_logvar = 0.5 * (np.log(col(betas)) + col(log_clipped))
+  kl = 0.5 * (-1 + model_logvar - col(log_clipped) + np.exp(col(log_clipped) - model_logvar))
+  kl = kl + 0.5 * (true_mean - model_mean) ** 2 * np.exp(-model_logvar)
+  sd = np.exp(0.5 * model_logvar)
+  upper = np.where(x0 > 0.999, 1.0, stats.norm.cdf((x0 - model_mean + 1 / 255) / sd))
+  lower = np.where(x0 < -0.999, 0.0, stats.norm.cdf((x0 - model_mean - 1 / 255) / sd))
+  decoder = -np.log(np.maximum(upper - lower, 1e-12))
+  vb_B = np.where(t == 0, decoder.mean(axis=(1, 2, 3)), kl.mean(axis=(1, 2, 3))) / np.log(2)
+  return (noise**2).mean() + vb_B.mean()
+
+
 @pytest.mark.parametrize(
-  "net,formulation", [("dit", "ddpm"), ("dit", "edm"), ("dit", "flow"), ("adm", "edm"), ("ncsnpp", "flow")]
+  "net,formulation",
+  [("dit", "ddpm"), ("dit", "ddpm_learned"), ("dit", "edm"), ("dit", "flow"), ("adm", "edm"), ("ncsnpp", "flow")],
 )
 def test_backbone_trains_and_samples_under_the_formulation(net, formulation):
   exp = experiment(net, formulation)

@@ -206,7 +206,7 @@ def test_samplers_are_one_compiled_call_with_one_evaluation_per_step(sampler, nu
   assert len(calls) == 2 * num_steps
 
 
-@pytest.mark.parametrize("variance", objectives.VARIANCES)
+@pytest.mark.parametrize("variance", ("fixedlarge", "fixedsmall"))
 def test_bits_per_dim_of_the_true_noise_predictor_on_one_point(variance):
   """Data = one 8-bit image x*; the model predicts the true noise, so x0_hat = x* at every step.
   The bound's terms then have closed forms: L_T = KL(N(sqrt(ab_T) x*, 1 - ab_T) || N(0, 1)); the
@@ -283,3 +283,60 @@ def test_dpm_solver_runs_inside_the_callers_jit():
   assert x.shape == (64, 2, 2, 1) and bool(jnp.all(jnp.isfinite(x)))
   with pytest.raises(ValueError, match="must be known when tracing"):
     jax.jit(lambda s: samplers.logsnr_timesteps(s, 10))(schedules.make_schedule("linear", T))
+
+
+def with_variance_output(make, v: float):
+  """A model of `make` that also outputs the learned-variance value v everywhere."""
+
+  def wrapped(sched):
+    inner = make(sched)
+    return lambda xt, t_B: (*inner(xt, t_B), jnp.full_like(xt, v))
+
+  return wrapped
+
+
+def test_learned_range_spans_the_two_fixed_variances():
+  """v = -1 is beta_tilde_t (fixedsmall) at every step; v = +1 is beta_t (fixedlarge) at every step
+  but the first, where fixedlarge borrows beta_tilde_1; v = 0 is their geometric mean."""
+  x_star = jnp.asarray(np.linspace(-0.9, 0.9, 6).reshape(1, 2, 3, 1), jnp.float32)
+  sched = schedules.make_schedule("linear", 200)
+  bound = lambda make, variance: likelihood.full_bound(make(sched), sched, x_star, jax.random.key(0), variance=variance)
+  small, large = bound(point_model(x_star), "fixedsmall"), bound(point_model(x_star), "fixedlarge")
+  low = bound(with_variance_output(point_model(x_star), -1.0), "learned_range")
+  high = bound(with_variance_output(point_model(x_star), 1.0), "learned_range")
+  for k in ("prior", "diffusion", "decoder"):
+    np.testing.assert_allclose(float(low[k][0]), float(small[k][0]), rtol=1e-5)
+  np.testing.assert_allclose(float(high["diffusion"][0]), float(large["diffusion"][0]), rtol=1e-5)
+  t_B = jnp.array([0, 7, 150])
+  mid = objectives.model_log_variance(sched, t_B, "learned_range", 4, jnp.zeros((3, 1, 1, 1)))
+  want = 0.5 * (np.log(np.asarray(sched.betas)[t_B]) + np.asarray(sched.posterior_log_variance_clipped)[t_B])
+  np.testing.assert_allclose(np.asarray(mid).ravel(), want, rtol=1e-6)
+
+
+def test_respaced_ddpm_steps_on_the_kept_indices_of_the_respaced_schedule():
+  """DiT samples 250 of 1000 steps: the kept steps' alpha_bar are the original's and
+  beta_k = 1 - ab_k / ab_{k-1} (improved-diffusion's respace.py, computed here in numpy); the
+  network sees the original indices, once each, from the noisiest; the perfect point predictor
+  lands on its point exactly (the last respaced step's posterior mean is x0_hat)."""
+  T, n = 1000, 25
+  sched = schedules.make_schedule("linear", T)
+  kept = np.round(np.linspace(0, T - 1, n)).astype(int)  # improved-diffusion's space_timesteps
+  betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
+  ab = np.cumprod(1 - betas)[kept]
+  small = schedules.respace(sched, kept)
+  np.testing.assert_allclose(np.asarray(small.betas), 1 - ab / np.append(1.0, ab[:-1]), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(small.alphas_cumprod), ab, rtol=1e-5)
+  x_star = jnp.asarray(np.linspace(-0.8, 0.8, 4).reshape(1, 2, 2, 1), jnp.float32)
+  seen = []
+  inner = point_model(x_star)(sched)
+
+  def spy(xt, t_B):
+    jax.debug.callback(lambda t: seen.append(int(t[0])), t_B)
+    return inner(xt, t_B)
+
+  for variance in ("fixedsmall", "fixedlarge"):
+    seen.clear()
+    x = samplers.get("ddpm")(spy, sched, jax.random.key(1), (3, 2, 2, 1), num_steps=n, variance=variance)
+    jax.block_until_ready(x)
+    assert seen == sorted(kept.tolist(), reverse=True)
+    np.testing.assert_allclose(np.asarray(x), np.broadcast_to(np.asarray(x_star), x.shape), atol=1e-5)

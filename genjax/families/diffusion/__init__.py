@@ -49,7 +49,7 @@ from genjax.core.parallel import example_keys
 from genjax.data.datasets import first_examples
 from genjax.data.info import DataInfo
 from genjax.families import base
-from genjax.families.diffusion import backbones, likelihood, objectives, samplers, schedules
+from genjax.families.diffusion import backbones, latent, likelihood, objectives, samplers, schedules
 from genjax.families.diffusion import edm as edm_lib
 from genjax.families.diffusion import flow as flow_lib
 from genjax.nn import dit as dit_lib
@@ -86,7 +86,9 @@ class Config:
   beta_end: float = 0.02
   prediction: Literal["eps", "x0", "v"] = "eps"
   loss: Literal["simple", "vlb"] = "simple"  # L_simple (MSE on the prediction) or the bound's L_t
-  variance: Literal["fixedlarge", "fixedsmall"] = "fixedlarge"  # sigma_t^2 = beta_t or beta_tilde_t
+  # sigma_t^2 = beta_t or beta_tilde_t, or learned between them ("learned_range": the network
+  # outputs twice the channels and trains them with Nichol and Dhariwal's hybrid loss, as DiT)
+  variance: Literal["fixedlarge", "fixedsmall", "learned_range"] = "fixedlarge"
   clip_denoised: bool = True  # clip x0_hat to [-1, 1] when sampling and evaluating the bound
   # Classifier-free guidance.
   class_conditional: bool = False
@@ -163,6 +165,13 @@ class Config:
       s_noise=self.s_noise,
     )
 
+  # Latent diffusion (latent.py, Rombach et al. 2022): a frozen autoencoder whose latents the
+  # network models: a .safetensors file of an AutoencoderKL (Stable Diffusion's KL-f8), a diffusers
+  # folder or a genjax autoencoder run's workdir; latents are scaled by latent_scale (SD's
+  # 0.18215; for your own autoencoder, 1 / the std of its latents). None: pixel space.
+  autoencoder: Optional[str] = None
+  latent_scale: float = 0.18215
+
   # Family.evaluate computes the whole bound (ddpm: T network evaluations per image; flow: the
   # ODE log-likelihood) on the first eval_max_examples images of the split; None: the whole split.
   eval_max_examples: Optional[int] = None
@@ -210,6 +219,11 @@ def check_config(cfg: Config, info: DataInfo) -> None:
     raise ConfigError(f"config.model.dropout = {cfg.dropout} must lie in [0, 1).")
   if cfg.formulation not in FORMULATIONS:
     raise ConfigError(f"config.model.formulation = {cfg.formulation!r} is not one of {', '.join(FORMULATIONS)}.")
+  if cfg.formulation != "ddpm" and cfg.variance == "learned_range":
+    raise ConfigError(
+      f"config.model.variance = 'learned_range' learns DDPM's reverse variances; a model of formulation "
+      f"{cfg.formulation!r} has none: leave config.model.variance at 'fixedlarge'."
+    )
   if cfg.formulation != "ddpm" and cfg.loss != "simple":
     raise ConfigError(
       f"config.model.loss = {cfg.loss!r} is DDPM's variational bound; a model of formulation "
@@ -251,8 +265,9 @@ class Diffusion:
 
   config: Config
   net: nn.Module
-  image_shape: Tuple[int, int, int]
+  image_shape: Tuple[int, int, int]  # what the network models: the images', or their latents'
   num_classes: Optional[int] = None
+  autoencoder: Optional[latent.Frozen] = None  # latent diffusion's frozen autoencoder
 
   def schedule(self) -> schedules.Schedule:
     """The noise schedule's tables (computed in float64 numpy, stored float32)."""
@@ -261,9 +276,17 @@ class Diffusion:
 
 
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
+  frozen = None
+  if cfg.autoencoder is not None:
+    if info.kind != "image":
+      raise ConfigError(f"The diffusion family models images; dataset {info.name!r} is {info.kind}.")
+    if not cfg.latent_scale > 0:
+      raise ConfigError(f"config.model.latent_scale = {cfg.latent_scale} must be positive (SD's KL-f8: 0.18215).")
+    frozen = latent.load(cfg.autoencoder, cfg.latent_scale)
+    info = latent.latent_info(info, frozen)
   check_config(cfg, info)
   num_classes = info.num_classes if cfg.class_conditional else None
-  return Diffusion(cfg, backbones.make(cfg, info, num_classes, dtype), tuple(info.shape), num_classes)
+  return Diffusion(cfg, backbones.make(cfg, info, num_classes, dtype), tuple(info.shape), num_classes, frozen)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,6 +299,7 @@ def apply(variables, xt, t_B, labels_B, model: Diffusion, train: bool = False, r
   training with EDM's augmentation, its labels augment_BxA (None: not augmented)."""
   rngs = {"dropout": rng} if train else None
   labels_B = labels_B if model.num_classes else None
+  variables = {k: v for k, v in variables.items() if k != latent.COLLECTION}
   if augment_BxA is None:
     return model.net.apply(variables, xt, t_B, labels_B, train=train, rngs=rngs)
   return model.net.apply(variables, xt, t_B, labels_B, train=train, rngs=rngs, augment_BxA=augment_BxA)
@@ -297,8 +321,9 @@ def augmented(batch, rng, model: Diffusion, train: bool):
 
 
 def guided(variables, x, t_B, labels_B, model: Diffusion, guidance_scale: float = 1.0):
-  """The U-Net's output at (x, t) with classifier-free guidance when guidance_scale != 1:
-  out_null + s (out_label - out_null), both evaluations in one batch of 2n; f32."""
+  """The network's output at (x, t) with classifier-free guidance when guidance_scale != 1:
+  out_null + s (out_label - out_null), both evaluations in one batch of 2n; a learned variance
+  is the conditional one, unguided (as DiT's forward_with_cfg keeps each half's); f32."""
   if model.num_classes and guidance_scale != 1.0:
     n = x.shape[0]
     both = apply(
@@ -308,18 +333,22 @@ def guided(variables, x, t_B, labels_B, model: Diffusion, guidance_scale: float 
       jnp.concatenate([labels_B, jnp.full_like(labels_B, model.num_classes)]),
       model,
     ).astype(jnp.float32)
-    return both[n:] + guidance_scale * (both[:n] - both[n:])
+    pred, v = objectives.split_output(both, model.config.variance)
+    pred = pred[n:] + guidance_scale * (pred[:n] - pred[n:])
+    return pred if v is None else jnp.concatenate([pred, v[:n]], axis=-1)
   return apply(variables, x, t_B, labels_B, model).astype(jnp.float32)
 
 
-def denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0):
+def denoiser(variables, labels_B, model: Diffusion, guidance_scale: float = 1.0, with_variance: bool = False):
   """model_fn(x_t, t_B) -> (x0_hat, eps_hat) of a "ddpm" model, with classifier-free guidance
-  when guidance_scale != 1."""
+  when guidance_scale != 1; with_variance: (x0_hat, eps_hat, v), v the learned variance output
+  (None for fixed variances)."""
   sched, cfg = model.schedule(), model.config
 
   def model_fn(xt, t_B):
-    out = guided(variables, xt, t_B, labels_B, model, guidance_scale)
-    return objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
+    pred, v = objectives.split_output(guided(variables, xt, t_B, labels_B, model, guidance_scale), cfg.variance)
+    x0_hat, eps_hat = objectives.to_x0_eps(sched, pred, xt, t_B, cfg.prediction)
+    return (x0_hat, eps_hat, v) if with_variance else (x0_hat, eps_hat)
 
   return model_fn
 
@@ -425,18 +454,22 @@ def loss(params, batch, rng, model: Diffusion):
   x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
   xt = schedules.q_sample(sched, x0, t_B, noise)
   out = apply({"params": params}, xt, t_B, labels, model, True, jax.random.fold_in(rng, 3), aug)
-  out = out.astype(jnp.float32)
+  out, v = objectives.split_output(out.astype(jnp.float32), cfg.variance)
   mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
+  x0_hat, _ = objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
   if cfg.loss == "simple":
-    value = jnp.mean(mse_B)
+    value, metrics = jnp.mean(mse_B), {}
+    if v is not None:  # the hybrid loss: the variance learns from the bound's term alone
+      vb = jnp.mean(objectives.hybrid_vb(sched, x0, xt, t_B, x0_hat, v))
+      value, metrics = value + vb, {"vb": vb}
   else:  # L_t in bits/dim; uniform t makes it an unbiased estimate of the bound / T.
-    x0_hat, _ = objectives.to_x0_eps(sched, out, xt, t_B, cfg.prediction)
     value = jnp.mean(
       likelihood.nats_to_bits_per_dim(
-        objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance), math.prod(model.image_shape)
+        objectives.vlb_term(sched, x0, xt, t_B, x0_hat, cfg.variance, v), math.prod(model.image_shape)
       )
     )
-  return value, {"loss": value, "mse": jnp.mean(mse_B)}
+    metrics = {}
+  return value, {"loss": value, "mse": jnp.mean(mse_B), **metrics}
 
 
 def eval_sums(variables, batch, rng, model: Diffusion):
@@ -445,6 +478,7 @@ def eval_sums(variables, batch, rng, model: Diffusion):
   MSE; "flow": of the flow matching loss; (sums, count)."""
   cfg, sched = model.config, model.schedule()
   mask_B = step_lib.batch_mask(batch, batch["image"].shape[0])
+  batch = latent.encoded(variables.get(latent.COLLECTION), batch, rng, model.autoencoder)
   if cfg.formulation == "flow":
     loss_B = flow_loss_terms(variables, batch, rng, model, train=False)
     return step_lib.masked_sums({"loss": loss_B, "mse": loss_B}, mask_B)
@@ -453,12 +487,20 @@ def eval_sums(variables, batch, rng, model: Diffusion):
     return step_lib.masked_sums({"loss": weighted_B, "mse": mse_B}, mask_B)
   x0, t_B, noise, labels = noisy_inputs(batch, rng, model)
   xt = schedules.q_sample(sched, x0, t_B, noise)
-  out = apply(variables, xt, t_B, labels, model).astype(jnp.float32)
+  out, _ = objectives.split_output(apply(variables, xt, t_B, labels, model).astype(jnp.float32), cfg.variance)
   mse_B = jnp.mean((out - objectives.target(sched, x0, noise, t_B, cfg.prediction)) ** 2, axis=(1, 2, 3))
   null = None if labels is None else jnp.full_like(labels, model.num_classes)
   bound_B = likelihood.bound_estimate(
-    denoiser(variables, null, model), sched, x0, t_B, noise, variance=cfg.variance, clip_denoised=cfg.clip_denoised
+    denoiser(variables, null, model, with_variance=True),
+    sched,
+    x0,
+    t_B,
+    noise,
+    variance=cfg.variance,
+    clip_denoised=cfg.clip_denoised,
   )
+  if model.autoencoder is not None:  # a bound on latents is no pixel likelihood: none is reported
+    return step_lib.masked_sums({"mse": mse_B}, mask_B)
   bpd_B = likelihood.nats_to_bits_per_dim(bound_B, math.prod(model.image_shape))
   return step_lib.masked_sums({"mse": mse_B, "bpd_estimate": bpd_B}, mask_B)
 
@@ -469,7 +511,7 @@ def full_bound(variables, x0, rng, model: Diffusion):
   cfg = model.config
   labels = jnp.full((x0.shape[0],), model.num_classes or 0, jnp.int32)
   return likelihood.full_bound(
-    denoiser(variables, labels, model),
+    denoiser(variables, labels, model, with_variance=True),
     model.schedule(),
     x0,
     rng,
@@ -534,6 +576,12 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
   An "edm" model has no likelihood here (`evaluates`)."""
   if max_examples is None:
     max_examples = model.config.eval_max_examples
+  if model.autoencoder is not None:
+    raise errors.ConfigError(
+      "This is a latent diffusion model: its bound or ODE likelihood would be one of the autoencoder's "
+      "latents, not of pixels, so genjax reports no bits/dim for it. Evaluate its decoded samples instead: "
+      "python -m genjax.evaluate --workdir W --metrics fd."
+    )
   if model.config.formulation == "flow":
     return flow_evaluate(variables, batches, rng, model, max_examples)
   num_dims = math.prod(model.image_shape)
@@ -649,7 +697,7 @@ def _sample(variables, rng, labels, *, n, model, sampler, num_steps, eta, guidan
     )
     return jnp.clip(x, -1.0, 1.0)
   x = samplers.get(sampler)(
-    denoiser(variables, labels, model, guidance_scale),
+    denoiser(variables, labels, model, guidance_scale, with_variance=sampler == "ddpm"),
     model.schedule(),
     rng,
     (n, *model.image_shape),
@@ -693,6 +741,12 @@ def sample(variables, rng, n: int, model: Diffusion, options: SampleOptions = Sa
   if options.sampler == "dopri5" and not isinstance(x, jax.core.Tracer) and bool(jnp.isnan(x[0, 0, 0, 0])):
     f = model.config.flow()
     raise errors.NumericalError(flow_lib.out_of_steps(f.max_steps, f.rtol, f.atol, "Sampling"))
+  if model.autoencoder is not None:  # latents -> images
+    if latent.COLLECTION not in variables:
+      raise errors.ConfigError(
+        f"A latent model decodes its samples with the '{latent.COLLECTION}' collection of its variables."
+      )
+    return latent.decode(variables[latent.COLLECTION], x, model.autoencoder)
   return x
 
 
@@ -707,20 +761,36 @@ SAMPLE_OPTIONS = {"Config": SampleOptions}
 PARTITION_RULES = dit_lib.PARTITION_RULES
 
 
+# latent diffusion's autoencoder: carried by the state, never trained nor averaged
+FROZEN_COLLECTIONS = (latent.COLLECTION,)
+
+
 def init(rng, model: Diffusion):
-  """Fresh network variables: {"params": ...}."""
+  """Fresh network variables: {"params": ...}, and a latent model's frozen autoencoder."""
   x = jnp.zeros((1, *model.image_shape), jnp.float32)
   t, labels = jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32)
-  return {"params": jax.jit(lambda r: model.net.init(r, x, t, labels if model.num_classes else None))(rng)["params"]}
+  params = jax.jit(lambda r: model.net.init(r, x, t, labels if model.num_classes else None))(rng)["params"]
+  if model.autoencoder is None:
+    return {"params": params}
+  return {"params": params, latent.COLLECTION: jax.tree.map(jnp.asarray, model.autoencoder.variables)}
 
 
-updates = base.loss_updates(loss)
+def updates(model: Diffusion):
+  """One update of the network from `loss`; a latent model's batches are encoded first with the
+  frozen autoencoder the state carries."""
+
+  def train_loss(params, state, batch, rng, i):
+    batch = latent.encoded(state.extra.get(latent.COLLECTION), batch, rng, model.autoencoder)
+    value, metrics = loss(params, batch, rng, model)
+    return value, (metrics, {})
+
+  return (step_lib.Update(train_loss),)
 
 
 def evaluates(exp: Experiment) -> bool:
-  """DDPM's variational bound, or a flow's ODE likelihood; an EDM model has no likelihood of its
-  own here (genjax.evaluate then computes sample metrics, FD by default)."""
-  return exp.model.formulation != "edm"
+  """DDPM's variational bound, or a flow's ODE likelihood; an EDM model and a latent model have no
+  pixel likelihood here (genjax.evaluate then computes sample metrics, FD by default)."""
+  return exp.model.formulation != "edm" and exp.model.autoencoder is None
 
 
 def layouts(model: Diffusion, n: int):

@@ -102,7 +102,11 @@ def augment_config(cfg):
 
 def make(cfg, info, num_classes: Optional[int], dtype=jnp.float32) -> nn.Module:
   """The backbone module of `cfg` for images of info.shape (out channels: the image's)."""
-  common = dict(out_ch=info.shape[-1], num_classes=num_classes, dtype=jnp.dtype(dtype))
+  learned = cfg.variance == "learned_range"  # the prediction's channels, then the variance's
+  C = info.shape[-1]
+  common = dict(
+    out_ch=C * (2 if learned and cfg.backbone != "dit" else 1), num_classes=num_classes, dtype=jnp.dtype(dtype)
+  )
   if cfg.backbone == "unet":
     from genjax.nn.unet import UNet
 
@@ -151,7 +155,7 @@ def make(cfg, info, num_classes: Optional[int], dtype=jnp.float32) -> nn.Module:
     depth=cfg.depth,
     num_heads=cfg.num_heads,
     mlp_ratio=cfg.mlp_ratio,
-    learn_sigma=False,  # the family's formulations predict one output per channel
+    learn_sigma=learned,  # DiT doubles out_ch itself
     **common,
   )
 

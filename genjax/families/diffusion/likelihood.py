@@ -21,8 +21,10 @@ def nats_to_bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
 
 
 def _x0_hat(model_fn, xt, t_B, clip_denoised):
-  x0_hat, _ = model_fn(xt, t_B)
-  return jnp.clip(x0_hat, -1.0, 1.0) if clip_denoised else x0_hat
+  """(x0_hat, possibly clipped; the variance output v of a learned-variance model, else None)."""
+  out = model_fn(xt, t_B)
+  x0_hat = jnp.clip(out[0], -1.0, 1.0) if clip_denoised else out[0]
+  return x0_hat, (out[2] if len(out) > 2 else None)
 
 
 def full_bound(
@@ -36,7 +38,8 @@ def full_bound(
     noise = jax.random.normal(jax.random.fold_in(rng, t), x0_BxHxWxC.shape)
     t_B = jnp.full((B,), t, jnp.int32)
     xt = q_sample(sched, x0_BxHxWxC, t_B, noise)
-    return None, vlb_term(sched, x0_BxHxWxC, xt, t_B, _x0_hat(model_fn, xt, t_B, clip_denoised), variance)
+    x0_hat, v = _x0_hat(model_fn, xt, t_B, clip_denoised)
+    return None, vlb_term(sched, x0_BxHxWxC, xt, t_B, x0_hat, variance, v)
 
   _, terms_TxB = jax.lax.scan(term, None, jnp.arange(sched.num_timesteps))
   prior_B = prior_term(sched, x0_BxHxWxC)
@@ -57,5 +60,6 @@ def bound_estimate(
   """An unbiased estimate of the whole bound from one term per image: L_T + T * L_t, nats f32[B],
   for t_B uniform on {0, ..., T-1} and standard normal `noise`."""
   xt = q_sample(sched, x0_BxHxWxC, t_B, noise)
-  l_t = vlb_term(sched, x0_BxHxWxC, xt, t_B, _x0_hat(model_fn, xt, t_B, clip_denoised), variance)
+  x0_hat, v = _x0_hat(model_fn, xt, t_B, clip_denoised)
+  l_t = vlb_term(sched, x0_BxHxWxC, xt, t_B, x0_hat, variance, v)
   return prior_term(sched, x0_BxHxWxC) + sched.num_timesteps * l_t

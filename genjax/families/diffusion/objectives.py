@@ -11,7 +11,10 @@ The variational bound of one image (nats), L = L_T + sum_{t=1}^{T-1} L_t + L_0, 
   L_t = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))   (index t here is the paper's t+1),
   L_0 = -log p(x_0 | x_1), DDPM's discretized Gaussian decoder over 256 bins in [-1, 1].
 The reverse variances are fixed (Ho et al. sec. 3.2): "fixedlarge" sigma_t^2 = beta_t,
-"fixedsmall" sigma_t^2 = beta_tilde_t.
+"fixedsmall" sigma_t^2 = beta_tilde_t; or learned, "learned_range" (Nichol and Dhariwal 2021,
+eq. 15, as DiT trains them): the network's second half of channels v in [-1, 1] interpolates
+log sigma_t^2 = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2, and is trained
+by the bound's term (the hybrid loss, `hybrid_vb`).
 """
 
 import jax
@@ -22,7 +25,7 @@ from genjax import errors
 from genjax.families.diffusion.schedules import Schedule, at, q_mean_variance, q_posterior
 
 PREDICTIONS = ("eps", "x0", "v")
-VARIANCES = ("fixedlarge", "fixedsmall")
+VARIANCES = ("fixedlarge", "fixedsmall", "learned_range")
 
 
 def to_x0_eps(sched: Schedule, out: jax.Array, xt: jax.Array, t_B: jax.Array, prediction: str):
@@ -56,9 +59,16 @@ def target(sched: Schedule, x0: jax.Array, eps: jax.Array, t_B: jax.Array, predi
   raise errors.ConfigError(f"Unknown prediction {prediction!r}: expected one of {PREDICTIONS}.")
 
 
-def model_log_variance(sched: Schedule, t_B: jax.Array, variance: str, ndim: int = 4) -> jax.Array:
-  """log sigma_t^2 of p(x_{t-1} | x_t), shaped [B, 1, ...]. "fixedlarge" uses beta_tilde_1 at
-  t = 0, as DDPM's code does, so the decoder's variance is not tiny."""
+def model_log_variance(sched: Schedule, t_B: jax.Array, variance: str, ndim: int = 4, v=None) -> jax.Array:
+  """log sigma_t^2 of p(x_{t-1} | x_t), shaped [B, 1, ...] (learned: like v, the network's
+  variance output). "fixedlarge" uses beta_tilde_1 at t = 0, as DDPM's code does, so the decoder's
+  variance is not tiny."""
+  if variance == "learned_range":
+    if v is None:
+      raise errors.ConfigError("variance 'learned_range' needs the network's variance output v.")
+    frac = (v + 1.0) / 2.0
+    max_log = at(jnp.log(sched.betas), t_B, ndim)
+    return frac * max_log + (1.0 - frac) * at(sched.posterior_log_variance_clipped, t_B, ndim)
   if variance == "fixedlarge":
     table = jnp.log(jnp.concatenate([sched.posterior_variance[1:2], sched.betas[1:]]))
   elif variance == "fixedsmall":
@@ -68,10 +78,11 @@ def model_log_variance(sched: Schedule, t_B: jax.Array, variance: str, ndim: int
   return at(table, t_B, ndim)
 
 
-def p_mean_variance(sched: Schedule, x0_hat: jax.Array, xt: jax.Array, t_B: jax.Array, variance: str):
-  """Mean and log-variance of the model's p(x_{t-1} | x_t): the posterior q(x_{t-1} | x_t, x0_hat)."""
+def p_mean_variance(sched: Schedule, x0_hat: jax.Array, xt: jax.Array, t_B: jax.Array, variance: str, v=None):
+  """Mean and log-variance of the model's p(x_{t-1} | x_t): the posterior q(x_{t-1} | x_t, x0_hat)
+  and the fixed or (with v) learned variance."""
   mean, _, _ = q_posterior(sched, x0_hat, xt, t_B)
-  return mean, model_log_variance(sched, t_B, variance, xt.ndim)
+  return mean, model_log_variance(sched, t_B, variance, xt.ndim, v)
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
@@ -113,12 +124,30 @@ def prior_term(sched: Schedule, x0: jax.Array) -> jax.Array:
 
 
 def vlb_term(
-  sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array, x0_hat: jax.Array, variance: str
+  sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array, x0_hat: jax.Array, variance: str, v=None
 ) -> jax.Array:
   """The bound's term at index t per example, nats f32[B]: L_t = KL(q || p) for t > 0 and the
-  decoder's -log p(x_0 | x_1) at t = 0. x0_hat is the model's (possibly clipped) estimate."""
+  decoder's -log p(x_0 | x_1) at t = 0. x0_hat is the model's (possibly clipped) estimate, v its
+  variance output (learned variances)."""
   true_mean, _, true_logvar = q_posterior(sched, x0, xt, t_B)
-  model_mean, model_logvar = p_mean_variance(sched, x0_hat, xt, t_B, variance)
+  model_mean, model_logvar = p_mean_variance(sched, x0_hat, xt, t_B, variance, v)
   kl = _sum_over_pixels(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
   decoder_nll = -_sum_over_pixels(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar))
   return jnp.where(t_B == 0, decoder_nll, kl)
+
+
+def split_output(out: jax.Array, variance: str):
+  """(prediction, v): a learned-variance network's output is the prediction's channels, then as
+  many of v in [-1, 1]; a fixed-variance network's is the prediction alone (v None)."""
+  if variance != "learned_range":
+    return out, None
+  C = out.shape[-1] // 2
+  return out[..., :C], out[..., C:]
+
+
+def hybrid_vb(sched: Schedule, x0: jax.Array, xt: jax.Array, t_B: jax.Array, x0_hat: jax.Array, v: jax.Array):
+  """The variance's training term of Nichol and Dhariwal's hybrid loss, as DiT computes it: the
+  bound's term at t in bits per dimension with the mean's gradient stopped (x0_hat enters as a
+  constant, unclipped), so only v learns from it: f32[B]."""
+  nats_B = vlb_term(sched, x0, xt, t_B, jax.lax.stop_gradient(x0_hat), "learned_range", v)
+  return nats_B / (np.prod(x0.shape[1:]) * np.log(2.0))

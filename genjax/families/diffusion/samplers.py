@@ -5,10 +5,13 @@ A sampler is called as
   sampler(model_fn, sched, rng, shape, *, num_steps, eta, clip_denoised, variance) -> x0 f32[shape]
 
 where `model_fn(x_BxHxWxC, t_B) -> (x0_hat, eps_hat)` evaluates the network once (classifier-free
-guidance already folded in). The loop body is traced once, so a sampler costs exactly one
+guidance already folded in); a learned-variance model's returns (x0_hat, eps_hat, v) and "ddpm"
+uses v. The loop body is traced once, so a sampler costs exactly one
 `model_fn` evaluation per step, inside whatever `jax.jit` the caller wraps it in:
 
-  "ddpm"       ancestral sampling of Ho et al. 2020 (Algorithm 2), all T steps.
+  "ddpm"       ancestral sampling of Ho et al. 2020 (Algorithm 2), all T steps, or num_steps of
+               them with the schedule respaced to those steps (Nichol and Dhariwal 2021; DiT
+               samples with 250 of 1000).
   "ddim"       Song et al. 2021, eq. 12, on num_steps time steps; eta = 0 is deterministic, eta = 1
                on all T steps is the same Markov chain as "ddpm" with the "fixedsmall" variance.
   "dpmpp_2m"   DPM-Solver++(2M) of Lu et al. 2022 (Algorithm 2, multistep second order in the
@@ -28,7 +31,7 @@ import numpy as np
 
 from genjax import errors
 from genjax.families.diffusion.objectives import eps_from_x0, p_mean_variance
-from genjax.families.diffusion.schedules import Schedule
+from genjax.families.diffusion.schedules import Schedule, respace
 
 
 def timesteps(T: int, num_steps: int) -> np.ndarray:
@@ -63,31 +66,37 @@ def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
   return ts.astype(np.int32)
 
 
-def _denoise(model_fn, sched, x, t, clip_denoised):
+def _denoise(model_fn, sched, x, t, clip_denoised, with_variance=False):
   t_B = jnp.full((x.shape[0],), t, jnp.int32)
-  x0_hat, eps_hat = model_fn(x, t_B)
+  out = model_fn(x, t_B)
+  x0_hat, eps_hat = out[:2]
   if clip_denoised:
     x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
     eps_hat = eps_from_x0(sched, x0_hat, x, t_B)
+  if with_variance:
+    return x0_hat, eps_hat, t_B, (out[2] if len(out) > 2 else None)
   return x0_hat, eps_hat, t_B
 
 
 def ddpm(model_fn, sched: Schedule, rng, shape, *, num_steps=None, eta=None, clip_denoised=True, variance="fixedlarge"):
-  """Ancestral sampling through all T steps: x_{t-1} = mu(x_t, x0_hat) + sigma_t z (no noise at t=0)."""
+  """Ancestral sampling: x_{k-1} = mu(x_k, x0_hat) + sigma_k z (no noise at the last step), over
+  all T steps, or over num_steps of them (timesteps) on the schedule respaced to those steps; the
+  network sees the original step indices, the posterior and variances are the respaced ones."""
   T = sched.num_timesteps
-  if num_steps not in (None, T):
-    raise errors.ConfigError(
-      f"The ddpm sampler runs all T = {T} steps (asked for {num_steps}); use sampler=ddim or dpmpp_2m for fewer steps."
-    )
+  kept = timesteps(T, num_steps or T)[::-1].copy()  # ascending
+  small = sched if len(kept) == T else respace(sched, kept)
   init_rng, loop_rng = jax.random.split(rng)
 
-  def step(x, t):
-    x0_hat, _, t_B = _denoise(model_fn, sched, x, t, clip_denoised)
-    mean, log_var = p_mean_variance(sched, x0_hat, x, t_B, variance)
+  def step(x, k_and_t):
+    k, t = k_and_t
+    x0_hat, _, _, v = _denoise(model_fn, sched, x, t, clip_denoised, with_variance=True)
+    k_B = jnp.full((x.shape[0],), k, jnp.int32)
+    mean, log_var = p_mean_variance(small, x0_hat, x, k_B, variance, v)
     z = jax.random.normal(jax.random.fold_in(loop_rng, t), x.shape)
-    return mean + (t > 0) * jnp.exp(0.5 * log_var) * z, None
+    return mean + (k > 0) * jnp.exp(0.5 * log_var) * z, None
 
-  x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape), jnp.arange(T - 1, -1, -1))
+  ks = jnp.arange(len(kept) - 1, -1, -1)
+  x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape), (ks, jnp.asarray(kept)[ks]))
   return x
 
 

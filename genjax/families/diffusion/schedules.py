@@ -80,6 +80,19 @@ def make_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float =
     return _tables(betas, ab, ab_prev, post_var)
 
 
+def respace(sched: Schedule, kept_ascending) -> Schedule:
+  """The schedule of the kept time steps alone (Nichol and Dhariwal 2021, section 4; improved-
+  diffusion's respace.py, which DiT samples with): alpha_bar of each kept step is the original's,
+  beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}. Index k of the result is original step kept[k]."""
+  with jax.ensure_compile_time_eval():
+    # alpha_bar in float64 from the betas (the float32 table loses beta_0 = 1 - alpha_bar_0)
+    ab = np.cumprod(1.0 - np.asarray(sched.betas, np.float64))[np.asarray(kept_ascending)]
+    ab_prev = np.append(1.0, ab[:-1])
+    betas = 1.0 - ab / ab_prev
+    post_var = betas * (1.0 - ab_prev) / (1.0 - ab)
+    return _tables(betas, ab, ab_prev, post_var)
+
+
 def _tables(betas, ab, ab_prev, post_var) -> Schedule:
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   return Schedule(
