@@ -158,7 +158,7 @@ def _cluster_detected() -> bool:
 
 def fail(message: str, code: int = 2):
   """Prints one paragraph (no traceback) and exits with `code`."""
-  text = textwrap.fill(" ".join(str(message).split()), width=100)
+  text = textwrap.fill(" ".join(str(message).split()), width=100, break_on_hyphens=False, break_long_words=False)
   print(f"error: {text}", file=sys.stderr)
   sys.exit(code)
 

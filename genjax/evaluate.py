@@ -2,7 +2,7 @@
                             [--feature_net NAME] [--reference_split SPLIT] [--OPTION VALUE ...]
                             [--config.a.b=VALUE ...]
 
-Evaluates a trained run's latest checkpoint (EMA weights when the run kept them).
+Evaluates a trained run's newest readable checkpoint (EMA weights when the run kept them).
 
 Without --metrics: the family's own full evaluation on the run's evaluation split (e.g. a VAE's
 NLL bound, a transformer's bits per character, a classifier's accuracy). Image families without
@@ -24,7 +24,10 @@ FID's Inception-v3 otherwise (weights: $GENJAX_INCEPTION_WEIGHTS or --inception_
 
 `--config.a.b=VALUE` changes the run's experiment for this evaluation only (settings that leave the
 parameters alone, e.g. --config.model.clip_denoised=false for a diffusion bound without the x0
-clip); the overrides are recorded with the result.
+clip); the overrides are recorded with the result. One that changes what the checkpoint holds
+(parameter shapes, optimizer state, EMA on or off) is refused, naming it, before any array is read.
+Nothing under WORKDIR/checkpoints/ is ever written, moved or deleted: a damaged newest checkpoint is
+passed over with a warning and the one before it is evaluated (the result records its step).
 
 The JSON result is printed and appended to WORKDIR/eval.jsonl.
 """

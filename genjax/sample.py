@@ -1,6 +1,7 @@
 """python -m genjax.sample --workdir DIR --num N --out FILE [--seed S] [--no_ema] [--OPTION VALUE ...]
 
-Draws N samples from a trained run's latest checkpoint (EMA weights when the run kept them).
+Draws N samples from a trained run's newest readable checkpoint (EMA weights when the run kept
+them); a damaged newer one is passed over with a warning and left where it is (only train moves it).
 Images go to a PNG grid (or raw arrays when FILE ends in .npy); text is printed and written.
 The run's family declares its sampling options (its SampleOptions dataclass); each is a flag:
 """
@@ -153,7 +154,8 @@ def main(argv=None):
   one_class = getattr(options, "label", None) is not None
   write(args.out, samples, family, None if one_class else family.layouts.get("samples"))
   print(
-    f"wrote {args.num} samples to {args.out} in {seconds:.2f}s (including compilation; options "
+    f"wrote {args.num} samples of step {int(jax.device_get(state.step))} to {args.out} in {seconds:.2f}s "
+    f"(including compilation; options "
     f"{dataclasses.asdict(options)})",
     file=sys.stderr,
   )

@@ -1,8 +1,10 @@
 """python -m genjax.train --config experiments/NAME.py[:arg] --workdir DIR [--config.a.b=v ...]
 
-Trains an experiment with the shared loop, resuming from WORKDIR's latest checkpoint. With no
---config it runs experiments/default.py: a VAE on scikit-learn's bundled 8x8 digits (no
-download), a few minutes on a laptop CPU. `--list` names the experiments with one line each;
+Trains an experiment with the shared loop, resuming from WORKDIR's newest readable checkpoint (an
+unreadable one is moved to WORKDIR/checkpoints_corrupt/; when none is readable it stops, and
+--restart_from_scratch starts again from step 0 beside them). With no --config it runs
+experiments/default.py: a VAE on scikit-learn's bundled 8x8 digits (no download), a few minutes
+on a laptop CPU. `--list` names the experiments with one line each;
 `--print_config` prints the resolved experiment, its parameter count, FLOPs per step and memory
 per device, and exits without training.
 Any field of the experiment's dataclasses is set with --config.GROUP.FIELD=VALUE (e.g.
@@ -51,6 +53,12 @@ def parse(argv):
     help="where checkpoints, metrics and samples go "
     "(default: runs/<experiment name>); rerunning with the same workdir resumes",
   )
+  parser.add_argument(
+    "--restart_from_scratch",
+    action="store_true",
+    help="when no checkpoint of the workdir can be read (they are kept in WORKDIR/checkpoints_corrupt/), "
+    "train from step 0 in it instead of refusing; a readable checkpoint is always resumed",
+  )
   cli.add_distributed_flags(parser)
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
@@ -94,7 +102,7 @@ def main(argv=None):
 
   workdir = args.workdir or os.path.join("runs", exp.name)
   try:
-    summary = loop.train(exp, workdir)
+    summary = loop.train(exp, workdir, restart_from_scratch=args.restart_from_scratch)
   except errors.UserError as e:  # what the user can fix; anything else is a bug and keeps its traceback
     cli.fail(e, code=e.exit_code)
   except loop.Preempted as e:

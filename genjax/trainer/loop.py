@@ -97,8 +97,11 @@ def check_loop_config(exp: config_lib.Experiment, placement: Placement):
       )
 
 
-def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
-  """Trains `exp` in `workdir` until train.steps, resuming from its latest checkpoint.
+def train(exp: config_lib.Experiment, workdir: str, restart_from_scratch: bool = False) -> Dict[str, Any]:
+  """Trains `exp` in `workdir` until train.steps, resuming from its newest readable checkpoint
+  (unreadable ones are moved to WORKDIR/checkpoints_corrupt/, genjax.core.checkpoint). When the
+  workdir held checkpoints and none is readable it refuses (CheckpointError) unless
+  `restart_from_scratch`, which starts from step 0 beside the kept unreadable ones.
   Returns a summary: final step, the step it started from, last logged metrics, last eval
   metrics, devices used, seconds spent compiling the train step and training."""
   placement = place(exp.parallel)  # devices are known before validation so errors come first
@@ -108,9 +111,9 @@ def train(exp: config_lib.Experiment, workdir: str) -> Dict[str, Any]:
   train_ds = data_lib.load(exp.data, exp.data.train_split)
   eval_ds = data_lib.load(exp.data, exp.data.eval_split)
   program = program_lib.build(exp, train_ds.info, placement)
+  run = _Run(program, workdir, train_ds, eval_ds, restart_from_scratch)  # a refused restore writes nothing
   if is_chief:
     workdir_lib.write_config(workdir, exp)
-  run = _Run(program, workdir, train_ds, eval_ds)
   started, t0 = run.step, time.perf_counter()
   try:
     run.loop()
@@ -133,7 +136,7 @@ class _Run:
   """One training run in progress: its state on the devices, the metrics not yet fetched, the
   writers and checkpoints. `loop()` drives it from the restored step to train.steps."""
 
-  def __init__(self, program: program_lib.Program, workdir, train_ds, eval_ds):
+  def __init__(self, program: program_lib.Program, workdir, train_ds, eval_ds, restart_from_scratch=False):
     self.program, self.exp, self.workdir, self.family = program, program.exp, workdir, program.family
     self.par = program.placement
     self.train_ds, self.eval_ds, self.info = train_ds, eval_ds, program.info
@@ -143,7 +146,11 @@ class _Run:
     self.checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     self.writer, self.progress, self.profiling = None, None, False
     self.train_call, self.compile_s = None, 0.0
-    self.step, self.last_saved = self._restore()
+    try:
+      self.step, self.last_saved = self._restore(restart_from_scratch)
+    except BaseException:  # refused (unreadable or another structure): nothing runs, nothing is left open
+      self.checkpoints.close()
+      raise
     self.meta_base = {"config": config_lib.to_dict(self.exp), "data_info": self.info.to_dict()}
     self.sample_fn = program.sampler(self.exp.eval.num_samples)
     self.pictures_fn = jax.jit(self.family.pictures) if self.family.pictures else None
@@ -154,10 +161,22 @@ class _Run:
     self.last_logged: Dict[str, float] = {}
     self.last_eval: Dict[str, float] = {}
 
-  def _restore(self):
-    """(start step, last saved step): the latest checkpoint's state, or a fresh one."""
+  def _restore(self, restart_from_scratch: bool):
+    """(start step, last saved step): the newest readable checkpoint's state, or a fresh one
+    where the workdir holds no checkpoint; none readable of several is refused (see `train`)."""
     found = self.program.restore(self.checkpoints)
     if found is None:
+      kept = self.checkpoints.quarantined()
+      if kept and not restart_from_scratch:
+        raise ckpt_lib.CheckpointError(self._none_readable(kept))
+      if kept:
+        log.warning(
+          "--restart_from_scratch: starting from step 0; %d unreadable checkpoint(s) kept in %s",
+          len(kept),
+          self.checkpoints.quarantine,
+        )
+        if self.is_chief:  # the old run's metrics go beside its checkpoints, not under the new run's
+          workdir_lib.set_aside_metrics(self.workdir, self.checkpoints.quarantine)
       self.state = self.program.init_state()
       return 0, None
     start, self.state, meta = found
@@ -165,6 +184,14 @@ class _Run:
       raise config_lib.ConfigError("The checkpoint's data seed differs from train.seed.")
     log.info("Resumed from step %d of %s", start, self.checkpoints.directory)
     return start, start
+
+  def _none_readable(self, kept) -> str:
+    return (
+      f"No readable checkpoint in {self.checkpoints.directory}: the unreadable checkpoint(s) of step(s) "
+      f"{', '.join(str(s) for s, _ in kept)} are kept in {self.checkpoints.quarantine}/ (never "
+      "deleted), and nothing was trained. Start a new --workdir, or rerun with --restart_from_scratch to "
+      "train this workdir from step 0 (the unreadable checkpoints stay where they are)."
+    )
 
   # -- batches ---------------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def build(
   placement = placement or place(exp.parallel)
   family = families.build(exp, info, batch_splits=placement.batch_splits)
   keys = Keys.of(exp.train.seed)
-  shapes = jax.eval_shape(family.init, keys.init)
+  shapes = jax.eval_shape(family.init, keys.init)  # as abstract_state_of(exp, info)
   placement = placement.for_state(shapes, family.partition_rules)
   K = exp.train.steps_per_call
   return Program(
@@ -127,6 +127,12 @@ def build(
     train_step=placement.compile(keyed_steps(family.train_step, keys.train, K), True, stacked=K > 1),
     eval_step=placement.compile(family.eval_step, False),
   )
+
+
+def abstract_state_of(exp: config_lib.Experiment, info: DataInfo):
+  """The ShapeDtypeStructs of `exp`'s train state, traced without compiling anything: what a
+  checkpoint of `exp` holds."""
+  return jax.eval_shape(families.build(exp, info).init, Keys.of(exp.train.seed).init)
 
 
 def one_device() -> Placement:

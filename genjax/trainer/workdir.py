@@ -5,14 +5,16 @@
     WORKDIR/tensorboard/         TensorBoard events
     WORKDIR/samples/             a PNG grid (or text) per evaluation
     WORKDIR/checkpoints/<step>/  Orbax: train state + meta (config, data position, data info)
+    WORKDIR/checkpoints_corrupt/ checkpoints train found unreadable, moved aside and kept
     WORKDIR/eval.jsonl           results of python -m genjax.evaluate
 
-`load(workdir)` rebuilds the run's compiled program and its state from nothing but the folder:
-it is what sample, evaluate and the feature networks use.
+`load(workdir)` rebuilds the run's compiled program and its state from nothing but the folder,
+writing nothing into it: it is what sample, evaluate and the feature networks use.
 """
 
 import json
 import os
+import time
 from typing import Optional
 
 import jax
@@ -119,13 +121,14 @@ def _get(exp, dotted):
 def load(workdir: str, step: Optional[int] = None, overrides=()):
   """Reads a run back: (program, state). The program is the run's experiment compiled for this
   process's first device (genjax.trainer.program); the state is the newest readable checkpoint
-  (or `step`), as one copy on that device. Nothing but the workdir is needed. `overrides`
-  (["--config.model.clip_denoised=false", ...]) change the experiment read back, for settings
-  that leave the parameters' shapes alone (e.g. how a diffusion model is evaluated)."""
-  exp = load_config(workdir)
-  if overrides:
-    exp = config_lib.apply_overrides(exp, list(overrides))
-  checkpoints = ckpt_lib.Checkpoints(workdir, keep=exp.train.keep_checkpoints, async_save=False)
+  (or `step`), as one copy on that device. Nothing but the workdir is needed, and nothing in it
+  is written, moved or deleted: an unreadable newest checkpoint is passed over with a warning
+  (genjax.core.checkpoint). `overrides` (["--config.model.clip_denoised=false", ...]) change the
+  experiment read back, for settings that leave the state's arrays alone (e.g. how a diffusion
+  model is evaluated); one that changes them is refused before any array is read."""
+  trained = load_config(workdir)
+  exp = config_lib.apply_overrides(trained, list(overrides)) if overrides else trained
+  checkpoints = ckpt_lib.Checkpoints(workdir, read_only=True)
   try:
     if not checkpoints.steps():
       raise errors.MissingError(
@@ -133,16 +136,47 @@ def load(workdir: str, step: Optional[int] = None, overrides=()):
         "train.checkpoint_every steps, or check the --workdir."
       )
     found = checkpoints.latest_meta() if step is None else (step, checkpoints.read_meta(step))
-    if found is None:  # a damaged newest checkpoint falls back to the one before
-      raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
+    if found is None:
+      raise ckpt_lib.CheckpointError(_none_readable(checkpoints))
     info = DataInfo.from_dict(found[1]["data_info"])
     program = program_lib.build(exp, info, program_lib.one_device())
-    restored = program.restore(checkpoints, step)
+    try:
+      restored = program.restore(checkpoints, step)
+    except ckpt_lib.StructureMismatch as e:
+      if not overrides:
+        raise
+      raise config_lib.ConfigError(_changed_by_overrides(trained, list(overrides), info, e)) from None
     if restored is None:
-      raise ckpt_lib.CheckpointError(f"No readable checkpoint in {checkpoints.directory}.")
+      raise ckpt_lib.CheckpointError(_none_readable(checkpoints))
   finally:
     checkpoints.close()
   return program, restored[1]
+
+
+def _none_readable(checkpoints) -> str:
+  steps = ", ".join(str(s) for s in sorted(checkpoints.unreadable))
+  return (
+    f"No readable checkpoint in {checkpoints.directory}: checkpoint(s) {steps} cannot be read (the "
+    "warnings above say why). Nothing was changed. `python -m genjax.train` in "
+    f"this workdir moves them to {checkpoints.quarantine}/ and stops; train again in a new --workdir, or "
+    "with --restart_from_scratch in this one."
+  )
+
+
+def _changed_by_overrides(trained, overrides, info, mismatch) -> str:
+  """The paragraph for overrides that change the arrays a checkpoint holds, naming the ones that
+  do (each alone, where one alone does) and the first arrays that differ."""
+  shapes = lambda exp: ckpt_lib.shapes_of(program_lib.abstract_state_of(exp, info))  # noqa: E731
+  base = shapes(trained)
+  guilty = [o for o in overrides if shapes(config_lib.apply_overrides(trained, [o])) != base] or overrides
+  names = ", ".join(o.removeprefix("--") for o in guilty)
+  return (
+    f"{names} {'changes' if len(guilty) == 1 else 'change'} the {ckpt_lib.parts_differing(mismatch.differences)} "
+    f"that the run's checkpoints hold (checkpoint {mismatch.step} in {mismatch.directory}: "
+    f"{ckpt_lib.describe_differences(mismatch.differences)}). A run is read back as it was trained: drop the "
+    "override (overrides may change only how the run is evaluated, e.g. --config.model.clip_denoised=false). "
+    "Nothing in the workdir was changed."
+  )
 
 
 def restore(workdir: str, step: Optional[int] = None, overrides=()):
@@ -157,3 +191,11 @@ def truncate_metrics(workdir: str, step: int):
 
   records = [r for r in writers.read_metrics(workdir) if r["step"] <= step]
   paths.write_atomic(paths.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def set_aside_metrics(workdir: str, folder: str):
+  """A run restarted from step 0 (train --restart_from_scratch): the old run's metrics.jsonl moves
+  to `folder` (beside its unreadable checkpoints) so the new run's records start a file of their own."""
+  path = paths.join(workdir, "metrics.jsonl")
+  if paths.exists(path):
+    paths.move(path, paths.join(folder, f"metrics-{int(time.time())}.jsonl"))

@@ -8,7 +8,8 @@ from tests.reliability import fault_table as table
 
 class FaultTable:
   def record(self, fault: str, outcome: str):
-    """outcome: "resumed bit-exact", "failed cleanly, nothing lost", or anything else (a failure)."""
+    """outcome: "resumed bit-exact", "failed cleanly, nothing lost", "restarted from 0 bit-exact,
+    nothing lost" (train --restart_from_scratch), or anything else (a failure)."""
     table.record(fault, outcome)
 
 

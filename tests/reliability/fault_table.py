@@ -10,7 +10,8 @@ TABLE: Dict[str, collections.Counter] = collections.OrderedDict()  # fault -> Co
 
 
 def record(fault: str, outcome: str):
-  """outcome: "resumed bit-exact", "failed cleanly, nothing lost", or anything else (a failure)."""
+  """outcome: "resumed bit-exact", "failed cleanly, nothing lost", "restarted from 0 bit-exact,
+  nothing lost" (train --restart_from_scratch), or anything else (a failure)."""
   TABLE.setdefault(fault, collections.Counter())[outcome] += 1
 
 

@@ -176,6 +176,15 @@ EVALUATE = [
   (["--max_examples", "0"], "--max_examples"),
   (["--batch_size", "0"], "--batch_size"),
   (["--seed", "-3"], "--seed"),
+  # Overrides that change what the checkpoint holds: refused before any array is read, naming the
+  # override (not the harmless one beside it); today's code took them for corruption and moved
+  # every checkpoint to checkpoints_corrupt/.
+  (["--config.model.hidden=(32,)"], "config.model.hidden=(32,) changes the parameters", "drop the override"),
+  (
+    ["--config.model.eval_samples=3", "--config.optim.ema_decay=0.999"],
+    "error: config.optim.ema_decay=0.999 changes the EMA weights",
+    "absent in the checkpoint",
+  ),
 ]
 
 
@@ -188,8 +197,8 @@ def test_sample_and_evaluate_refuse_bad_flags_and_touch_nothing(trained, tmp_pat
   _fails_cleanly(
     "sample", ["--workdir", trained["classifier"], "--out", out], capsys, monkeypatch, "not a generative model"
   )
-  for argv, needle in EVALUATE:
-    _fails_cleanly("evaluate", ["--workdir", trained["vae"], *argv], capsys, monkeypatch, needle)
+  for argv, *needles in EVALUATE:
+    _fails_cleanly("evaluate", ["--workdir", trained["vae"], *argv], capsys, monkeypatch, *needles)
   _fails_cleanly(
     "evaluate", ["--workdir", trained["classifier"], "--metrics", "fd"], capsys, monkeypatch, "not a generative model"
   )

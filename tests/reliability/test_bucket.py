@@ -165,16 +165,20 @@ def test_train_killed_resumed_sampled_and_evaluated_in_a_bucket(emulator, tmp_pa
   record = json.loads(fs.cat(f"{BUCKET}/run/eval.jsonl").decode().splitlines()[-1])
   assert record["step"] == 30 and record["workdir"] == run
 
-  # a damaged newest checkpoint in the bucket is moved aside (within the bucket) and the one
-  # before it is read
+  # a damaged newest checkpoint in the bucket: evaluate reads the one before it and moves nothing;
+  # train moves it aside (within the bucket) and resumes from the one before it
   for f in fs.find(f"{BUCKET}/run/checkpoints/30/meta"):
     fs.pipe(f, b"not json")
   code, out, _ = _run([sys.executable, "-m", "genjax.evaluate", "--workdir", run], env, tmp_path)
-  assert code == 0, out
+  assert code == 0 and "Nothing was moved" in out, out
   fs.invalidate_cache()
-  assert _steps(fs, "run")[-1] == 25
-  assert [p.rsplit("/", 1)[-1].split("-")[0] for p in fs.ls(f"{BUCKET}/run/checkpoints_corrupt")] == ["30"]
+  assert _steps(fs, "run")[-1] == 30 and not fs.exists(f"{BUCKET}/run/checkpoints_corrupt")
   assert json.loads(fs.cat(f"{BUCKET}/run/eval.jsonl").decode().splitlines()[-1])["step"] == 25
+  code, out, _ = _run(train_command(config, run), env, tmp_path)
+  assert code == 0 and "Resumed from step 25" in out, out
+  fs.invalidate_cache()
+  assert [p.rsplit("/", 1)[-1].split("-")[0] for p in fs.ls(f"{BUCKET}/run/checkpoints_corrupt")] == ["30"]
+  assert _steps(fs, "run")[-1] == 30 and _losses(fs, "run") == expected  # the same losses again
 
 
 GPT_CONFIG = """

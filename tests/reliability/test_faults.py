@@ -29,6 +29,7 @@ from tests.trainer.helpers import losses, small_experiment, write_config
 
 pytestmark = pytest.mark.slow
 RESUMED, CLEAN = "resumed bit-exact", "failed cleanly, nothing lost"
+RESTARTED = "restarted from 0 bit-exact, nothing lost"  # --restart_from_scratch beside kept checkpoints
 SEED = int(os.environ.get("GENJAX_FAULT_SEED", "0"))  # set it to draw other kill moments
 
 
@@ -36,6 +37,12 @@ def committed(workdir):
   """Steps of the checkpoints Orbax finished writing (unfinished ones live in *.orbax-checkpoint-tmp*)."""
   folder = os.path.join(workdir, "checkpoints")
   return sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+
+
+def quarantined(workdir):
+  """Steps of the checkpoints train set aside in WORKDIR/checkpoints_corrupt/<step>-<time>/."""
+  folder = os.path.join(workdir, "checkpoints_corrupt")
+  return sorted(int(n.split("-")[0]) for n in os.listdir(folder) if n[0].isdigit()) if os.path.isdir(folder) else []
 
 
 def unfinished_saves(workdir, after=0):
@@ -183,8 +190,8 @@ def _corrupt_empty_files(workdir):
       os.truncate(os.path.join(root, f), 0)
 
 
-def _corrupt_delete_array_data(workdir):
-  state = os.path.join(workdir, "checkpoints", "8", "state")
+def _corrupt_delete_array_data(workdir, step=8):
+  state = os.path.join(workdir, "checkpoints", str(step), "state")
   data = [
     os.path.join(r, f) for r, _, fs in os.walk(state) for f in fs if "d" in os.path.relpath(r, state).split(os.sep)
   ]
@@ -198,9 +205,11 @@ def _corrupt_delete_array_data(workdir):
 def test_damaged_latest_checkpoint_falls_back_and_resumes_bit_exact(runs, tmp_path, corrupt, fault_table):
   workdir = _copy(runs, tmp_path)
   corrupt(workdir)
-  assert workdir_lib.restore(workdir)[2].step == 4  # sample / evaluate fall back too
+  before = snapshot(workdir)
+  assert workdir_lib.restore(workdir)[2].step == 4  # sample / evaluate fall back too ...
+  assert snapshot(workdir) == before  # ... and move nothing: only train sets a checkpoint aside
   fault_table.record("checkpoint files truncated or removed", _resume_bit_exact(workdir, runs))
-  assert os.listdir(os.path.join(workdir, "checkpoints_corrupt"))  # set aside, never deleted
+  assert quarantined(workdir) == [8]  # set aside by train, kept
 
 
 def test_every_checkpoint_damaged_is_a_clear_error(runs, tmp_path, fault_table):
@@ -209,8 +218,12 @@ def test_every_checkpoint_damaged_is_a_clear_error(runs, tmp_path, fault_table):
     for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "state")):
       for f in files:
         os.truncate(os.path.join(root, f), 0)
-  with pytest.raises(ckpt_lib.CheckpointError, match="No readable checkpoint"):
+  before = snapshot(workdir)
+  with pytest.raises(
+    ckpt_lib.CheckpointError, match="No readable checkpoint.*4, 8 cannot be read.*Nothing was changed"
+  ):
     workdir_lib.restore(workdir)
+  assert snapshot(workdir) == before
   fault_table.record("every checkpoint damaged (sample/evaluate)", CLEAN)
 
 
@@ -272,6 +285,20 @@ def test_workdir_of_another_model_is_refused_naming_the_fields(runs, tmp_path, c
   fault_table.record("workdir holds another model", CLEAN)
 
 
+def test_a_checkpoint_of_another_structure_is_refused_never_set_aside(runs, tmp_path, fault_table):
+  """Without config.json to compare with, train meets a checkpoint of other shapes: an error naming
+  the arrays, never corruption (today's code moved both healthy checkpoints aside and trained
+  from step 0)."""
+  workdir = _copy(runs, tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))
+  before = snapshot(workdir)
+  other = config_lib.apply_overrides(small_experiment(steps=12), {"model.hidden": "(32,)"})
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"Checkpoint 8 .* holds other parameters.*params/.*\(64,\)"):
+    loop.train(other, workdir)
+  assert snapshot(workdir) == before
+  fault_table.record("checkpoint of another structure (train)", CLEAN)
+
+
 def test_unreadable_config_json_is_refused(runs, tmp_path, fault_table):
   workdir = _copy(runs, tmp_path)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -323,6 +350,81 @@ def test_nan_in_a_batch_stops_naming_step_and_metric(runs, tmp_path, monkeypatch
   loop.train(small_experiment(steps=12, checkpoint_every=1), workdir)
   assert losses(workdir) == runs["full"]
   fault_table.record("NaN injected into a batch", CLEAN)
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged checkpoints through the real commands: what a person's terminal shows
+# ----------------------------------------------------------------------------------------------
+
+
+def _command(tmp_path, module, *argv):
+  """(exit status, everything the command printed) of `python -m module argv` on 8 CPU devices."""
+  with group(tmp_path) as g:
+    g.start([sys.executable, "-m", module, *argv], child_env(8))
+    code = g.wait(TIMEOUT)[0]
+    return code, g.output(100_000)
+
+
+def _warnings(out):
+  return [line for line in out.splitlines() if " WARNING " in line]
+
+
+def _refused(code, out, *needles):
+  """Exit status 2 and one paragraph, the command's last words, naming every needle."""
+  assert code == 2 and "Traceback" not in out, out
+  paragraph = out[out.index("error: ") :].strip()
+  assert "\n\n" not in paragraph and "WARNING" not in paragraph and len(paragraph) < 1500, out
+  squeezed = "".join(paragraph.split())  # the paragraph is wrapped, paths too (at their hyphens)
+  for needle in needles:
+    assert "".join(needle.split()) in squeezed, (needle, out)
+
+
+def test_sample_reads_past_a_damaged_newest_checkpoint_and_moves_nothing(runs, tmp_path, fault_table):
+  workdir = _copy(runs, tmp_path)
+  _corrupt_delete_array_data(workdir)
+  before = snapshot(workdir)
+  out_file = str(tmp_path / "s.png")
+  code, out = _command(tmp_path, "genjax.sample", "--workdir", workdir, "--num", "4", "--out", out_file)
+  assert code == 0 and "Traceback" not in out and "wrote 4 samples of step 4" in out, out
+  (warning,) = _warnings(out)  # one line: the step, why, and that nothing moved
+  assert "Checkpoint 8" in warning and "Nothing was moved" in warning, out
+  assert snapshot(workdir) == before  # read-only: checkpoints/ exactly as it was
+  fault_table.record("newest checkpoint damaged (sample)", CLEAN)
+
+
+def test_train_with_every_checkpoint_damaged_refuses_then_restarts_when_asked(runs, tmp_path, fault_table):
+  workdir = _copy(runs, tmp_path)
+  config = write_config(tmp_path / "exp.py", steps=4, checkpoint_every=4, eval_every=4)
+  for step in (4, 8):
+    _corrupt_delete_array_data(workdir, step)
+  config_json, metrics = (open(os.path.join(workdir, f)).read() for f in ("config.json", "metrics.jsonl"))
+  code, out = _command(tmp_path, "genjax.train", "--config", config, "--workdir", workdir)
+  _refused(code, out, "No readable checkpoint", f"{workdir}/checkpoints_corrupt/", "--restart_from_scratch")
+  assert len(_warnings(out)) == 2 and all("moved to" in w for w in _warnings(out)), out  # one line each
+  assert committed(workdir) == [] and quarantined(workdir) == [4, 8]  # kept, never deleted
+  assert open(os.path.join(workdir, "config.json")).read() == config_json  # nothing trained or rewritten
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics
+  fault_table.record("every checkpoint damaged (train)", CLEAN)
+
+  code, out = _command(tmp_path, "genjax.train", "--config", config, "--workdir", workdir, "--restart_from_scratch")
+  assert code == 0 and "Traceback" not in out, out
+  assert f"starting from step 0; 2 unreadable checkpoint(s) kept in {workdir}/checkpoints_corrupt" in out, out
+  assert quarantined(workdir) == [4, 8] and committed(workdir) == [4]
+  assert losses(workdir) == {s: runs["full"][s] for s in range(1, 5)}  # a fresh run, its own metrics.jsonl
+  fault_table.record("all damaged, train --restart_from_scratch", RESTARTED)
+
+
+def test_train_with_the_newest_checkpoint_damaged_warns_once_and_resumes(runs, tmp_path, fault_table):
+  workdir = _copy(runs, tmp_path)
+  config = write_config(tmp_path / "exp.py", steps=12, checkpoint_every=4, eval_every=6)
+  _corrupt_delete_array_data(workdir)
+  code, out = _command(tmp_path, "genjax.train", "--config", config, "--workdir", workdir)
+  assert code == 0 and "Traceback" not in out and "Resumed from step 4" in out, out
+  (warning,) = _warnings(out)
+  assert "Checkpoint 8" in warning and f"moved to {workdir}/checkpoints_corrupt/8-" in warning, out
+  assert quarantined(workdir) == [8] and committed(workdir) == [4, 8, 12]
+  assert losses(workdir) == runs["full"]
+  fault_table.record("newest checkpoint damaged (train)", RESUMED)
 
 
 def test_corrupted_mnist_file_names_the_file_and_the_fix(tmp_path, fault_table):
