@@ -1,4 +1,5 @@
-"""The four families of generative models (and the classifier that evaluates them), by name.
+"""The four families of generative models (and the classifier that evaluates them, and latent
+diffusion's first-stage autoencoder), by name.
 
 The family of an experiment is the one whose model config class `Experiment.model` holds;
 `Experiment.family` names it too (it is what config.json records) and must agree.
@@ -16,6 +17,7 @@ _MODULES = {
   "autoregressive": "genjax.families.autoregressive",
   "diffusion": "genjax.families.diffusion",
   "classifier": "genjax.families.classifier",
+  "autoencoder": "genjax.families.autoencoder",
 }
 
 

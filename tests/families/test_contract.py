@@ -6,10 +6,18 @@ import inspect
 
 import pytest
 
-from genjax.families import base, classifier, diffusion, gan, vae
+from genjax.families import autoencoder, base, classifier, diffusion, gan, vae
 from genjax.families.autoregressive import gpt, pixelcnn
 
-MODULES = {"vae": vae, "gan": gan, "diffusion": diffusion, "gpt": gpt, "pixelcnn": pixelcnn, "classifier": classifier}
+MODULES = {
+  "vae": vae,
+  "gan": gan,
+  "diffusion": diffusion,
+  "gpt": gpt,
+  "pixelcnn": pixelcnn,
+  "classifier": classifier,
+  "autoencoder": autoencoder,
+}
 
 # name -> the leading parameters every family's function takes, in order
 REQUIRED = {

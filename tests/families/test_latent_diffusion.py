@@ -1,0 +1,124 @@
+"""Latent diffusion: a diffusion experiment that names a frozen autoencoder trains on its latents,
+keeps its weights unchanged in the state (and out of the EMA), samples images through its decoder
+and reports no pixel likelihood."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax import config as C
+from genjax import errors, families
+from genjax.data.info import DataInfo
+from genjax.families import diffusion
+from genjax.families.diffusion import SampleOptions, latent
+from tests.families.autoencoders import save_tiny_autoencoder
+
+pytest.importorskip("safetensors", reason="autoencoder weights are .safetensors files (requirements.txt)")
+INFO = DataInfo(name="digits", kind="image", shape=(16, 16, 1), num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def ae_folder(tmp_path_factory):
+  """A diffusers-style folder of a tiny random AutoencoderKL for 16x16 grey images (f = 2)."""
+  folder = tmp_path_factory.mktemp("ae")
+  module, variables = save_tiny_autoencoder(folder, channels=1)
+  return str(folder), module, variables
+
+
+def experiment(folder, **model):
+  base = dict(backbone="dit", patch_size=2, hidden_size=32, depth=1, num_heads=4, formulation="flow")
+  base.update(sampler="euler", sample_steps=2, class_conditional=True, autoencoder=folder, latent_scale=0.5)
+  cfg = diffusion.Config(**{**base, **model})
+  return C.Experiment(
+    family="diffusion",
+    model=cfg,
+    optim=C.Optim(learning_rate=1e-3, ema_decay=0.9),
+    train=C.Train(steps=4, batch_size=4),
+  )
+
+
+def batch(n=4, seed=0):
+  rng = np.random.default_rng(seed)
+  return {
+    "image": jnp.asarray(rng.uniform(-1, 1, (n, 16, 16, 1)), jnp.float32),
+    "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+  }
+
+
+def test_latent_model_trains_on_latents_and_keeps_the_autoencoder_frozen(ae_folder):
+  folder, module, variables = ae_folder
+  exp = experiment(folder)
+  model = diffusion.make_model(exp.model, INFO)
+  assert model.image_shape == (8, 8, 4)  # f = 2, 4 latent channels
+  family = families.build(exp, INFO)
+  state = jax.jit(family.init)(jax.random.key(0))
+  saved = jax.tree.leaves(variables)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.extra[latent.COLLECTION]), saved))
+  assert state.ema_extra is None or latent.COLLECTION not in state.ema_extra  # no EMA copy of frozen weights
+  # the loss of the step is the flow loss of the encoded batch: scale * a posterior draw
+  b, rng = batch(), jax.random.key(3)
+  mean, logvar = module.apply(variables, b["image"], method=module.encode)
+  z = latent.encode(variables, b["image"], rng, model.autoencoder)
+  assert z.shape == (4, 8, 8, 4)
+  np.testing.assert_allclose(np.std(np.asarray(z / 0.5 - mean) / np.exp(0.5 * np.asarray(logvar))), 1.0, atol=0.1)
+  want, _ = jax.jit(diffusion.loss, static_argnames="model")(state.params, {**b, "image": z}, rng, model)
+  (update,) = diffusion.updates(model)
+  got, _ = jax.jit(update.loss)(state.params, state, b, rng, 0)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+  step = jax.jit(family.train_step)
+  new = state
+  for i in range(2):
+    new, metrics = step(new, batch(seed=i), jax.random.key(i))
+  assert np.isfinite(float(metrics["loss"]))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.extra[latent.COLLECTION]), saved))
+  moved = jax.tree.leaves(jax.tree.map(lambda a, c: float(jnp.abs(a - c).max()), new.params, state.params))
+  assert max(moved) > 0
+
+
+def test_latent_samples_are_decoded_images_and_no_bits_per_dim(ae_folder):
+  folder, module, variables = ae_folder
+  exp = experiment(folder)
+  family, model = families.build(exp, INFO), diffusion.make_model(exp.model, INFO)
+  state = jax.jit(family.init)(jax.random.key(0))
+  v = state.variables()
+  x = family.sample(v, jax.random.key(1), 3, SampleOptions(label=2))
+  assert x.shape == (3, 16, 16, 1) and float(jnp.abs(x).max()) <= 1.0
+  # the same latents decoded by hand
+  z = diffusion._sample(
+    {"params": v["params"]},
+    jax.random.key(1),
+    jnp.full((3,), 2, jnp.int32),
+    n=3,
+    model=model,
+    sampler="euler",
+    num_steps=2,
+    eta=0.0,
+    guidance_scale=1.0,
+    s_churn=0.0,
+  )
+  by_hand = jnp.clip(module.apply(variables, z / 0.5, method=module.decode), -1, 1)
+  np.testing.assert_allclose(np.asarray(x), np.asarray(by_hand), atol=1e-5)
+  sums, count = diffusion.eval_sums(v, batch(), jax.random.key(2), model)
+  assert "bpd_estimate" not in sums and int(count) == 4
+  with pytest.raises(errors.ConfigError, match="latent diffusion model"):
+    diffusion.evaluate(v, [batch()], jax.random.key(2), model)
+  assert not diffusion.evaluates(exp)  # genjax.evaluate computes FD on decoded samples instead
+
+
+def test_bad_autoencoders_are_one_paragraph_before_anything_compiles(ae_folder, tmp_path):
+  folder, _, _ = ae_folder
+  with pytest.raises(errors.MissingError, match="does not exist"):
+    diffusion.make_model(experiment(str(tmp_path / "nowhere")).model, INFO)
+  rgb = dataclasses.replace(INFO, shape=(16, 16, 3))
+  with pytest.raises(errors.ConfigError, match="encodes images of 1 channels"):
+    diffusion.make_model(experiment(folder).model, rgb)
+  with pytest.raises(errors.ConfigError, match="downsamples by 2"):
+    diffusion.make_model(experiment(folder).model, dataclasses.replace(INFO, shape=(15, 15, 1)))
+  with pytest.raises(errors.ConfigError, match="latent_scale"):
+    diffusion.make_model(experiment(folder, latent_scale=0.0).model, INFO)
+  # a DiT patch that does not divide the latents (8x8), though it divides the images (16x16)
+  with pytest.raises(errors.ConfigError, match="patch_size = 16 does not divide the 8x8"):
+    diffusion.make_model(experiment(folder, patch_size=16).model, INFO)
