@@ -141,8 +141,11 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 def _names(args, parser: argparse.ArgumentParser) -> List[str]:
-  """The benchmarks --only names (all by default); an unknown one is a usage error."""
-  names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+  """The benchmarks --only names (by default all, but for the accelerator-only ones on a CPU at
+  full size); an unknown one is a usage error."""
+  on_cpu = jax.default_backend() == "cpu" and not args.quick
+  everything = [n for n, entry in BENCHMARKS.items() if not (on_cpu and entry.accelerator_only)]
+  names = [n.strip() for n in args.only.split(",") if n.strip()] or everything
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:
     parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}.")

@@ -75,7 +75,7 @@ class Data:
 class Optim:
   """The optax optimizer and learning-rate schedule."""
 
-  name: Literal["adam", "adamw", "sgd"] = "adam"
+  name: Literal["adam", "adamw", "sgd", "muon"] = "adam"
   learning_rate: float = 1e-3
   b1: float = 0.9
   b2: float = 0.999
@@ -96,6 +96,15 @@ class Optim:
   # (1 + t) / (10 + t)) (genjax.core.state.EMA).
   ema_decay: Optional[float] = None
   ema_warmup: bool = True
+  # name "muon" (Jordan et al. 2024, optax.contrib): the hidden matrices a family names (a GPT's
+  # attention and MLP kernels) take Muon, momentum orthogonalised by ns_steps Newton-Schulz
+  # iterations, at muon_learning_rate on the schedule above; the embeddings, head, norm scales and
+  # biases take AdamW with the fields above (genjax.core.optim.muon_with_adamw).
+  muon_learning_rate: float = 0.02
+  muon_momentum: float = 0.95
+  muon_nesterov: bool = True
+  muon_ns_steps: int = 5
+  muon_weight_decay: float = 0.0  # decoupled, times muon_learning_rate (optax.contrib.muon's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +474,7 @@ def _check_optim(o: Optim, t: Train):
     raise ConfigError(f"config.optim.weight_decay = {o.weight_decay} must be >= 0.")
   if not 0 <= o.b1 < 1 or not 0 <= o.b2 < 1:
     raise ConfigError(f"config.optim.b1/b2 = {o.b1}/{o.b2} must lie in [0, 1).")
+  _check_muon(o)
   if o.ema_decay is not None and not 0 < o.ema_decay < 1:
     raise ConfigError(f"config.optim.ema_decay = {o.ema_decay} must lie in (0, 1), or be None for no EMA.")
   if o.grad_clip_norm is not None and o.grad_clip_norm <= 0:
@@ -484,6 +494,22 @@ def _check_optim(o: Optim, t: Train):
       f"never end. For a shortened run lower the warmup with it, e.g. "
       f"--config.optim.warmup_steps={max(0, (o.decay_steps or t.steps) // 10)}."
     )
+
+
+def _check_muon(o: Optim):
+  if o.muon_learning_rate <= 0:
+    raise ConfigError(
+      f"config.optim.muon_learning_rate = {o.muon_learning_rate} must be > 0 (Muon's rate for the hidden "
+      "matrices, e.g. 0.02; optim.learning_rate is AdamW's for the rest)."
+    )
+  if not 0 <= o.muon_momentum < 1:
+    raise ConfigError(f"config.optim.muon_momentum = {o.muon_momentum} must lie in [0, 1) (e.g. 0.95).")
+  if o.muon_ns_steps < 1:
+    raise ConfigError(
+      f"config.optim.muon_ns_steps = {o.muon_ns_steps} must be a positive number of Newton-Schulz steps (e.g. 5)."
+    )
+  if o.muon_weight_decay < 0:
+    raise ConfigError(f"config.optim.muon_weight_decay = {o.muon_weight_decay} must be >= 0.")
 
 
 def _check_parallel(p: Parallel):

@@ -15,6 +15,8 @@ timeout loses nothing already measured:
                at the box's end checkpoints the run): modes and KL over 26,000 samples
   iwae         (when time is left) the IWAE paper's one-layer VAE, as many steps as fit, k=5000 NLL
                on the first 1000 test images
+  llama        (only when --only names it) python -m genjax.bench for llama_1b, Llama 3.2 1B's
+               architecture (experiments/llama_1b.py), in bfloat16: tokens/s, MFU, peak memory
 
 Everything it reads travels with the working tree: datasets as a portable export
 (python -m genjax.data.export --datasets mnist,tiny_shakespeare,binarized_mnist --out EXPORTS),
@@ -52,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def chosen_items(args) -> list:
-  """The items --only names (all by default); an unknown one, or a --data_dir that does not
-  exist, is one error paragraph."""
+  """The items --only names (by default, every item but those run only by name); an unknown one,
+  or a --data_dir that does not exist, is one error paragraph."""
   items = [i.name for i in gpu_suite.ITEMS]
-  names = [n.strip() for n in args.only.split(",") if n.strip()] or items
+  names = [n.strip() for n in args.only.split(",") if n.strip()] or [i.name for i in gpu_suite.ITEMS if i.default]
   unknown = sorted(set(names) - set(items))
   if unknown:
     cli.fail(f"--only: unknown item(s) {', '.join(unknown)}; the suite has {', '.join(items)}.")

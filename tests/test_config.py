@@ -85,6 +85,9 @@ def test_missing_value():
     ({"train.batch_size": "-4"}, "batch_size = -4 must be a positive"),
     ({"optim.ema_decay": "1.5"}, "ema_decay"),
     ({"optim.boundaries": "10,20", "optim.scales": "0.1"}, "same length"),
+    ({"optim.name": "muon", "optim.muon_learning_rate": "-0.02"}, "muon_learning_rate = -0.02 must be > 0"),
+    ({"optim.muon_momentum": "1.0"}, r"muon_momentum = 1.0 must lie in \[0, 1\)"),
+    ({"optim.muon_ns_steps": "0"}, "muon_ns_steps = 0 must be a positive"),
   ],
 )
 def test_impossible_values(changes, expected):

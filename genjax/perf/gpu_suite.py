@@ -27,6 +27,7 @@ class Item:
   box_s: int  # the item's wall-clock budget on a GPU, its processes included
   run: Callable  # (suite: Suite) -> dict of results
   what: str
+  default: bool = True  # in the suite run without --only (else only when --only names it)
 
 
 class Suite:
@@ -85,19 +86,21 @@ class Suite:
 # ----------------------------------------------------------------------------------------------
 
 
+def _bench_rows(suite: Suite, item: str, names: str, dtype: str, box_s: float) -> dict:
+  """`python -m genjax.bench --only NAMES --dtype DTYPE --no-loop` within box_s: its rows."""
+  path = os.path.join(suite.out, item, f"bench_{dtype}.json")
+  args = ["genjax.bench", "--only", names, "--dtype", dtype, "--no-loop", "--out", path]
+  args += ["--quick"] if suite.dry_run else ["--min_time", "3"]
+  run = suite.command(args, box_s, os.path.join(suite.out, item, f"bench_{dtype}.log"))
+  rows = json.load(open(path))["rows"] if os.path.exists(path) else []
+  return {"seconds": run["seconds"], "code": run["code"], "rows": rows}
+
+
 def _bench(suite: Suite) -> dict:
   out = {}
   for dtype in ("bfloat16", "float32"):
-    path = os.path.join(suite.out, "bench", f"bench_{dtype}.json")
-    args = ["genjax.bench", "--only", "gpt2_small,ddpm_cifar10", "--dtype", dtype, "--no-loop", "--out", path]
-    args += ["--quick"] if suite.dry_run else ["--min_time", "3"]
-    run = suite.command(
-      args,
-      suite.left_s() if dtype == "float32" else suite.left_s() * 0.55,
-      os.path.join(suite.out, "bench", f"bench_{dtype}.log"),
-    )
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else []
-    out[dtype] = {"seconds": run["seconds"], "code": run["code"], "rows": rows}
+    box = suite.left_s() if dtype == "float32" else suite.left_s() * 0.55
+    out[dtype] = _bench_rows(suite, "bench", "gpt2_small,ddpm_cifar10", dtype, box)
   for name in ("gpt2_small", "ddpm_cifar10"):
     rates = {
       d: next((r.get("train_examples_per_s") for r in out[d]["rows"] if r.get("name") == name), None)
@@ -106,6 +109,12 @@ def _bench(suite: Suite) -> dict:
     if all(rates.values()):
       out[f"{name}_bf16_over_f32"] = rates["bfloat16"] / rates["float32"]
   return out
+
+
+def _llama(suite: Suite) -> dict:
+  """Llama 3.2 1B's architecture (experiments/llama_1b.py) in bfloat16: a 1.24B model's float32
+  step would hold twice the activations and run at a fraction of the rate, so it is left out."""
+  return {"bfloat16": _bench_rows(suite, "llama", "llama_1b", "bfloat16", suite.left_s())}
 
 
 def _train_then_evaluate(
@@ -281,6 +290,7 @@ ITEMS = [
   Item("pacgan1", 75, _pacgan(1), "Stacked MNIST DCGAN: modes / KL"),
   Item("pacgan2", 75, _pacgan(2), "Stacked MNIST PacDCGAN2: modes / KL"),
   Item("iwae", 60, _iwae, "IWAE-paper VAE, as many steps as fit"),
+  Item("llama", 240, _llama, "Llama 3.2 1B's architecture, bfloat16 (only with --only llama)", default=False),
 ]
 
 
@@ -314,17 +324,17 @@ def markdown_rows(record: dict, device: str, date: str) -> List[str]:
   name, res = record["item"], record.get("result", {})
   cmd = f"`python -m genjax.reproduce gpu --out DIR --only {name}`"
   rows = []
-  if name == "bench":
+  if name in ("bench", "llama"):
     for dtype in ("bfloat16", "float32"):
       for row in res.get(dtype, {}).get("rows", []):
         if "error" in row:
-          rows.append(f"| bench | {row['name']} {dtype} | error: {row['error'][:120]} | {cmd} | {device} | {date} |")
+          rows.append(f"| {name} | {row['name']} {dtype} | error: {row['error'][:120]} | {cmd} | {device} | {date} |")
           continue
         rate = row.get("train_tokens_per_s") or row.get("train_examples_per_s")
         unit = "tokens/s" if row.get("train_tokens_per_s") else "examples/s"
         peak = f"{row['mfu_peak']:.3f}" if row.get("mfu_peak") is not None else "- (no data-sheet peak)"
         rows.append(
-          f"| bench | {row['name']} {dtype} batch {row['batch']} | {rate:.4g} {unit}; MFU {peak} "
+          f"| {name} | {row['name']} {dtype} batch {row['batch']} | {rate:.4g} {unit}; MFU {peak} "
           f"of peak, {row['mfu_measured']:.3f} of measured matmul; compile {row['compile_s']:.1f} s; "
           f"peak memory {row['peak_memory_bytes'] / 2**30:.2f} GiB | {cmd} | {device} | {date} |"
         )

@@ -26,10 +26,22 @@ class Entry:
   quick_batch: int = 8  # the test-size batch (GANs: a multiple of n_critic * pack)
   note: str = ""
   cpu_bound: str = ""  # what holds the CPU step below the MFU target, printed when it is missed
+  # Left out of a bare `python -m genjax.bench` on a CPU (named with --only, or --quick, it runs):
+  # a model whose full-size step takes minutes there and tens of GB of memory.
+  accelerator_only: bool = False
 
 
 def tiny_gpt(m):
-  return dataclasses.replace(m, num_layers=2, num_heads=2, width=64, dropout=0.0)
+  # A Llama's explicit key/value heads and MLP width shrink with it (None stays None).
+  return dataclasses.replace(
+    m,
+    num_layers=2,
+    num_heads=2,
+    width=64,
+    dropout=0.0,
+    num_kv_heads=m.num_kv_heads and 1,
+    mlp_hidden=m.mlp_hidden and 128,
+  )
 
 
 def tiny_unet(m):
@@ -53,6 +65,13 @@ def tiny_vae(m):
 BENCHMARKS: Dict[str, Entry] = {
   "gpt_shakespeare_char": Entry("experiments/gpt_shakespeare_char.py", cpu_batch=8, quick=tiny_gpt),
   "gpt2_small": Entry("experiments/gpt2_small.py", cpu_batch=1, quick=tiny_gpt),
+  "llama_1b": Entry(
+    "experiments/llama_1b.py",
+    cpu_batch=1,
+    quick=tiny_gpt,
+    note="Llama 3.2 1B's architecture (1.24B parameters, grouped-query attention, SwiGLU); random weights",
+    accelerator_only=True,
+  ),
   "ddpm_mnist": Entry(
     "experiments/ddpm_mnist.py",
     cpu_batch=16,

@@ -38,6 +38,14 @@ def test_rules_name_the_split_dimensions_and_fsdp_takes_the_largest_free_one():
   assert sharding.spec_for("Dense_0/bias", (512,), (), mesh, fsdp=True) == P()
   # Nothing is split where it does not divide: 5 heads over 2 devices stay whole.
   assert sharding.spec_for("attn/qkv/kernel", (64, 3, 5, 16), rules, {"data": 1, "model": 2}, fsdp=False) == P()
+  # A Llama's grouped-query projections split by (query, key/value) head; SwiGLU's gate and up on
+  # their output, the down projection on its input; one key/value head (multi-query) stays whole.
+  tp = lambda name, shape: sharding.spec_for(f"block_0/{name}", shape, rules, {"data": 1, "model": 2}, fsdp=False)
+  assert tp("attn/q/kernel", (2048, 32, 64)) == P(None, "model")
+  assert tp("attn/kv/kernel", (2048, 2, 8, 64)) == P(None, None, "model")
+  assert tp("attn/kv/kernel", (2048, 2, 1, 64)) == P()
+  assert tp("mlp/gate/kernel", (2048, 8192)) == tp("mlp/up/kernel", (2048, 8192)) == P(None, "model")
+  assert tp("mlp/proj/kernel", (8192, 2048)) == P("model")
 
 
 def test_fsdp_holds_an_eighth_of_the_state_per_device():
@@ -83,6 +91,34 @@ def test_fsdp_and_tensor_parallel_steps_equal_the_replicated_step(name, text_exp
   if name == "gpt":  # heads and MLP split over a model axis of 2, FSDP over 4
     both = _run(exp, str(tmp_path / "tp"), 3, "fsdp", model_parallel=2)
     np.testing.assert_allclose(both, replicated, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_llama_under_tensor_parallelism_equals_the_replicated_step(optimizer, text_export, tmp_path):  # noqa: F811
+  """RMSNorm, SwiGLU, grouped-query attention (4 query heads over 2 key/value heads), QK-norm,
+  rotary positions, an untied head: its heads, key/value heads and MLP units split over a model
+  axis of 2 (FSDP over 4) give the replicated step's losses, with AdamW and with Muon (whose
+  Newton-Schulz iterations then run on split matrices)."""
+  exp = experiments(text_export)["gpt"]
+  model = gpt.GPTConfig(
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    width=16,
+    norm="rmsnorm",
+    mlp="swiglu",
+    mlp_hidden=32,
+    positions="rotary",
+    qk_norm=True,
+    tie_embeddings=False,
+  )
+  exp = dataclasses.replace(
+    exp, model=model, optim=C.Optim(name=optimizer, learning_rate=1e-2, muon_learning_rate=0.05)
+  )
+  replicated = _run(exp, str(tmp_path / "jit"), 3, "jit")
+  both = _run(exp, str(tmp_path / "tp"), 3, "fsdp", model_parallel=2)
+  np.testing.assert_allclose(both, replicated, rtol=1e-5)
+  assert replicated[-1] < replicated[0]
 
 
 def test_a_sharded_checkpoint_resumes_on_another_mesh(text_export, tmp_path):  # noqa: F811

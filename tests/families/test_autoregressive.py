@@ -1,5 +1,6 @@
 """The autoregressive family: GPT and gated PixelCNN (genjax.families.autoregressive)."""
 
+import dataclasses
 import functools
 import logging
 import math
@@ -307,10 +308,166 @@ def test_gpt_generates_past_the_block_as_nanogpt_does(prompt_length):
 def test_gpt_config_errors_are_actionable():
   with pytest.raises(ConfigError, match="divisible"):
     families.build(text_exp(width=15), TEXT)
+  with pytest.raises(ConfigError, match=r"num_kv_heads = 3 must divide config.model.num_heads = 4.*1, 2, 4"):
+    families.build(text_exp(num_heads=4, num_kv_heads=3), TEXT)
+  with pytest.raises(ConfigError, match="mlp_hidden = 0"):
+    families.build(text_exp(mlp="swiglu", mlp_hidden=0), TEXT)
   with pytest.raises(ConfigError, match="text dataset"):
     families.build(text_exp(), BINARY)
   with pytest.raises(ConfigError, match="smaller than the tokenizer"):
     families.build(text_exp(vocab_size=5), TEXT)
+
+
+# ------------------------------------------------------------------------------------------------
+# Llama-style GPT and Muon
+# ------------------------------------------------------------------------------------------------
+
+LLAMA = dict(
+  num_heads=4,
+  num_kv_heads=2,
+  norm="rmsnorm",
+  mlp="swiglu",
+  mlp_hidden=24,
+  positions="rotary",
+  qk_norm=True,
+  tie_embeddings=False,
+  use_bias=False,
+)
+
+
+def params_of(model):
+  return gpt_lib.init(jax.random.key(1), model)["params"]
+
+
+def test_defaults_keep_gpt2_parameter_names_and_llama_options_add_theirs():
+  shapes = lambda params: {
+    jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(params)
+  }
+  gpt2 = shapes(params_of(gpt_model()))  # biases on, fused qkv, GELU MLP, LayerNorm, learned positions, tied
+  block = {k.split("]", 1)[1] for k in gpt2 if k.startswith("['block_0']")}
+  assert block == {
+    "['attn']['qkv']['kernel']",
+    "['attn']['qkv']['bias']",
+    "['attn']['out']['kernel']",
+    "['attn']['out']['bias']",
+    "['ln_attn']['scale']",
+    "['ln_attn']['bias']",
+    "['ln_mlp']['scale']",
+    "['ln_mlp']['bias']",
+    "['mlp']['fc']['kernel']",
+    "['mlp']['fc']['bias']",
+    "['mlp']['proj']['kernel']",
+    "['mlp']['proj']['bias']",
+  }
+  assert "['wpe']" in gpt2 and "['head']" not in gpt2 and gpt2["['block_0']['attn']['qkv']['kernel']"] == (16, 3, 2, 8)
+  llama = shapes(params_of(gpt_lib.make_model(text_exp(**LLAMA).model, TEXT)))
+  block = {k.split("]", 1)[1]: v for k, v in llama.items() if k.startswith("['block_0']")}
+  assert block == {
+    "['attn']['q']['kernel']": (16, 4, 4),  # D, N, H
+    "['attn']['kv']['kernel']": (16, 2, 2, 4),  # D, (k, v), K, H
+    "['attn']['q_norm']['scale']": (4,),
+    "['attn']['k_norm']['scale']": (4,),
+    "['attn']['out']['kernel']": (4, 4, 16),
+    "['ln_attn']['scale']": (16,),  # RMSNorm: a scale, no bias
+    "['ln_mlp']['scale']": (16,),
+    "['mlp']['gate']['kernel']": (16, 24),
+    "['mlp']['up']['kernel']": (16, 24),
+    "['mlp']['proj']['kernel']": (24, 16),
+  }
+  assert "['wpe']" not in llama and llama["['head']"] == (V, 16) and llama["['ln_f']['scale']"] == (16,)
+
+
+@pytest.mark.parametrize("num_kv_heads", [2, 1])
+def test_grouped_query_cached_decoding_equals_the_full_pass(num_kv_heads):
+  """Grouped-query (4 query heads over 2 key/value heads) and multi-query (over 1) attention:
+  the KV-cached logits, prefilled then one token at a time, are the uncached pass's to 1e-6, and
+  the cached sampler draws the uncached reference's tokens."""
+  model = gpt_lib.make_model(text_exp(**{**LLAMA, "num_kv_heads": num_kv_heads}).model, TEXT)
+  caches = model.init_caches(2, BLOCK)
+  assert caches[0]["k"].shape == (2, BLOCK, num_kv_heads, 4)  # K heads cached, not N
+  params = params_of(model)
+  tokens = jax.random.randint(jax.random.key(0), (2, BLOCK), 0, V)
+  apply = jax.jit(model.apply)
+  full, _ = apply({"params": params}, tokens)
+  P = 4
+  first, caches = apply({"params": params}, tokens[:, :P], jnp.arange(P), caches)
+  steps = [first]
+  for t in range(P, BLOCK):
+    logits, caches = apply({"params": params}, tokens[:, t : t + 1], jnp.array([t]), caches)
+    steps.append(logits)
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-6, rtol=0)
+  prompt = np.asarray(tokens[0, :3])
+  rng = jax.random.key(5)
+  got = gpt_lib.sample_tokens(params, rng, 3, model, prompt, BLOCK - 3, temperature=0.9)
+  want = uncached_reference(params, model, rng, np.broadcast_to(prompt, (3, 3)), BLOCK - 3, 0.9, 0, 1.0)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest():
+  """The partition of a Llama-style GPT's parameters (modded-nanogpt's split): attention and MLP
+  kernels to Muon; embeddings, head, norm scales (the QK-norm's too) and biases to AdamW."""
+  from genjax.core.optim import muon_labels
+
+  for model in (gpt_model(), gpt_lib.make_model(text_exp(**{**LLAMA, "use_bias": True}).model, TEXT)):
+    labels = muon_labels(params_of(model), gpt_lib.matrix_axes)
+    flat = {jax.tree_util.keystr(p): label for p, label in jax.tree_util.tree_leaves_with_path(labels)}
+    muon = sorted(k.replace("['block_0']", "") for k, v in flat.items() if v == "muon" and "block_0" in k)
+    adamw = {k for k, v in flat.items() if v == "adamw"}
+    assert all(k.endswith("['kernel']") for k in muon) and not any(k.endswith("['kernel']") for k in adamw)
+    assert {"['wte']", "['ln_f']['scale']"} <= adamw
+    assert all(k.startswith("['block_") for k, v in flat.items() if v == "muon")
+    if model.num_kv_heads is None:
+      assert muon == sorted(
+        f"['{m}']['{n}']['kernel']" for m, n in [("attn", "qkv"), ("attn", "out"), ("mlp", "fc"), ("mlp", "proj")]
+      )
+      assert "['wpe']" in adamw
+    else:
+      names = [("attn", "q"), ("attn", "kv"), ("attn", "out"), ("mlp", "gate"), ("mlp", "up"), ("mlp", "proj")]
+      assert muon == sorted(f"['{m}']['{n}']['kernel']" for m, n in names)
+      assert {"['head']", "['block_0']['attn']['q_norm']['scale']", "['block_0']['mlp']['up']['bias']"} <= adamw
+
+
+def test_a_tiny_llama_trains_with_muon():
+  exp = text_exp(**LLAMA)
+  exp = dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, name="muon", muon_learning_rate=0.02))
+  family = build_gpt(exp)
+  pattern = np.arange(BLOCK + 1 + 8) % 5
+  tokens = np.stack([pattern[i : i + BLOCK + 1] for i in range(8)]).astype(np.int32)
+  state = family.init(jax.random.key(0))
+  step = jax.jit(family.train_step)
+  losses = []
+  for i in range(20):
+    state, metrics = step(state, {"tokens": tokens}, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0] - 0.8 and all(np.isfinite(losses)), losses
+
+
+def test_muon_on_a_family_without_named_matrices_is_refused():
+  exp = dataclasses.replace(image_exp(), optim=C.Optim(name="muon"))
+  with pytest.raises(ConfigError, match="names its hidden matrices"):
+    families.build(exp, BINARY)
+
+
+def test_llama_configs_parameter_counts():
+  """experiments/llama_1b.py is Llama 3.2 1B: 1,235,814,400 parameters (tied embeddings), the
+  count its docstring derives by hand, here from genjax's model (jax.eval_shape: nothing is
+  allocated); gpt_shakespeare_char.py:llama_cpu stays within 1% of :cpu."""
+  count = lambda spec: gpt_lib.num_params(_model_of(spec))
+  V_, D, L, Hd, K, F = 128256, 2048, 16, 64, 8, 8192
+  by_hand = V_ * D + L * (2 * D * D + 2 * D * K * Hd + 3 * D * F + 2 * D) + D
+  assert by_hand == 1_235_814_400
+  assert count("llama_1b.py") == by_hand
+  assert count("gpt_shakespeare_char.py:cpu") == 804_096
+  assert count("gpt_shakespeare_char.py:llama_cpu") == 800_000
+  assert count("gpt_shakespeare_char.py:llama_muon_cpu") == 800_000
+
+
+def _model_of(spec):
+  from genjax import data as data_lib
+  from genjax.perf.registry import load_config
+
+  exp = load_config(f"experiments/{spec}")
+  return gpt_lib.make_model(exp.model, data_lib.describe(exp.data))
 
 
 # ------------------------------------------------------------------------------------------------

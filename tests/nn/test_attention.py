@@ -47,14 +47,14 @@ def test_rotary_scores_depend_only_on_relative_position():
   np.testing.assert_allclose(jnp.linalg.norm(attention.rotary(q, jnp.array([7]))), jnp.linalg.norm(q), rtol=1e-5)
 
 
-@pytest.mark.parametrize("rotary", [False, True])
-def test_cache_prefill_then_decode_matches_full_pass(rotary):
-  module = attention.SelfAttention(num_heads=2, rotary=rotary)
+@pytest.mark.parametrize("rotary,num_kv_heads,qk_norm", [(False, None, False), (True, None, False), (True, 1, True)])
+def test_cache_prefill_then_decode_matches_full_pass(rotary, num_kv_heads, qk_norm):
+  module = attention.SelfAttention(num_heads=2, rotary=rotary, num_kv_heads=num_kv_heads, qk_norm=qk_norm)
   L, P = 7, 3
   x = jax.random.normal(jax.random.key(0), (2, L, 8))
   variables = module.init(jax.random.key(1), x, jnp.arange(L))
   full, _ = module.apply(variables, x, jnp.arange(L))
-  cache = attention.init_cache(2, L, 2, 4)
+  cache = attention.init_cache(2, L, num_kv_heads or 2, 4)
   first, cache = module.apply(variables, x[:, :P], jnp.arange(P), cache)
   outs = [first]
   for t in range(P, L):
@@ -106,3 +106,33 @@ def test_softmax_attention_matches_jax_and_numpy(dtype):
   np.testing.assert_allclose(
     np.float32(no_mask), np.float32(jax.nn.dot_product_attention(q, k, v, implementation="xla")), atol=tol
   )
+
+
+@pytest.mark.parametrize("num_kv_heads", [2, 1])
+def test_grouped_query_attention_matches_jax_and_repeated_heads(num_kv_heads):
+  """4 query heads over 2 (grouped-query) or 1 (multi-query) key/value heads: query head n uses
+  key/value head n // (4 / K), as jax.nn.dot_product_attention groups them and as multi-head
+  attention over keys and values repeated per group computes."""
+  r = np.random.default_rng(4)
+  q = jnp.asarray(r.standard_normal((2, 6, 4, 8)), jnp.float32)
+  k, v = (jnp.asarray(r.standard_normal((2, 6, num_kv_heads, 8)), jnp.float32) for _ in range(2))
+  mask = attention.causal_mask(6)
+  ours = attention.softmax_attention(q, k, v, mask)
+  theirs = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+  np.testing.assert_allclose(ours, theirs, atol=1e-6)
+  repeat = lambda a: jnp.repeat(a, 4 // num_kv_heads, axis=2)
+  np.testing.assert_allclose(ours, attention.softmax_attention(q, repeat(k), repeat(v), mask), atol=1e-6)
+  np.testing.assert_allclose(ours, numpy_causal_attention(q, repeat(k), repeat(v)), atol=1e-5)
+
+
+def test_rotary_base_sets_the_frequencies():
+  """Channel pair (i, i + H/2) turns by position * base^(-2i/H): Llama 3's base 500000 against
+  numpy, and a different rotation from the default 10000."""
+  x = jax.random.normal(jax.random.key(2), (1, 3, 1, 8))
+  positions = jnp.array([0, 5, 100])
+  ours = np.asarray(attention.rotary(x, positions, base=500000.0))
+  angle = np.asarray(positions, np.float64)[:, None] * 500000.0 ** (-np.arange(4) / 4)
+  x1, x2 = np.asarray(x[0, :, 0, :4], np.float64), np.asarray(x[0, :, 0, 4:], np.float64)
+  expected = np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle), x2 * np.cos(angle) + x1 * np.sin(angle)], -1)
+  np.testing.assert_allclose(ours[0, :, 0], expected, atol=1e-4)
+  assert np.abs(ours - np.asarray(attention.rotary(x, positions))).max() > 0.1

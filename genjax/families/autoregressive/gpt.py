@@ -1,11 +1,19 @@
 """GPT: a decoder-only transformer language model (Radford et al. 2019, GPT-2; layout of
-karpathy/nanoGPT), trained by next-token prediction.
+karpathy/nanoGPT), trained by next-token prediction; with the options, a Llama (Touvron et al.
+2023; Llama 3, Dubey et al. 2024).
 
 Shapes: B batch, L length (<= block size), D width, V vocabulary, T generated tokens.
 
   tokens i32[B,L] -> token embedding (+ learned position embedding, unless rotary) -> dropout
-  -> num_layers x pre-LayerNorm Block (causal self-attention, GELU MLP)
-  -> final LayerNorm -> logits f32[B,L,V] through the (tied) embedding matrix
+  -> num_layers x pre-norm Block (causal self-attention, MLP)
+  -> final norm -> logits f32[B,L,V] through the (tied) embedding matrix, or a separate head
+
+GPT-2 (the defaults): LayerNorm, GELU MLP of 4 x width, learned positions, multi-head attention.
+Llama: norm="rmsnorm", mlp="swiglu" (hidden width mlp_hidden, or Llama's two-thirds rule),
+positions="rotary" with rope_theta, use_bias=False, num_kv_heads < num_heads (grouped-query
+attention; Llama 2 70B, Llama 3), tie_embeddings as the model has it (Llama 3.2 1B and 3B tie,
+the larger ones do not). Also: mlp="relu2" and qk_norm (modded-nanogpt; QK-norm as Qwen3, OLMo 2).
+experiments/llama_1b.py is Llama 3.2 1B's architecture.
 
 Parameters are float32; activations run in exp.train.compute_dtype; the logits come out of a
 matmul that accumulates in float32, and softmax and loss are float32. The loss is in nats per
@@ -32,7 +40,7 @@ from genjax.data.info import DataInfo
 from genjax.families import base
 from genjax.families.autoregressive import sampling
 from genjax.nn.attention import init_cache
-from genjax.nn.transformer import LAYER_NORM_EPS, Block, example_dropout
+from genjax.nn.transformer import Block, example_dropout, make_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,15 @@ class GPTConfig:
   attention: Literal["auto", "xla", "cudnn"] = "auto"
   # AdamW's weight decay also shrinks the token / position embeddings, as in nanoGPT.
   decay_embeddings: bool = True
+  # Llama-style options (genjax.nn.transformer, genjax.nn.attention); the defaults are GPT-2's.
+  norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+  mlp: Literal["gelu", "swiglu", "relu2"] = "gelu"
+  # The MLP's hidden width; None: mlp_ratio * width, for SwiGLU two thirds of it rounded up to a
+  # multiple of 256 (Llama's rule, genjax.nn.transformer.mlp_hidden_size).
+  mlp_hidden: Optional[int] = None
+  num_kv_heads: Optional[int] = None  # key/value heads (grouped-query attention); None: num_heads
+  qk_norm: bool = False  # RMSNorm on each head's queries and keys before the rotation
+  rope_theta: float = 10000.0  # the rotary base: Llama 2 10000, Llama 3 500000
 
 
 class GPT(nn.Module):
@@ -75,6 +92,12 @@ class GPT(nn.Module):
   use_bias: bool = False
   attention: str = "auto"
   dtype: Any = jnp.float32
+  norm: str = "layernorm"
+  mlp: str = "gelu"
+  mlp_hidden: Optional[int] = None
+  num_kv_heads: Optional[int] = None
+  qk_norm: bool = False
+  rope_theta: float = 10000.0
   # What the tokens are, for samplers and metric names (no parameters): the tokenizer's
   # vocabulary, the tokens a sampler draws among (None: all vocab_size rows; the embedding may
   # have padding rows past it, e.g. GPT-2's 50304), and the unit of bits_per_<unit>.
@@ -108,32 +131,73 @@ class GPT(nn.Module):
         # GPT-2: residual projections start 1/sqrt(2 * layers) smaller, so the residual
         # stream's variance does not grow with depth.
         out_init_std=0.02 / math.sqrt(2 * self.num_layers),
+        norm=self.norm,
+        mlp_kind=self.mlp,
+        mlp_hidden=self.mlp_hidden,
+        num_kv_heads=self.num_kv_heads,
+        qk_norm=self.qk_norm,
+        rope_base=self.rope_theta,
         name=f"block_{i}",
       )(x_BxLxD, positions_L, None if caches is None else caches[i], dropout_keys_B, site=1 + 2 * i)
       new_caches.append(cache)
 
-    x_BxLxD = nn.LayerNorm(LAYER_NORM_EPS, use_bias=self.use_bias, dtype=self.dtype, name="ln_f")(x_BxLxD)
+    x_BxLxD = make_norm(self.norm, self.use_bias, self.dtype, "ln_f")(x_BxLxD)
     head_VxD = wte_VxD if self.tie_embeddings else self.param("head", init, (self.vocab_size, self.width))
     logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, head_VxD.astype(self.dtype), preferred_element_type=jnp.float32)
     return logits_BxLxV, (None if caches is None else new_caches)
 
   def init_caches(self, batch: int, capacity: int) -> list:
-    """Empty key/value caches, one per layer, for `capacity` positions."""
-    head_dim = self.width // self.num_heads
-    return [init_cache(batch, capacity, self.num_heads, head_dim, self.dtype) for _ in range(self.num_layers)]
+    """Empty key/value caches, one per layer, for `capacity` positions (of the num_kv_heads
+    key/value heads: grouped-query attention caches num_heads / num_kv_heads times less)."""
+    head_dim, kv_heads = self.width // self.num_heads, self.num_kv_heads or self.num_heads
+    return [init_cache(batch, capacity, kv_heads, head_dim, self.dtype) for _ in range(self.num_layers)]
 
 
-# Megatron's split of a transformer layer over the "model" axis: attention heads, and the MLP's
-# hidden units (genjax.core.sharding maps the logical names to mesh axes).
+# Megatron's split of a transformer layer over the "model" axis: attention heads (the key/value
+# heads of grouped-query attention too), and the MLP's hidden units: the input projections (fc,
+# SwiGLU's gate and up) on their output dimension, the down projection on its input dimension
+# (genjax.core.sharding maps the logical names to mesh axes).
 PARTITION_RULES = (
   (r"attn/qkv/kernel$", ("embed", None, "heads", None)),
   (r"attn/qkv/bias$", (None, "heads", None)),
+  (r"attn/q/kernel$", ("embed", "heads", None)),
+  (r"attn/q/bias$", ("heads", None)),
+  (r"attn/kv/kernel$", ("embed", None, "heads", None)),
+  (r"attn/kv/bias$", (None, "heads", None)),
   (r"attn/out/kernel$", ("heads", None, "embed")),
-  (r"mlp/fc/kernel$", ("embed", "mlp")),
-  (r"mlp/fc/bias$", ("mlp",)),
+  (r"mlp/(fc|gate|up)/kernel$", ("embed", "mlp")),
+  (r"mlp/(fc|gate|up)/bias$", ("mlp",)),
   (r"mlp/proj/kernel$", ("mlp", "embed")),
   (r"(wte|wpe|head)$", ("vocab", "embed")),
 )
+
+# Which axes of a block's kernels are a matrix's input (reduction) and output axes, for Muon
+# (genjax.core.optim): the fused qkv kernel f[D,3,N,H] is three D x (N*H) matrices, q, k and v
+# orthogonalised apart (its axis 1 a batch axis), as modded-nanogpt splits its fused QKV
+# gradient (KellerJordan/modded-nanogpt, train_gpt.py, class Muon); so is grouped-query
+# attention's kv f[D,2,K,H]; out f[N,H,D] is one (N*H) x D matrix.
+MATRIX_AXES = {
+  "qkv": ((0,), (2, 3)),
+  "q": ((0,), (1, 2)),
+  "kv": ((0,), (2, 3)),
+  "out": ((0, 1), (2,)),
+  "fc": ((0,), (1,)),
+  "gate": ((0,), (1,)),
+  "up": ((0,), (1,)),
+  "proj": ((0,), (1,)),
+}
+
+
+def matrix_axes(path, shape):
+  """(reduction axes, output axes) of a hidden matrix (a kernel inside a block: the attention's
+  and the MLP's), or None (embeddings, head, norm scales, biases): which parameters Muon
+  orthogonalises and which AdamW updates, as modded-nanogpt splits them (train_gpt.py: the
+  blocks' parameters of rank >= 2 to Muon; embeddings, head and scalars to Adam)."""
+  del shape  # the name says it all: every block kernel of one name has the layout above
+  names = [str(getattr(k, "key", k)) for k in path]
+  if len(names) < 3 or not names[0].startswith("block_") or names[-1] != "kernel":
+    return None
+  return MATRIX_AXES.get(names[-2])
 
 
 def decay_mask(params, decay_embeddings: bool = True):
@@ -176,6 +240,26 @@ def check_config(cfg: GPTConfig, info: DataInfo) -> None:
     )
   if cfg.positions == "rotary" and (cfg.width // cfg.num_heads) % 2:
     raise ConfigError("rotary positions need an even head width (model.width / model.num_heads).")
+  _check_llama_options(cfg)
+
+
+def _check_llama_options(cfg: GPTConfig) -> None:
+  kv = cfg.num_kv_heads
+  if kv is not None and (kv < 1 or cfg.num_heads % kv):
+    divisors = [d for d in range(1, cfg.num_heads + 1) if cfg.num_heads % d == 0]
+    raise ConfigError(
+      f"config.model.num_kv_heads = {kv} must divide config.model.num_heads = {cfg.num_heads}: each "
+      f"key/value head serves num_heads / num_kv_heads query heads (grouped-query attention). Use one "
+      f"of {', '.join(map(str, divisors))} ({cfg.num_heads}: multi-head, 1: multi-query attention), or "
+      "None for num_heads."
+    )
+  if cfg.mlp_hidden is not None and cfg.mlp_hidden < 1:
+    raise ConfigError(
+      f"config.model.mlp_hidden = {cfg.mlp_hidden} must be a positive width, or None for the rule of "
+      "config.model.mlp (mlp_ratio * width; SwiGLU: two thirds of it, rounded up to a multiple of 256)."
+    )
+  if cfg.rope_theta <= 0:
+    raise ConfigError(f"config.model.rope_theta = {cfg.rope_theta} must be > 0 (Llama 2: 10000, Llama 3: 500000).")
 
 
 def make_model(cfg: GPTConfig, info: DataInfo, dtype=jnp.float32, block_size: Optional[int] = None) -> GPT:
@@ -198,6 +282,12 @@ def make_model(cfg: GPTConfig, info: DataInfo, dtype=jnp.float32, block_size: Op
     use_bias=cfg.use_bias,
     attention=cfg.attention,
     dtype=jnp.dtype(dtype),
+    norm=cfg.norm,
+    mlp=cfg.mlp,
+    mlp_hidden=cfg.mlp_hidden,
+    num_kv_heads=cfg.num_kv_heads,
+    qk_norm=cfg.qk_norm,
+    rope_theta=float(cfg.rope_theta),
   )
 
 
@@ -375,9 +465,11 @@ updates = base.loss_updates(loss, finish)
 
 
 def optimizers(exp: Experiment, model: GPT):
-  """AdamW that decays the matmul weights and, unless model.decay_embeddings is False, the embeddings."""
+  """AdamW that decays the matmul weights and, unless model.decay_embeddings is False, the
+  embeddings; with optim.name "muon", Muon for the hidden matrices (matrix_axes) beside it."""
   keep = exp.model.decay_embeddings
-  return {None: make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, keep))}
+  tx = make_optimizer(exp.optim, exp.train.steps, decay_mask=lambda p: decay_mask(p, keep), matrix_axes=matrix_axes)
+  return {None: tx}
 
 
 _jitted_eval_sums = jax.jit(
