@@ -17,6 +17,8 @@ timeout loses nothing already measured:
                on the first 1000 test images
   llama        (only when --only names it) python -m genjax.bench for llama_1b, Llama 3.2 1B's
                architecture (experiments/llama_1b.py), in bfloat16: tokens/s, MFU, peak memory
+  dit          (only when --only names it) the same for dit_xl2, DiT-XL/2 on SD latents
+               (experiments/dit_imagenet256.py): images/s, MFU, peak memory
 
 Everything it reads travels with the working tree: datasets as a portable export
 (python -m genjax.data.export --datasets mnist,tiny_shakespeare,binarized_mnist --out EXPORTS),

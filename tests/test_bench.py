@@ -92,7 +92,7 @@ def test_every_standard_config_builds(name):
   # in full and quick sizes (no compilation): an experiments/ file that changes shape breaks here.
   for quick in (False, True):
     exp = registry.experiment_for(name, quick=quick, on_cpu=True)
-    info = data_lib.describe(exp.data)
+    info = registry.BENCHMARKS[name].info or data_lib.describe(exp.data)
     family = families.build(exp, info)
     batch = registry.synthetic_batch(info, exp.train.batch_size)
     key = "tokens" if info.kind == "text" else "image"
@@ -189,3 +189,14 @@ def test_print_config_counts_what_the_model_holds_and_what_a_step_costs(capsys):
   assert figures["parameters"].startswith(f"{n:,} ")
   flops = float(figures["train"].split()[1])
   assert abs(flops / ((6 * n + 12 * L * d * T) * T * 4) - 1) < 0.15
+
+
+def test_a_latent_model_is_benchmarked_on_its_latents(tmp_path):
+  """dit_xl2 runs DiT-XL/2's step on synthetic 32x32x4 SD latents, without the autoencoder
+  (whose weights a benchmark machine need not have): one quick row with its figures."""
+  out = tmp_path / "dit.json"
+  bench.main(["--quick", "--only", "dit_xl2", "--no-loop", "--out", str(out)])
+  (row,) = json.loads(out.read_text())["rows"]
+  assert row["name"] == "dit_xl2" and row["train_examples_per_s"] > 0 and row["flops_per_step"] > 0
+  exp = registry.experiment_for("dit_xl2", quick=False, on_cpu=False)
+  assert exp.model.autoencoder is None and exp.model.hidden_size == 1152 and exp.train.batch_size == 256

@@ -73,7 +73,7 @@ def run_one(
   entry = BENCHMARKS[name]
   exp = experiment_for(name, quick, device.platform == "cpu", data_dir, dtype)
   standard = load_config(entry.config)
-  info = data_lib.describe(exp.data)
+  info = entry.info or data_lib.describe(exp.data)
   program = program_lib.build(exp, info)
   family = program.family
   row: Dict[str, Any] = {

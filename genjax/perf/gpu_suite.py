@@ -117,6 +117,12 @@ def _llama(suite: Suite) -> dict:
   return {"bfloat16": _bench_rows(suite, "llama", "llama_1b", "bfloat16", suite.left_s())}
 
 
+def _dit(suite: Suite) -> dict:
+  """DiT-XL/2 (experiments/dit_imagenet256.py) on synthetic SD latents in bfloat16: images/s and
+  MFU of the paper's model at its batch (the frozen autoencoder's encoding left out)."""
+  return {"bfloat16": _bench_rows(suite, "dit", "dit_xl2", "bfloat16", suite.left_s())}
+
+
 def _train_then_evaluate(
   suite: Suite,
   item: str,
@@ -291,6 +297,7 @@ ITEMS = [
   Item("pacgan2", 75, _pacgan(2), "Stacked MNIST PacDCGAN2: modes / KL"),
   Item("iwae", 60, _iwae, "IWAE-paper VAE, as many steps as fit"),
   Item("llama", 240, _llama, "Llama 3.2 1B's architecture, bfloat16 (only with --only llama)", default=False),
+  Item("dit", 240, _dit, "DiT-XL/2 on SD latents, bfloat16 (only with --only dit)", default=False),
 ]
 
 
@@ -324,7 +331,7 @@ def markdown_rows(record: dict, device: str, date: str) -> List[str]:
   name, res = record["item"], record.get("result", {})
   cmd = f"`python -m genjax.reproduce gpu --out DIR --only {name}`"
   rows = []
-  if name in ("bench", "llama"):
+  if name in ("bench", "llama", "dit"):
     for dtype in ("bfloat16", "float32"):
       for row in res.get(dtype, {}).get("rows", []):
         if "error" in row:

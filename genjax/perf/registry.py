@@ -29,6 +29,9 @@ class Entry:
   # Left out of a bare `python -m genjax.bench` on a CPU (named with --only, or --quick, it runs):
   # a model whose full-size step takes minutes there and tens of GB of memory.
   accelerator_only: bool = False
+  # Synthetic data of this shape instead of the config's dataset: a latent model benchmarked on
+  # its latents, the frozen encoder left out (as DiT's own fast training reads cached latents).
+  info: Optional[DataInfo] = None
 
 
 def tiny_gpt(m):
@@ -56,6 +59,10 @@ def tiny_gan(m):
   return dataclasses.replace(m, g_widths=(32, 32, 32, 32), d_widths=(32, 32, 32, 32), latent_dim=16, n_critic=1)
 
 
+def tiny_dit(m):
+  return dataclasses.replace(m, hidden_size=64, depth=2, num_heads=4, sample_steps=4)
+
+
 def tiny_vae(m):
   return dataclasses.replace(
     m, hidden=(32,), latents=(8,), conv_channels=(8, 16), train_samples=min(m.train_samples, 4)
@@ -81,6 +88,16 @@ BENCHMARKS: Dict[str, Entry] = {
     "forward at about 0.4, with XLA's convolutions and with im2col products alike",
   ),
   "ddpm_cifar10": Entry("experiments/ddpm_cifar10.py", cpu_batch=4, quick=tiny_unet),
+  "dit_xl2": Entry(
+    "experiments/dit_imagenet256.py:XL2",
+    cpu_batch=2,
+    quick=tiny_dit,
+    quick_batch=4,
+    note="DiT-XL/2 (675M parameters) on SD's 32x32x4 latents of ImageNet 256x256 (synthetic), learned "
+    "variances; the frozen autoencoder's encoding left out",
+    accelerator_only=True,
+    info=DataInfo(name="imagenet256_sd_latents", kind="image", shape=(32, 32, 4), num_classes=1000),
+  ),
   "dcgan_mnist": Entry("experiments/dcgan_mnist.py", cpu_batch=64, quick=tiny_gan, quick_batch=10),
   "sngan_cifar10": Entry("experiments/sngan_cifar10.py", cpu_batch=10, quick=tiny_gan, quick_batch=10),
   "vae_conv_fashion_mnist": Entry(
@@ -136,11 +153,16 @@ def experiment_for(
     exp.train, steps_per_call=1, progress=False, compute_dtype=dtype or exp.train.compute_dtype
   )
   data = dataclasses.replace(exp.data, data_dir=data_dir or exp.data.data_dir)
-  if quick:
+  if entry.info is not None and getattr(exp.model, "autoencoder", None) is not None:
+    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, autoencoder=None))
+  if quick and entry.info is None:
     exp = dataclasses.replace(exp, model=entry.quick(exp.model))
     train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.quick_batch))
     if data_lib.describe(data).kind == "text":
       data = dataclasses.replace(data, block_size=32)
+  elif quick:
+    exp = dataclasses.replace(exp, model=entry.quick(exp.model))
+    train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.quick_batch))
   elif on_cpu:
     train = dataclasses.replace(train, batch_size=min(exp.train.batch_size, entry.cpu_batch))
   return dataclasses.replace(exp, train=train, data=data, parallel=config_lib.Parallel(mode="jit", num_devices=1))
