@@ -194,7 +194,9 @@ def test_sample_metrics_of_a_vae_against_cached_reference_stats(runs, capsys, tm
   assert metrics["fd"] > 0 and 1.0 <= metrics["is"] <= 10.0
   assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
   assert record["num_samples"] == 150 and record["reference"] == "digits/train"
-  cache = reference_stats.cache_path("digits", "train", "classifier_digits", str(tmp_path))
+  cache = reference_stats.cache_path(
+    reference_stats.source_key(Data(name="digits"), "train"), "classifier_digits", str(tmp_path)
+  )
   assert os.path.exists(cache) and record["reference_count"] == 1500
   # The cached statistics are those of the data, and the result is reproducible from the cache.
   net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))

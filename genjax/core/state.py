@@ -54,7 +54,8 @@ def overlay(base, top):
 
 @dataclasses.dataclass(frozen=True)
 class EMA:
-  """ema <- decay_t * ema + (1 - decay_t) * params after every update, with
+  """ema <- decay_t * ema + (1 - decay_t) * params after every optimizer update (once per k
+  micro-steps under gradient accumulation, see ema_decay_after), with
   decay_t = min(decay, (1 + t) / (10 + t)) at the t-th update when `warmup` (as diffusers'
   EMAModel), so early averages forget the initial weights instead of holding them for 1 / (1 -
   decay) steps; decay_t = decay without warm-up."""
@@ -85,24 +86,40 @@ def ema_update(ema_params, params, decay):
   return jax.tree.map(one, params, ema_params)
 
 
+def ema_decay_after(ema: EMA, opt_state, count) -> jax.Array:
+  """The EMA's decay after an optimizer call that left `opt_state`, `count` calls having come
+  before it: decay_at(t), t the optimizer updates before this one. Under gradient accumulation
+  (an optax.MultiSteps state) the parameters change once every k calls, and t counts those
+  updates (MultiSteps' gradient_step), not the calls; on the calls that only accumulate, the
+  decay is 1 and the EMA stays as it is. So k accumulated micro-steps move the EMA as one step
+  over their k batches does."""
+  if isinstance(opt_state, optax.MultiStepsState):
+    updated = opt_state.mini_step == 0  # MultiSteps resets it on the call that applies the update
+    return jnp.where(updated, ema.decay_at(opt_state.gradient_step - 1), jnp.float32(1.0))
+  return ema.decay_at(count)
+
+
 def apply_gradients(
-  state: TrainState, grads, tx: optax.GradientTransformation, ema_decay=None, params_key=None, **updates
+  state: TrainState, grads, tx: optax.GradientTransformation, params_key=None, **updates
 ) -> TrainState:
-  """One optimizer update (and EMA update, with the decay given) of `state.params`, or of
-  `state.params[params_key]` when a family keeps several networks with their own optimizers
-  (e.g. a GAN's "g" and "d"). Other fields of the state may be replaced through `updates` (e.g.
-  extra=new_batch_stats)."""
+  """One optimizer update of `state.params`, or of `state.params[params_key]` when a family keeps
+  several networks with their own optimizers (e.g. a GAN's "g" and "d"). Other fields of the
+  state may be replaced through `updates` (e.g. extra=new_batch_stats)."""
   params = state.params if params_key is None else state.params[params_key]
   opt_state = state.opt_state if params_key is None else state.opt_state[params_key]
   delta, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, delta)
-  ema = state.ema_params
-  if ema_decay is not None and ema is not None:
-    if params_key is None:
-      ema = ema_update(ema, params, ema_decay)
-    elif params_key in ema:
-      ema = {**ema, params_key: ema_update(ema[params_key], params, ema_decay)}
   if params_key is not None:
     params = {**state.params, params_key: params}
     opt_state = {**state.opt_state, params_key: opt_state}
-  return state.replace(params=params, opt_state=opt_state, ema_params=ema, **updates)
+  return state.replace(params=params, opt_state=opt_state, **updates)
+
+
+def update_ema(state: TrainState, decay, params_key=None) -> TrainState:
+  """state.ema_params moved toward the parameters (of network `params_key`, when the EMA holds it)."""
+  ema = state.ema_params
+  if params_key is None:
+    ema = ema_update(ema, state.params, decay)
+  elif params_key in ema:
+    ema = {**ema, params_key: ema_update(ema[params_key], state.params[params_key], decay)}
+  return state.replace(ema_params=ema)

@@ -8,7 +8,8 @@ one of them, what every family needs done the same way:
   the mean of gradients and metrics over devices (genjax.core.parallel; nothing under jit),
   the optimizer update (clipping, accumulation and the schedule live in the optax chain, see
   genjax.core.optim), the EMA of the parameters where the state keeps one (with its warm-up,
-  genjax.core.state.EMA) and of the same network's collections (its BatchNorm statistics),
+  genjax.core.state.EMA; once per optimizer update under gradient accumulation,
+  state.ema_decay_after) and of the same network's collections (its BatchNorm statistics),
   the new values of the network's other variable collections (BatchNorm statistics, ...).
 
 An update's loss is `loss(params, state, batch, rng, i) -> (loss, (metrics, collections))`:
@@ -30,7 +31,7 @@ import optax
 
 from genjax import errors
 from genjax.core import parallel
-from genjax.core.state import EMA, TrainState, apply_gradients, ema_update, overlay
+from genjax.core.state import EMA, TrainState, apply_gradients, ema_decay_after, ema_update, overlay, update_ema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,20 +75,17 @@ def apply_update(
   if update.finish is not None:
     metrics = update.finish(metrics)
   with jax.named_scope("optimizer"):  # the name genjax.profile sorts this phase by
-    decay = None
-    if ema is not None and keeps_ema(state, update.key):
-      decay = ema.decay_at(state.step * update.repeat + i)  # the network's update count so far
+    calls = state.step * update.repeat + i  # the network's optimizer calls so far
     state = apply_gradients(
-      state,
-      grads,
-      tx,
-      ema_decay=decay,
-      params_key=update.key,
-      extra=merge_collections(state.extra, update.key, collections),
+      state, grads, tx, params_key=update.key, extra=merge_collections(state.extra, update.key, collections)
     )
-    if decay is not None and collections and state.ema_extra is not None:
-      new = merge_collections({}, update.key, collections)
-      state = state.replace(ema_extra=overlay(state.ema_extra, ema_update(_subtree(state.ema_extra, new), new, decay)))
+    if ema is not None and keeps_ema(state, update.key):
+      decay = ema_decay_after(ema, state.opt_state if update.key is None else state.opt_state[update.key], calls)
+      state = update_ema(state, decay, update.key)
+      if collections and state.ema_extra is not None:
+        new = merge_collections({}, update.key, collections)
+        ema_extra = ema_update(_subtree(state.ema_extra, new), new, decay)
+        state = state.replace(ema_extra=overlay(state.ema_extra, ema_extra))
   return state, metrics
 
 

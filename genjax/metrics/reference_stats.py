@@ -1,14 +1,23 @@
 """Feature statistics of a dataset split, computed once and cached as .npz.
 
-The cache key is (dataset, split, feature network): the file
-`$GENJAX_HOME/reference_stats/<dataset>_<split>_<feature net>.npz` holds the float64 mean and
-covariance of the whole split's features (streamed, see frechet.RunningStats), the number of
-examples, the feature network's fingerprint (a cache written with other weights is recomputed),
-and the features of the first `keep` examples, which KID and precision/recall compare against.
+The cache is keyed by what determines the statistics: the split's images (`source_key`) and the
+feature network. `source_key` names the images by the dataset, the split and the preprocessing
+that makes them (binarize; for your own folder and tfds:NAME also image_size, channels and
+crop_size), and by where they come from: for a folder (data.name="folder") its resolved path, the
+holdout and a fingerprint of its image files (relative names, sizes and modification times: one
+listing, no file read), so another folder, or an image added, removed or rewritten, is another
+key; for tfds:NAME the builder's name, config and version. The file
+`$GENJAX_HOME/reference_stats/<dataset>_<split>_<feature net>_<hash of the key>.npz` holds the
+key itself (checked on reading), the float64 mean and covariance of the whole split's features
+(streamed, see frechet.RunningStats), the number of examples, the feature network's fingerprint
+(a cache written with other weights is recomputed), and the features of the first `keep`
+examples, which KID and precision/recall compare against.
 """
 
 import dataclasses
+import hashlib
 import io
+import json
 import os
 from typing import Iterable, Optional
 
@@ -28,12 +37,67 @@ class ReferenceStats:
   count: int
   features: np.ndarray  # f32[min(count, keep), D]: for KID and precision/recall
   fingerprint: str
+  source: str = ""  # source_key as JSON: the images the statistics are of
 
 
-def cache_path(dataset: str, split: str, net_name: str, cache_dir: Optional[str] = None) -> str:
+def source_key(data_cfg, split: str) -> dict:
+  """What determines the images of `split` of the dataset `data_cfg` (a genjax.config.Data), as
+  the module docstring says: equal keys, equal images."""
+  key = {"dataset": data_cfg.name, "split": split, "binarize": data_cfg.binarize}
+  sized = {"image_size": data_cfg.image_size, "channels": data_cfg.channels, "crop_size": data_cfg.crop_size}
+  if data_cfg.name == "folder":
+    root, fingerprint = folder_fingerprint(data_cfg.path)
+    key.update(path=root, files=fingerprint, holdout=data_cfg.holdout, **sized)
+  elif data_cfg.name.startswith("tfds:"):
+    from genjax.data import tfds_io
+
+    builder = tfds_io.open_any(data_cfg.name[len("tfds:") :], data_cfg)
+    key.update(tfds=builder.info.full_name, **sized)  # name/config/version
+  return key
+
+
+def folder_fingerprint(path: str) -> tuple:
+  """(the folder's resolved path, a SHA-256 of the relative name, size and modification time of
+  every image data.name="folder" reads under it), from one listing: no image is read."""
+  from genjax.data import files
+
+  images, _, _ = files.list_images(path)
+  root = str(paths.path(path))
+  digest = hashlib.sha256()
+  for name, size, mtime in _stat(root, images):
+    digest.update(f"{name}\t{size}\t{mtime}\n".encode())
+  return root, digest.hexdigest()
+
+
+def _stat(root: str, images: list):
+  """(name relative to root, size, modification time) of each image file under root."""
+  if not paths.is_remote(root):
+    for full in images:
+      stat = os.stat(full)
+      yield os.path.relpath(full, root), stat.st_size, stat.st_mtime_ns
+    return
+  import fsspec
+
+  fs, top = fsspec.core.url_to_fs(root)
+  fs.invalidate_cache(top)  # the listing as it is now, not as this process last saw it
+  listing = fs.find(top, detail=True)  # one listing of the bucket prefix, with sizes and times
+  for full in images:
+    name = os.fspath(full).split("://", 1)[-1]
+    info = listing[fs._strip_protocol(full)]
+    changed = next((info[k] for k in ("generation", "mtime", "updated", "LastModified") if info.get(k)), "")
+    yield name[len(top) :].lstrip("/"), info.get("size"), str(changed)
+
+
+def cache_path(source: dict, net_name: str, cache_dir: Optional[str] = None) -> str:
+  """Where the statistics of the images `source` (a source_key) under `net_name` are cached."""
   folder = cache_dir or paths.join(paths.genjax_home(), "reference_stats")
   safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
-  return paths.join(folder, f"{safe(dataset)}_{safe(split)}_{safe(net_name)}.npz")
+  digest = hashlib.sha256(_canonical(source).encode()).hexdigest()[:12]
+  return paths.join(folder, f"{safe(source['dataset'])}_{safe(source['split'])}_{safe(net_name)}_{digest}.npz")
+
+
+def _canonical(source: dict) -> str:
+  return json.dumps(source, sort_keys=True)
 
 
 def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) -> ReferenceStats:
@@ -54,7 +118,13 @@ def compute(batches: Iterable[dict], net: FeatureNet, keep: int = DEFAULT_KEEP) 
 def save(path: str, ref: ReferenceStats):
   buffer = io.BytesIO()
   np.savez(
-    buffer, mean=ref.mean, cov=ref.cov, count=ref.count, features=ref.features, fingerprint=np.array(ref.fingerprint)
+    buffer,
+    mean=ref.mean,
+    cov=ref.cov,
+    count=ref.count,
+    features=ref.features,
+    fingerprint=np.array(ref.fingerprint),
+    source=np.array(ref.source),
   )
   paths.makedirs(paths.path(path).parent)
   paths.write_atomic(path, buffer.getvalue())
@@ -62,7 +132,8 @@ def save(path: str, ref: ReferenceStats):
 
 def load(path: str) -> ReferenceStats:
   with np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False) as f:
-    return ReferenceStats(f["mean"], f["cov"], int(f["count"]), f["features"], str(f["fingerprint"]))
+    source = str(f["source"]) if "source" in f.files else ""
+    return ReferenceStats(f["mean"], f["cov"], int(f["count"]), f["features"], str(f["fingerprint"]), source)
 
 
 def reference_stats(
@@ -75,13 +146,16 @@ def reference_stats(
   log=print,
 ) -> ReferenceStats:
   """The cached statistics of `split` of the dataset `data_cfg` (a genjax.config.Data), computed
-  and saved on first use or when the feature network's weights changed."""
-  path = cache_path(data_cfg.name, split, net.name, cache_dir)
+  and saved on first use or when the feature network's weights changed (keyed by source_key)."""
+  key = source_key(data_cfg, split)
+  source, path = _canonical(key), cache_path(key, net.name, cache_dir)
   if paths.exists(path):
     ref = load(path)
-    if ref.fingerprint == net.fingerprint and len(ref.features) >= min(keep, ref.count):
+    if ref.source == source and ref.fingerprint == net.fingerprint and len(ref.features) >= min(keep, ref.count):
       return ref
-    log(f"Reference statistics {path} were computed with other weights or fewer kept features; recomputing.")
+    log(
+      f"Reference statistics {path} were computed with other weights, of other images or with fewer kept features; recomputing."
+    )
   from genjax import data
 
   dataset = data.load(data_cfg, split)
@@ -102,7 +176,7 @@ def reference_stats(
     mininterval=1.0 if os.isatty(2) else 30.0,
     dynamic_ncols=True,
   )
-  ref = compute(batches, net, keep)
+  ref = dataclasses.replace(compute(batches, net, keep), source=source)
   save(path, ref)
   return ref
 

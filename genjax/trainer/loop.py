@@ -12,6 +12,10 @@ Preemption: after dispatching a call the loop waits for the one before it, never
 (so the device does not idle for the host, and no metric is fetched), and reads the SIGTERM flag
 after every call and between evaluation batches: a notice is answered with a checkpoint and exit
 status 75 within about two step times.
+
+Throughput: each logged record's steps_per_sec is the steps since the previous record over the
+seconds they took, less the seconds spent evaluating and checkpointing in between (and the
+compilation, timed before the first window), so every window measures training alone.
 """
 
 import collections
@@ -285,6 +289,7 @@ class _Run:
       picture = writers.image_grid(samples, layout=family.layouts.get("samples"))
       writers.save_picture(paths.join(sample_dir, f"step_{step:08d}.png"), picture)
       self.writer.write_image("samples", step, picture)
+    self.writer.flush()  # the loss curve reads metrics.jsonl back
     writers.save_loss_curve(self.workdir, exp.name)
     if self.pictures_fn is not None:
       batch = next(iter(self.eval_ds.eval_batches(exp.eval.num_samples, 1)))
@@ -342,7 +347,7 @@ class _Run:
     next_prefetch = self.step + len(queue) * K
     self._compile(queue[0].result())
     self._start_progress()
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, paused = time.perf_counter(), 0, 0.0
     in_flight = collections.deque()
     with _PreemptionFlag(install=self.nproc == 1) as preempt:
       while self.step < t.steps:
@@ -363,10 +368,10 @@ class _Run:
           self.progress.update(K)
         if self.step % t.log_every == 0 or self.step == t.steps:
           now = time.perf_counter()
-          self.flush(window_steps / (now - window_start))
-          window_start, window_steps = now, 0
+          self.flush(window_steps / (now - window_start - paused))
+          window_start, window_steps, paused = now, 0, 0.0
           self._show_progress()
-        self._after_step(preempt)
+        paused += self._after_step(preempt)  # steps_per_sec counts training only
 
   def _should_stop(self, preempt, step: int) -> bool:
     return preempt.raised or (self.nproc > 1 and self.checkpoints.reached_preemption(step))
@@ -385,22 +390,34 @@ class _Run:
       self.profiling = False
       log.info("Profile of steps %d-%d written to %s", first, last, paths.join(self.workdir, "profile"))
 
-  def _after_step(self, preempt):
-    """Evaluation, checkpoint and preemption at the step just dispatched."""
+  def _after_step(self, preempt) -> float:
+    """Evaluation, checkpoint and preemption at the step just dispatched. Returns the seconds the
+    evaluation and the checkpoint took, timed from when the steps dispatched before them finished
+    (they wait for those anyway), which the steps_per_sec window leaves out."""
     t, step = self.exp.train, self.step
+    paused_at = None
     if step % t.eval_every == 0 or step == t.steps:
+      paused_at = self._pause()
       self.flush(0.0)
       self.evaluate(step, preempt)
     stop = self._should_stop(preempt, step)
     if step % t.checkpoint_every == 0 or step == t.steps or stop:
+      paused_at = self._pause() if paused_at is None else paused_at
       self.flush(0.0)
       self.save(step)
+      self.writer.flush()  # a bucket's metrics.jsonl is uploaded with each checkpoint
     if stop:
       self.checkpoints.wait()
       raise Preempted(
         f"Preempted at step {step}: a checkpoint was written to {self.checkpoints.directory}. "
         "Rerun the same command to resume."
       )
+    return 0.0 if paused_at is None else time.perf_counter() - paused_at
+
+  def _pause(self) -> float:
+    """The time once the steps dispatched so far finished: what the window counts ends there."""
+    jax.block_until_ready(self.state)
+    return time.perf_counter()
 
   def close(self):
     if self.profiling:

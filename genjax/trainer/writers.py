@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import math
+import time
 from typing import Mapping, Optional
 
 import numpy as np
@@ -90,13 +91,24 @@ class MetricWriter:
   """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars, sample grids
   and texts to TensorBoard (when tensorboardX is installed: without it the run says so once and
   writes metrics.jsonl alone). Only process 0 writes; other processes get a writer that does
-  nothing. In a bucket, where objects cannot be appended to, metrics.jsonl is rewritten whole at
-  each write from the lines this writer holds (read once, at the first write)."""
+  nothing.
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  A local metrics.jsonl gets each line as it is written. In a bucket, where an object cannot be
+  appended to and each upload rewrites it whole, lines are held and uploaded together by `flush`:
+  the loop calls it at every checkpoint (a preempted run's included) and before drawing the loss
+  curve, `close` calls it, and a write flushes when the last upload is `flush_every_s` old. So a
+  run of n checkpoints uploads the file about n + run time / flush_every_s times, however often it
+  logs; a killed process loses at most the lines since the last checkpoint, which its resumed run
+  writes again."""
+
+  def __init__(self, workdir: str, enabled: bool = True, flush_every_s: float = 30.0, clock=time.monotonic):
     self.enabled = enabled
     self.path = paths.join(workdir, "metrics.jsonl")
-    self._remote_lines = None
+    self.flush_every_s, self._clock = flush_every_s, clock
+    self._remote = paths.is_remote(self.path)
+    self._uploaded = None  # in a bucket: the object's text as last uploaded (read at the first flush)
+    self._held = []  # in a bucket: lines not uploaded yet
+    self._last_flush = clock()
     self._tb = None
     if enabled:
       paths.makedirs(workdir)
@@ -115,17 +127,28 @@ class MetricWriter:
       return
     record = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
     line = json.dumps(record) + "\n"
-    if paths.is_remote(self.path):
-      if self._remote_lines is None:
-        self._remote_lines = [paths.read_text(self.path)] if paths.exists(self.path) else []
-      self._remote_lines.append(line)
-      paths.write_atomic(self.path, "".join(self._remote_lines))
+    if self._remote:
+      self._held.append(line)
+      if self._clock() - self._last_flush >= self.flush_every_s:
+        self.flush()
     else:
       paths.append_line(self.path, line)
     if self._tb is not None:
       for key, value in record.items():
         if key != "step" and isinstance(value, (int, float)):
           self._tb.add_scalar(key, value, step)
+
+  def flush(self):
+    """Uploads the lines held for a bucket's metrics.jsonl (one rewrite of the object); nothing to
+    do locally, where every line is already written."""
+    self._last_flush = self._clock()
+    if not self._held:
+      return
+    if self._uploaded is None:
+      self._uploaded = paths.read_text(self.path) if paths.exists(self.path) else ""
+    text = self._uploaded + "".join(self._held)
+    paths.write_atomic(self.path, text)
+    self._uploaded, self._held = text, []
 
   def write_image(self, tag: str, step: int, picture: Image.Image):
     if self._tb is not None:
@@ -136,6 +159,7 @@ class MetricWriter:
       self._tb.add_text(tag, text, step)
 
   def close(self):
+    self.flush()
     if self._tb is not None:
       self._tb.close()
 

@@ -1,10 +1,13 @@
 """The step builder: gradients, averaging over repetitions, collections and the EMA, once for
 every family."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genjax.config import Optim
+from genjax.core import optim as optim_lib
 from genjax.core import step as step_lib
 from genjax.core.state import EMA, TrainState
 
@@ -70,6 +73,43 @@ def test_ema_warmup_forgets_the_initial_weights():
   # (the product of the decays), the plain one 78% (0.999 ** 254).
   left = np.prod([float(ema.decay_at(t)) for t in range(254)])
   assert left < 0.05 and 0.999**254 > 0.77
+
+
+def test_accumulated_micro_steps_move_the_ema_as_one_step_over_their_batches():
+  """optim.grad_accum_steps = k: k micro-steps on k batches give the parameters, the EMA and its
+  warm-up decay of one step on the k batches together (the EMA moves once per optimizer update,
+  its warm-up counting updates, not micro-steps), here for two updates of Adam."""
+  k, updates = 3, 2
+  x = np.random.default_rng(0).normal(size=(updates, k, 4, 2)).astype(np.float32)
+
+  def loss(p, state, batch, rng, i):
+    value = jnp.mean((batch["x"] @ p["w"] - 1.0) ** 2)
+    return value, ({"loss": value}, {})
+
+  def run(accum, batches):
+    tx = optim_lib.make_optimizer(Optim(learning_rate=0.1, grad_accum_steps=accum), updates * accum)
+    state = TrainState.create({"w": jnp.array([[0.5], [-0.3]])}, tx, ema=True)
+    step = jax.jit(
+      lambda state, batch: step_lib.train_step(
+        state, batch, None, updates=(step_lib.Update(loss),), optimizers={None: tx}, ema=EMA(0.99)
+      )[0]
+    )
+    after = []
+    for batch in batches:
+      state = step(state, {"x": batch})
+      after.append(state)
+    return after
+
+  big = run(1, x.reshape(updates, k * 4, 2))
+  micro = run(k, x.reshape(updates * k, 4, 2))
+  for u in range(updates):
+    np.testing.assert_allclose(micro[(u + 1) * k - 1].params["w"], big[u].params["w"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(micro[(u + 1) * k - 1].ema_params["w"], big[u].ema_params["w"], rtol=1e-5, atol=1e-6)
+  # between updates the EMA stays where the last update left it; the warm-up decay was 1/10, then 2/11
+  np.testing.assert_array_equal(micro[k].ema_params["w"], micro[k - 1].ema_params["w"])
+  p0, p1, p2 = np.array([[0.5], [-0.3]]), np.asarray(big[0].params["w"]), np.asarray(big[1].params["w"])
+  ema1 = 0.1 * p0 + 0.9 * p1
+  np.testing.assert_allclose(big[1].ema_params["w"], 2 / 11 * ema1 + 9 / 11 * p2, rtol=1e-5)
 
 
 def test_eval_means_come_from_masked_sums():

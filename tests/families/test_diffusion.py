@@ -2,6 +2,9 @@
 checked against closed forms derived here in numpy (float64) and against Monte-Carlo moments."""
 
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -248,9 +251,8 @@ def test_bits_per_dim_of_the_true_noise_predictor_on_one_point(variance):
 
 
 def test_dpm_solver_keeps_the_spread_of_gaussian_data_at_few_steps():
-  """With the exact denoiser of N(0, 0.3^2) data, DPM-Solver++(2M) on log-SNR-uniform steps with
-  a first-order final step draws the data's spread at 10, 20 and 50 steps (time-uniform steps
-  without it drew 0.37, 0.39 and 0.33)."""
+  """With the exact denoiser of N(0, 0.3^2) data, DPM-Solver++(2M) on log-SNR-uniform steps
+  draws the data's spread at 10, 20 and 50 steps (time-uniform steps drew 0.37, 0.39 and 0.33)."""
   T, s = 1000, 0.3
   sched = schedules.make_schedule("linear", T)
   model_fn = gaussian_model(0.0, s)(sched)
@@ -263,6 +265,44 @@ def test_dpm_solver_keeps_the_spread_of_gaussian_data_at_few_steps():
   lam = 0.5 * np.log(ab[ts] / (1 - ab[ts]))
   steps_in_lambda = np.diff(lam)
   assert np.ptp(steps_in_lambda) < 0.2 * np.mean(steps_in_lambda)  # evenly spaced in log-SNR (to rounding)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_dpm_solver_matches_diffusers(tmp_path):
+  """dpmpp_2m against diffusers' DPMSolverMultistepScheduler (dpmsolver++, solver_order 2, linear
+  betas) driven on the same time steps from the same noise with Gaussian data's exact denoiser
+  (experiments/reference/torch_dpm_solver.py, in GENJAX_TORCH_PYTHON or this Python): the same
+  samples to float32 rounding for 1 to 20 steps (the order of each step, and what num_steps
+  counts, are diffusers'), and the same log-SNR time steps as its use_lu_lambdas=True."""
+  python = os.environ.get("GENJAX_TORCH_PYTHON", sys.executable)
+  probe = subprocess.run([python, "-c", "import torch, diffusers"], capture_output=True, text=True)
+  if probe.returncode:
+    pytest.skip(f"comparing with diffusers needs torch and diffusers in {python} (or set GENJAX_TORCH_PYTHON)")
+  T, mu, s, shape = 1000, 0.2, 0.3, (64, 2, 2, 1)
+  sched = schedules.make_schedule("linear", T)
+  model_fn = gaussian_model(mu, s)(sched)
+  inputs, ours = {"T": T, "beta_start": 1e-4, "beta_end": 0.02, "mu": mu, "s": s}, {}
+  for n in (1, 2, 3, 5, 10, 20):
+    key = jax.random.key(n)
+    inputs[f"x_T_{n}"] = np.asarray(jax.random.normal(key, shape))  # the noise dpmpp_2m starts from
+    inputs[f"ts_{n}"] = samplers.logsnr_timesteps(sched, n)
+    ours[n] = np.asarray(samplers.dpmpp_2m(model_fn, sched, key, shape, num_steps=n, clip_denoised=False))
+  np.savez(tmp_path / "inputs.npz", **inputs)
+  script = os.path.join(REPO, "experiments", "reference", "torch_dpm_solver.py")
+  run = subprocess.run(
+    [python, script, "--inputs", str(tmp_path / "inputs.npz"), "--out", str(tmp_path / "out.npz")],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert run.returncode == 0, run.stderr[-3000:]
+  theirs = np.load(tmp_path / "out.npz")
+  for n, x in ours.items():
+    np.testing.assert_array_equal(inputs[f"ts_{n}"], theirs[f"lu_{n}"], err_msg=f"{n} steps")
+    np.testing.assert_allclose(x, theirs[f"sample_{n}"], atol=2e-5, err_msg=f"{n} steps")
+  assert abs(float(ours[20].std()) - s) < 0.02  # a sampler worth comparing: the data's spread at 20 steps
 
 
 def test_dpm_solver_runs_inside_the_callers_jit():

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -63,6 +64,27 @@ def test_outputs_a_person_sees(tmp_path, caplog):
     assert "loss_curve.png" in samples
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()) == [4, 8, 12]
+
+
+def test_steps_per_sec_leaves_out_evaluation_and_checkpoints(tmp_path, monkeypatch):
+  """Every evaluation and checkpoint made 1000 s slow on the loop's clock (a sleep that costs no
+  time): no logged window's steps_per_sec counts them, where the windows after them read ~0.001."""
+  offset = [0.0]
+  monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
+  for name in ("evaluate", "save"):
+    real = getattr(loop._Run, name)
+
+    def slow(self, *args, real=real, **kwargs):
+      offset[0] += 1000.0
+      return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop._Run, name, slow)
+  workdir = str(tmp_path / "run")
+  loop.train(small_experiment(steps=6, checkpoint_every=2, eval_every=3), workdir)
+  records = map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+  rates = {r["step"]: r["steps_per_sec"] for r in records if "steps_per_sec" in r}
+  assert offset[0] == 5 * 1000.0 and sorted(rates) == [1, 2, 3, 4, 5, 6]  # checkpoints 2, 4, 6; evaluations 3, 6
+  assert min(rates.values()) > 0.1, rates  # each window under 10 s of training, not 1000 s
 
 
 def test_resume_in_process_is_bit_exact(tmp_path):

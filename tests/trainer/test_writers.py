@@ -1,6 +1,7 @@
 """What a person sees besides the numbers: labelled sample grids and the loss-curve picture."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -62,3 +63,37 @@ def test_loss_series_picks_the_losses_of_train_and_eval(tmp_path):
   picture = Image.open(path)
   # one panel per quantity: loss, nll_k50, d_loss, g_loss, side by side
   assert picture.width == 4 * 450 and picture.height == 320
+
+
+def test_metrics_in_a_bucket_are_uploaded_in_batches(monkeypatch, tmp_path):
+  """A bucket object cannot be appended to: each upload rewrites metrics.jsonl whole, so lines are
+  held and uploaded at flush (checkpoints), every flush_every_s and at close, with the lines a
+  resumed run kept; a local file gets every line at once."""
+  objects, uploads = {"gs://b/run/metrics.jsonl": '{"step": 0}\n'}, []  # what a resumed run kept
+
+  def upload(path, text):
+    uploads.append(len(text))
+    objects[str(path)] = text
+
+  monkeypatch.setattr(writers.paths, "exists", lambda path: str(path) in objects)
+  monkeypatch.setattr(writers.paths, "read_text", lambda path: objects[str(path)])
+  monkeypatch.setattr(writers.paths, "write_atomic", upload)
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # no TensorBoard events here
+  now = [0.0]
+  writer = writers.MetricWriter("gs://b/run", flush_every_s=30.0, clock=lambda: now[0])
+  for step in range(1, 1501):  # 150 s of logging, a checkpoint every 500 steps
+    now[0] += 0.1
+    writer.write(step, {"loss": 1.0 / step})
+    if step % 500 == 0:
+      writer.flush()
+  writer.write(1500, {"eval_loss": 0.5})
+  writer.close()
+  records = [json.loads(line) for line in objects["gs://b/run/metrics.jsonl"].splitlines()]
+  assert [r["step"] for r in records] == [*range(0, 1501), 1500] and records[-1] == {"step": 1500, "eval_loss": 0.5}
+  assert len(uploads) <= 3 + 150 // 30 + 1, len(uploads)  # checkpoints, every 30 s, close; not 1,501
+
+  monkeypatch.undo()
+  local = writers.MetricWriter(str(tmp_path), clock=lambda: 0.0)
+  local.write(1, {"loss": 2.0})
+  assert writers.read_metrics(str(tmp_path)) == [{"step": 1, "loss": 2.0}]  # no flush needed
+  local.close()

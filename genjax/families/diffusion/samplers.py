@@ -16,8 +16,9 @@ uses v. The loop body is traced once, so a sampler costs exactly one
                on all T steps is the same Markov chain as "ddpm" with the "fixedsmall" variance.
   "dpmpp_2m"   DPM-Solver++(2M) of Lu et al. 2022 (Algorithm 2, multistep second order in the
                data prediction), on num_steps time steps evenly spaced in log-SNR (as its paper
-               and k-diffusion space them), the step into the last one first order
-               ("lower_order_final"), which returns its denoised x0.
+               and k-diffusion space them): num_steps network evaluations, the same numbers as
+               diffusers' DPMSolverMultistepScheduler (dpmsolver++, solver_order 2) of
+               num_inference_steps = num_steps on those time steps (see `dpmpp_2m`).
 
 With clip_denoised, x0_hat is clipped to [-1, 1] and eps_hat recomputed from it, so that each
 sampler's (x0_hat, eps_hat) pair stays consistent with x_t.
@@ -44,7 +45,7 @@ def timesteps(T: int, num_steps: int) -> np.ndarray:
 def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
   """num_steps time-step indices from T-1 down to 0 whose log-SNRs lambda = log(alpha / sigma) are
   evenly spaced (each index the nearest to its lambda; nudged up where two would coincide, so
-  there are exactly num_steps): int32[num_steps]."""
+  there are exactly num_steps; one step is [T-1], as in diffusers): int32[num_steps]."""
   T = sched.num_timesteps
   timesteps(T, num_steps)  # checks the range
   if isinstance(sched.alphas_cumprod, jax.core.Tracer):
@@ -60,7 +61,7 @@ def logsnr_timesteps(sched: Schedule, num_steps: int) -> np.ndarray:
   ts[0] = T - 1
   for i in range(1, num_steps):  # strictly decreasing and within range: at most T - 1 - i ...
     ts[i] = min(ts[i], ts[i - 1] - 1)
-  ts[-1] = 0
+  ts[-1] = 0 if num_steps > 1 else T - 1
   for i in range(num_steps - 2, -1, -1):  # ... and at least num_steps - 1 - i
     ts[i] = max(ts[i], ts[i + 1] + 1)
   return ts.astype(np.int32)
@@ -124,17 +125,29 @@ def ddim(model_fn, sched: Schedule, rng, shape, *, num_steps=50, eta=0.0, clip_d
 
 
 def dpmpp_2m(model_fn, sched: Schedule, rng, shape, *, num_steps=20, eta=None, clip_denoised=True, variance=None):
-  """DPM-Solver++(2M). With lambda = log(alpha / sigma), alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
-  and h = lambda_next - lambda_t, the step from t to the next time step is
-    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D,
-  where D = x0_hat (first order: the first step, and the step into the last time) or
-  (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev with r = h_prev / h (second order). The time steps are
-  evenly spaced in lambda; the final evaluation, at t = 0, returns its x0_hat."""
+  """DPM-Solver++(2M) with `num_steps` = N network evaluations, at the time steps
+  t_0 = T-1 > t_1 > ... > t_{N-1} = 0 of `logsnr_timesteps` (for N <= 20 the indices of diffusers'
+  use_lu_lambdas=True; beyond, diffusers repeats indices near 0 where these are nudged apart).
+
+  With lambda = log(alpha / sigma), alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t), the evaluation
+  at t_i gives D_i = x0_hat, and each of the N - 1 steps from t_i to t_{i+1}, h = lambda_{i+1} -
+  lambda_i, is
+    x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h} - 1) D,
+  D = D_0 at the first step (first order), else (1 + 1/(2r)) D_i - 1/(2r) D_{i-1} with
+  r = h_{i-1} / h (second order, the step into t = 0 too). The evaluation at t = 0 returns its
+  x0_hat: the step to sigma = 0 (lambda = infinity), where the update of any order is x0_hat.
+
+  This is diffusers' DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)
+  with its defaults (final_sigmas_type="zero", lower_order_final=True) run for
+  num_inference_steps = N on these time steps, step for step: its lower_order_final lowers the
+  order of the final step to sigma = 0 (always) and of the one before only for solver_order 3
+  below 15 steps. (DPM-Solver's own code, which ends at t_N without the denoising to sigma = 0,
+  lowers its last step below 10 steps.)"""
   T = sched.num_timesteps
   ts = logsnr_timesteps(sched, num_steps or T)
   ts_next = np.append(ts[1:], ts[-1]).astype(np.int32)  # the last entry is unused: the step returns x0_hat
   is_last = np.arange(len(ts)) == len(ts) - 1
-  first_order = (np.arange(len(ts)) == 0) | (np.arange(len(ts)) == len(ts) - 2)  # lower order at both ends
+  first_order = np.arange(len(ts)) == 0
   alpha, sigma = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
   lam = jnp.log(alpha) - jnp.log(sigma)
 
