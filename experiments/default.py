@@ -21,12 +21,13 @@ The model is the MLP VAE of Burda et al. 2015 shrunk to the data: 64-200-200-16 
 writers are unseen in training). There is no published number for this dataset.
 """
 
-from genjax.config import Data, Eval, Experiment, Optim, Train
+from genjax.config import ConfigError, Data, Eval, Experiment, Optim, Train
 from genjax.families import vae
 
 
 def get_config(arg=None) -> Experiment:
-  del arg
+  if arg is not None:
+    raise ConfigError(f"experiments/default.py takes no argument after ':', got {arg!r}.")
   return Experiment(
     name="default",
     family="vae",

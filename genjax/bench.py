@@ -109,9 +109,33 @@ def _add_mode_flags(parser: argparse.ArgumentParser):
   parser.add_argument("--startup_steps", type=int, default=20, help="with --startup: train steps per run")
 
 
+MODES = ("memory", "decode", "nanogpt", "diffusers", "startup")  # each instead of the standard benchmark
+MODE_FLAGS = {"memory_configs": "memory", "diffusers_configs": "diffusers", "startup_configs": "startup"}
+
+
+def check_flags(args):
+  """One-paragraph exits for flags that cannot work: two benchmarks at once, a mode's flag without
+  its mode, counts below 1, a --min_time that is not a non-negative number of seconds."""
+  modes = [m for m in MODES if getattr(args, m)]
+  if len(modes) > 1:
+    cli.fail(f"--{' and --'.join(modes)} are separate benchmarks: run one at a time.")
+  for flag, mode in MODE_FLAGS.items():
+    value = getattr(args, flag)
+    if value is not None and mode not in modes:
+      cli.fail(f"--{flag} chooses the configs of --{mode}; add --{mode}, or leave --{flag} out.")
+    if value is not None and not [v for v in value.split(",") if v.strip()]:
+      cli.fail(f"--{flag}={value!r} names no config: give comma-separated specs, e.g. experiments/gpt2.py:medium.")
+  for flag in ("rounds", "diffusers_steps", "startup_steps"):
+    if getattr(args, flag) < 1:
+      cli.fail(f"--{flag}={getattr(args, flag)} must be a positive integer.")
+  if args.min_time is not None and not 0 <= args.min_time < float("inf"):
+    cli.fail(f"--min_time={args.min_time} must be a non-negative number of seconds (default 8; 0.5 with --quick).")
+
+
 def main(argv=None) -> Dict[str, Any]:
   parser = build_parser()
   args = parser.parse_args(argv)
+  check_flags(args)
   cli.setup_compilation_cache(args)
   if args.nanogpt:
     try:
@@ -124,12 +148,13 @@ def main(argv=None) -> Dict[str, Any]:
     except errors.UserError as e:
       cli.fail(str(e))
   if args.memory:
-    return _memory(args)
+    try:
+      return _memory(args)
+    except errors.UserError as e:
+      cli.fail(str(e))
   if args.decode:
     return decode.run(args.quick, args.out)
   if args.startup:
-    if args.startup_steps < 1:
-      cli.fail(f"--startup_steps={args.startup_steps} must be a positive number of train steps.")
     try:
       return startup.run(args.startup_configs, args.startup_steps, args.out)
     except errors.UserError as e:

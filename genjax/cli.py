@@ -8,6 +8,8 @@ import sys
 import textwrap
 from typing import Optional
 
+from genjax.config import MAX_CPU_DEVICES, MAX_SEED
+
 
 def add_cache_flag(parser: argparse.ArgumentParser):
   parser.add_argument(
@@ -27,6 +29,15 @@ def setup_compilation_cache(args) -> Optional[str]:
   if getattr(args, "no_compilation_cache", False):
     os.environ[compile_cache.ENV_SWITCH] = "off"  # children of this command too
   return compile_cache.configure(enabled=not getattr(args, "no_compilation_cache", False))
+
+
+def check_seed(seed: int, flag: str):
+  """One-paragraph exit unless `seed` lies in [0, MAX_SEED]."""
+  if not 0 <= seed <= MAX_SEED:
+    fail(
+      f"{flag}={seed} must be an integer from 0 to {MAX_SEED} (2**32 - 1): JAX's random keys take 32-bit "
+      "seeds, so a larger one would repeat a smaller one."
+    )
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser):
@@ -105,8 +116,10 @@ def setup_devices(args, cpu_devices: Optional[int] = None):
   os.environ.setdefault("EPATH_USE_TF", "false")
   apply_cpu_tuning()
   if args.cpu_devices is not None:
-    if args.cpu_devices <= 0:
-      fail(f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices.")
+    if not 0 < args.cpu_devices <= MAX_CPU_DEVICES:
+      fail(
+        f"--cpu_devices={args.cpu_devices} must be a positive number of simulated devices, at most {MAX_CPU_DEVICES}."
+      )
     cpu_devices = args.cpu_devices
   if cpu_devices is not None:
     os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(cpu_devices, os.environ.get("XLA_FLAGS", ""))

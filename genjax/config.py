@@ -26,6 +26,16 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from genjax.errors import ConfigError  # noqa: F401 - genjax.config.ConfigError, as before
 
+# JAX's PRNG keys take 32-bit seeds (without jax_enable_x64): a larger seed gives the keys of a
+# smaller one (2**32 those of 0), so every seed is an integer in [0, MAX_SEED].
+MAX_SEED = 2**32 - 1
+# Simulated CPU devices are threads of one process; past a few thousand XLA spends minutes making them.
+MAX_CPU_DEVICES = 4096
+# A byte-level BPE vocabulary larger than this is no tokenizer anyone trains (GPT-4's has 100,277
+# symbols, Gemma's 256,000), and Hugging Face tokenizers reserves memory for it up front: a
+# billion aborts the process.
+MAX_BPE_VOCAB = 2**20
+
 # ----------------------------------------------------------------------------------------------
 # The experiment tree
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +214,10 @@ def load_config_file(spec: str) -> Experiment:
     raise ConfigError(f"Config file {path}{_line_in(e, path)} raised {type(e).__name__}: {e}. Fix the file.") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"Config file {path!r} has no get_config() function returning an Experiment.")
+  if arg and not _reads_its_argument(module.get_config, path):
+    raise ConfigError(
+      f"{path} takes no argument after ':' (its get_config never reads one; got {arg!r}): use {path} alone."
+    )
   try:
     exp = module.get_config(arg) if arg else module.get_config()
   except ConfigError:
@@ -221,6 +235,33 @@ def load_config_file(spec: str) -> Experiment:
   if not isinstance(exp, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(exp).__name__}, expected genjax.config.Experiment.")
   return exp
+
+
+def _reads_its_argument(get_config, path: str) -> bool:
+  """False when `get_config`, defined in the file `path`, takes no argument or never reads its first
+  one (`del arg`): ':ARG' would be ignored. True when it reads it, or when that cannot be told (a
+  get_config imported from elsewhere, or taking *args)."""
+  import inspect
+
+  try:
+    params = list(inspect.signature(get_config).parameters.values())
+  except (TypeError, ValueError):
+    return True
+  if not params:
+    return False
+  if params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+    return True
+  code = getattr(get_config, "__code__", None)
+  if code is None or os.path.abspath(code.co_filename) != os.path.abspath(path):
+    return True
+  with open(path, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_config"]
+  if not defs:
+    return True
+  name = params[0].name
+  body = ast.Module(body=defs[-1].body, type_ignores=[])
+  return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) for n in ast.walk(body))
 
 
 def _line_in(error: BaseException, path: str) -> str:
@@ -438,9 +479,10 @@ def _check_counts(exp: Experiment):
   for where, value in _float_fields(exp):
     if value is not None and not math.isfinite(value):
       raise ConfigError(f"config.{where} = {value} must be a finite number.")
-  if t.seed < 0:
+  if not 0 <= t.seed <= MAX_SEED:
     raise ConfigError(
-      f"config.train.seed = {t.seed} must be a non-negative integer (it seeds the data order and the keys)."
+      f"config.train.seed = {t.seed} must be an integer from 0 to {MAX_SEED} (2**32 - 1; it seeds the data "
+      "order and the keys, which take 32-bit seeds)."
     )
   if t.profile_steps and (len(t.profile_steps) != 2 or not 0 <= t.profile_steps[0] < t.profile_steps[1]):
     raise ConfigError(
@@ -459,9 +501,10 @@ def _check_data(d: Data):
       f"config.data.holdout = {d.holdout} must lie in [0, 1): the fraction of your own data held out as "
       "the 'test' split (e.g. 0.1)."
     )
-  if d.tokenizer == "bpe" and d.bpe_vocab_size < 256:
+  if d.tokenizer == "bpe" and not 256 <= d.bpe_vocab_size <= MAX_BPE_VOCAB:
     raise ConfigError(
-      f"config.data.bpe_vocab_size = {d.bpe_vocab_size} must be >= 256 (the 256 bytes plus learnt merges)."
+      f"config.data.bpe_vocab_size = {d.bpe_vocab_size} must lie in [256, {MAX_BPE_VOCAB:,}] (2**20): the 256 "
+      "bytes plus learnt merges, e.g. 1024 for a small corpus, 50,257 as GPT-2."
     )
   if d.decode_threads < 0:
     raise ConfigError(f"config.data.decode_threads = {d.decode_threads} must be >= 0 (0: one per CPU).")
@@ -515,9 +558,10 @@ def _check_muon(o: Optim):
 def _check_parallel(p: Parallel):
   if p.num_devices is not None and p.num_devices <= 0:
     raise ConfigError(f"config.parallel.num_devices = {p.num_devices} must be positive, or None for all devices.")
-  if p.cpu_devices is not None and p.cpu_devices <= 0:
+  if p.cpu_devices is not None and not 0 < p.cpu_devices <= MAX_CPU_DEVICES:
     raise ConfigError(
-      f"config.parallel.cpu_devices = {p.cpu_devices} must be a positive number of CPU devices, or None for JAX's default."
+      f"config.parallel.cpu_devices = {p.cpu_devices} must be a positive number of CPU devices, at most "
+      f"{MAX_CPU_DEVICES}, or None for JAX's default."
     )
   if p.model_parallel < 1:
     raise ConfigError(f"config.parallel.model_parallel = {p.model_parallel} must be >= 1 (1: no tensor parallelism).")

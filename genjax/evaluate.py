@@ -128,10 +128,14 @@ def _check_flags(args, metrics):
     cli.fail("--max_examples limits the family's own evaluation; with --metrics use --num_samples.")
   if args.num_samples is not None and args.num_samples < 2:
     cli.fail(f"--num_samples={args.num_samples}: at least 2 samples are needed.")
-  if args.seed < 0:
-    cli.fail(f"--seed={args.seed} must be a non-negative integer.")
+  cli.check_seed(args.seed, "--seed")
   if args.batch_size is not None and args.batch_size < 1:
     cli.fail(f"--batch_size={args.batch_size} must be a positive number of examples.")
+  if args.keep < 4:
+    cli.fail(
+      f"--keep={args.keep}: keep at least 4 feature vectors (precision and recall compare each with its 3 "
+      "nearest neighbours; the default is 10000)."
+    )
   if args.option_tokens and not metrics:
     cli.fail(
       f"Unknown arguments {' '.join(args.option_tokens)}: sampling options are for --metrics (the family's own "
@@ -154,10 +158,11 @@ def family_evaluation(program, state, args) -> dict:
   from genjax.data import datasets
 
   exp, family = program.exp, program.family
-  dataset = data.load(exp.data, exp.data.eval_split)
   batch_size = args.batch_size or exp.eval.batch_size or exp.train.batch_size
   if args.max_examples is not None:  # bound the work, not only the average: no batch of padding
     batch_size = min(batch_size, args.max_examples)
+  program.check_fits(batch_size, "examples", "Lower --batch_size (examples are evaluated --batch_size at a time).")
+  dataset = data.load(exp.data, exp.data.eval_split)
   rng = jax.random.key(args.seed)
   if args.no_ema:
     state = state.replace(ema_params=None)
@@ -202,7 +207,7 @@ def draw_samples(program, variables, rng, num: int, batch_size: int, options=Non
   import jax
   import numpy as np
 
-  sample = program.sampler(batch_size, options)
+  sample = program.sampler(batch_size, options, fix="Lower --batch_size (samples are drawn --batch_size at a time).")
   for i, start in enumerate(range(0, num, batch_size)):
     images = np.asarray(jax.device_get(sample(variables, jax.random.fold_in(rng, i))))
     yield images[: num - start]
@@ -320,6 +325,7 @@ def sample_metrics(program, state, metrics, args, log, options) -> dict:
   _check_makes_images(program)
   num = _num_samples(exp, metrics, args)
   batch_size = min(args.batch_size or exp.eval.batch_size or exp.train.batch_size, num)  # never more than asked
+  program.check_fits(batch_size, "samples", "Lower --batch_size (samples are drawn --batch_size at a time).")
   net, ref, counter = _judges(program, metrics, args, log)
   start = time.perf_counter()
   draws = draw_samples(

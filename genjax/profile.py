@@ -32,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def check_flags(args):
+  """One-paragraph exits for counts that cannot work (0 is not "the config's": leave the flag out)."""
+  for flag, value in (("--batch", args.batch), ("--steps_per_call", args.steps_per_call)):
+    if value is not None and value < 1:
+      cli.fail(f"{flag}={value} must be a positive integer; leave it out for the config's own.")
+  if args.calls < 1:
+    cli.fail(f"--calls={args.calls} must be a positive number of compiled calls to trace (default 5).")
+  if args.top < 1:
+    cli.fail(f"--top={args.top} must be a positive number of operations to list (default 15).")
+
+
 def experiment(args) -> config_lib.Experiment:
   """The config of --config with --batch and --steps_per_call applied, on one device."""
   exp = config_lib.load_config_file(args.config)
@@ -45,6 +56,7 @@ def experiment(args) -> config_lib.Experiment:
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  check_flags(args)
   cli.setup_compilation_cache(args)
   try:
     exp = experiment(args)

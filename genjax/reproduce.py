@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def chosen_items(args) -> list:
   """The items --only names (by default, every item but those run only by name); an unknown one,
-  or a --data_dir that does not exist, is one error paragraph."""
+  a --data_dir that does not exist or a --budget_s that is not positive is one error paragraph."""
   items = [i.name for i in gpu_suite.ITEMS]
+  if not 0 < args.budget_s < float("inf"):
+    cli.fail(f"--budget_s={args.budget_s} must be a positive number of seconds (the whole suite's; default 540).")
   names = [n.strip() for n in args.only.split(",") if n.strip()] or [i.name for i in gpu_suite.ITEMS if i.default]
   unknown = sorted(set(names) - set(items))
   if unknown:

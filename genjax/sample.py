@@ -71,8 +71,7 @@ def parse(argv):
   args, option_tokens = parser.parse_known_args(argv)
   if args.num <= 0:
     cli.fail(f"--num={args.num} must be a positive number of samples.")
-  if args.seed < 0:
-    cli.fail(f"--seed={args.seed} must be a non-negative integer.")
+  cli.check_seed(args.seed, "--seed")
   out_dir = os.path.dirname(os.path.abspath(args.out))
   if "://" not in args.out and not os.path.isdir(out_dir):
     cli.fail(f"--out {args.out}: the folder {out_dir} does not exist. Create it or write elsewhere.")
@@ -144,7 +143,7 @@ def main(argv=None):
     names = ", ".join("--" + f.name for f in dataclasses.fields(family.sample_options)) or "none"
     cli.fail(f"{e} (sampling options of this run: {names}).")
   try:
-    fn = program.sampler(args.num, options)
+    fn = program.sampler(args.num, options, fix="Ask for fewer with --num (runs with other --seed values draw more).")
     start = time.perf_counter()
     samples = np.asarray(jax.device_get(fn(state.variables(ema=not args.no_ema), jax.random.key(args.seed))))
   except errors.UserError as e:

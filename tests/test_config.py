@@ -88,6 +88,9 @@ def test_missing_value():
     ({"optim.name": "muon", "optim.muon_learning_rate": "-0.02"}, "muon_learning_rate = -0.02 must be > 0"),
     ({"optim.muon_momentum": "1.0"}, r"muon_momentum = 1.0 must lie in \[0, 1\)"),
     ({"optim.muon_ns_steps": "0"}, "muon_ns_steps = 0 must be a positive"),
+    # 32-bit seeds: 2**32 would give the keys of seed 0
+    ({"train.seed": str(2**32)}, r"train.seed = 4294967296 must be an integer from 0 to 4294967295"),
+    ({"parallel.cpu_devices": "100000"}, "cpu_devices = 100000 must be a positive number of CPU devices, at most 4096"),
   ],
 )
 def test_impossible_values(changes, expected):
@@ -125,6 +128,35 @@ def test_config_file_with_argument(tmp_path):
   assert config_lib.load_config_file(f"{path}:small").name == "small"
   with pytest.raises(ConfigError, match="does not exist"):
     config_lib.load_config_file(str(tmp_path / "nope.py"))
+
+
+def test_an_argument_a_config_file_never_reads_is_refused(tmp_path):
+  """experiments/default.py:bogus trained the default experiment: a get_config that never reads its
+  argument (`del arg`), or takes none, refuses ':ARG' instead of ignoring it."""
+  body = "import dataclasses\nfrom genjax.config import Experiment\n@dataclasses.dataclass(frozen=True)\nclass M:\n  w: int = 1\n"
+  ignores = tmp_path / "ignores.py"
+  ignores.write_text(body + "def get_config(arg=None):\n  del arg\n  return Experiment(model=M())\n")
+  none = tmp_path / "none.py"
+  none.write_text(body + "def get_config():\n  return Experiment(model=M())\n")
+  for path in (ignores, none):
+    assert config_lib.load_config_file(str(path)).name == "default"  # without ':ARG' it loads
+    with pytest.raises(ConfigError, match=f"{path} takes no argument after ':'.*'bogus'"):
+      config_lib.load_config_file(f"{path}:bogus")
+  with pytest.raises(ConfigError, match="default.py takes no argument after ':', got 'bogus'"):
+    config_lib.load_config_file("experiments/default.py:bogus")
+  with pytest.raises(ConfigError, match="ddpm_cifar10.py takes no argument after ':' .its get_config never reads one"):
+    config_lib.load_config_file("experiments/ddpm_cifar10.py:bogus")
+
+
+def test_a_diffusion_without_timesteps_is_refused():
+  from genjax.data.info import DataInfo
+  from genjax.families import diffusion
+
+  info = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
+  cfg = diffusion.Config(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+  diffusion.check_config(cfg, info)
+  with pytest.raises(ConfigError, match="timesteps = 0 must be a positive number of diffusion steps"):
+    diffusion.check_config(dataclasses.replace(cfg, timesteps=0), info)
 
 
 def test_json_round_trip_and_diff():

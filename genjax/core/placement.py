@@ -11,13 +11,19 @@
                   the data axis (a model axis that spans processes) load the same rows
   state_sharding  the state's shardings (from the family's partition rules, `for_state`)
 
+`for_state` refuses a model axis that splits none of the state (with the model_parallel values
+that would), and `state_report` is the line a sharded run logs (bytes per device against one whole
+copy) with a warning when FSDP splits under half of it. `check_fits` refuses a request (samples,
+a batch) that cannot fit in a device's memory, saying what it would need.
+
 Nothing mutates a Placement: `for_state` returns a new one. Everything that needs a device count
 or a sharding (validation, the data shares, the compiled steps, the run summary, the benchmarks)
 reads it from here.
 """
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -107,7 +113,42 @@ class Placement:
       shardings = sharding_lib.state_shardings(abstract_state, self.mesh, rules, fsdp=self.mode == "fsdp")
     else:
       shardings = jax.tree.map(lambda _: self.replicated, abstract_state)
-    return dataclasses.replace(self, state_sharding=shardings)
+    placed = dataclasses.replace(self, state_sharding=shardings)
+    if self.on_mesh and self.model_parallel > 1:
+      _check_model_axis(placed, abstract_state, rules)
+    return placed
+
+  @property
+  def sharded(self) -> bool:
+    """Whether the state is meant to be split: FSDP over a data axis of several devices, or a model axis."""
+    return self.on_mesh and ((self.mode == "fsdp" and self.data_parallel > 1) or self.model_parallel > 1)
+
+  def state_report(self, abstract_state, rules: sharding_lib.Rules = ()) -> Tuple[str, List[str]]:
+    """(one line: the bytes of the state each device holds against one whole copy, and the arrays
+    split; warnings for a sharded layout that splits under half the state's bytes). ("", []) when
+    the state is not meant to be sharded. Call on the placement `for_state` returned."""
+    if not self.sharded or self.state_sharding is None:
+      return "", []
+    cov = sharding_lib.coverage(abstract_state, self.state_sharding)
+    size = sharding_lib.format_bytes
+    axes = [f"{cov.split_arrays.get(a, 0)} over the {a} axis" for a in (DATA_AXIS, sharding_lib.MODEL_AXIS)]
+    line = (
+      f"state: {size(cov.bytes_per_device)} per device, {size(cov.total_bytes)} replicated "
+      f"({cov.total_bytes / max(cov.bytes_per_device, 1):.1f}x less; {self.mode} on {self.num_devices} devices, "
+      f"model axis {self.model_parallel}); of its {cov.arrays} arrays {axes[0]}"
+      + (f", {axes[1]}" if self.model_parallel > 1 else "")
+      + " are split"
+    )
+    warnings = []
+    if self.mode == "fsdp" and self.data_parallel > 1 and cov.fraction(DATA_AXIS) < 0.5:
+      warnings.append(_fsdp_warning(self, abstract_state, rules, cov))
+    if self.model_parallel > 1 and cov.fraction(sharding_lib.MODEL_AXIS) < 0.5:
+      warnings.append(
+        f"config.parallel.model_parallel = {self.model_parallel} splits only "
+        f"{cov.fraction(sharding_lib.MODEL_AXIS):.0%} of the state's bytes over the model axis (the rest, "
+        "embeddings and what the family's partition rules do not name, is whole on every device of it)."
+      )
+    return line, warnings
 
   def abstract(self, abstract_state):
     """`abstract_state` with this placement's shardings (what a checkpoint is restored into)."""
@@ -246,3 +287,123 @@ def _batch_shards(mesh: Mesh, process: int) -> Tuple[int, int]:
     )
   mine = tuple(i for i, o in enumerate(owners) if process in o)
   return len(blocks), blocks.index(mine)
+
+
+# ----------------------------------------------------------------------------------------------
+# A sharded layout that splits little: the sizes that would split more
+# ----------------------------------------------------------------------------------------------
+
+TRIED_SIZES = range(2, 65)  # the axis sizes a refusal or a warning considers
+
+
+def _check_model_axis(placed: Placement, abstract_state, rules):
+  """ConfigError when a model axis splits none of the state: each group of model_parallel devices
+  would hold and compute the same whole model. The message gives the sizes that would split it."""
+  m, n = placed.model_parallel, placed.num_devices
+  cov = sharding_lib.coverage(abstract_state, placed.state_sharding)
+  if cov.split_arrays.get(sharding_lib.MODEL_AXIS, 0):
+    return
+  named = sharding_lib.named_shapes(abstract_state)
+  dims = sharding_lib.model_dims(named, rules)
+  waste = f"so each group of {m} devices would hold and compute the same whole model"
+  if not dims:
+    raise _config_error(
+      f"config.parallel.model_parallel = {m} splits none of the {cov.arrays} arrays of the state: this "
+      f"family's partition rules name no dimension for the model axis (tensor parallelism splits a "
+      f"transformer's attention heads and MLP units), {waste}. Leave --config.parallel.model_parallel=1 "
+      "(--config.parallel.mode=fsdp shards the state over every device instead)."
+    )
+  fsdp = placed.mode == "fsdp"
+  splits = [k for k in TRIED_SIZES if sharding_lib.split_fraction(named, rules, {"model": k}, fsdp, "model") > 0]
+  fitting = [k for k in splits if n % k == 0]
+  named_dims = "; ".join(f"{a}: {', '.join(map(str, sizes))}" for a, sizes in dims.items())
+  if fitting:
+    fix = (
+      f"Use --config.parallel.model_parallel={_either(fitting)} (what splits them and divides the {n} devices), or 1."
+    )
+  elif splits:
+    fix = (
+      f"Values that split them ({_either(splits[:6])}) do not divide the {n} devices: use one with "
+      "--config.parallel.num_devices set to a multiple of it, or --config.parallel.model_parallel=1."
+    )
+  else:
+    fix = "Leave --config.parallel.model_parallel=1."
+  raise _config_error(
+    f"config.parallel.model_parallel = {m} splits none of the {cov.arrays} arrays of the state over the "
+    f"model axis: the dimensions it would split ({named_dims}) do not divide by {m}, {waste}. {fix}"
+  )
+
+
+def _fsdp_warning(placed: Placement, abstract_state, rules, cov) -> str:
+  """What a warning says of FSDP that splits under half the state, with data-axis sizes that split more."""
+  d, m = placed.data_parallel, placed.model_parallel
+  named = sharding_lib.named_shapes(abstract_state)
+  share = lambda k: sharding_lib.split_fraction(named, rules, {DATA_AXIS: k, "model": m}, True, DATA_AXIS)  # noqa: E731
+  better = [k for k in TRIED_SIZES if k != d and share(k) >= 0.5]
+  better = sorted(better, key=lambda k: (abs(k - d), k))[:4]
+  size = sharding_lib.format_bytes
+  why = (
+    f"FSDP splits an array of at least {sharding_lib.FSDP_MIN_SIZE} elements along a dimension that "
+    f"divides by the data axis ({d} devices here)"
+  )
+  fix = (
+    f" A data axis of {_either(sorted(better))} devices would split more than half "
+    "(--config.parallel.num_devices, with model_parallel, sets it)."
+    if better
+    else f" No data axis up to {TRIED_SIZES[-1]} devices would split half of it: --config.parallel.mode=jit does the same with less."
+  )
+  return (
+    f"config.parallel.mode = 'fsdp' splits {cov.split_arrays.get(DATA_AXIS, 0)} of the {cov.arrays} arrays of the "
+    f"state ({cov.fraction(DATA_AXIS):.0%} of its {size(cov.total_bytes)}), so each device holds "
+    f"{size(cov.bytes_per_device)} of it: {why}.{fix}"
+  )
+
+
+def _either(values) -> str:
+  values = [str(v) for v in values]
+  return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory: what an array of a requested size would need, against what a device has
+# ----------------------------------------------------------------------------------------------
+
+
+def memory_bytes(device) -> Tuple[Optional[int], str]:
+  """(the bytes arrays may take on `device`, where that figure comes from): an accelerator's
+  allocator limit less what it holds; on a CPU the host's available memory (/proc/meminfo's
+  MemAvailable, else all physical memory). (None, "") when it cannot be told."""
+  if device.platform != "cpu":
+    try:
+      stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - a backend without statistics: unknown, not an error
+      stats = {}
+    if "bytes_limit" in stats:
+      return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.device_kind}'s memory"
+    return None, ""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024, "the host's available memory"
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "the host's memory"
+  except (ValueError, OSError, AttributeError):
+    return None, ""
+
+
+def check_fits(count: int, item_bytes: int, what: str, fix: str, device) -> None:
+  """ConfigError, before anything is allocated, when `count` items of `item_bytes` each (`what`,
+  e.g. "samples of shape (8, 8, 1) in one call") cannot fit in `device`'s memory; `fix` says
+  which flag or field asks for fewer."""
+  available, source = memory_bytes(device)
+  need = count * item_bytes
+  if available is None or need <= available:
+    return
+  size = sharding_lib.format_bytes
+  raise _config_error(
+    f"{count:,} {what} need at least {size(need)} (4 bytes a value, before any working memory), more than the "
+    f"{size(available)} of {source}: at most about {available // max(item_bytes, 1):,} fit. {fix}"
+  )

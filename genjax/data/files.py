@@ -3,13 +3,16 @@
 Images. Every PNG/JPEG file under `data.path` (local or gs://, found recursively, sorted by
 path relative to the folder) is one example. When every image lies in a sub-folder, the sorted
 sub-folder names are the classes (label k: the k-th name); images directly in the folder mean no
-classes (label 0). An image is decoded with Pillow, converted to RGB (alpha dropped) or gray
-(`data.channels`), cropped to its largest centered square (or the centered `data.crop_size`
+classes (label 0). An image is decoded with Pillow, brought to 8 bits per channel (16-bit gray scaled by
+255/65535: Pillow's own conversion would clip it, every value above 255 turning white), converted
+to RGB (alpha dropped) or gray (`data.channels`), cropped to its largest centered square (or the centered `data.crop_size`
 square, as DCGAN's CelebA crops 108 pixels) and resized to `data.image_size`
 (bicubic, Pillow's `resize` of the cropped square only, so nothing outside it bleeds in); JPEGs
 are decoded at the smallest DCT scale that keeps that square at least that size
 (`Image.draft`; a scale of 1/2 to 1/8 averages JPEG blocks, so a crop edge that cuts through a
-block blends into the outermost output pixel). Random horizontal flips are `data.flip`, drawn by the batch
+block blends into the outermost output pixel). Images whose kept square is under half of
+`data.image_size` are upscaled more than twice over: one warning per split says how many of the
+first images read are that small, naming one. Random horizontal flips are `data.flip`, drawn by the batch
 function like every other dataset's augmentation (genjax.data.datasets).
 
 Streaming. `FolderSource.get` opens only the files of the indices asked for, on a thread pool
@@ -34,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import fractions
 import io
+import logging
 import math
 import os
 import re
@@ -45,7 +49,13 @@ import numpy as np
 from genjax import errors, paths
 from genjax.config import ConfigError
 
+log = logging.getLogger("genjax")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Pillow's modes of more than 8 bits per sample that a PNG decodes to, and their white level: 16-bit
+# gray opens as "I;16" ("I" in Pillows before 10). 16-bit RGB(A) and gray + alpha PNGs open as
+# 8-bit RGB(A) and LA already (Pillow keeps each sample's high byte).
+WHITE_LEVEL = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 SPLITS = ("train", "test", "all")
 _SPLIT = re.compile(r"^(\w+)(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?$")
 
@@ -56,6 +66,10 @@ class CropTooLarge(ValueError):
   def __init__(self, crop: int, image_size):
     super().__init__(f"data.crop_size={crop} is larger than the image ({image_size[0]}x{image_size[1]})")
     self.crop, self.image_size = crop, image_size
+
+
+class UnsupportedDepth(ValueError):
+  """An image's sample values have no 8-bit equivalent (decode_image names the file)."""
 
 
 class UnreadableImageError(ConfigError):
@@ -185,6 +199,26 @@ def list_images(path: Optional[str]) -> Tuple[List[str], np.ndarray, Optional[Li
 # ----------------------------------------------------------------------------------------------
 
 
+def to_8bit(image):
+  """`image` with 8 bits per sample: the 16-bit modes of WHITE_LEVEL scaled to 0..255 (rounded),
+  8-bit modes unchanged; UnsupportedDepth for floating-point samples or values above the white
+  level."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  if image.mode == "F":
+    raise UnsupportedDepth("it holds 32-bit floating-point samples (Pillow mode F), which have no fixed white level")
+  white = WHITE_LEVEL.get(image.mode)
+  if white is None:
+    return image
+  values = np.asarray(image).astype(np.float64)
+  if values.size and (values.min() < 0 or values.max() > white):
+    raise UnsupportedDepth(
+      f"its {image.mode} samples range over [{values.min():.0f}, {values.max():.0f}], outside the 16-bit "
+      f"[0, {white}] genjax scales to 8 bits"
+    )
+  return Image.fromarray(np.round(values * (255 / white)).astype(np.uint8), mode="L")
+
+
 def fit(image, size: int, channels: int, crop: Optional[int] = None, scale: float = 1.0) -> np.ndarray:
   """uint8[size, size, channels] of a PIL image: converted, center-cropped and resized (see above).
 
@@ -193,7 +227,7 @@ def fit(image, size: int, channels: int, crop: Optional[int] = None, scale: floa
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  image = image.convert("RGB" if channels == 3 else "L")
+  image = to_8bit(image).convert("RGB" if channels == 3 else "L")
   width, height = image.size
   side = min(width, height) if crop is None else round(crop * scale)
   if side > min(width, height):
@@ -217,6 +251,13 @@ def fit_array(array: np.ndarray, size: int, channels: int, crop: Optional[int] =
 
 def decode_image(data: bytes, size: int, channels: int, where: str = "image", crop: Optional[int] = None) -> np.ndarray:
   """uint8[size, size, channels]: the image in `data` center-cropped and resized (see above)."""
+  return decode_sized(data, size, channels, where, crop)[0]
+
+
+def decode_sized(
+  data: bytes, size: int, channels: int, where: str = "image", crop: Optional[int] = None
+) -> Tuple[np.ndarray, Tuple[int, int]]:
+  """(decode_image's array, the image's (width, height) in pixels as stored)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   try:
@@ -225,12 +266,17 @@ def decode_image(data: bytes, size: int, channels: int, where: str = "image", cr
       # JPEG: decode at a reduced DCT scale when the kept square stays at least `size` wide.
       shrink = size / min(original) if crop is None else size / crop
       image.draft("RGB" if channels == 3 else "L", (math.ceil(original[0] * shrink), math.ceil(original[1] * shrink)))
-      return fit(image, size, channels, crop, image.size[0] / original[0])
+      return fit(image, size, channels, crop, image.size[0] / original[0]), original
   except CropTooLarge as e:  # the file is fine: the crop is the problem
     raise errors.ConfigError(
       f"{where} is {e.image_size[0]}x{e.image_size[1]} pixels, smaller than the centered square "
       f"data.crop_size={e.crop} that the experiment keeps of each image. Set --config.data.crop_size=None "
       f"(the largest centered square of each image) or a size of at most {min(e.image_size)} pixels."
+    ) from None
+  except UnsupportedDepth as e:  # decoded fine, but its values have no 8-bit equivalent
+    raise errors.ConfigError(
+      f"{where} cannot be brought to 8 bits per channel: {e}. Save it as an 8-bit or 16-bit PNG, "
+      "or a JPEG, or move it out of data.path."
     ) from None
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise UnreadableImageError(
@@ -255,6 +301,7 @@ class FolderSource:
     keep: bool,
     threads: int = 0,
     crop: Optional[int] = None,
+    what: str = "the image folder",
   ):
     self.files = list(files)
     self.labels = np.asarray(labels, dtype=np.int32)
@@ -263,12 +310,17 @@ class FolderSource:
     self.max_value = 255
     self.threads = threads or default_threads()
     self.crop = crop
+    self.what = what  # how the small-image warning names this split
     self._kept = np.zeros((self.num_examples, *self.shape), np.uint8) if keep else None
     self._have = np.zeros(self.num_examples, bool)
     self._pool = None
     self._lock = threading.Lock()
+    self._read, self._small, self._warned = 0, [], False  # images decoded, and the small ones among them
 
   def decode(self, index: int) -> np.ndarray:
+    return self._decode_sized(index)[0]
+
+  def _decode_sized(self, index: int) -> Tuple[np.ndarray, Tuple[int, int]]:
     where = self.files[index]
     try:
       data = paths.read_bytes(where)
@@ -276,15 +328,44 @@ class FolderSource:
       raise UnreadableImageError(
         f"Cannot read {where} ({type(e).__name__}: {e}). Check it exists and is readable."
       ) from None
-    return decode_image(data, self.shape[0], self.shape[2], where, self.crop)
+    return decode_sized(data, self.shape[0], self.shape[2], where, self.crop)
 
   def _decode_many(self, indices: List[int]) -> List[np.ndarray]:
     if self.threads == 1 or len(indices) < 2:
-      return [self.decode(i) for i in indices]
+      decoded = [self._decode_sized(i) for i in indices]
+    else:
+      with self._lock:
+        if self._pool is None:
+          self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="genjax-decode")
+      decoded = list(self._pool.map(self._decode_sized, indices))
     with self._lock:
-      if self._pool is None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="genjax-decode")
-    return list(self._pool.map(self.decode, indices))
+      self._note_sizes(indices, [original for _, original in decoded])
+    return [image for image, _ in decoded]
+
+  def _note_sizes(self, indices: List[int], originals: List[Tuple[int, int]]):
+    """Counts the images whose kept square is under half the output size; one warning, the first
+    time a batch holds any, says how many of the images read so far are that small."""
+    if self._warned:
+      return
+    side = self.shape[0]
+    self._read += len(indices)
+    self._small += [(i, o) for i, o in zip(indices, originals) if 2 * (self.crop or min(o)) < side]
+    if self._small:
+      self._warned = True
+      index, (width, height) = self._small[0]
+      log.warning(
+        "%d of the first %d images read from %s are smaller than half of data.image_size=%d on their "
+        "shorter side%s (e.g. %s, %dx%d pixels), so they are upscaled more than twice over and come out "
+        "blurry: lower --config.data.image_size, or leave such images out. (Said once for this split.)",
+        len(self._small),
+        self._read,
+        self.what,
+        side,
+        f" (data.crop_size={self.crop})" if self.crop else "",
+        self.files[index],
+        width,
+        height,
+      )
 
   def get(self, indices):
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -320,6 +401,7 @@ def folder_images(data_cfg, split: str) -> Tuple[FolderSource, Optional[int]]:
     keep,
     data_cfg.decode_threads,
     data_cfg.crop_size,
+    f"{data_cfg.path!r} ({split})",
   )
   return source, len(classes) if classes is not None else None
 

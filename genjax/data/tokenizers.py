@@ -138,6 +138,10 @@ class BpeTokenizer(Tokenizer):
     hf = _hf_tokenizers()
     if vocab_size < 256:
       raise errors.ConfigError(f"data.bpe_vocab_size={vocab_size} must be >= 256 (the byte alphabet).")
+    # Each merge needs a pair seen twice, so it removes at least two symbols: a corpus of L bytes
+    # allows at most L // 2 merges. Asking for more learns the same merges, but Hugging Face
+    # tokenizers reserves memory for the whole vocabulary first (a billion aborts the process).
+    vocab_size = min(vocab_size, 256 + len(corpus.encode("utf-8")) // 2)
     tok = hf.Tokenizer(hf.models.BPE())
     tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = hf.decoders.ByteLevel()

@@ -256,6 +256,7 @@ def profile_experiment(exp, calls: int = 5) -> Tuple[List[OpTime], float]:
   (genjax.trainer.program: keyed steps over train.steps_per_call steps), on a synthetic batch."""
   program = program_lib.build(exp, data_lib.describe(exp.data))
   K = exp.train.steps_per_call
+  program.check_fits(exp.train.batch_size * K, "training examples per call", "Lower --batch (or --steps_per_call).")
   state = program.init_state()
   host = synthetic_batch(program.info, exp.train.batch_size)
   if K > 1:

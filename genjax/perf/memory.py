@@ -36,6 +36,12 @@ def measure_memory(spec: str, devices: int = MEMORY_DEVICES, batch: int = MEMORY
   exp = load_config(spec)
   exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, batch_size=batch, steps_per_call=1))
   info = data_lib.describe(exp.data)
+  if info.kind != "text":
+    raise config_lib.ConfigError(
+      f"--memory_configs: {spec} is an experiment on {exp.data.name} ({info.kind}); --memory measures the "
+      "train step of a language model on batches of tokens (a config of the autoregressive family on text, "
+      "e.g. experiments/gpt2.py:medium)."
+    )
   family = families.build(exp, info)
   abstract = jax.eval_shape(family.init, jax.random.key(0))
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
@@ -80,7 +86,8 @@ def sharding_bytes(abstract, shardings) -> int:
 def run(configs: Optional[str], out: Optional[str]) -> Dict[str, Any]:
   """measure_memory of each comma-separated config spec of `configs` (default MEMORY_CONFIGS) on
   this process's MEMORY_DEVICES devices: the table printed, the JSON written to `out`."""
-  rows = [row for spec in (configs.split(",") if configs else MEMORY_CONFIGS) for row in measure_memory(spec)]
+  specs = [s.strip() for s in configs.split(",") if s.strip()] if configs else list(MEMORY_CONFIGS)
+  rows = [row for spec in specs for row in measure_memory(spec)]
   result = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "jax": jax.__version__,

@@ -16,6 +16,7 @@ randomness from fold_in(train, s) inside the compiled call (genjax.core.step.key
 
 import dataclasses
 import logging
+import math
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import jax
@@ -24,7 +25,7 @@ import numpy as np
 from genjax import config as config_lib
 from genjax import families
 from genjax.core import checkpoint as ckpt_lib
-from genjax.core.placement import Placement, place
+from genjax.core.placement import Placement, check_fits, place
 from genjax.core.step import keyed_steps
 from genjax.data.info import DataInfo
 
@@ -84,6 +85,13 @@ class Program:
     start, state, meta = found
     return start, self.placement.put_state(state), meta
 
+  def check_fits(self, n: int, what: str, fix: str) -> None:
+    """ConfigError when n examples of the data's shape (float32: what a batch or a sample of
+    them holds at the least) cannot fit in the memory of this process's first device."""
+    shape = tuple(self.info.shape)
+    device = self.placement.devices_here[0]
+    check_fits(n, math.prod(shape) * 4, f"{what} of shape {shape} at once", fix, device)
+
   def eval_means(self, state, batches: Iterable[Dict[str, np.ndarray]], rng=None) -> Tuple[Dict[str, float], float]:
     """({metric: mean over every real example of `batches`}, number of real examples): each
     batch's means weighted by its real examples (a padded last batch counts for what it holds),
@@ -99,8 +107,10 @@ class Program:
       weight += count
     return {k: v / max(weight, 1.0) for k, v in totals.items()}, weight
 
-  def sampler(self, n: int, options=None) -> Callable:
-    """`fn(variables, rng) -> n samples`, compiled once per (n, options) for whoever keeps it."""
+  def sampler(self, n: int, options=None, fix: str = "Draw fewer samples at a time.") -> Callable:
+    """`fn(variables, rng) -> n samples`, compiled once per (n, options) for whoever keeps it.
+    ConfigError first when n samples cannot fit in memory; `fix` says how to ask for fewer."""
+    self.check_fits(n, "samples", fix)
     sample = self.family.sample
     return jax.jit(lambda variables, rng: sample(variables, rng, n, options))
 
@@ -116,8 +126,9 @@ def build(
   keys = Keys.of(exp.train.seed)
   shapes = jax.eval_shape(family.init, keys.init)  # as abstract_state_of(exp, info)
   placement = placement.for_state(shapes, family.partition_rules)
+  _report_sharding(placement, shapes, family.partition_rules)
   K = exp.train.steps_per_call
-  return Program(
+  program = Program(
     exp=exp,
     info=info,
     family=family,
@@ -127,6 +138,21 @@ def build(
     train_step=placement.compile(keyed_steps(family.train_step, keys.train, K), True, stacked=K > 1),
     eval_step=placement.compile(family.eval_step, False),
   )
+  if family.output != "none":  # the loop draws exp.eval.num_samples in one call at each evaluation
+    program.check_fits(exp.eval.num_samples, "samples", "Lower --config.eval.num_samples (drawn in one call).")
+  return program
+
+
+def _report_sharding(placement: Placement, shapes, rules):
+  """Logs (process 0) how much of the state each device holds when it is sharded, and a warning
+  when a sharded layout splits under half of it."""
+  line, warnings = placement.state_report(shapes, rules)
+  if jax.process_index() != 0:
+    return
+  if line:
+    log.info(line)
+  for warning in warnings:
+    log.warning(warning)
 
 
 def abstract_state_of(exp: config_lib.Experiment, info: DataInfo):

@@ -3,6 +3,7 @@ of the global batch each process loads and the state's shardings, read by every 
 
 import dataclasses
 import os
+import re
 import sys
 
 import jax
@@ -39,6 +40,63 @@ def test_for_state_returns_a_new_placement_with_the_state_shardings():
   q = p.for_state(abstract)
   assert p.state_sharding is None and q.state_sharding["w"].spec == jax.sharding.PartitionSpec(None, "data")
   assert q.abstract(abstract)["w"].sharding == q.state_sharding["w"]
+
+
+def _state(model, info, family="autoregressive"):
+  """(abstract train state, partition rules) of a model: traced, nothing compiled."""
+  from genjax import families
+
+  exp = C.Experiment(family=family, model=model, optim=C.Optim(name="adamw"), data=C.Data(name="tiny_shakespeare"))
+  built = families.build(exp, info)
+  return jax.eval_shape(built.init, jax.random.key(0)), built.partition_rules
+
+
+TEXT = DataInfo("t", "text", (64,), vocab_size=65)
+
+
+def test_a_model_axis_that_splits_nothing_is_refused_with_the_sizes_that_would():
+  """model_parallel=3 with 4 heads and 512 MLP units splits no array: every device of a model group
+  would hold and compute the same model. Refused, naming the dimensions and model_parallel=2; a
+  family whose rules name no dimension (the VAE) is told to leave it at 1."""
+  from genjax.families import vae
+
+  gpt = C.load_config_file(os.path.join(ROOT, "experiments", "gpt_shakespeare_char.py")).model
+  state, rules = _state(dataclasses.replace(gpt, num_layers=2, num_heads=4, width=128, mlp_hidden=512), TEXT)
+  with pytest.raises(ConfigError, match=r"model_parallel = 3 splits none of the \d+ arrays") as error:
+    place(Parallel(num_devices=6, model_parallel=3)).for_state(state, rules)
+  assert "heads: 4; mlp: 512" in str(error.value) and "--config.parallel.model_parallel=2 " in str(error.value)
+  place(Parallel(num_devices=8, model_parallel=2)).for_state(state, rules)  # splits: accepted
+  digits = DataInfo(name="digits", kind="image", shape=(8, 8, 1), num_classes=10)
+  state, rules = _state(vae.Config(hidden=(16,), latents=(4,)), digits, family="vae")
+  with pytest.raises(ConfigError, match="name no dimension for the model axis.*model_parallel=1"):
+    place(Parallel(mode="fsdp", num_devices=8, model_parallel=2)).for_state(state, rules)
+
+
+def test_a_sharded_state_reports_its_bytes_per_device_and_warns_when_fsdp_splits_little():
+  gpt = C.load_config_file(os.path.join(ROOT, "experiments", "gpt_shakespeare_char.py")).model
+  state, rules = _state(dataclasses.replace(gpt, num_layers=2, num_heads=4, width=128, mlp_hidden=512), TEXT)
+  line, warnings = place(Parallel(mode="fsdp", num_devices=8)).for_state(state, rules).state_report(state, rules)
+  assert re.match(
+    r"state: [\d.]+ KiB per device, [\d.]+ MiB replicated \(7\.\dx less; fsdp on 8 devices.* are split$", line
+  ), line
+  assert not warnings
+  # Over 3 devices almost nothing divides: a warning with the data-axis sizes that would split more.
+  line, warnings = place(Parallel(mode="fsdp", num_devices=3)).for_state(state, rules).state_report(state, rules)
+  assert "fsdp on 3 devices" in line and len(warnings) == 1
+  assert re.search(r"splits \d+ of the \d+ arrays of the state \(\d+% of its", warnings[0]), warnings[0]
+  assert "A data axis of 2, 4, 8 or 16 devices would split more than half" in warnings[0]
+  assert place(Parallel(mode="jit", num_devices=8)).for_state(state, rules).state_report(state, rules) == ("", [])
+
+
+def test_a_request_larger_than_memory_is_refused_with_the_size_it_needs():
+  from genjax.core import placement
+
+  device = jax.devices()[0]
+  available, source = placement.memory_bytes(device)
+  assert available > 2**20 and "host" in source
+  placement.check_fits(16, 256, "samples of shape (8, 8, 1) at once", "Ask for fewer.", device)
+  with pytest.raises(ConfigError, match=r"1,000,000,000,000 samples .* need at least 232\.8 TiB .* at most about"):
+    placement.check_fits(10**12, 256, "samples of shape (8, 8, 1) at once", "Ask for fewer.", device)
 
 
 def _wgan(batch):

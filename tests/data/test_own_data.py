@@ -117,6 +117,57 @@ def test_jpeg_is_decoded_and_reduced(tmp_path):
   np.testing.assert_allclose(image.reshape(-1, 3).mean(0), [30, 120, 220], atol=3)
 
 
+def png_48_bit(array):
+  """The bytes of a 16-bit-per-channel RGB PNG of uint16[H, W, 3] `array` (Pillow writes none)."""
+  import struct
+  import zlib
+
+  height, width, _ = array.shape
+  rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))  # filter 0: raw rows
+  chunk = lambda kind, data: (  # noqa: E731
+    struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  )
+  header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, color type 2 (RGB)
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+  """A 16-bit gray PNG (Pillow mode I;16) keeps its grey levels, v -> round(v * 255 / 65535):
+  Pillow's own convert clipped every value above 255 to white. 48-bit RGB decodes to each sample's
+  high byte (within 1 of the rounded value); floating-point samples are refused by name."""
+  levels = np.array([0, 257 * 100, 32768, 65535], np.uint16)
+  gray = np.tile(levels, (4, 1))
+  write_png(tmp_path / "d" / "a_gray16.png", gray)
+  assert Image.open(tmp_path / "d" / "a_gray16.png").mode == "I;16"
+  rgb = np.zeros((4, 4, 3), np.uint16)
+  rgb[..., 0], rgb[..., 1], rgb[..., 2] = 65535, 257 * 37, 1000
+  (tmp_path / "d" / "b_rgb48.png").write_bytes(png_48_bit(rgb))
+  expected = np.round(levels / 65535 * 255)  # 0, 100, 128, 255
+  one = gd.load(Data(name="folder", path=str(tmp_path / "d"), image_size=4, channels=1, holdout=0.0), "all")
+  images, _ = one.source.get(np.arange(2))
+  np.testing.assert_array_equal(images[0][:, :, 0], np.tile(expected, (4, 1)))
+  three = gd.load(Data(name="folder", path=str(tmp_path / "d"), image_size=4, holdout=0.0), "all")
+  images, _ = three.source.get(np.arange(2))
+  np.testing.assert_array_equal(images[0][0], np.repeat(expected[:, None], 3, axis=1))  # gray -> RGB
+  np.testing.assert_allclose(images[1].reshape(-1, 3), np.broadcast_to([255, 37, 1000 / 257], (16, 3)), atol=1)
+  with pytest.raises(files.UnsupportedDepth, match="floating-point"):
+    files.to_8bit(Image.fromarray(np.zeros((2, 2), np.float32)))
+
+
+def test_images_far_smaller_than_the_training_size_are_named_once(tmp_path, caplog):
+  root = tmp_path / "small"
+  for k in range(3):
+    write_png(root / f"{k}_tiny.png", np.full((8, 10, 3), 9, np.uint8))  # shorter side 8 < 32 / 2
+  write_png(root / "3_fine.png", np.full((20, 20, 3), 9, np.uint8))  # 20 >= 16: upscaled, but not warned of
+  ds = gd.load(Data(name="folder", path=str(root), image_size=32, holdout=0.0, in_memory_max_mb=0), "all")
+  with caplog.at_level("WARNING", logger="genjax"):
+    ds.source.get(np.arange(4))
+    ds.source.get(np.arange(4))  # decoded again (streaming): no second warning
+  warned = [r.getMessage() for r in caplog.records if "data.image_size" in r.getMessage()]
+  assert len(warned) == 1, warned
+  assert "3 of the first 4 images" in warned[0] and "0_tiny.png, 10x8 pixels" in warned[0]
+
+
 def test_splits_hold_out_every_tenth_file_and_slice_the_sorted_list(tmp_path):
   root, _ = flat_folder(tmp_path, n=25)
 
@@ -223,6 +274,7 @@ def test_config_checks_own_data_fields():
     (Data(decode_threads=-1), "decode_threads"),
     (Data(crop_size=0), "crop_size"),
     (Data(tokenizer="bpe", bpe_vocab_size=100), "bpe_vocab_size"),
+    (Data(tokenizer="bpe", bpe_vocab_size=10**9), r"bpe_vocab_size = 1000000000 must lie in \[256, 1,048,576\]"),
   ]:
     with pytest.raises(ConfigError, match=match):
       config_lib.validate(dataclasses.replace(base, data=data))

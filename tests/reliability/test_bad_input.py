@@ -21,6 +21,10 @@ def _entry(name):
     from genjax.evaluate import main
   elif name == "prepare":
     from genjax.data.prepare import main
+  elif name == "profile":
+    from genjax.profile import main
+  elif name == "reproduce":
+    from genjax.reproduce import main
   else:
     bench = pytest.importorskip("genjax.bench")
     main = bench.main

@@ -80,6 +80,17 @@ TRAIN = {
     "warmup_steps",
   ),
   "batch not dividing the devices": ("vae", ["--config.train.batch_size=12"], "divide"),
+  # Sizes and ranges (#33): each a paragraph where XLA or a tokenizer aborted, or a value was ignored.
+  "model axis splitting nothing": ("vae", ["--config.parallel.model_parallel=2"], "splits none of the"),
+  "seed beyond 32 bits": ("vae", ["--config.train.seed=4294967296"], "from 0 to 4294967295"),
+  "bpe vocabulary of a billion": (
+    "gpt",
+    ["--config.data.tokenizer=bpe", "--config.data.bpe_vocab_size=1000000000"],
+    "bpe_vocab_size = 1000000000 must lie in",
+  ),
+  "diffusion without timesteps": ("diffusion", ["--config.model.timesteps=0"], "timesteps = 0"),
+  "simulated devices beyond reason": ("vae", ["--config.parallel.cpu_devices=100000"], "at most 4096"),
+  "eval samples beyond memory": ("vae", ["--config.eval.num_samples=1000000000000"], "--config.eval.num_samples"),
 }
 
 
@@ -112,6 +123,10 @@ BROKEN_FILES = {
     "def get_config(arg='a'):\n  raise ValueError(f'takes a or b, got {arg!r}')\n",
     "takes a or b",
   ),
+  "never reads its argument": (
+    "from genjax.config import Experiment\ndef get_config(arg=None):\n  del arg\n  return Experiment()\n",
+    "takes no argument after ':' (its get_config never reads one; got 'c')",
+  ),
 }
 
 
@@ -120,7 +135,7 @@ def test_broken_config_files_name_the_file_and_line(case, tmp_path, capsys, monk
   text, needle = BROKEN_FILES[case]
   path = tmp_path / "broken_file.py"
   path.write_text(text)
-  spec = str(path) + (":c" if case == "raises on its argument" else "")
+  spec = str(path) + (":c" if "argument" in case else "")
   _fails_cleanly("train", ["--config", spec, "--workdir", str(tmp_path / "w")], capsys, monkeypatch, needle)
 
 
@@ -139,6 +154,45 @@ def test_arguments_configs_do_not_take(tmp_path, capsys, monkeypatch):
     monkeypatch,
     "vae",
   )
+  _fails_cleanly(  # the default config ignored its argument and trained
+    "train",
+    ["--config", "experiments/default.py:bogus", "--workdir", str(tmp_path / "w")],
+    capsys,
+    monkeypatch,
+    "default.py takes no argument",
+  )
+  assert not (tmp_path / "w").exists()
+
+
+# The measuring commands' numbers: each a paragraph and exit 2 before anything is measured or written.
+DEFAULT = "experiments/default.py"
+OTHER_COMMANDS = {
+  "profile of no calls": ("profile", ["--config", DEFAULT, "--calls", "0"], "--calls=0"),
+  "profile batch of zero": ("profile", ["--config", DEFAULT, "--batch", "0"], "--batch=0"),
+  "profile steps per call of zero": ("profile", ["--config", DEFAULT, "--steps_per_call", "0"], "--steps_per_call=0"),
+  "profile batch beyond memory": (
+    "profile",
+    ["--config", DEFAULT, "--batch", "1000000000000"],
+    "1,000,000,000,000 training examples per call of shape (8, 8, 1)",
+  ),
+  "profile top negative": ("profile", ["--config", DEFAULT, "--top", "-1"], "--top=-1"),
+  "reproduce without budget": ("reproduce", ["gpu", "--out", "{out}", "--budget_s", "0"], "--budget_s=0.0"),
+  "reproduce budget not a number": ("reproduce", ["gpu", "--out", "{out}", "--budget_s", "nan"], "--budget_s=nan"),
+  "bench two benchmarks at once": ("bench", ["--memory", "--decode"], "--memory and --decode are separate"),
+  "bench memory configs without memory": ("bench", ["--memory_configs", "experiments/gpt2.py:medium"], "add --memory"),
+  "bench memory of no config": ("bench", ["--memory", "--memory_configs", ","], "names no config"),
+  "bench memory of an image model": ("bench", ["--memory", "--memory_configs", DEFAULT], "tokens"),
+  "bench no rounds": ("bench", ["--nanogpt", "{out}", "--rounds", "0"], "--rounds=0"),
+  "bench negative timing": ("bench", ["--min_time", "-1"], "--min_time=-1.0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_COMMANDS))
+def test_measuring_commands_refuse_sizes_that_cannot_work(case, tmp_path, capsys, monkeypatch):
+  command, argv, needle = OTHER_COMMANDS[case]
+  out = tmp_path / "out"
+  _fails_cleanly(command, [a.format(out=out) for a in argv], capsys, monkeypatch, needle)
+  assert not out.exists()
 
 
 def _digest(folder) -> str:
@@ -169,6 +223,9 @@ SAMPLE = [
   (["--num_steps=ten"], "not a sampling option"),
   (["--seed", "-1"], "--seed"),
   (["--num", "0"], "--num"),
+  (["--seed", str(2**32)], "--seed=4294967296 must be an integer from 0 to 4294967295"),
+  # aborted inside XLA (exit 134) when the samples were allocated
+  (["--num", "1000000000000"], "1,000,000,000,000 samples of shape (8, 8, 1) at once need at least", "--num"),
 ]
 EVALUATE = [
   (["--metrics", "modes"], "modes counts"),
@@ -176,6 +233,14 @@ EVALUATE = [
   (["--max_examples", "0"], "--max_examples"),
   (["--batch_size", "0"], "--batch_size"),
   (["--seed", "-3"], "--seed"),
+  (["--batch_size", "-4"], "--batch_size=-4"),
+  (["--batch_size", "1000000000000"], "1,000,000,000,000 examples of shape (8, 8, 1)", "--batch_size"),
+  (
+    ["--metrics", "fd", "--num_samples", "1000000000000", "--batch_size", "1000000000000"],
+    "1,000,000,000,000 samples of shape",
+    "--batch_size",
+  ),
+  (["--keep", "0"], "--keep=0"),
   # Overrides that change what the checkpoint holds: refused before any array is read, naming the
   # override (not the harmless one beside it); today's code took them for corruption and moved
   # every checkpoint to checkpoints_corrupt/.
@@ -191,8 +256,8 @@ EVALUATE = [
 def test_sample_and_evaluate_refuse_bad_flags_and_touch_nothing(trained, tmp_path, capsys, monkeypatch):
   before = {name: _digest(w) for name, w in trained.items()}
   out = str(tmp_path / "s.png")
-  for argv, needle in SAMPLE:
-    _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", out, *argv], capsys, monkeypatch, needle)
+  for argv, *needles in SAMPLE:
+    _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", out, *argv], capsys, monkeypatch, *needles)
   _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", str(tmp_path / "s.txt")], capsys, monkeypatch, ".png")
   _fails_cleanly(
     "sample", ["--workdir", trained["classifier"], "--out", out], capsys, monkeypatch, "not a generative model"

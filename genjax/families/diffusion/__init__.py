@@ -246,6 +246,10 @@ def check_config(cfg: Config, info: DataInfo) -> None:
     check_sampler(cfg.sampler, cfg, "config.model.sampler")
   except ValueError as e:
     raise ConfigError(str(e)) from e
+  if cfg.timesteps < 1:
+    raise ConfigError(
+      f"config.model.timesteps = {cfg.timesteps} must be a positive number of diffusion steps T (1000 in DDPM)."
+    )
   try:
     schedules.make_schedule(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
     if cfg.sample_steps is not None:
