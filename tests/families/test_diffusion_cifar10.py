@@ -4,8 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 
 from genjax import config as C
 from genjax import families
@@ -50,20 +48,18 @@ def test_model_has_the_papers_parameter_count():
   assert jax.tree.structure(state.ema_params) == jax.tree.structure(state.params)
 
 
-@pytest.mark.slow
-def test_one_train_step_on_a_mock_batch():
+def test_one_train_step_on_a_mock_batch_traces_to_the_same_state():
+  """The full model's train step, traced without compiling (compiling the 35.7M U-Net for one CPU
+  step took 40 s of CI; the step's arithmetic is tested on small U-Nets in test_diffusion.py): the
+  new state has the old one's structure, shapes and dtypes, the loss is a float32 scalar."""
   family = families.build(load(), CIFAR10)
-  rng = np.random.default_rng(0)
   batch = {
-    "image": jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)) / 127.5 - 1, jnp.float32),
-    "label": jnp.array([1, 2], jnp.int32),
+    "image": jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32),
+    "label": jax.ShapeDtypeStruct((2,), jnp.int32),
   }
-  state = jax.jit(family.init)(jax.random.key(0))  # an eager init of the 35.7M U-Net runs op by op
-  new_state, metrics = jax.jit(family.train_step)(state, batch, jax.random.key(1))
-  assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
-  assert 0.5 < float(metrics["loss"]) < 2.0  # a fresh eps-predictor outputs ~0: MSE ~ E[eps^2] = 1
-  # The warmup starts the learning rate at 0, so the weights stay put at step 1, but the
-  # gradients reached Adam's moments (every float array of the optimizer state moved somewhere).
-  moments = lambda s: [x for x in jax.tree.leaves(s.opt_state) if x.dtype == jnp.float32 and x.ndim > 0]
-  assert max(float(jnp.abs(a - b).max()) for a, b in zip(moments(new_state), moments(state))) > 0
-  assert jax.tree.structure(new_state.ema_params) == jax.tree.structure(state.params)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  state = jax.eval_shape(family.init, key)
+  new_state, metrics = jax.eval_shape(family.train_step, state, batch, key)
+  shapes = lambda s: jax.tree.map(lambda x: (x.shape, x.dtype), s)
+  assert shapes(new_state) == shapes(state)
+  assert metrics["loss"].shape == () and metrics["loss"].dtype == jnp.float32

@@ -121,7 +121,7 @@ def test_killed_at_random_moments_every_run_resumes_bit_exact(tmp_path, fault_ta
       if phase.startswith("SIGTERM"):
         proc.send_signal(signal.SIGTERM)
         assert g.wait(TIMEOUT) == [loop.PREEMPTED_EXIT_CODE], g.output()
-        assert "Rerun the same command to resume" in g.output()
+        assert "Rerun the same command to resume" in " ".join(g.output().split())  # messages are wrapped
         hit = max(losses(run)) in committed(run)  # it saved the step it stopped at
       else:
         proc.send_signal(signal.SIGKILL)
