@@ -16,7 +16,9 @@ gcsfs. genjax's bucket tests run against gcsfs (EPATH_USE_TF=false), so the entr
 """
 
 import os
-from typing import Union
+import socket
+import urllib.parse
+from typing import Optional, Tuple, Union
 
 from etils import epath
 
@@ -118,6 +120,44 @@ def move(source: PathLike, target: PathLike):
   fs = fsspec.filesystem("gcs", finalize_on_close=True) if scheme in ("gs", "gcs") else fsspec.filesystem(scheme)
   fs.mv(fs._strip_protocol(os.fspath(source)), fs._strip_protocol(os.fspath(target)), recursive=True)
   fs.invalidate_cache()
+
+
+REACH_TIMEOUT_S = 5.0  # how long check_reachable waits for the storage service to answer
+_reached = set()  # endpoints this process has reached: probed once
+
+
+def endpoint(location: PathLike) -> Optional[Tuple[str, int]]:
+  """(host, port) of the service that serves the bucket of `location` (gs://: Cloud Storage, or
+  STORAGE_EMULATOR_HOST), or None for a local path or a scheme genjax does not probe."""
+  location = os.fspath(location)
+  if not is_remote(location) or location.split("://", 1)[0] not in ("gs", "gcs"):
+    return None
+  url = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+  parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+  return parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def check_reachable(location: PathLike, action: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+  """StorageError within `timeout_s` when the service of `location`'s bucket cannot be reached
+  (no network, a firewall, a wrong STORAGE_EMULATOR_HOST), rather than after the storage client's
+  minute of retries. One TCP connection per endpoint and process; skipped for local paths and
+  behind a proxy (HTTPS_PROXY), which the client reaches instead."""
+  address = endpoint(location)
+  if address is None or address in _reached:
+    return
+  if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    return
+  try:
+    socket.create_connection(address, timeout=timeout_s).close()
+  except OSError as e:
+    host, port = address
+    raise StorageError(
+      f"Cannot {action} {os.fspath(location)}: {host}:{port}, the storage service of {_bucket(os.fspath(location))}, "
+      f"could not be reached within {timeout_s:.0f} s ({type(e).__name__}: {e}). Check this machine's network "
+      "(a firewall or a proxy: set HTTPS_PROXY), or STORAGE_EMULATOR_HOST if you use an emulator; "
+      "nothing was read or written."
+    ) from None
+  _reached.add(address)
 
 
 def _bucket(location: str) -> str:

@@ -95,6 +95,25 @@ def check_output(exp, family, out: str):
     )
 
 
+def check_writable(out: str):
+  """Before sampling: an --out in a bucket whose service cannot be reached, or where nothing may
+  be written (a probe object written and deleted beside it), fails here, not after the samples
+  were drawn."""
+  from genjax import paths
+
+  if not paths.is_remote(out):
+    return
+  try:
+    paths.check_reachable(out, "write --out")
+    probe = paths.join(out.rsplit("/", 1)[0], f".genjax_write_probe_{os.getpid()}")
+    paths.write_atomic(probe, b"genjax checks that it can write here\n")
+    paths.path(probe).unlink()
+  except errors.UserError as e:
+    cli.fail(e)
+  except Exception as e:  # noqa: BLE001 - each store raises its own types; all mean "cannot write"
+    cli.fail(paths.storage_error(e, out, "write --out"))
+
+
 def write(out: str, samples, family, layout=None):
   """`samples` as raw arrays (.npy), text (printed too) or a PNG grid, written atomically."""
   import io
@@ -137,6 +156,7 @@ def main(argv=None):
     cli.fail(e)
   family = program.family
   check_output(program.exp, family, args.out)
+  check_writable(args.out)
   try:
     options = check_options(family, parse_options(family.sample_options, option_tokens))
   except errors.ConfigError as e:

@@ -157,17 +157,38 @@ class ImageDataset:
       on = uniform_fn(images_u8.shape[1:]) * top < images_u8
     return np.where(on, np.float32(1), np.float32(-1))
 
-  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1) -> Batch:
-    """This process's share of the training batch of `step` (a pure function of its arguments)."""
+  def batch_rows(
+    self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1
+  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(dataset indices int[n], which rows are mirrored bool[n] or None without flip) of this
+    process's share of the training batch of `step`: what `batch` reads, for whoever stores
+    something per example (a latent cache)."""
     _check_seed(seed)
     lo, hi = process_share(global_batch, process_index, process_count)
     indices = self._order.indices(seed, step * global_batch + lo, hi - lo)
+    mirror = uniform_rows((seed, step, _FLIP), lo, hi - lo, ()) < 0.5 if self.flip else None
+    return indices, mirror
+
+  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1) -> Batch:
+    """This process's share of the training batch of `step` (a pure function of its arguments)."""
+    indices, mirror = self.batch_rows(step, global_batch, seed, process_index, process_count)
+    lo, hi = process_share(global_batch, process_index, process_count)
     images_u8, labels = self.source.get(indices)
     image = self._images(images_u8, lambda shape: uniform_rows((seed, step, _BINARIZE), lo, hi - lo, shape))
-    if self.flip:
-      mirror = uniform_rows((seed, step, _FLIP), lo, hi - lo, ()) < 0.5
+    if mirror is not None:
       image[mirror] = image[mirror][:, :, ::-1]
     return {"image": image, "label": labels.astype(np.int32)}
+
+  def images_in_order(self, start: int, stop: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(f32[n, H, W, C] in [-1, 1], i32[n]) of examples start..stop-1 in stored order, as
+    training reads them before any flip; a dynamically binarized dataset has no fixed images."""
+    if self.binarize == "dynamic":
+      raise ConfigError(
+        "data.binarize='dynamic' draws new pixels each time an example is read, so its images cannot be "
+        "stored once; use 'threshold' or 'none'."
+      )
+    images_u8, labels = self.source.get(np.arange(start, stop))
+    return self._images(images_u8, None), labels.astype(np.int32)
 
   def eval_batches(
     self, global_batch: int, num_batches: Optional[int] = None, process_index: int = 0, process_count: int = 1

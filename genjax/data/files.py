@@ -140,7 +140,12 @@ def _root(path: Optional[str], name: str) -> str:
     kind = "a folder of images" if name == "folder" else "a text file or a folder of text files"
     raise ConfigError(f"data.name={name!r} reads {kind}: set --config.data.path=DIR (a local path or gs://bucket/dir).")
   root = str(paths.path(path))
-  if not paths.exists(root):
+  paths.check_reachable(root, "read data.path")
+  try:
+    found = paths.exists(root)
+  except Exception as e:  # noqa: BLE001 - each store raises its own types; all mean "cannot read"
+    raise paths.storage_error(e, root, "read data.path") from None
+  if not found:
     raise ConfigError(
       f"data.path={path!r} does not exist. Point --config.data.path at "
       f"{'the folder holding your images' if name == 'folder' else 'your text file or folder'}."

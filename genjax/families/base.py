@@ -29,6 +29,7 @@ and, where the family has them (each with a default here, FamilyModule lists the
   OUTPUT, PARTITION_RULES, EMA_OF, EVAL_EMA, FROZEN_COLLECTIONS (constants, DEFAULTS below), and the hooks
   prepare(batch, rng), optimizers(exp, model), finish(model), check(exp, info, batch_splits),
   resolve_options(options, model, exp, info), evaluates(exp), decode_text(ids, info),
+  train_data(dataset, exp, model) (the training dataset the loop reads, e.g. a latent cache),
   layouts(model, n) -> {picture name or "samples": Layout}, notes(exp, model)
 
 Families never mention devices: genjax.core.parallel makes the same functions right in every
@@ -147,6 +148,8 @@ class Family:
   layouts: Dict[str, Layout] = dataclasses.field(default_factory=dict)
   partition_rules: Tuple[Tuple[str, Tuple[Optional[str], ...]], ...] = ()
   notes: str = ""
+  # (the split's dataset) -> what the loop reads its training batches from
+  train_data: Callable[[Any], Any] = lambda ds: ds  # noqa: E731
 
 
 def create_state(module, variables: Variables, txs: Mapping[Optional[str], Any], ema: bool) -> TrainState:
@@ -223,6 +226,7 @@ def assemble(module, exp, info, batch_splits: int = 1) -> Family:
     layouts=module.layouts(model, n) if hasattr(module, "layouts") else {},
     partition_rules=hook(module, "PARTITION_RULES"),
     notes=module.notes(exp, model) if hasattr(module, "notes") else "",
+    train_data=(lambda ds: module.train_data(ds, exp, model)) if hasattr(module, "train_data") else (lambda ds: ds),
   )
 
 

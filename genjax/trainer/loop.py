@@ -115,6 +115,7 @@ def train(exp: config_lib.Experiment, workdir: str, restart_from_scratch: bool =
   train_ds = data_lib.load(exp.data, exp.data.train_split)
   eval_ds = data_lib.load(exp.data, exp.data.eval_split)
   program = program_lib.build(exp, train_ds.info, placement)
+  train_ds = program.family.train_data(train_ds)  # e.g. a latent model's cache
   run = _Run(program, workdir, train_ds, eval_ds, restart_from_scratch)  # a refused restore writes nothing
   if is_chief:
     workdir_lib.write_config(workdir, exp)

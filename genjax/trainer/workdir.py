@@ -75,6 +75,7 @@ def load_config(workdir: str) -> config_lib.Experiment:
 def prepare(workdir: str, exp: config_lib.Experiment):
   """Creates `workdir`, checking it is writable (by writing and deleting a probe file) and holds
   no run of another experiment."""
+  paths.check_reachable(workdir, "write the --workdir")
   try:
     paths.makedirs(workdir)
     probe = paths.path(paths.join(workdir, f".genjax_write_probe_{os.getpid()}_{jax.process_index()}"))

@@ -3,6 +3,7 @@ keeps its weights unchanged in the state (and out of the EMA), samples images th
 and reports no pixel likelihood."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -122,3 +123,77 @@ def test_bad_autoencoders_are_one_paragraph_before_anything_compiles(ae_folder, 
   # a DiT patch that does not divide the latents (8x8), though it divides the images (16x16)
   with pytest.raises(errors.ConfigError, match="patch_size = 16 does not divide the 8x8"):
     diffusion.make_model(experiment(folder, patch_size=16).model, INFO)
+
+
+def digits_experiment(folder, latent_cache: bool, steps: int = 3):
+  """experiment() on the 8x8 digits (flipped at random, as CIFAR-10's recipes do), through the loop."""
+  exp = experiment(folder, latent_cache=latent_cache)
+  return dataclasses.replace(
+    exp,
+    data=C.Data(name="digits", flip=True),
+    train=C.Train(steps=steps, batch_size=8, log_every=1, eval_every=steps, checkpoint_every=steps, progress=False),
+    parallel=C.Parallel(num_devices=1),
+    eval=dataclasses.replace(exp.eval, num_samples=4, num_batches=1),
+  )
+
+
+def test_the_latent_cache_holds_each_images_and_its_mirrors_moments_and_is_written_once(
+  ae_folder, tmp_path, monkeypatch
+):
+  from genjax import data as data_lib
+
+  folder, module, variables = ae_folder
+  monkeypatch.setenv("GENJAX_HOME", str(tmp_path / "home"))
+  exp = digits_experiment(folder, latent_cache=True)
+  ds = data_lib.load(exp.data, "train")
+  model = diffusion.make_model(exp.model, ds.info)
+  cached = diffusion.train_data(ds, exp, model)
+  (path,) = (tmp_path / "home" / "latent_cache").iterdir()
+  assert cached.cache.shape == (2, ds.num_examples, 4, 4, 8)  # flips, examples, 4x4 latents, mean + logvar
+  images, _ = ds.images_in_order(0, 20)
+  mean, logvar = module.apply(variables, images, method=module.encode)
+  np.testing.assert_allclose(cached.cache[0, :20], np.concatenate([mean, logvar], -1), atol=2e-5)
+  mean, logvar = module.apply(variables, images[:, :, ::-1], method=module.encode)
+  np.testing.assert_allclose(cached.cache[1, :20], np.concatenate([mean, logvar], -1), atol=2e-5)
+  # A cached batch draws the latents that the image batch of the same step encodes to: the same
+  # examples, the same mirror images (some of each at this step), the same per-example keys.
+  rows, mirror = ds.batch_rows(5, 8, 0)
+  assert 0 < mirror.sum() < 8
+  rng = jax.random.key(9)
+  from_images = latent.encoded(variables, ds.batch(5, 8, 0), rng, model.autoencoder)
+  from_cache = latent.encoded(variables, cached.batch(5, 8, 0), rng, model.autoencoder)
+  np.testing.assert_array_equal(from_cache["label"], from_images["label"])
+  np.testing.assert_allclose(from_cache["image"], from_images["image"], atol=2e-5)
+  # written once: a second run reads the same file; other weights get another file
+  stamp = path.stat().st_mtime_ns
+  diffusion.train_data(ds, exp, model)
+  assert path.stat().st_mtime_ns == stamp and len(list(path.parent.iterdir())) == 1
+  other = tmp_path / "other_ae"
+  other.mkdir()
+  save_tiny_autoencoder(other, channels=1, seed=11)
+  exp2 = digits_experiment(str(other), latent_cache=True)
+  diffusion.train_data(ds, exp2, diffusion.make_model(exp2.model, ds.info))
+  assert len(list(path.parent.iterdir())) == 2
+  # a cache needs an autoencoder, and images that stay the same from one read to the next
+  with pytest.raises(errors.ConfigError, match="latent_cache=True caches an autoencoder"):
+    diffusion.make_model(dataclasses.replace(exp.model, autoencoder=None), ds.info)
+  dynamic = dataclasses.replace(exp.data, binarize="dynamic")
+  with pytest.raises(errors.ConfigError, match="binarize='dynamic'"):
+    diffusion.train_data(data_lib.load(dynamic, "train"), dataclasses.replace(exp, data=dynamic), model)
+
+
+def test_training_from_the_cache_logs_the_losses_of_encoding_in_the_step(ae_folder, tmp_path, monkeypatch):
+  from genjax.trainer import loop
+
+  folder, _, _ = ae_folder
+  monkeypatch.setenv("GENJAX_HOME", str(tmp_path / "home"))
+  losses = {}
+  for cache in (False, True):
+    workdir = tmp_path / f"cache_{cache}"
+    loop.train(digits_experiment(folder, latent_cache=cache), str(workdir))
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses[cache] = [m["loss"] for m in lines if "loss" in m and "step" in m and "eval_loss" not in m]
+    written = list((tmp_path / "home" / "latent_cache").glob("*.npy"))
+    assert len(written) == int(cache)  # the loop read the cache it wrote, and only when asked
+  assert len(losses[True]) == 3 and len(set(losses[True])) == 3
+  np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)

@@ -298,3 +298,26 @@ def test_a_corrupt_workdir_is_reported_and_kept(trained, tmp_path, capsys, monke
   _fails_cleanly("evaluate", ["--workdir", broken], capsys, monkeypatch, "config.json")
   assert _digest(broken) == before
   json.loads(open(os.path.join(trained["vae"], "config.json")).read())  # the original is intact
+
+
+def test_an_unreachable_bucket_is_one_paragraph_before_any_retry(trained, text_export, tmp_path, capsys, monkeypatch):  # noqa: F811
+  """A workdir, a data.path or a sample --out in a bucket whose service does not answer (here a
+  closed port as the emulator's address): the paragraph comes from one connection attempt (the
+  storage client retried for about 40 s, and data.path gave its traceback), and nothing changed."""
+  from tests.reliability.procs import free_port
+
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+  monkeypatch.setenv("EPATH_USE_TF", "false")
+  monkeypatch.delenv("HTTPS_PROXY", raising=False)
+  monkeypatch.delenv("https_proxy", raising=False)
+  before = {name: _digest(w) for name, w in trained.items()}
+  said = "the storage service of gs://test-bucket, could not be reached within 5 s"
+  config = _write(tmp_path, "vae", text_export)
+  _fails_cleanly("train", ["--config", config, "--workdir", "gs://test-bucket/run"], capsys, monkeypatch, said)
+  folder = ["--config.data.name=folder", "--config.data.path=gs://test-bucket/images"]
+  workdir = tmp_path / "w"
+  _fails_cleanly("train", ["--config", config, "--workdir", str(workdir), *folder], capsys, monkeypatch, said)
+  assert not (workdir / "checkpoints").exists()
+  out = "gs://test-bucket/samples/s.png"
+  _fails_cleanly("sample", ["--workdir", trained["vae"], "--out", out], capsys, monkeypatch, "write --out", said)
+  assert {name: _digest(w) for name, w in trained.items()} == before

@@ -1,6 +1,6 @@
 """Two real processes (gloo CPU collectives over 127.0.0.1) x 2 simulated devices each train
 like one process with 4 devices on the same global batch; preempted together, they resume
-together bit for bit."""
+together bit for bit; a run resumes on another number of processes and devices."""
 
 import os
 import signal
@@ -18,13 +18,14 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 240  # seconds any one run may take on a loaded 2-core machine before it is killed
 
 
-def _multi_process(g, config, workdir, num_processes=2, devices_each=2):
+def _multi_process(g, config, workdir, *extra, num_processes=2, devices_each=2):
   port = free_port()
   return [
     g.start(
       train_command(
         config,
         workdir,
+        *extra,
         "--coordinator_address",
         f"127.0.0.1:{port}",
         "--num_processes",
@@ -42,7 +43,7 @@ def _params(workdir):
   return jax.device_get(workdir_lib.restore(workdir)[2].params)
 
 
-def test_two_processes_match_one_and_resume_together_after_preemption(tmp_path):
+def test_two_processes_match_one_resume_together_after_preemption_and_on_other_shapes(tmp_path):
   config = write_config(tmp_path / "exp.py", steps=12, checkpoint_every=4, eval_every=6)
   one, multi, preempted = (str(tmp_path / n) for n in ("one", "multi", "preempted"))
 
@@ -77,6 +78,26 @@ def test_two_processes_match_one_and_resume_together_after_preemption(tmp_path):
     _multi_process(g, config, preempted)
     assert g.wait(TIMEOUT) == [0, 0], g.output()
   assert losses(preempted) == losses(multi)  # bit for bit, every step
+
+  # Resumed on other machine shapes (#33 item 8): 2 processes x 2 devices to step 3, then 1 x 4
+  # to 6, 1 x 1 to 9, and back to 2 x 2 to 12. The global batch of each step is the same
+  # whatever the shape (a pure function of seed and step); only the order of the gradient sums
+  # differs, so the losses equal the uninterrupted 2 x 2 run's to 1e-6, and bit for bit until the
+  # first change of shape.
+  shapes = str(tmp_path / "shapes")
+  for stop, processes, devices in ((3, 2, 2), (6, 1, 4), (9, 1, 1), (12, 2, 2)):
+    with group(tmp_path) as g:
+      extra = f"--config.train.steps={stop}"
+      if processes == 1:
+        g.start(train_command(config, shapes, extra), child_env(devices))
+      else:
+        _multi_process(g, config, shapes, extra, devices_each=devices)
+      assert g.wait(TIMEOUT) == [0] * processes, g.output()
+    assert max(losses(shapes)) == stop, (stop, g.output())
+  got, want = losses(shapes), losses(multi)
+  assert sorted(got) == list(range(1, 13))
+  assert [got[s] for s in (1, 2, 3)] == [want[s] for s in (1, 2, 3)]
+  np.testing.assert_allclose([got[s] for s in range(1, 13)], [want[s] for s in range(1, 13)], rtol=1e-6)
 
 
 def test_two_processes_of_four_devices_under_fsdp_match_one_of_eight(tmp_path):

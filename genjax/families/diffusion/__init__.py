@@ -171,6 +171,9 @@ class Config:
   # 0.18215; for your own autoencoder, 1 / the std of its latents). None: pixel space.
   autoencoder: Optional[str] = None
   latent_scale: float = 0.18215
+  # Encode each training image once, into $GENJAX_HOME/latent_cache/ (latent.py), instead of in
+  # every step: the step draws the latents from the stored posterior moments.
+  latent_cache: bool = False
 
   # Family.evaluate computes the whole bound (ddpm: T network evaluations per image; flow: the
   # ODE log-likelihood) on the first eval_max_examples images of the split; None: the whole split.
@@ -281,6 +284,11 @@ class Diffusion:
 
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> Diffusion:
   frozen = None
+  if cfg.latent_cache and cfg.autoencoder is None:
+    raise ConfigError(
+      "config.model.latent_cache=True caches an autoencoder's latents, but config.model.autoencoder is None. "
+      "Name the autoencoder (a .safetensors file, a diffusers folder or a genjax autoencoder run), or drop latent_cache."
+    )
   if cfg.autoencoder is not None:
     if info.kind != "image":
       raise ConfigError(f"The diffusion family models images; dataset {info.name!r} is {info.kind}.")
@@ -777,6 +785,14 @@ def init(rng, model: Diffusion):
   if model.autoencoder is None:
     return {"params": params}
   return {"params": params, latent.COLLECTION: jax.tree.map(jnp.asarray, model.autoencoder.variables)}
+
+
+def train_data(dataset, exp: Experiment, model: Diffusion):
+  """The training batches: a latent model with config.model.latent_cache reads its latents'
+  moments from the cache (written once), any other model the images."""
+  if model.autoencoder is None or not exp.model.latent_cache:
+    return dataset
+  return latent.cached(dataset, exp.data, exp.data.train_split, model.autoencoder)
 
 
 def updates(model: Diffusion):

@@ -12,21 +12,37 @@ of the posterior N(mean, exp(logvar)) (LDM's get_first_stage_encoding; SD's scal
 its latents unit variance); samples are divided by the scale and decoded. A latent model's
 bits/dim would be a likelihood of latents, not of pixels, so it reports none.
 
+With `config.model.latent_cache`, the encoder runs once per dataset instead of in every step:
+the posterior moments (mean, logvar) of every training image, and of its mirror image when
+data.flip is on, are written to $GENJAX_HOME/latent_cache/ (keyed by the autoencoder's weights
+and the data config), and the training batches carry them in place of the images. The step draws
+z from them with the same per-example keys, so both ways train on the same latents (to the
+encoder's float error). Evaluation batches are still encoded in the step.
+
 Shapes: B batch, H W C the images, h w L the latents (H / f, W / f, latent channels).
 """
 
 import dataclasses
 import functools
+import hashlib
+import json
+import logging
 import os
+import sys
 from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genjax import errors
 from genjax.data.info import DataInfo
 
+log = logging.getLogger("genjax")
+
 COLLECTION = "autoencoder"  # the train state's collection that holds the frozen weights
+MOMENTS = "moments"  # a cached batch's key: f32[B, h, w, 2L], the posterior's mean and log-variance
+CACHE_BATCH = 256  # images encoded at once when the cache is written
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,22 +99,37 @@ def latent_info(info: DataInfo, frozen: Frozen) -> DataInfo:
   return dataclasses.replace(info, shape=latent_shape(frozen, tuple(info.shape)))
 
 
-def encode(ae_variables, images_BxHxWxC, rng, frozen: Frozen):
-  """scale * a draw of each image's posterior: f32[B, h, w, L] (one key per example, so every
-  parallel mode draws the same)."""
-  from genjax.core.parallel import example_keys
-
+def moments(ae_variables, images_BxHxWxC, frozen: Frozen):
+  """The posterior's mean and log-variance of each image, side by side: f32[B, h, w, 2L]."""
   module = frozen.module
   mean, logvar = module.apply(ae_variables, images_BxHxWxC.astype(jnp.float32), method=module.encode)
-  keys = example_keys(jax.random.fold_in(rng, 5), images_BxHxWxC.shape[0])
+  return jnp.concatenate([mean, logvar], axis=-1)
+
+
+def draw(moments_Bxhxwx2L, rng, scale: float):
+  """scale * a draw of each posterior N(mean, exp(logvar)): f32[B, h, w, L] (one key per example,
+  so every parallel mode draws the same)."""
+  from genjax.core.parallel import example_keys
+
+  mean, logvar = jnp.split(moments_Bxhxwx2L, 2, axis=-1)
+  keys = example_keys(jax.random.fold_in(rng, 5), mean.shape[0])
   eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:]))(keys)
-  return frozen.scale * (mean + jnp.exp(0.5 * logvar) * eps)
+  return scale * (mean + jnp.exp(0.5 * logvar) * eps)
+
+
+def encode(ae_variables, images_BxHxWxC, rng, frozen: Frozen):
+  """scale * a draw of each image's posterior: f32[B, h, w, L]."""
+  return draw(moments(ae_variables, images_BxHxWxC, frozen), rng, frozen.scale)
 
 
 def encoded(ae_variables: Optional[Any], batch, rng, frozen: Optional[Frozen]):
-  """The batch with its images replaced by their latents (as it is without an autoencoder)."""
+  """The batch with its images replaced by their latents (as it is without an autoencoder); a
+  batch from the latent cache carries the moments, which are drawn from."""
   if frozen is None:
     return batch
+  if MOMENTS in batch:
+    rest = {k: v for k, v in batch.items() if k != MOMENTS}
+    return {**rest, "image": draw(batch[MOMENTS], rng, frozen.scale)}
   if ae_variables is None:
     raise errors.ConfigError(
       f"This latent diffusion model needs the '{COLLECTION}' collection in its variables (the frozen autoencoder "
@@ -113,3 +144,127 @@ def decode(ae_variables, z_Bxhxwxl, frozen: Frozen):
   module = frozen.module
   x = module.apply(ae_variables, z_Bxhxwxl / frozen.scale, method=module.decode)
   return jnp.clip(x, -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The latent cache: the encoder run once per dataset
+# ----------------------------------------------------------------------------------------------
+
+
+def weights_fingerprint(frozen: Frozen) -> str:
+  """sha256 of the autoencoder's weights (names, shapes, dtypes, bytes): a cache made by other
+  weights is another file."""
+  h = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(frozen.variables)[0], key=lambda kv: str(kv[0])):
+    a = np.asarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}:{a.shape}:{a.dtype}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
+  """$GENJAX_HOME/latent_cache/<dataset>_<split>_<key>.npy; the key covers the autoencoder's
+  weights and what determines the images (the reference statistics' source key: the dataset, the
+  split, the preprocessing, a folder's file fingerprint) and whether they are flipped."""
+  from genjax import paths
+  from genjax.metrics.reference_stats import source_key
+
+  images = {**source_key(data_cfg, split), "flip": data_cfg.flip}
+  key = json.dumps({"weights": weights_fingerprint(frozen), "images": images}, sort_keys=True, default=str)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  name = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{data_cfg.name}_{split}")
+  return os.path.join(paths.genjax_home(), "latent_cache", f"{name}_{digest}.npy")
+
+
+def write_cache(dataset, frozen: Frozen, path: str) -> None:
+  """Encodes every example of `dataset` (and its mirror image when it flips) into `path`:
+  f32[F, N, h, w, 2L], F = 2 with flip (row 1: the mirrored images), written to a temporary
+  file and renamed, so a cache that exists is whole."""
+  from tqdm import tqdm
+
+  n = dataset.num_examples
+  shape = latent_shape(frozen, tuple(dataset.info.shape))
+  flips = 2 if dataset.flip else 1
+  need = flips * n * shape[0] * shape[1] * 2 * shape[2] * 4
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    out = np.lib.format.open_memmap(
+      tmp, mode="w+", dtype=np.float32, shape=(flips, n, shape[0], shape[1], 2 * shape[2])
+    )
+  except OSError as e:
+    raise errors.StorageError(
+      f"Could not write the latent cache {path} ({need / 2**20:.0f} MiB): {e}. Free space there, set GENJAX_HOME "
+      "to a folder with room, or train with config.model.latent_cache=False (encoding in every step)."
+    ) from e
+  encode_fn = jax.jit(lambda v, x: moments(v, x, frozen))
+  variables = jax.tree.map(jnp.asarray, frozen.variables)
+  log.info(
+    f"Writing the latent cache of {dataset.info.name} ({n} examples, {flips}x, {need / 2**20:.0f} MiB) to {path} (once)."
+  )
+  bar = tqdm(
+    total=-(-n // CACHE_BATCH),
+    desc="latent cache",
+    unit="batch",
+    file=sys.stderr,
+    mininterval=1.0 if os.isatty(2) else 30.0,
+    dynamic_ncols=True,
+  )
+  try:
+    for start in range(0, n, CACHE_BATCH):
+      stop = min(start + CACHE_BATCH, n)
+      images, _ = dataset.images_in_order(start, stop)
+      pad = CACHE_BATCH - (stop - start)  # one compiled shape: the last batch padded
+      if pad:
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+      out[0, start:stop] = np.asarray(encode_fn(variables, images))[: stop - start]
+      if flips == 2:
+        out[1, start:stop] = np.asarray(encode_fn(variables, images[:, :, ::-1]))[: stop - start]
+      bar.update(1)
+    out.flush()
+    del out
+    os.replace(tmp, path)
+  finally:
+    bar.close()
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+class CachedLatents:
+  """A training dataset whose batches carry each example's cached posterior moments in place of
+  its image: {"moments": f32[B, h, w, 2L], "label": i32[B]}, the same examples and mirror
+  images in the same order as the image batches (ImageDataset.batch_rows)."""
+
+  def __init__(self, dataset, cache: np.ndarray):
+    self.dataset, self.cache = dataset, cache
+    self.info, self.num_examples = dataset.info, dataset.num_examples
+
+  def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
+    indices, mirror = self.dataset.batch_rows(step, global_batch, seed, process_index, process_count)
+    flip = np.zeros(len(indices), np.intp) if mirror is None else mirror.astype(np.intp)
+    _, labels = self.dataset.source.get(indices)
+    return {MOMENTS: np.asarray(self.cache[flip, indices]), "label": labels.astype(np.int32)}
+
+  def eval_batches(self, *args, **kwargs):
+    return self.dataset.eval_batches(*args, **kwargs)
+
+
+def cached(dataset, data_cfg, split: str, frozen: Frozen) -> CachedLatents:
+  """`dataset` reading the latent cache of (data_cfg, split, frozen), written first if absent."""
+  if not hasattr(dataset, "batch_rows"):
+    raise errors.ConfigError(
+      f"config.model.latent_cache caches image datasets; {data_cfg.name!r} gives no images to encode."
+    )
+  path = cache_path(data_cfg, split, frozen)
+  if not os.path.exists(path):
+    write_cache(dataset, frozen, path)
+  else:
+    log.info(f"Reading the latent cache {path}.")
+  cache = np.load(path, mmap_mode="r")
+  expected = (2 if dataset.flip else 1, dataset.num_examples, *latent_shape(frozen, tuple(dataset.info.shape)))
+  if cache.shape[:-1] != expected[:-1] or cache.shape[-1] != 2 * expected[-1]:
+    raise errors.ConfigError(
+      f"The latent cache {path} holds {cache.shape}, not the moments of this dataset's {dataset.num_examples} "
+      f"examples; delete it (it is rewritten on the next run)."
+    )
+  return CachedLatents(dataset, cache)
