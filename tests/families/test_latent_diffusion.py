@@ -148,7 +148,7 @@ def test_the_latent_cache_holds_each_images_and_its_mirrors_moments_and_is_writt
   ds = data_lib.load(exp.data, "train")
   model = diffusion.make_model(exp.model, ds.info)
   cached = diffusion.train_data(ds, exp, model)
-  (path,) = (tmp_path / "home" / "latent_cache").iterdir()
+  (path,) = (tmp_path / "home" / "latent_cache").glob("*.moments.npy")
   assert cached.cache.shape == (2, ds.num_examples, 4, 4, 8)  # flips, examples, 4x4 latents, mean + logvar
   images, _ = ds.images_in_order(0, 20)
   mean, logvar = module.apply(variables, images, method=module.encode)
@@ -167,13 +167,14 @@ def test_the_latent_cache_holds_each_images_and_its_mirrors_moments_and_is_writt
   # written once: a second run reads the same file; other weights get another file
   stamp = path.stat().st_mtime_ns
   diffusion.train_data(ds, exp, model)
-  assert path.stat().st_mtime_ns == stamp and len(list(path.parent.iterdir())) == 1
+  assert path.stat().st_mtime_ns == stamp and len(list(path.parent.glob("*.moments.npy"))) == 1
   other = tmp_path / "other_ae"
   other.mkdir()
   save_tiny_autoencoder(other, channels=1, seed=11)
   exp2 = digits_experiment(str(other), latent_cache=True)
   diffusion.train_data(ds, exp2, diffusion.make_model(exp2.model, ds.info))
-  assert len(list(path.parent.iterdir())) == 2
+  assert len(list(path.parent.glob("*.moments.npy"))) == 2
+  assert len(list(path.parent.glob("*.labels.npy"))) == 2 and not list(path.parent.glob("*.tmp*"))
   # a cache needs an autoencoder, and images that stay the same from one read to the next
   with pytest.raises(errors.ConfigError, match="latent_cache=True caches an autoencoder"):
     diffusion.make_model(dataclasses.replace(exp.model, autoencoder=None), ds.info)
@@ -193,7 +194,7 @@ def test_training_from_the_cache_logs_the_losses_of_encoding_in_the_step(ae_fold
     loop.train(digits_experiment(folder, latent_cache=cache), str(workdir))
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses[cache] = [m["loss"] for m in lines if "loss" in m and "step" in m and "eval_loss" not in m]
-    written = list((tmp_path / "home" / "latent_cache").glob("*.npy"))
+    written = list((tmp_path / "home" / "latent_cache").glob("*.moments.npy"))
     assert len(written) == int(cache)  # the loop read the cache it wrote, and only when asked
   assert len(losses[True]) == 3 and len(set(losses[True])) == 3
   np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)

@@ -163,7 +163,8 @@ def weights_fingerprint(frozen: Frozen) -> str:
 
 
 def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
-  """$GENJAX_HOME/latent_cache/<dataset>_<split>_<key>.npy; the key covers the autoencoder's
+  """$GENJAX_HOME/latent_cache/<dataset>_<split>_<key>.moments.npy (its labels beside it in
+  .labels.npy, so a cached batch decodes no image); the key covers the autoencoder's
   weights and what determines the images (the reference statistics' source key: the dataset, the
   split, the preprocessing, a folder's file fingerprint) and whether they are flipped."""
   from genjax import paths
@@ -173,13 +174,18 @@ def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
   key = json.dumps({"weights": weights_fingerprint(frozen), "images": images}, sort_keys=True, default=str)
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
   name = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{data_cfg.name}_{split}")
-  return os.path.join(paths.genjax_home(), "latent_cache", f"{name}_{digest}.npy")
+  return os.path.join(paths.genjax_home(), "latent_cache", f"{name}_{digest}.moments.npy")
+
+
+def labels_path(moments_path: str) -> str:
+  return moments_path[: -len(".moments.npy")] + ".labels.npy"
 
 
 def write_cache(dataset, frozen: Frozen, path: str) -> None:
   """Encodes every example of `dataset` (and its mirror image when it flips) into `path`:
-  f32[F, N, h, w, 2L], F = 2 with flip (row 1: the mirrored images), written to a temporary
-  file and renamed, so a cache that exists is whole."""
+  f32[F, N, h, w, 2L], F = 2 with flip (row 1: the mirrored images), and their labels i32[N]
+  beside it; each written to a temporary file and renamed, the moments last, so a cache that
+  exists is whole."""
   from tqdm import tqdm
 
   n = dataset.num_examples
@@ -210,10 +216,11 @@ def write_cache(dataset, frozen: Frozen, path: str) -> None:
     mininterval=1.0 if os.isatty(2) else 30.0,
     dynamic_ncols=True,
   )
+  labels = np.zeros(n, np.int32)
   try:
     for start in range(0, n, CACHE_BATCH):
       stop = min(start + CACHE_BATCH, n)
-      images, _ = dataset.images_in_order(start, stop)
+      images, labels[start:stop] = dataset.images_in_order(start, stop)
       pad = CACHE_BATCH - (stop - start)  # one compiled shape: the last batch padded
       if pad:
         images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
@@ -223,6 +230,9 @@ def write_cache(dataset, frozen: Frozen, path: str) -> None:
       bar.update(1)
     out.flush()
     del out
+    tmp_labels = f"{labels_path(path)}.tmp{os.getpid()}.npy"
+    np.save(tmp_labels, labels)
+    os.replace(tmp_labels, labels_path(path))
     os.replace(tmp, path)
   finally:
     bar.close()
@@ -235,15 +245,14 @@ class CachedLatents:
   its image: {"moments": f32[B, h, w, 2L], "label": i32[B]}, the same examples and mirror
   images in the same order as the image batches (ImageDataset.batch_rows)."""
 
-  def __init__(self, dataset, cache: np.ndarray):
-    self.dataset, self.cache = dataset, cache
+  def __init__(self, dataset, cache: np.ndarray, labels: np.ndarray):
+    self.dataset, self.cache, self.labels = dataset, cache, labels
     self.info, self.num_examples = dataset.info, dataset.num_examples
 
   def batch(self, step: int, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1):
     indices, mirror = self.dataset.batch_rows(step, global_batch, seed, process_index, process_count)
     flip = np.zeros(len(indices), np.intp) if mirror is None else mirror.astype(np.intp)
-    _, labels = self.dataset.source.get(indices)
-    return {MOMENTS: np.asarray(self.cache[flip, indices]), "label": labels.astype(np.int32)}
+    return {MOMENTS: np.asarray(self.cache[flip, indices]), "label": self.labels[indices]}
 
   def eval_batches(self, *args, **kwargs):
     return self.dataset.eval_batches(*args, **kwargs)
@@ -260,11 +269,11 @@ def cached(dataset, data_cfg, split: str, frozen: Frozen) -> CachedLatents:
     write_cache(dataset, frozen, path)
   else:
     log.info(f"Reading the latent cache {path}.")
-  cache = np.load(path, mmap_mode="r")
+  cache, labels = np.load(path, mmap_mode="r"), np.load(labels_path(path))
   expected = (2 if dataset.flip else 1, dataset.num_examples, *latent_shape(frozen, tuple(dataset.info.shape)))
-  if cache.shape[:-1] != expected[:-1] or cache.shape[-1] != 2 * expected[-1]:
+  if cache.shape[:-1] != expected[:-1] or cache.shape[-1] != 2 * expected[-1] or labels.shape != (expected[1],):
     raise errors.ConfigError(
       f"The latent cache {path} holds {cache.shape}, not the moments of this dataset's {dataset.num_examples} "
       f"examples; delete it (it is rewritten on the next run)."
     )
-  return CachedLatents(dataset, cache)
+  return CachedLatents(dataset, cache, labels)
