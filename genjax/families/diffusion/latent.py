@@ -168,7 +168,7 @@ def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
   weights and what determines the images (the reference statistics' source key: the dataset, the
   split, the preprocessing, a folder's file fingerprint) and whether they are flipped."""
   from genjax import paths
-  from genjax.metrics.reference_stats import source_key
+  from genjax.data.fingerprint import source_key
 
   images = {**source_key(data_cfg, split), "flip": data_cfg.flip}
   key = json.dumps({"weights": weights_fingerprint(frozen), "images": images}, sort_keys=True, default=str)
