@@ -36,10 +36,7 @@ log = logging.getLogger("genjax")
 
 def default_dir() -> str:
   """$GENJAX_HOME/compilation_cache, or a local folder when GENJAX_HOME is a bucket."""
-  home = paths.genjax_home()
-  if paths.is_remote(home):
-    return os.path.join(os.path.expanduser("~"), ".cache", "genjax", "compilation_cache")
-  return os.path.join(home, "compilation_cache")
+  return os.path.join(paths.local_home(), "compilation_cache")
 
 
 def chosen_dir(enabled: bool = True) -> Optional[str]:

@@ -46,6 +46,13 @@ def genjax_home() -> str:
   return str(path(os.environ.get("GENJAX_HOME", "~/.genjax")))
 
 
+def local_home() -> str:
+  """$GENJAX_HOME, or ~/.cache/genjax when it is a bucket: for what genjax keeps once per machine
+  and reads as local files (the compilation cache, memory-mapped latent caches)."""
+  home = genjax_home()
+  return os.path.join(os.path.expanduser("~"), ".cache", "genjax") if is_remote(home) else home
+
+
 def join(base: PathLike, *parts: str) -> str:
   """`base/parts...` as a string; a bucket path keeps its scheme."""
   return os.fspath(path(base).joinpath(*parts))

@@ -198,3 +198,17 @@ def test_training_from_the_cache_logs_the_losses_of_encoding_in_the_step(ae_fold
     assert len(written) == int(cache)  # the loop read the cache it wrote, and only when asked
   assert len(losses[True]) == 3 and len(set(losses[True])) == 3
   np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
+
+
+def test_the_latent_cache_is_local_when_genjax_home_is_a_bucket(ae_folder, tmp_path, monkeypatch):
+  """The cache is memory-mapped, so with GENJAX_HOME in a bucket it lives in ~/.cache/genjax (as
+  the compilation cache does), never in a local folder named gs:."""
+  from genjax import compile_cache
+
+  folder, _, _ = ae_folder
+  monkeypatch.setenv("GENJAX_HOME", "gs://some-bucket/genjax")
+  monkeypatch.setenv("HOME", str(tmp_path))
+  exp = digits_experiment(folder, latent_cache=True)
+  path = latent.cache_path(exp.data, "train", diffusion.make_model(exp.model, INFO).autoencoder)
+  assert path.startswith(str(tmp_path / ".cache" / "genjax" / "latent_cache") + "/"), path
+  assert compile_cache.default_dir() == str(tmp_path / ".cache" / "genjax" / "compilation_cache")

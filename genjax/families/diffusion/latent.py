@@ -163,7 +163,8 @@ def weights_fingerprint(frozen: Frozen) -> str:
 
 
 def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
-  """$GENJAX_HOME/latent_cache/<dataset>_<split>_<key>.moments.npy (its labels beside it in
+  """$GENJAX_HOME/latent_cache/<dataset>_<split>_<key>.moments.npy (~/.cache/genjax/ when GENJAX_HOME
+  is a bucket: the cache is memory-mapped; its labels beside it in
   .labels.npy, so a cached batch decodes no image); the key covers the autoencoder's
   weights and what determines the images (the reference statistics' source key: the dataset, the
   split, the preprocessing, a folder's file fingerprint) and whether they are flipped."""
@@ -174,7 +175,7 @@ def cache_path(data_cfg, split: str, frozen: Frozen) -> str:
   key = json.dumps({"weights": weights_fingerprint(frozen), "images": images}, sort_keys=True, default=str)
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
   name = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{data_cfg.name}_{split}")
-  return os.path.join(paths.genjax_home(), "latent_cache", f"{name}_{digest}.moments.npy")
+  return os.path.join(paths.local_home(), "latent_cache", f"{name}_{digest}.moments.npy")
 
 
 def labels_path(moments_path: str) -> str:
@@ -236,8 +237,9 @@ def write_cache(dataset, frozen: Frozen, path: str) -> None:
     os.replace(tmp, path)
   finally:
     bar.close()
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for leftover in (tmp, f"{labels_path(path)}.tmp{os.getpid()}.npy"):
+      if os.path.exists(leftover):
+        os.remove(leftover)
 
 
 class CachedLatents:
