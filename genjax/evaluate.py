@@ -180,6 +180,32 @@ def family_evaluation(program, state, args) -> dict:
   return means | {"num_examples": int(weight)}
 
 
+def compute_rate(flops: float, seconds: float, program, log) -> dict:
+  """The evaluation's FLOPs (XLA's count) against this device's matmul rate, measured now: how
+  far the evaluation ran from the time its FLOPs need at that rate (1.0 = as fast as a large
+  matmul). One line on stderr, the figures for the JSON."""
+  import jax
+
+  from genjax.perf.measure import matmul_rate
+
+  dtype = program.exp.train.compute_dtype
+  rate = matmul_rate(dtype, jax.local_devices()[0])
+  bound = flops / rate
+  log(
+    f"evaluation: {flops:.3g} FLOP in {seconds:.1f} s, compilation included ({flops / seconds:.3g} FLOP/s); a "
+    f"{dtype} matmul here runs at {rate:.3g} FLOP/s (measured now), so these FLOPs need {bound:.3g} s at least: "
+    f"{seconds / bound:.2f}x that."
+  )
+  return {
+    "flops": flops,
+    "seconds": round(seconds, 2),
+    "flop_per_s": flops / seconds,
+    "matmul_flop_per_s": rate,
+    "matmul_bound_seconds": round(bound, 2),
+    "x_matmul_bound": round(seconds / bound, 3),
+  }
+
+
 def _progress(iterable, total: int, desc: str, unit: str, size=None):
   """The items of `iterable`, with a progress bar and an ETA on stderr (stdout carries the JSON)
   that counts `size(item)` units (examples, samples; default 1) once the consumer is done with
@@ -360,7 +386,12 @@ def run(args, metrics, log) -> tuple:
     metrics = ["modes"] if exp.data.name == "stacked_mnist" else ["fd"]
     log(f"{exp.family} defines no evaluation of its own: computing {','.join(metrics)} from samples.")
   if not metrics:
-    return program, state, {"metrics": family_evaluation(program, state, args), "split": exp.data.eval_split}
+    start = time.perf_counter()
+    result = family_evaluation(program, state, args)
+    out = {"metrics": result, "split": exp.data.eval_split}
+    if result.get("flops"):  # families that count their evaluation's FLOPs
+      out["compute"] = compute_rate(result.pop("flops"), time.perf_counter() - start, program, log)
+    return program, state, out
   options = check_options(family, parse_options(family.sample_options, args.option_tokens))
   out = sample_metrics(program, state, metrics, args, log, options)
   return program, state, {**out, "sample_options": dataclasses.asdict(options)}

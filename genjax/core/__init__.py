@@ -5,6 +5,7 @@
   step.py        the step builder: losses in, train and eval steps out
   parallel.py    jit over a device mesh or pmap; the global-batch helpers a step uses
   checkpoint.py  Orbax checkpoints (the only module that knows Orbax)
+  flops.py       XLA's FLOP count of a jitted call
 
 Nothing here imports a family or the trainer.
 """

@@ -27,10 +27,11 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from genjax import errors
-from genjax.core import parallel
+from genjax.core import flops, parallel
 from genjax.core.state import EMA, TrainState, apply_gradients, ema_decay_after, ema_update, overlay, update_ema
 
 
@@ -155,18 +156,23 @@ def eval_step_from_sums(sums_fn: Callable, finish: Optional[Callable] = None) ->
 
 
 def exact_means(jitted_sums: Callable, batches, *args) -> tuple:
-  """({name: mean over every real example of `batches`}, count), summed on the host in float64;
-  `jitted_sums(batch, *args) -> (sums, count)`."""
+  """({name: mean over every real example of `batches`}, count, FLOPs of all the calls), summed
+  on the host in float64; `jitted_sums(batch, *args) -> (sums, count)`, a call without loops."""
   totals: Dict[str, float] = {}
   count = 0.0
+  total_flops, per_shape = 0.0, {}
   for batch in batches:
+    shapes = tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
+    if shapes not in per_shape:
+      per_shape[shapes] = flops.of_call(jitted_sums, batch, *args)
+    total_flops += per_shape[shapes]
     sums, n = jax.device_get(jitted_sums(batch, *args))
     for k, v in sums.items():
       totals[k] = totals.get(k, 0.0) + float(v)
     count += float(n)
   if count == 0:
     raise errors.ConfigError("evaluate got no real examples (every batch was padding or none came).")
-  return {k: v / count for k, v in totals.items()}, count
+  return {k: v / count for k, v in totals.items()}, count, total_flops
 
 
 # ----------------------------------------------------------------------------------------------

@@ -260,8 +260,8 @@ def evaluate(variables, batches, rng, model: Autoencoder) -> Dict[str, float]:
   """The test reconstruction error over every real example of `batches`: mse, l1, psnr (dB) and
   kl (nats) per image, as eval_sums, and num_examples."""
   del rng
-  means, count = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
-  return {**means, "num_examples": count}
+  means, count, flops = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
+  return {**means, "num_examples": count, "flops": flops}
 
 
 def sample(variables, rng, n: int, model: Autoencoder, options: SampleOptions = SampleOptions()):

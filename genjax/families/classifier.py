@@ -105,12 +105,13 @@ _jitted_eval_sums = jax.jit(lambda batch, v, model: eval_sums(v, batch, None, mo
 def evaluate(variables, batches, rng, model: Classifier):
   """Exact test accuracy and cross-entropy over every (unpadded) example of `batches`."""
   del rng
-  means, n = step_lib.exact_means(_jitted_eval_sums, batches, variables, model)
+  means, n, flops = step_lib.exact_means(_jitted_eval_sums, batches, variables, model)
   return {
     "accuracy": means["accuracy"],
     "error_rate": 1.0 - means["accuracy"],
     "loss": means["loss"],
     "num_examples": int(n),
+    "flops": flops,
   }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax import data as data_lib
+from genjax.core import flops
 from genjax.perf import hlo_profile
 from genjax.perf.registry import synthetic_batch
 
@@ -63,10 +64,8 @@ def data_sheet_peak(device, dtype: str) -> Optional[float]:
 
 
 def cost_flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per device program
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get("flops", 0.0))
+  """XLA's FLOP count of a compiled (or lowered) call."""
+  return flops.of_cost(compiled.cost_analysis())
 
 
 def compiled_memory(compiled) -> Dict[str, int]:

@@ -480,8 +480,8 @@ _jitted_eval_sums = jax.jit(
 def evaluate(variables, batches, rng, model: GPT) -> Dict[str, float]:
   """The exact mean token NLL over every real example of `batches`, in nats and bits."""
   del rng
-  means, count = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
-  return {**finish(model)(means), "tokens": count}
+  means, count, flops = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
+  return {**finish(model)(means), "tokens": count, "flops": flops}
 
 
 def resolve_options(options: SampleOptions, model: GPT, exp: Experiment, info: DataInfo) -> SampleOptions:

@@ -180,8 +180,9 @@ _jitted_eval_sums = jax.jit(
 def evaluate(variables, batches, rng, model: Model) -> Dict[str, float]:
   """Exact test NLL: the mean over every real example of the batches given."""
   del rng
-  means, count = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
-  return {"nll_nats": means["nll_nats"], "bits_per_dim": with_bits(model, means)["bits_per_dim"], "examples": count}
+  means, count, flops = step_lib.exact_means(_jitted_eval_sums, batches, variables["params"], model)
+  bits = with_bits(model, means)["bits_per_dim"]
+  return {"nll_nats": means["nll_nats"], "bits_per_dim": bits, "examples": count, "flops": flops}
 
 
 def notes(exp: Experiment, model: Model) -> str:

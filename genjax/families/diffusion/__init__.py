@@ -44,6 +44,7 @@ import numpy as np
 
 from genjax import errors
 from genjax.config import ConfigError, Experiment
+from genjax.core import flops
 from genjax.core import step as step_lib
 from genjax.core.parallel import example_keys
 from genjax.data.datasets import first_examples
@@ -532,6 +533,25 @@ def full_bound(variables, x0, rng, model: Diffusion):
   )
 
 
+def full_bound_flops(variables, x0, rng, model: Diffusion) -> float:
+  """XLA's FLOP count of one `full_bound` call: its loop's body (one term) counted T times."""
+  cfg = model.config
+  labels = jnp.full((x0.shape[0],), model.num_classes or 0, jnp.int32)
+  one_term = jax.jit(
+    lambda v, x, r: likelihood.bound_term(
+      denoiser(v, labels, model, with_variance=True),
+      model.schedule(),
+      x,
+      r,
+      0,
+      variance=cfg.variance,
+      clip_denoised=cfg.clip_denoised,
+    )
+  )
+  with_one_trip = flops.of_call(full_bound, variables, x0, rng, model)  # XLA counts the body once
+  return with_one_trip + (model.schedule().num_timesteps - 1) * flops.of_call(one_term, variables, x0, rng)
+
+
 @functools.partial(jax.jit, static_argnames="model")
 def flow_log_likelihood(variables, x1, rng, model: Diffusion):
   """A "flow" model's log p(x1) in nats, f32[B], of the unconditional model (null label), by
@@ -598,14 +618,16 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
     return flow_evaluate(variables, batches, rng, model, max_examples)
   num_dims = math.prod(model.image_shape)
   totals = {"prior": 0.0, "diffusion": 0.0, "decoder": 0.0, "total": 0.0}
-  count = 0
+  count, total_flops, per_shape = 0, 0.0, {}
   for i, batch in enumerate(first_examples(batches, max_examples)):
     mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), np.float32)), np.float64)
     if not mask.any():
       break
-    terms = jax.device_get(
-      full_bound(variables, jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i), model)
-    )
+    x0, key = jnp.asarray(batch["image"], jnp.float32), jax.random.fold_in(rng, i)
+    if x0.shape not in per_shape:
+      per_shape[x0.shape] = full_bound_flops(variables, x0, key, model)
+    total_flops += per_shape[x0.shape]
+    terms = jax.device_get(full_bound(variables, x0, key, model))
     for k in totals:
       totals[k] += float(np.sum(np.asarray(terms[k], np.float64) * mask))
     count += int(mask.sum())
@@ -619,6 +641,7 @@ def evaluate(variables, batches, rng, model: Diffusion, max_examples: Optional[i
     "diffusion_bpd": totals["diffusion"] / bits,
     "decoder_bpd": totals["decoder"] / bits,
     "num_examples": count,
+    "flops": total_flops,
   }
 
 

@@ -32,19 +32,26 @@ def full_bound(
 ) -> dict:
   """Every term of the bound for each image, nats f32[B] each:
   prior (L_T), diffusion (sum of L_t over indices t = 1..T-1), decoder (L_0), total."""
-  B = x0_BxHxWxC.shape[0]
 
   def term(_, t):
-    noise = jax.random.normal(jax.random.fold_in(rng, t), x0_BxHxWxC.shape)
-    t_B = jnp.full((B,), t, jnp.int32)
-    xt = q_sample(sched, x0_BxHxWxC, t_B, noise)
-    x0_hat, v = _x0_hat(model_fn, xt, t_B, clip_denoised)
-    return None, vlb_term(sched, x0_BxHxWxC, xt, t_B, x0_hat, variance, v)
+    return None, bound_term(model_fn, sched, x0_BxHxWxC, rng, t, variance=variance, clip_denoised=clip_denoised)
 
   _, terms_TxB = jax.lax.scan(term, None, jnp.arange(sched.num_timesteps))
   prior_B = prior_term(sched, x0_BxHxWxC)
   diffusion_B, decoder_B = terms_TxB[1:].sum(axis=0), terms_TxB[0]
   return {"prior": prior_B, "diffusion": diffusion_B, "decoder": decoder_B, "total": prior_B + diffusion_B + decoder_B}
+
+
+def bound_term(
+  model_fn, sched: Schedule, x0_BxHxWxC: jax.Array, rng: jax.Array, t, *, variance: str, clip_denoised: bool = True
+) -> jax.Array:
+  """The bound's term L_t of each image at time index t (noise from fold_in(rng, t)), nats f32[B]:
+  one network evaluation; `full_bound` scans it over t = 0 .. T-1."""
+  noise = jax.random.normal(jax.random.fold_in(rng, t), x0_BxHxWxC.shape)
+  t_B = jnp.full((x0_BxHxWxC.shape[0],), t, jnp.int32)
+  xt = q_sample(sched, x0_BxHxWxC, t_B, noise)
+  x0_hat, v = _x0_hat(model_fn, xt, t_B, clip_denoised)
+  return vlb_term(sched, x0_BxHxWxC, xt, t_B, x0_hat, variance, v)
 
 
 def bound_estimate(
