@@ -82,11 +82,15 @@ def runs(tmp_path_factory):
   return root
 
 
-def run_main(capsys, *args):
+def run_main(capsys, *args, stderr=None):
+  """The JSON record genjax.evaluate prints for `args` (its stderr appended to `stderr` if given)."""
   from genjax import evaluate
 
   evaluate.main(list(args))
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  captured = capsys.readouterr()
+  if stderr is not None:
+    stderr.append(captured.err)
+  return json.loads(captured.out.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -95,7 +99,8 @@ def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
   from genjax.config import Data
   from genjax.metrics import features
 
-  record = run_main(capsys, "--workdir", str(runs / "classifier"))
+  stderr = []
+  record = run_main(capsys, "--workdir", str(runs / "classifier"), stderr=stderr)
   test = next(data.load(Data(name="digits"), "test").eval_batches(1000))
   n = int(test["mask"].sum())
   net = features.get("classifier_digits", classifier_dir=str(runs / "classifier"))
@@ -104,6 +109,12 @@ def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
   assert record["metrics"]["num_examples"] == n == 297
   assert record["metrics"]["accuracy"] == pytest.approx(want, abs=1e-9)
   assert record["metrics"]["accuracy"] > 0.3  # far above chance (0.1) after 40 steps
+  # The evaluation's FLOPs (XLA's count) beside the matmul rate measured on the spot, in the JSON and on stderr.
+  compute = record["compute"]
+  assert compute["flops"] > 0 and "flops" not in record["metrics"]
+  assert compute["flop_per_s"] == pytest.approx(compute["flops"] / compute["seconds"], rel=0.01)
+  assert compute["matmul_bound_seconds"] == pytest.approx(compute["flops"] / compute["matmul_flop_per_s"], abs=0.01)
+  assert f"evaluation: {compute['flops']:.3g} FLOP in" in stderr[0]
   with open(runs / "classifier" / "eval.jsonl") as f:
     assert json.loads(f.readlines()[-1]) == record
 
