@@ -151,9 +151,12 @@ def test_print_config_counts_what_the_model_holds_and_what_a_step_costs(capsys):
   """--print_config on the default VAE (an MLP on 8x8 digits, AdamW without EMA) and on a small
   GPT: the resolved config as JSON with the overrides applied, the parameter count of the
   architecture worked out by hand, the state's bytes (parameters + Adam's two moments, float32),
-  and XLA's FLOPs within 15% of 6 x parameters x examples for the MLP and of nanoGPT's
+  and XLA's FLOPs per step within 15% of 6 x parameters x examples for the MLP (run 5 steps per
+  call) and of nanoGPT's
   6N + 12 L d T per token for the GPT. Nothing is trained: no workdir is written."""
-  out = _print_config(["--config.train.batch_size=50", "--config.parallel.num_devices=1"], capsys)
+  # Five steps per call (a lax.scan over the step, whose body XLA counts once): still one step's FLOPs.
+  argv = ["--config.train.batch_size=50", "--config.parallel.num_devices=1", "--config.train.steps_per_call=5"]
+  out = _print_config(argv, capsys)
   config_json, _, summary = out.partition("\n}\n")
   config = json.loads(config_json + "\n}")
   assert config["train"]["batch_size"] == 50 and config["family"] == "vae"

@@ -59,9 +59,9 @@ def describe(exp: config_lib.Experiment, compile_step: bool = True) -> Dict[str,
     compiled = program.train_step.lower(_abstract_state(program), _example_batch(program), np.int32(0)).compile()
     out["compile_s"] = time.perf_counter() - t0
     # XLA counts one device's program (after SPMD partitioning on a mesh, the pmapped body under
-    # pmap): a step's FLOPs are that times the devices.
-    flops = cost_flops(compiled) * p.num_devices
-    out["flops_per_step"] = flops / exp.train.steps_per_call
+    # pmap): a step's FLOPs are that times the devices. Several steps per call are a lax.scan over
+    # the step, whose body XLA counts once: the count is already one step's.
+    out["flops_per_step"] = cost_flops(compiled) * p.num_devices
     memory = compiled_memory(compiled)
     out["step_bytes_per_device"] = memory["total_bytes"]
     out["temp_bytes_per_device"] = memory["temp_bytes"]
