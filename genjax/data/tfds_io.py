@@ -17,9 +17,11 @@ runs JAX: two native runtimes with their own thread pools and copies of the same
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.resources
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -79,11 +81,14 @@ def quiet_tensorflow():
   """TensorFlow's C++ log below errors and TFDS's absl lines below errors off (its warnings about
   a missing OpenCV or dataset_info.json of a folder being prepared are not the user's concern),
   in this process and the preparing child, so that `genjax.data.prepare` prints mostly its own
-  summary lines. TF_CPP_MIN_LOG_LEVEL set by the user wins. (TensorFlow's oneDNN notice is
-  printed before its logging starts and still shows.)"""
+  summary lines. TensorFlow's oneDNN notice is printed before its logging starts, whatever the
+  level: its oneDNN custom operations are turned off instead (TF_ENABLE_ONEDNN_OPTS=0; they change
+  float round-off only, and preparing a dataset decodes and copies integers). Either variable set
+  by the user wins."""
   import logging
 
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   for name in ("absl", "tensorflow", "tensorflow_datasets"):
     logging.getLogger(name).setLevel(logging.ERROR)
   try:
@@ -192,8 +197,10 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
   # Extracted copies of the raw files are only needed while preparing: keep them out of data_dir.
   with tempfile.TemporaryDirectory(prefix=f"genjax-{name}-", dir=data_dir) as download_dir:
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    said = io.StringIO()  # TFDS prints "Downloading and preparing ..." to stdout; genjax says it once
     try:
-      builder.download_and_prepare(download_dir=download_dir, download_config=config)
+      with contextlib.redirect_stdout(said):
+        builder.download_and_prepare(download_dir=download_dir, download_config=config)
     except download_manager.NonMatchingChecksumError as e:
       files = "\n".join(
         f"  {f.filename}: {f.size:,d} bytes, sha256 {f.sha256}, from {f.url}" for f in expected_files(name)
@@ -203,6 +210,9 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str]):
         f"(a truncated or different download?). TFDS said: {e}\nReplace it with a fresh copy of:\n"
         f"{files}\nthen rerun: {prepare_command(name, data_dir, _manual_root(manual_dir))}"
       ) from e
+    except BaseException:
+      sys.stdout.write(said.getvalue())  # what TFDS printed belongs with its error
+      raise
   return builder
 
 

@@ -259,6 +259,9 @@ def test_prepare_command_prepares_into_a_fresh_folder(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "tiny_shakespeare: prepared from" in result.stdout
+  # genjax's summary lines only: no TFDS "Downloading and preparing", absl or oneDNN notices
+  lines = (result.stdout + result.stderr).strip().splitlines()
+  assert all(line.startswith(("tiny_shakespeare:", "digits:", "done in")) for line in lines), lines
   ds = gd.load(Data(name="tiny_shakespeare", data_dir=str(tmp_path)), "test")
   assert ds.num_tokens == 1115394 - int(1115394 * 0.9) - (1115394 - int(1115394 * 0.9)) // 2
   again = subprocess.run(
