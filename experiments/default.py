@@ -5,11 +5,9 @@ Command:   python -m genjax.train --workdir /tmp/genjax-default
            (no --config: this file is the default; the same as --config experiments/default.py)
            python -m genjax.evaluate --workdir /tmp/genjax-default     (test NLL, k=5000)
 Hardware:  2-core CPU, no accelerator.
-Runtime:   18 s to train on the idle 2-core CPU (2026-12-04, RESULTS.md's first row); 2 minutes to train
-           (4000 steps of batch 100) and 2 minutes to evaluate, measured on a
-           2-core CPU shared with other jobs (2026-11-24); on the same CPU otherwise idle, training
-           takes 15 s (`python -m genjax.train --workdir W`, 2026-11-28: start-up, compilation and
-           four evaluations included; the 4000 steps themselves ~7.5 s).
+Runtime:   training (4000 steps of batch 100, evaluations and checkpoints included): 18 s on the
+           idle 2-core CPU, about 2 minutes on one shared with other jobs; the k=5000 evaluation
+           14 s idle (RESULTS.md's first row, with its commands and dates).
 Result:    measured 2026-11-24: test NLL 84.58 nats per 8x8 image (importance-sampled, k=5000,
            discretized logistic over the 17 grey levels; 1.91 bits/dim), test ELBO -91.29
            (KL 21.03, reconstruction -70.26), over the 297 test images. Samples (decoder means)
