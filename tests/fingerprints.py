@@ -44,6 +44,8 @@ CONFIGS = {
   "vae_binarized_mnist.py:iwae2": {},
   "vae_fixed_binarized_mnist.py": {},
   "vae_conv_fashion_mnist.py": {},
+  "vae_pythae_binarized_mnist.py": {},
+  "vqvae_fashion_mnist.py:cpu": {},
   "gpt_shakespeare_char.py:cpu": {},
   "gpt_shakespeare_char.py": {},
   "gpt2_small.py": {"train.batch_size": "2", "eval.batch_size": "2"},

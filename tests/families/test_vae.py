@@ -390,3 +390,24 @@ def test_the_iwae_papers_nll_is_a_float64_replay_of_the_same_draws_and_counts_it
 
   matmuls = 2 * 100 * (300 * (50 * 200 + 200 * 200 + 200 * 784) + 4 * (784 * 200 + 200 * 200 + 200 * 100))
   assert matmuls < out["flops"] < 1.08 * matmuls, (out["flops"], matmuls)
+
+
+def test_pythaes_vae_config_is_its_reproducibility_script():
+  """experiments/vae_pythae_binarized_mnist.py against pythae's reproducibility/vae.py: a
+  784-400-(40 mean, 40 log-variance) encoder and 40-400-784 decoder (676,864 parameters, counted
+  from the layer sizes), Adam at 1e-4 multiplied by 10^(-1/5) after epochs 200 and 350 of 500
+  steps (MultiStepLR stepped per epoch), 500 epochs of batch 100 on the fixed binarization."""
+  from genjax import config as config_lib
+  from genjax.core.optim import schedule
+
+  exp = config_lib.load_config_file("experiments/vae_pythae_binarized_mnist.py")
+  info = DataInfo("binarized_mnist", "image", (28, 28, 1), binary=True)
+  params = vae.init(jax.random.key(0), vae.make_model(exp.model, info))["params"]
+  want = (784 * 400 + 400) + (400 * 80 + 80) + (40 * 400 + 400) + (400 * 784 + 784)
+  assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == want == 676_864
+  assert exp.data.name == "binarized_mnist" and exp.data.binarize == "none" and exp.model.activation == "relu"
+  assert exp.train.batch_size == 100 and exp.train.steps == 500 * 500
+  lr = schedule(exp.optim, exp.train.steps)
+  for step, epochs_after_milestones in [(0, 0), (99_999, 0), (100_000, 1), (174_999, 1), (175_000, 2), (249_999, 2)]:
+    np.testing.assert_allclose(float(lr(step)), 1e-4 * 10 ** (-epochs_after_milestones / 5), rtol=1e-6)
+  assert exp.model.eval_samples == 200 and exp.optim.name == "adam" and exp.optim.eps == 1e-8
