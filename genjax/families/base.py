@@ -244,6 +244,27 @@ def loss_updates(loss: Callable, finish_fn: Optional[Callable] = None) -> Callab
   return updates
 
 
+def resolve_likelihood(cfg, info) -> str:
+  """An image model's likelihood: cfg.likelihood, where "auto" means Bernoulli for binarized data
+  and the discretized logistic otherwise."""
+  if cfg.likelihood == "auto":
+    return "bernoulli" if info.binary else "logistic"
+  return cfg.likelihood
+
+
+def reconstruction_pairs(x, reconstruct: Callable):
+  """Rows of images, each followed by the row of their reconstructions (`reconstruct(x)`), laid
+  out so that a square grid keeps the pairs aligned: as many rows of up to 8 as the batch fills."""
+  cols = 8
+  while cols > 2 and cols * cols // 2 > x.shape[0]:
+    cols -= 2
+  rows = cols // 2
+  x = x[: rows * cols]
+  recon = reconstruct(x)
+  pairs = jnp.stack([x.reshape(rows, cols, *x.shape[1:]), recon.reshape(rows, cols, *x.shape[1:])], 1)
+  return pairs.reshape(2 * rows * cols, *x.shape[1:])
+
+
 def check_options(family: Family, options) -> Any:
   """`options` (None: the defaults) as the family's SampleOptions, with defaults filled in."""
   if options is None:

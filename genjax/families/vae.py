@@ -339,12 +339,6 @@ def iwae_bound(terms: Dict[str, jax.Array]) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_likelihood(cfg: Config, info: DataInfo) -> str:
-  if cfg.likelihood == "auto":
-    return "bernoulli" if info.binary else "logistic"
-  return cfg.likelihood
-
-
 def check_config(cfg: Config, info: DataInfo) -> None:
   """Raises ConfigError, before anything compiles, for settings that cannot work together."""
   if info.kind != "image":
@@ -356,7 +350,7 @@ def check_config(cfg: Config, info: DataInfo) -> None:
     raise ConfigError(f"config.model.latents = {cfg.latents} must list positive sizes, e.g. (50,) or (100, 50).")
   if any(w <= 0 for w in cfg.hidden):
     raise ConfigError(f"config.model.hidden = {cfg.hidden} must hold positive widths.")
-  if resolve_likelihood(cfg, info) == "bernoulli" and not info.binary:
+  if base.resolve_likelihood(cfg, info) == "bernoulli" and not info.binary:
     raise ConfigError(
       f"config.model.likelihood='bernoulli' needs binary data, but {info.name!r} is not binarized: "
       f"set --config.data.binarize=dynamic (or threshold), or use likelihood=logistic."
@@ -393,7 +387,7 @@ def check_config(cfg: Config, info: DataInfo) -> None:
 def make_model(cfg: Config, info: DataInfo, dtype=jnp.float32) -> VAE:
   """The VAE module for model config `cfg` on data `info` (checked first)."""
   check_config(cfg, info)
-  return VAE(cfg, tuple(info.shape), resolve_likelihood(cfg, info), dtype=jnp.dtype(dtype))
+  return VAE(cfg, tuple(info.shape), base.resolve_likelihood(cfg, info), dtype=jnp.dtype(dtype))
 
 
 def draw_eps(model: VAE, keys_B: jax.Array, k: int) -> List[jax.Array]:
@@ -581,15 +575,9 @@ def pictures(variables, batch, rng, model: VAE, n: int = 64):
   (`rng` and `n` unused: both are fixed by the batch)."""
   del rng, n
   params = variables["params"]
-  x = jnp.asarray(batch["image"])
-  cols = 8
-  while cols > 2 and cols * cols // 2 > x.shape[0]:
-    cols -= 2
-  rows = cols // 2
-  x = x[: rows * cols]
-  recon = reconstruct(params, x, model)
-  pairs = jnp.stack([x.reshape(rows, cols, *x.shape[1:]), recon.reshape(rows, cols, *x.shape[1:])], 1)
-  out = {"reconstructions": pairs.reshape(2 * rows * cols, *x.shape[1:])}
+  out = {
+    "reconstructions": base.reconstruction_pairs(jnp.asarray(batch["image"]), lambda x: reconstruct(params, x, model))
+  }
   if model.config.latents[-1] == 2:
     variables = {"params": params}
     out["latent_traversal"] = model.apply(variables, _traversal_grid(model, variables), method=VAE.mean_image)

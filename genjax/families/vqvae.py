@@ -46,6 +46,7 @@ import numpy as np
 from genjax.config import ConfigError, Experiment
 from genjax.core import step as step_lib
 from genjax.data.info import DataInfo
+from genjax.families import base
 from genjax.nn import conv, quantize
 from genjax.nn.losses import MIN_LOG_SCALE, bernoulli_nll, discretized_logistic_log_prob, discretized_logistic_mean
 
@@ -155,12 +156,6 @@ class VQVAE:
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_likelihood(cfg: VQVAEConfig, info: DataInfo) -> str:
-  if cfg.likelihood == "auto":
-    return "bernoulli" if info.binary else "logistic"
-  return cfg.likelihood
-
-
 def check_config(cfg: VQVAEConfig, info: DataInfo) -> None:
   """ConfigError, before anything compiles, for settings that cannot work."""
   if info.kind != "image":
@@ -183,7 +178,7 @@ def check_config(cfg: VQVAEConfig, info: DataInfo) -> None:
       f"config.model.downsamples = {cfg.downsamples} halves the image {cfg.downsamples} times, so H and W must "
       f"be divisible by {factor}; {info.name!r} is {h}x{w}. Lower config.model.downsamples."
     )
-  if resolve_likelihood(cfg, info) == "bernoulli" and not info.binary:
+  if base.resolve_likelihood(cfg, info) == "bernoulli" and not info.binary:
     raise ConfigError(
       f"config.model.likelihood='bernoulli' needs binary data, but {info.name!r} is not binarized: set "
       "--config.data.binarize=dynamic (or threshold), or use likelihood=logistic."
@@ -192,7 +187,7 @@ def check_config(cfg: VQVAEConfig, info: DataInfo) -> None:
 
 def make_model(cfg: VQVAEConfig, info: DataInfo, dtype=jnp.float32) -> VQVAE:
   check_config(cfg, info)
-  likelihood = resolve_likelihood(cfg, info)
+  likelihood = base.resolve_likelihood(cfg, info)
   out = info.shape[-1] * (1 if likelihood == "bernoulli" else 2)
   dtype = jnp.dtype(dtype)
   return VQVAE(cfg, tuple(info.shape), likelihood, Encoder(cfg, dtype), Decoder(cfg, out, dtype))
@@ -363,15 +358,8 @@ def sample(variables, rng, n: int, model: VQVAE, options: SampleOptions = Sample
 def pictures(variables, batch, rng, model: VQVAE, n: int = 64):
   """Rows of test images, each followed by the row of their reconstructions through the codes."""
   del rng, n
-  x = jnp.asarray(batch["image"])
-  cols = 8
-  while cols > 2 and cols * cols // 2 > x.shape[0]:
-    cols -= 2
-  rows = cols // 2
-  x = x[: rows * cols]
-  recon = decode_codes(variables, codes_of(variables, x, model), model)
-  pairs = jnp.stack([x.reshape(rows, cols, *x.shape[1:]), recon.reshape(rows, cols, *x.shape[1:])], 1)
-  return {"reconstructions": pairs.reshape(2 * rows * cols, *x.shape[1:])}
+  reconstruct = lambda x: decode_codes(variables, codes_of(variables, x, model), model)  # noqa: E731
+  return {"reconstructions": base.reconstruction_pairs(jnp.asarray(batch["image"]), reconstruct)}
 
 
 def notes(exp: Experiment, model: VQVAE) -> str:
