@@ -63,7 +63,7 @@ from genjax.config import ConfigError, Experiment
 from genjax.core import parallel
 from genjax.core import step as step_lib
 from genjax.data.info import DataInfo
-from genjax.families import base
+from genjax.families import base, frozen
 from genjax.nn import autoencoder_kl
 from genjax.nn.autoencoder_kl import AutoencoderKL
 
@@ -418,50 +418,6 @@ def _diffusers_module(where: str, data: dict) -> AutoencoderKL:
   )
 
 
-def _checkpoint_steps(workdir: str) -> list:
-  """The steps of the run's finished checkpoints, newest first (Orbax's temporary folders skipped)."""
-  folder = os.path.join(workdir, "checkpoints")
-  names = os.listdir(folder) if os.path.isdir(folder) else []
-  return sorted((int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(folder, n))), reverse=True)
-
-
-def _restore_params(state_dir: str) -> Tuple[dict, bool]:
-  """(params, whether they are the EMA's) of one checkpoint's saved TrainState, read with Orbax
-  into host arrays without a target (nothing is written)."""
-  import orbax.checkpoint as ocp
-
-  with ocp.StandardCheckpointer() as checkpointer:
-    tree = checkpointer.restore(state_dir)
-  ema = tree.get("ema_params") if isinstance(tree, dict) else None
-  params = ema if ema else tree["params"]
-  return jax.tree.map(jnp.asarray, params), bool(ema)
-
-
-def _newest_params(workdir: str) -> Tuple[dict, int, bool]:
-  """(params, step, is EMA) of the newest readable checkpoint of a run, read-only; a newer one
-  that cannot be read is named in a warning (and left where it is)."""
-  steps = _checkpoint_steps(workdir)
-  if not steps:
-    raise errors.MissingError(
-      f"{workdir} is a genjax autoencoder run without a checkpoint in {os.path.join(workdir, 'checkpoints')}: "
-      "train it past train.checkpoint_every steps (or until it ends), then load it."
-    )
-  failures = []
-  for step in steps:
-    try:
-      params, is_ema = _restore_params(os.path.join(workdir, "checkpoints", str(step), "state"))
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back the same way
-      failures.append(f"{step} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
-      continue
-    if failures:
-      log.warning("%s: checkpoints %s cannot be read; using checkpoint %d.", workdir, ", ".join(failures), step)
-    return params, step, is_ema
-  raise errors.CheckpointError(
-    f"No checkpoint of the autoencoder run {workdir} can be read: {'; '.join(failures)}. "
-    "Nothing was changed; train the run again (or resume it) so that it saves a readable checkpoint."
-  )
-
-
 def _check_family(workdir: str, data: dict) -> None:
   """ConfigError naming the family when `workdir` is a run of another family."""
   family = data.get("family")
@@ -510,7 +466,9 @@ def load_frozen(path) -> Tuple[AutoencoderKL, Dict[str, Any]]:
     module = AutoencoderKL() if data is None else _diffusers_module(where, data)
     return module, autoencoder_kl.load_weights(where, module)
   _check_family(where, data)
-  params, step, is_ema = _newest_params(where)
+  tree, step = frozen.newest_state(where, "autoencoder run")
+  variables, is_ema = frozen.weights(tree)
+  params = variables["params"]
   log.info("Autoencoder of %s: checkpoint %d, %s weights.", where, step, "EMA" if is_ema else "raw")
   return _run_module(data, params), {"params": params}
 
