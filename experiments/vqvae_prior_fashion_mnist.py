@@ -79,4 +79,3 @@ def get_config(arg: str = "") -> C.Experiment:
     # The 10,000 test images; 64 samples in the grid at each evaluation.
     eval=C.Eval(num_batches=10, batch_size=1000, num_samples=64),
   )
-
