@@ -38,7 +38,7 @@ CIFAR10 = {
   ),
 }
 # sum(p.numel() for p in SongUNet(...).parameters()) of EDM's own SongUNet, from
-#   /work/venv/bin/python experiments/reference/torch_edm_song_unet.py --edm /work/refs/NVlabs+edm --out /tmp/edmref
+#   python experiments/reference/torch_edm_song_unet.py --edm EDM_CHECKOUT --out /tmp/edmref
 # (its counts.json; torch 2.13.0, NVlabs/edm training/networks.py): the paper's 55.7M and 56.4M.
 EDM_COUNTS = {
   "ddpmpp_uncond": 55_733_891,
