@@ -343,14 +343,6 @@ def optimizers(exp: Experiment, model: CodePrior):
   return gpt.optimizers(exp, model.gpt)
 
 
-def resolve_options(options: SampleOptions, model: CodePrior, exp: Experiment, info: DataInfo) -> SampleOptions:
-  if options.top_p is not None and not 0.0 < options.top_p <= 1.0:
-    raise ConfigError(f"top_p must lie in (0, 1], got {options.top_p}.")
-  if options.top_k is not None and options.top_k < 0:
-    raise ConfigError(f"top_k must be >= 0 (0: off), got {options.top_k}.")
-  return options
-
-
 def notes(exp: Experiment, model: CodePrior) -> str:
   h, w = model.latent_shape
   n = gpt.num_params(model.gpt)
