@@ -185,7 +185,9 @@ def test_the_gpu_suite_dry_run_measures_every_item(tmp_path):
       "(python -m genjax.data.export; .ci/run makes it)"
     )
   out = tmp_path / "suite"
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=REPO)
+  # one device, as on the accelerator machine; the tests' LLVM optimisation level (conftest.py)
+  level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level=")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(level), PYTHONPATH=REPO)
   run = subprocess.run(
     [sys.executable, "-m", "genjax.reproduce", "gpu", "--dry_run", "--out", str(out), "--data_dir", data],
     capture_output=True,

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from genjax import errors
 from genjax.nn.embeddings import sinusoidal_embedding
-from genjax.nn.norm import Dropout
+from genjax.nn.norm import Dropout, GroupNorm
 
 # The TensorFlow code's default_init(scale=1.0): variance scaling, fan_avg, uniform.
 _default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -33,7 +33,7 @@ _zero_init = nn.initializers.zeros
 
 def _group_norm(x, name: str):
   """GroupNorm(32) whose statistics and affine transform run in float32; cast back to x's dtype."""
-  y = nn.GroupNorm(num_groups=min(32, x.shape[-1]), epsilon=1e-6, dtype=jnp.float32, name=name)(x.astype(jnp.float32))
+  y = GroupNorm(num_groups=min(32, x.shape[-1]), epsilon=1e-6, dtype=jnp.float32, name=name)(x.astype(jnp.float32))
   return y.astype(x.dtype)
 
 
