@@ -198,10 +198,10 @@ def compute_rate(flops: float, seconds: float, program, log) -> dict:
   )
   return {
     "flops": flops,
-    "seconds": round(seconds, 2),
+    "seconds": round(seconds, 3),
     "flop_per_s": flops / seconds,
     "matmul_flop_per_s": rate,
-    "matmul_bound_seconds": round(bound, 2),
+    "matmul_bound_seconds": round(bound, 3),
     "x_matmul_bound": round(seconds / bound, 3),
   }
 
