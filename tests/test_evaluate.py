@@ -115,7 +115,9 @@ def test_family_evaluation_of_the_classifier_is_its_test_accuracy(runs, capsys):
   # The JSON's seconds are rounded to the millisecond, the rate is not: the rate's time is within
   # half a millisecond of them, whatever the evaluation took (a relative bound failed on a 0.3 s run).
   assert compute["flops"] / compute["flop_per_s"] == pytest.approx(compute["seconds"], abs=0.0005 + 1e-9)
-  assert compute["matmul_bound_seconds"] == pytest.approx(compute["flops"] / compute["matmul_flop_per_s"], abs=0.0005 + 1e-9)
+  assert compute["matmul_bound_seconds"] == pytest.approx(
+    compute["flops"] / compute["matmul_flop_per_s"], abs=0.0005 + 1e-9
+  )
   assert f"evaluation: {compute['flops']:.3g} FLOP in" in stderr[0]
   with open(runs / "classifier" / "eval.jsonl") as f:
     assert json.loads(f.readlines()[-1]) == record
