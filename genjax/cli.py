@@ -77,10 +77,14 @@ CPU_TUNING = {"0.10.2": ("--xla_cpu_experimental_ynn_fusion_type=dot,reduce,indi
 CPU_TUNING_SWITCH = "GENJAX_XLA_CPU_TUNING"  # "off": XLA's own defaults
 
 
+def cpu_tuning_off() -> bool:
+  return os.environ.get(CPU_TUNING_SWITCH, "").lower() in ("off", "0", "false")
+
+
 def cpu_tuned_xla_flags(flags: str = "") -> str:
   """`flags` (an XLA_FLAGS value) with genjax's XLA:CPU settings for the installed jaxlib
   (CPU_TUNING) added, unless $GENJAX_XLA_CPU_TUNING is "off" or `flags` already sets them."""
-  if os.environ.get(CPU_TUNING_SWITCH, "").lower() in ("off", "0", "false"):
+  if cpu_tuning_off():
     return flags
   from importlib import metadata
 
@@ -95,8 +99,14 @@ def cpu_tuned_xla_flags(flags: str = "") -> str:
 
 def apply_cpu_tuning() -> None:
   """Puts cpu_tuned_xla_flags into $XLA_FLAGS for this process (before JAX starts its backend)
-  and the processes it starts."""
+  and the processes it starts, and lowers JAX's Threefry hash for XLA:CPU without its rolled loop
+  (genjax.core.threefry: the same random bits, several times faster), unless
+  $GENJAX_XLA_CPU_TUNING is "off"."""
   os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ.get("XLA_FLAGS", ""))
+  if not cpu_tuning_off():
+    from genjax.core import threefry
+
+    threefry.use_unrolled_lowering()
 
 
 def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:

@@ -1,5 +1,5 @@
 """Every test sees 8 simulated CPU devices, so parallel code paths run on one machine, with the
-XLA:CPU settings of genjax's commands (genjax.cli.CPU_TUNING).
+XLA:CPU settings of genjax's commands (genjax.cli.apply_cpu_tuning).
 
 The tests and every process they start share one persistent compilation cache
 (JAX_COMPILATION_CACHE_DIR, default .data/compilation_cache in the checkout): a program that one
@@ -17,13 +17,14 @@ import sys
 import pytest
 
 from genjax import compile_cache
-from genjax.cli import cpu_tuned_xla_flags, simulated_devices_xla_flags
+from genjax.cli import apply_cpu_tuning, simulated_devices_xla_flags
 
 _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(8, os.environ.get("XLA_FLAGS", ""))
-# the XLA:CPU settings genjax's commands run with (genjax.cli.CPU_TUNING), here and in every child
-os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ["XLA_FLAGS"])
+# the XLA:CPU settings genjax's commands run with (genjax.cli.CPU_TUNING), here and in every child,
+# and their Threefry lowering (genjax.core.threefry)
+apply_cpu_tuning()
 # Two settings for tests only, each kept when XLA_FLAGS already sets it:
 # - LLVM at optimisation level 1 instead of XLA's default: most tests compile far more than they
 #   run. On the 2-core CPU (fresh compilation cache, one process) the GAN end-to-end test and the

@@ -21,9 +21,10 @@ import tempfile
 
 if __name__ == "__main__" and "--compare" not in sys.argv:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from genjax.cli import cpu_tuned_xla_flags, simulated_devices_xla_flags
+  from genjax.cli import apply_cpu_tuning, simulated_devices_xla_flags
 
-  os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(simulated_devices_xla_flags(2, os.environ.get("XLA_FLAGS", "")))
+  os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(2, os.environ.get("XLA_FLAGS", ""))
+  apply_cpu_tuning()  # genjax's commands' XLA:CPU flags and Threefry lowering
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
