@@ -77,8 +77,24 @@ CPU_TUNING = {"0.10.2": ("--xla_cpu_experimental_ynn_fusion_type=dot,reduce,indi
 CPU_TUNING_SWITCH = "GENJAX_XLA_CPU_TUNING"  # "off": XLA's own defaults
 
 
+# genjax.threefry's lowering of JAX's random numbers, for the jaxlibs measured with it: on 0.10.2
+# it keeps every bit and hashes a dropout mask ~7x faster (the ddpm_mnist.py:cpu step 1.27x -> 1.19x
+# diffusers' time); with jax 0.12.0.1 (Python 3.12) XLA compiled the stack test's small GPT train
+# step (dropout 0.1) for over 400 s with it, against 15 s without, so it stays off there.
+UNROLLED_THREEFRY_JAXLIBS = ("0.10.2",)
+
+
 def cpu_tuning_off() -> bool:
   return os.environ.get(CPU_TUNING_SWITCH, "").lower() in ("off", "0", "false")
+
+
+def _jaxlib_version() -> Optional[str]:
+  from importlib import metadata
+
+  try:
+    return metadata.version("jaxlib")
+  except metadata.PackageNotFoundError:
+    return None
 
 
 def cpu_tuned_xla_flags(flags: str = "") -> str:
@@ -86,25 +102,25 @@ def cpu_tuned_xla_flags(flags: str = "") -> str:
   (CPU_TUNING) added, unless $GENJAX_XLA_CPU_TUNING is "off" or `flags` already sets them."""
   if cpu_tuning_off():
     return flags
-  from importlib import metadata
-
-  try:
-    tuning = CPU_TUNING.get(metadata.version("jaxlib"), ())
-  except metadata.PackageNotFoundError:
-    return flags
+  tuning = CPU_TUNING.get(_jaxlib_version(), ())
   kept = flags.split()
   extra = [f for f in tuning if not any(k.startswith(f.split("=")[0] + "=") for k in kept)]
   return " ".join([*kept, *extra])
 
 
+def unrolled_threefry_wanted() -> bool:
+  """Whether this process should lower JAX's Threefry unrolled on CPU (genjax.threefry): on the
+  jaxlibs measured with it, unless $GENJAX_XLA_CPU_TUNING is "off"."""
+  return not cpu_tuning_off() and _jaxlib_version() in UNROLLED_THREEFRY_JAXLIBS
+
+
 def apply_cpu_tuning() -> None:
   """Puts cpu_tuned_xla_flags into $XLA_FLAGS for this process (before JAX starts its backend)
-  and the processes it starts, and lowers JAX's Threefry hash for XLA:CPU without its rolled loop
-  (genjax.core.threefry: the same random bits, several times faster), unless
-  $GENJAX_XLA_CPU_TUNING is "off"."""
+  and the processes it starts, and, where unrolled_threefry_wanted, lowers JAX's Threefry hash for
+  XLA:CPU without its rolled loop (genjax.threefry: the same random bits, several times faster)."""
   os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ.get("XLA_FLAGS", ""))
-  if not cpu_tuning_off():
-    from genjax.core import threefry
+  if unrolled_threefry_wanted():
+    from genjax import threefry
 
     threefry.use_unrolled_lowering()
 

@@ -23,7 +23,7 @@ _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(8, os.environ.get("XLA_FLAGS", ""))
 # the XLA:CPU settings genjax's commands run with (genjax.cli.CPU_TUNING), here and in every child,
-# and their Threefry lowering (genjax.core.threefry)
+# and their Threefry lowering (genjax.threefry)
 apply_cpu_tuning()
 # Two settings for tests only, each kept when XLA_FLAGS already sets it:
 # - LLVM at optimisation level 1 instead of XLA's default: most tests compile far more than they

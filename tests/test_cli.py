@@ -104,3 +104,18 @@ def test_cpu_tuning_flags_are_added_once_only_for_the_measured_jaxlib(monkeypatc
   monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
   monkeypatch.setenv(cli.CPU_TUNING_SWITCH, "off")
   assert cli.cpu_tuned_xla_flags("") == ""
+
+
+def test_the_unrolled_threefry_only_for_the_measured_jaxlib(monkeypatch):
+  from importlib import metadata
+
+  from genjax import cli
+
+  monkeypatch.delenv(cli.CPU_TUNING_SWITCH, raising=False)
+  monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
+  assert cli.unrolled_threefry_wanted()
+  monkeypatch.setattr(metadata, "version", lambda name: "0.12.0.1")  # XLA compiled a GPT step for minutes
+  assert not cli.unrolled_threefry_wanted()
+  monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
+  monkeypatch.setenv(cli.CPU_TUNING_SWITCH, "off")
+  assert not cli.unrolled_threefry_wanted()

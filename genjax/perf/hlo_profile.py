@@ -11,7 +11,8 @@ Every operation is put in one phase, from the names JAX records for it (`op_name
   forward         the loss and what it needs (under `jvp(...)`)
   backward        its gradient (`transpose(jvp(...))`)
   optimizer       the optimizer update, EMA and the new state (genjax.core.step's `optimizer` scope)
-  random numbers  threefry key derivation and bit generation
+  random numbers  threefry key derivation and bit generation, and the fusions made mostly of it
+                  (a dropout mask hashed inside the fusion that applies it)
   copies          copies and transposes XLA inserted between the others (e.g. a parameter laid
                   out afresh for a matmul)
   other           the rest (metrics, loop control)
@@ -40,6 +41,7 @@ from genjax.trainer import program as program_lib
 PHASES = ("forward", "backward", "optimizer", "random numbers", "copies", "other")
 MATMUL_OPCODES = ("dot", "convolution")
 _RANDOM_MARKERS = ("threefry", "random_bits", "random_split", "random_fold_in", "_uniform", "_normal", "_bernoulli")
+_BOOKKEEPING_OPCODES = ("parameter", "constant", "bitcast", "get-tuple-element", "tuple")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Instruction:
   opcode: str
   op_name: str  # JAX's name for the operation it came from ("" when none)
   matmul: bool  # a dot or convolution, or a fusion / library call that contains one
+  random: bool = False  # a fusion whose operations come mostly from random-number code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +113,29 @@ def parse_hlo(text: str) -> Dict[str, Instruction]:
       contains_matmul[comp] = found
     return contains_matmul[comp]
 
+  def mostly_random(comp: str) -> bool:
+    """More than half of the computation's operations come from random-number code (genjax's
+    unrolled Threefry, genjax.threefry, fuses into the operations that use its bits)."""
+    ops = [rest for _, opcode, rest in computations.get(comp, ()) if opcode not in _BOOKKEEPING_OPCODES]
+    marked = sum(any(marker in rest for marker in _RANDOM_MARKERS) for rest in ops)
+    return 2 * marked > len(ops) > 0
+
   out: Dict[str, Instruction] = {}
   for instructions in computations.values():
     for name, opcode, rest in instructions:
       op_name = re.search(r'op_name="([^"]*)"', rest)
-      matmul = opcode in MATMUL_OPCODES
+      matmul, random = opcode in MATMUL_OPCODES, False
       if opcode in ("fusion", "custom-call"):
-        matmul = matmul or "matmul" in rest or any(has_matmul(c) for c in re.findall(r"calls=%?([\w.\-]+)", rest))
-      out[name] = Instruction(name, opcode, op_name.group(1) if op_name else "", matmul)
+        callees = re.findall(r"calls=%?([\w.\-]+)", rest)
+        matmul = matmul or "matmul" in rest or any(has_matmul(c) for c in callees)
+        random = opcode == "fusion" and not matmul and any(mostly_random(c) for c in callees)
+      out[name] = Instruction(name, opcode, op_name.group(1) if op_name else "", matmul, random)
   return out
 
 
 def phase_of(instruction: Instruction) -> str:
   name = instruction.op_name
-  if any(marker in name for marker in _RANDOM_MARKERS):
+  if instruction.random or any(marker in name for marker in _RANDOM_MARKERS):
     return "random numbers"
   if "/optimizer" in name or name.startswith("optimizer"):
     return "optimizer"

@@ -12,11 +12,13 @@ words for its eleven dropout masks.
 `use_unrolled_lowering()` registers the unrolled form as the CPU lowering of JAX's primitive. The
 function is Threefry-2x32 with 20 rounds (Salmon et al. 2011, "Parallel random numbers: as easy as
 1, 2, 3"; the rotation constants and key schedule of its Random123 reference), i.e. the algorithm
-JAX's loop computes, so every draw keeps its bits (tests/core/test_threefry.py checks the
+JAX's loop computes, so every draw keeps its bits (tests/test_threefry.py checks the
 Random123 known-answer vectors and bit equality with JAX's own lowering in a separate process).
 genjax's commands register it together with their XLA:CPU settings (genjax.cli.apply_cpu_tuning;
-GENJAX_XLA_CPU_TUNING=off keeps JAX's lowering); code that imports genjax's modules into its own
-programs can call it once, before compiling.
+GENJAX_XLA_CPU_TUNING=off keeps JAX's lowering), on the jaxlibs measured with it
+(genjax.cli.UNROLLED_THREEFRY_JAXLIBS): with jax 0.12.0.1, XLA compiled a small GPT train step with
+dropout for over 400 s with this lowering, 15 s without. Code that imports genjax's modules into
+its own programs can call it once, before compiling.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""genjax.core.threefry: the unrolled Threefry lowering for XLA:CPU is Threefry-2x32-20 (the
+"""genjax.threefry: the unrolled Threefry lowering for XLA:CPU is Threefry-2x32-20 (the
 Random123 known-answer vectors) and gives every jax.random draw the bits of JAX's own lowering."""
 
 import json
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.core import threefry
+from genjax import threefry
 
 # Random123's known-answer test vectors for threefry2x32_20 (kat_vectors in the Random123
 # distribution, also in JAX's random tests): key, counter, result.
@@ -25,7 +25,7 @@ KAT = [
 _DRAWS = """
 import json, sys, jax, jax.numpy as jnp, numpy as np
 if sys.argv[1] == "unrolled":
-  from genjax.core import threefry
+  from genjax import threefry
   assert threefry.use_unrolled_lowering()
 k = jax.random.key(1234)
 draw = jax.jit(lambda k: (
