@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -168,8 +169,10 @@ def test_ddim_with_eta_one_on_all_steps_follows_ddpm():
   T, n, mu, s = 100, 4000, 0.3, 0.5
   sched = schedules.make_schedule("linear", T)
   model_fn = gaussian_model(mu, s)(sched)
+  # a fixed key per sampler (str hash() changes with every process, which made this test a lottery:
+  # deterministic DDIM's 100-step std is 0.488 +- 0.004 over seeds, against the 0.02 bound below)
   run = lambda name, **kw: samplers.get(name)(
-    model_fn, sched, jax.random.key(hash(name) % 1000), (n, 2, 2, 1), clip_denoised=False, **kw
+    model_fn, sched, jax.random.key(zlib.crc32(name.encode()) % 1000), (n, 2, 2, 1), clip_denoised=False, **kw
   )
   ddpm = run("ddpm", variance="fixedsmall")
   ddim = run("ddim", num_steps=T, eta=1.0)
