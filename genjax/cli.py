@@ -82,6 +82,7 @@ CPU_TUNING_SWITCH = "GENJAX_XLA_CPU_TUNING"  # "off": XLA's own defaults
 # diffusers' time); with jax 0.12.0.1 (Python 3.12) XLA compiled the stack test's small GPT train
 # step (dropout 0.1) for over 400 s with it, against 15 s without, so it stays off there.
 UNROLLED_THREEFRY_JAXLIBS = ("0.10.2",)
+UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolled) lowering
 
 
 def cpu_tuning_off() -> bool:
@@ -110,7 +111,9 @@ def cpu_tuned_xla_flags(flags: str = "") -> str:
 
 def unrolled_threefry_wanted() -> bool:
   """Whether this process should lower JAX's Threefry unrolled on CPU (genjax.threefry): on the
-  jaxlibs measured with it, unless $GENJAX_XLA_CPU_TUNING is "off"."""
+  jaxlibs measured with it, unless $GENJAX_XLA_CPU_TUNING or $GENJAX_UNROLLED_THREEFRY is "off"."""
+  if os.environ.get(UNROLLED_THREEFRY_SWITCH, "").lower() in ("off", "0", "false"):
+    return False
   return not cpu_tuning_off() and _jaxlib_version() in UNROLLED_THREEFRY_JAXLIBS
 
 

@@ -112,8 +112,12 @@ def test_the_unrolled_threefry_only_for_the_measured_jaxlib(monkeypatch):
   from genjax import cli
 
   monkeypatch.delenv(cli.CPU_TUNING_SWITCH, raising=False)
+  monkeypatch.delenv(cli.UNROLLED_THREEFRY_SWITCH, raising=False)  # the tests' own setting (conftest)
   monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
   assert cli.unrolled_threefry_wanted()
+  monkeypatch.setenv(cli.UNROLLED_THREEFRY_SWITCH, "off")
+  assert not cli.unrolled_threefry_wanted() and cli.cpu_tuned_xla_flags("")  # the flags stay
+  monkeypatch.delenv(cli.UNROLLED_THREEFRY_SWITCH)
   monkeypatch.setattr(metadata, "version", lambda name: "0.12.0.1")  # XLA compiled a GPT step for minutes
   assert not cli.unrolled_threefry_wanted()
   monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
