@@ -110,7 +110,56 @@ def _losses(workdir):
   ]
 
 
-@pytest.mark.parametrize("name", ["vae", "gan", "gpt", "pixelcnn", "diffusion", "classifier"])
+# The GPU suite's dry run first, then the families from the quickest: the order .ci/run's second
+# stack (two workers, --dist worksteal) needs to finish in about the longest test plus the shortest
+# ones (there: dry run 102 s; diffusion 47, gan 35, pixelcnn 28, gpt 20, vae 18, classifier 13).
+def test_the_gpu_suite_dry_run_measures_every_item(tmp_path):
+  """`python -m genjax.reproduce gpu --dry_run`: every item of the GPU suite, tiny, on this CPU, from
+  a portable export (GENJAX_EXPORT_DIR: mnist, tiny_shakespeare, binarized_mnist), so the first
+  minutes on a GPU are not spent on an import or shape error. It rehearses the accelerator
+  machine, whose stack has no TensorFlow Datasets: `.ci/run` runs it on its second stack, which is
+  that stack, and a stack with TFDS skips it (4-5 minutes on a 2-core CPU)."""
+  if importlib.util.find_spec("tensorflow_datasets") is not None:
+    pytest.skip(
+      "the GPU suite's dry run rehearses the accelerator machine's stack, which has no TensorFlow "
+      "Datasets; .ci/run runs it on that stack (requirements-py312.txt). Here: python -m "
+      "genjax.reproduce gpu --dry_run --out DIR --data_dir $GENJAX_EXPORT_DIR"
+    )
+  data = os.environ.get("GENJAX_EXPORT_DIR")
+  if not data or not all(
+    os.path.isdir(os.path.join(data, n)) for n in ("mnist", "tiny_shakespeare", "binarized_mnist")
+  ):
+    pytest.skip(
+      "needs GENJAX_EXPORT_DIR with mnist, tiny_shakespeare and binarized_mnist exported "
+      "(python -m genjax.data.export; .ci/run makes it)"
+    )
+  out = tmp_path / "suite"
+  # one device, as on the accelerator machine; the tests' LLVM optimisation level (conftest.py)
+  level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level=")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(level), PYTHONPATH=REPO)
+  run = subprocess.run(
+    [sys.executable, "-m", "genjax.reproduce", "gpu", "--dry_run", "--out", str(out), "--data_dir", data],
+    capture_output=True,
+    text=True,
+    timeout=1500,
+    cwd=REPO,
+    env=env,
+  )
+  assert run.returncode == 0, run.stderr[-3000:]
+  records = [json.loads(line) for line in open(out / "results.jsonl")]
+  assert [r["item"] for r in records] == ["bench", "shakespeare", "classifier", "pacgan1", "pacgan2", "iwae"]
+  failed = {r["item"]: r.get("error") or r.get("skipped") for r in records if "error" in r or "skipped" in r}
+  assert not failed, failed
+  by_name = {r["item"]: r["result"] for r in records}
+  assert {row["name"] for row in by_name["bench"]["bfloat16"]["rows"]} == {"gpt2_small", "ddpm_cifar10"}
+  assert by_name["shakespeare"]["evaluation"]["metrics"]["loss"] > 0
+  assert 0 < by_name["pacgan2"]["evaluation"]["metrics"]["modes"] <= 1000
+  assert by_name["iwae"]["evaluation"]["metrics"]["nll"] > 0
+  table = (out / "results.md").read_text()
+  assert "gpt2_small bfloat16" in table and "pacgan2" in table
+
+
+@pytest.mark.parametrize("name", ["classifier", "vae", "gpt", "pixelcnn", "gan", "diffusion"])
 def test_each_family_trains_resumes_samples_and_evaluates(name, text_export, tmp_path, capsys):
   exp = experiments(text_export)[name]
   straight = str(tmp_path / "straight")
@@ -162,49 +211,3 @@ def test_each_family_trains_resumes_samples_and_evaluates(name, text_export, tmp
     evaluate.main(["--workdir", straight, "--max_examples", "4", "--batch_size", "8", "--no_log"])
   record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert record["step"] == 4 and record["metrics"]
-
-
-def test_the_gpu_suite_dry_run_measures_every_item(tmp_path):
-  """`python -m genjax.reproduce gpu --dry_run`: every item of the GPU suite, tiny, on this CPU, from
-  a portable export (GENJAX_EXPORT_DIR: mnist, tiny_shakespeare, binarized_mnist), so the first
-  minutes on a GPU are not spent on an import or shape error. It rehearses the accelerator
-  machine, whose stack has no TensorFlow Datasets: `.ci/run` runs it on its second stack, which is
-  that stack, and a stack with TFDS skips it (4-5 minutes on a 2-core CPU)."""
-  if importlib.util.find_spec("tensorflow_datasets") is not None:
-    pytest.skip(
-      "the GPU suite's dry run rehearses the accelerator machine's stack, which has no TensorFlow "
-      "Datasets; .ci/run runs it on that stack (requirements-py312.txt). Here: python -m "
-      "genjax.reproduce gpu --dry_run --out DIR --data_dir $GENJAX_EXPORT_DIR"
-    )
-  data = os.environ.get("GENJAX_EXPORT_DIR")
-  if not data or not all(
-    os.path.isdir(os.path.join(data, n)) for n in ("mnist", "tiny_shakespeare", "binarized_mnist")
-  ):
-    pytest.skip(
-      "needs GENJAX_EXPORT_DIR with mnist, tiny_shakespeare and binarized_mnist exported "
-      "(python -m genjax.data.export; .ci/run makes it)"
-    )
-  out = tmp_path / "suite"
-  # one device, as on the accelerator machine; the tests' LLVM optimisation level (conftest.py)
-  level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level=")]
-  env = dict(os.environ, XLA_FLAGS=" ".join(level), PYTHONPATH=REPO)
-  run = subprocess.run(
-    [sys.executable, "-m", "genjax.reproduce", "gpu", "--dry_run", "--out", str(out), "--data_dir", data],
-    capture_output=True,
-    text=True,
-    timeout=1500,
-    cwd=REPO,
-    env=env,
-  )
-  assert run.returncode == 0, run.stderr[-3000:]
-  records = [json.loads(line) for line in open(out / "results.jsonl")]
-  assert [r["item"] for r in records] == ["bench", "shakespeare", "classifier", "pacgan1", "pacgan2", "iwae"]
-  failed = {r["item"]: r.get("error") or r.get("skipped") for r in records if "error" in r or "skipped" in r}
-  assert not failed, failed
-  by_name = {r["item"]: r["result"] for r in records}
-  assert {row["name"] for row in by_name["bench"]["bfloat16"]["rows"]} == {"gpt2_small", "ddpm_cifar10"}
-  assert by_name["shakespeare"]["evaluation"]["metrics"]["loss"] > 0
-  assert 0 < by_name["pacgan2"]["evaluation"]["metrics"]["modes"] <= 1000
-  assert by_name["iwae"]["evaluation"]["metrics"]["nll"] > 0
-  table = (out / "results.md").read_text()
-  assert "gpt2_small bfloat16" in table and "pacgan2" in table
