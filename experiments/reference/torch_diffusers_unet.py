@@ -10,7 +10,9 @@ Run with a Python that has torch and diffusers (kept out of genjax's requirement
 The spec holds genjax's diffusion.Config fields that shape the network (ch, ch_mult,
 num_res_blocks, attn_resolutions, dropout, num_classes), the image shape, the batch and the
 optimiser's figures; it prints one JSON line: parameters, ms per step (the mean and the median over
-the steps after `--warmup`), the last loss, torch's version and threads. The mapping to UNet2DModel is the one
+the steps after `--warmup`), the last loss, torch's version and threads; `--profile N` first prints
+torch.profiler's table of operators over N more steps (run it under `taskset -c 0` beside
+`python -m genjax.profile` to compare where each step's time goes). The mapping to UNet2DModel is the one
 diffusers uses for DDPM's own CIFAR-10 checkpoint (google/ddpm-cifar10-32): DownBlock2D /
 AttnDownBlock2D per level by whether its feature size attends, one attention head over all
 channels, GroupNorm(32) with eps 1e-6, the sinusoidal embedding without sin/cos flip and shift 1,
@@ -58,6 +60,12 @@ def main():
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+  parser.add_argument(
+    "--profile",
+    type=int,
+    default=0,
+    help="then N more steps under torch.profiler: its table of operators by self CPU time, per step",
+  )
   args = parser.parse_args()
   spec = json.loads(args.spec)
   if args.threads:
@@ -74,9 +82,8 @@ def main():
   x0 = torch.rand(B, C, H, W) * 2 - 1
   labels = torch.randint(0, spec.get("num_classes") or 1, (B,))
   model.train()
-  times, loss = [], float("nan")
-  for step in range(args.warmup + args.steps):
-    t0 = time.perf_counter()
+
+  def take_step():
     t = torch.randint(0, T, (B,))
     noise = torch.randn_like(x0)
     ab = alphas_cumprod[t].view(B, 1, 1, 1)
@@ -90,9 +97,23 @@ def main():
     opt.step()
     with torch.no_grad():
       torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - spec.get("ema_decay", 0.9999))
-    loss = loss_t.item()
+    return loss_t.item()
+
+  times, loss = [], float("nan")
+  for step in range(args.warmup + args.steps):
+    t0 = time.perf_counter()
+    loss = take_step()
     if step >= args.warmup:
       times.append(time.perf_counter() - t0)
+  if args.profile:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+      for _ in range(args.profile):
+        take_step()
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25))
+    print(f"self CPU time per step: {sum(e.self_cpu_time_total for e in events) / 1e3 / args.profile:.1f} ms")
   print(
     json.dumps(
       {
