@@ -85,8 +85,12 @@ UNROLLED_THREEFRY_JAXLIBS = ("0.10.2",)
 UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolled) lowering
 
 
+def _switched_off(variable: str) -> bool:
+  return os.environ.get(variable, "").lower() in ("off", "0", "false")
+
+
 def cpu_tuning_off() -> bool:
-  return os.environ.get(CPU_TUNING_SWITCH, "").lower() in ("off", "0", "false")
+  return _switched_off(CPU_TUNING_SWITCH)
 
 
 def _jaxlib_version() -> Optional[str]:
@@ -112,9 +116,9 @@ def cpu_tuned_xla_flags(flags: str = "") -> str:
 def unrolled_threefry_wanted() -> bool:
   """Whether this process should lower JAX's Threefry unrolled on CPU (genjax.threefry): on the
   jaxlibs measured with it, unless $GENJAX_XLA_CPU_TUNING or $GENJAX_UNROLLED_THREEFRY is "off"."""
-  if os.environ.get(UNROLLED_THREEFRY_SWITCH, "").lower() in ("off", "0", "false"):
+  if cpu_tuning_off() or _switched_off(UNROLLED_THREEFRY_SWITCH):
     return False
-  return not cpu_tuning_off() and _jaxlib_version() in UNROLLED_THREEFRY_JAXLIBS
+  return _jaxlib_version() in UNROLLED_THREEFRY_JAXLIBS
 
 
 def apply_cpu_tuning() -> None:

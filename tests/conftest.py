@@ -24,9 +24,10 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
   os.environ["XLA_FLAGS"] = simulated_devices_xla_flags(8, os.environ.get("XLA_FLAGS", ""))
 # The XLA:CPU settings genjax's commands run with (genjax.cli.CPU_TUNING), here and in every child,
 # but JAX's own Threefry lowering instead of genjax.threefry's unrolled one (unless
-# $GENJAX_UNROLLED_THREEFRY is set): the tests mostly compile, the unrolled hash compiles slower,
-# and the whole pinned pytest took 1,118-1,131 s with it in three runs against 1,064-1,072 s in two
-# without (2-core CPU, 2026-12-06). tests/test_threefry.py checks that both give the same bits.
+# $GENJAX_UNROLLED_THREEFRY is set): the tests mostly compile, and the unrolled hash compiles
+# slower (the dropout-heavy diffusion tests ran 3-14 s faster each without it; the whole run's
+# time moves by more than that from run to run; experiments/RESULTS.md, 2026-12-06, fifth session).
+# tests/test_threefry.py checks that both lowerings give the same bits.
 os.environ.setdefault("GENJAX_UNROLLED_THREEFRY", "off")
 apply_cpu_tuning()
 # Two settings for tests only, each kept when XLA_FLAGS already sets it:
