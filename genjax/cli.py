@@ -85,6 +85,25 @@ UNROLLED_THREEFRY_JAXLIBS = ("0.10.2",)
 UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolled) lowering
 
 
+# Opt-in ($GENJAX_MALLOC_TUNING=on): glibc's malloc, as it comes, hands every buffer over 32 MB to
+# a fresh mmap and unmaps it when freed, and gives each thread an arena whose emptied heaps it
+# unmaps too; XLA:CPU allocates a compiled program's temporary buffers at every call, so every
+# step faults its working memory in again, 4 KiB at a time (the MNIST classifier's 1,000 steps:
+# 24 million minor page faults, 66 s of system time in a 116 s run). One arena, no mmap'd chunks
+# and no trimming keep that memory mapped from one step to the next: the same run took 75 s with
+# 2 s of system time and the same losses to the last bit; the DDPM U-Net step 0.86x diffusers'
+# time instead of 1.09x. Not the default: glibc's heap then never gives memory back and fragments
+# under programs of changing sizes (the Shakespeare GPT's training and evaluation grew past 23 GB
+# and was killed, where it peaks at 7 GB without). For fixed-shape training on a CPU, as a
+# convolutional network's (experiments/RESULTS.md, 2026-12-06, sixth session); tcmalloc
+# (README) keeps memory without that risk. Set with mallopt before JAX starts its threads, and
+# never where JAX will find an accelerator.
+MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on": MALLOC_SETTINGS
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # <malloc.h>
+MALLOC_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+_malloc_tuned: Optional[bool] = None
+
+
 def _switched_off(variable: str) -> bool:
   return os.environ.get(variable, "").lower() in ("off", "0", "false")
 
@@ -121,11 +140,51 @@ def unrolled_threefry_wanted() -> bool:
   return _jaxlib_version() in UNROLLED_THREEFRY_JAXLIBS
 
 
+def _runs_on_an_accelerator() -> bool:
+  """Whether JAX will find an accelerator: $JAX_PLATFORMS names one, or a PJRT plugin (CUDA, ROCm)
+  or libtpu is installed. Reads no JAX."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").lower()
+  if platforms:
+    return any(p.strip() not in ("cpu", "") for p in platforms.split(","))
+  import importlib.util
+  from importlib import metadata
+
+  if importlib.util.find_spec("libtpu") is not None or list(metadata.entry_points(group="jax_plugins")):
+    return True
+  return importlib.util.find_spec("jax_plugins") is not None  # plugins found by module, not entry point
+
+
+def malloc_tuning_wanted() -> bool:
+  """Whether this process should keep its freed memory mapped (MALLOC_SETTINGS): when
+  $GENJAX_MALLOC_TUNING is "on", on Linux, and JAX will run on the CPU."""
+  if os.environ.get(MALLOC_TUNING_SWITCH, "").lower() not in ("on", "1", "true"):
+    return False
+  return sys.platform.startswith("linux") and not _runs_on_an_accelerator()
+
+
+def tune_malloc() -> bool:
+  """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (once per process);
+  returns whether they are in force. Call it before JAX starts its backend, whose threads would
+  otherwise take arenas of their own."""
+  global _malloc_tuned
+  if _malloc_tuned is None:
+    _malloc_tuned = False
+    if malloc_tuning_wanted():
+      import ctypes
+
+      libc = ctypes.CDLL(None)
+      if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
+        _malloc_tuned = all(libc.mallopt(option, value) == 1 for option, value in MALLOC_SETTINGS)
+  return _malloc_tuned
+
+
 def apply_cpu_tuning() -> None:
   """Puts cpu_tuned_xla_flags into $XLA_FLAGS for this process (before JAX starts its backend)
-  and the processes it starts, and, where unrolled_threefry_wanted, lowers JAX's Threefry hash for
-  XLA:CPU without its rolled loop (genjax.threefry: the same random bits, several times faster)."""
+  and the processes it starts, keeps freed memory mapped where asked (tune_malloc), and, where
+  unrolled_threefry_wanted, lowers JAX's Threefry hash for XLA:CPU without its rolled loop
+  (genjax.threefry: the same random bits, several times faster)."""
   os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ.get("XLA_FLAGS", ""))
+  tune_malloc()
   if unrolled_threefry_wanted():
     from genjax import threefry
 

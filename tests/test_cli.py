@@ -1,8 +1,11 @@
 """Command-line plumbing: the XLA flags of simulated devices."""
 
+import os
 import signal
 import subprocess
 import sys
+
+import pytest
 
 from genjax.cli import simulated_devices_xla_flags
 from tests.reliability.procs import child_env
@@ -123,3 +126,44 @@ def test_the_unrolled_threefry_only_for_the_measured_jaxlib(monkeypatch):
   monkeypatch.setattr(metadata, "version", lambda name: "0.10.2")
   monkeypatch.setenv(cli.CPU_TUNING_SWITCH, "off")
   assert not cli.unrolled_threefry_wanted()
+
+
+_REFAULTS = """
+import ctypes, resource, sys
+from genjax import cli
+tuned = cli.tune_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20
+faults = []
+for _ in range(4):  # a compiled call's temporary buffer: allocated, written, freed, at every step
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  p = libc.malloc(size)
+  ctypes.memset(p, 1, size)
+  libc.free(p)
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(tuned, max(faults[1:]))
+"""
+
+
+def test_malloc_tuning_keeps_a_freed_buffer_mapped_only_when_asked_and_only_on_the_cpu():
+  """$GENJAX_MALLOC_TUNING=on: a 256 MB buffer freed and allocated again is not faulted in again
+  (glibc's default maps it afresh each time: 65,536 pages of 4 KiB); off by default, and never
+  where JAX would run on an accelerator."""
+  if not sys.platform.startswith("linux"):
+    pytest.skip("glibc's mallopt: Linux only")
+
+  def run(**env):
+    base = {k: v for k, v in os.environ.items() if k not in ("GENJAX_MALLOC_TUNING", "JAX_PLATFORMS")}
+    out = subprocess.run([sys.executable, "-c", _REFAULTS], env={**base, **env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tuned, faults = out.stdout.split()
+    return tuned == "True", int(faults)
+
+  tuned, faults = run(GENJAX_MALLOC_TUNING="on")
+  assert tuned and faults < 1000, faults
+  tuned, faults = run()
+  assert not tuned and faults > 30000, faults
+  tuned, faults = run(GENJAX_MALLOC_TUNING="on", JAX_PLATFORMS="cuda")
+  assert not tuned and faults > 30000, faults
