@@ -92,11 +92,10 @@ UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolle
 # 24 million minor page faults, 66 s of system time in a 116 s run). One arena, no mmap'd chunks
 # and no trimming keep that memory mapped from one step to the next: the same run took 75 s with
 # 2 s of system time and the same losses to the last bit; the DDPM U-Net step 0.86x diffusers'
-# time instead of 1.09x. Not the default: glibc's heap then never gives memory back and fragments
-# under programs of changing sizes (the Shakespeare GPT's training and evaluation grew past 23 GB
-# and was killed, where it peaks at 7 GB without). For fixed-shape training on a CPU, as a
-# convolutional network's (experiments/RESULTS.md, 2026-12-06, sixth session); tcmalloc
-# (README) keeps memory without that risk. Set with mallopt before JAX starts its threads, and
+# time instead of 1.09x. Not the default: glibc's one heap then never gives memory back and can
+# fragment (the Shakespeare GPT grew past 23 GB within its first four training steps and was
+# killed, where its whole run peaks at 7 GB without; the MNIST U-Net's training peaked at 2.2
+# instead of 1.3 GB; experiments/RESULTS.md, 2026-12-06, sixth session). Set with mallopt before JAX starts its threads, and
 # never where JAX will find an accelerator.
 MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on": MALLOC_SETTINGS
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # <malloc.h>
