@@ -95,8 +95,8 @@ UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolle
 # time instead of 1.09x. Not the default: glibc's one heap then never gives memory back and can
 # fragment (the Shakespeare GPT grew past 23 GB within its first four training steps and was
 # killed, where its whole run peaks at 7 GB without; the MNIST U-Net's training peaked at 2.2
-# instead of 1.3 GB; experiments/RESULTS.md, 2026-12-06, sixth session). Set with mallopt before JAX starts its threads, and
-# never where JAX will find an accelerator.
+# instead of 1.3 GB; experiments/RESULTS.md, 2026-12-06, sixth session). Set with mallopt before
+# JAX starts its threads, and never where JAX will find an accelerator.
 MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on": MALLOC_SETTINGS
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # <malloc.h>
 MALLOC_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
