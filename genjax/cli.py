@@ -92,15 +92,26 @@ UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolle
 # 24 million minor page faults, 66 s of system time in a 116 s run). One arena, no mmap'd chunks
 # and no trimming keep that memory mapped from one step to the next: the same run took 75 s with
 # 2 s of system time and the same losses to the last bit; the DDPM U-Net step 0.86x diffusers'
-# time instead of 1.09x. Not the default: glibc's one heap then never gives memory back and can
-# fragment (the Shakespeare GPT grew past 23 GB within its first four training steps and was
-# killed, where its whole run peaks at 7 GB without; the MNIST U-Net's training peaked at 2.2
-# instead of 1.3 GB; experiments/RESULTS.md, 2026-12-06, sixth session). Set with mallopt before
-# JAX starts its threads, and never where JAX will find an accelerator.
+# time instead of 1.09x. The cost: glibc's one heap never gives memory back, and it fragments.
+# The Shakespeare GPT at batch 8 allocates a 670 MB temporary buffer per call; small allocations
+# split the holes the freed ones leave, so new ones land past them, and the heap settled at
+# 3.2-3.9 GB for 1.1 GB in use (at batch 64 it passed 23 GB within four steps and was killed, where
+# the whole run peaks at 7 GB without; experiments/RESULTS.md, 2026-12-06, sixth and seventh
+# sessions). So a watchdog thread caps the heap (MALLOC_HEAP_CAP_FRACTION of the machine's
+# memory, or $GENJAX_MALLOC_HEAP_CAP_MB): past the cap the process goes back to handing memory
+# back as glibc does by default (MALLOC_RELEASE_SETTINGS) and returns its free heap pages. Still
+# opt-in: a process keeps up to the cap that it no longer uses. Set with mallopt before JAX starts
+# its threads, and never where JAX will find an accelerator.
 MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on": MALLOC_SETTINGS
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # <malloc.h>
+MALLOC_HEAP_CAP_VARIABLE = "GENJAX_MALLOC_HEAP_CAP_MB"  # default: MALLOC_HEAP_CAP_FRACTION of memory
+MALLOC_HEAP_CAP_FRACTION = 0.25
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8  # <malloc.h>
 MALLOC_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+# glibc's defaults, at the largest mmap threshold its own adaptation reaches (32 MB on 64 bits).
+MALLOC_RELEASE_SETTINGS = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 64 << 20))
+_MALLOC_WATCH_SECONDS = 0.1
 _malloc_tuned: Optional[bool] = None
+_malloc_released = None  # a threading.Event once tuned: set when the heap cap handed memory back
 
 
 def _switched_off(variable: str) -> bool:
@@ -161,20 +172,77 @@ def malloc_tuning_wanted() -> bool:
   return sys.platform.startswith("linux") and not _runs_on_an_accelerator()
 
 
+def malloc_heap_cap() -> int:
+  """The heap size in bytes past which a tuned process hands memory back again:
+  $GENJAX_MALLOC_HEAP_CAP_MB, else MALLOC_HEAP_CAP_FRACTION of the machine's memory."""
+  value = os.environ.get(MALLOC_HEAP_CAP_VARIABLE, "").strip()
+  if value:
+    if not value.isdigit() or int(value) <= 0:
+      fail(
+        f"${MALLOC_HEAP_CAP_VARIABLE}={value!r} must be a positive whole number of megabytes: the size "
+        f"of glibc's heap past which a process run with {MALLOC_TUNING_SWITCH}=on gives freed memory back "
+        f"again. Unset it for {MALLOC_HEAP_CAP_FRACTION:.0%} of this machine's memory."
+      )
+    return int(value) << 20
+  return int(MALLOC_HEAP_CAP_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _malloc_info_struct():
+  import ctypes
+
+  fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+  return type("mallinfo2", (ctypes.Structure,), {"_fields_": [(f, ctypes.c_size_t) for f in fields.split()]})
+
+
+def _watch_malloc_heap(libc, cap: int, released) -> None:
+  """Polls the heap's size (mallinfo2) until it passes `cap`, then restores MALLOC_RELEASE_SETTINGS,
+  trims the heap (malloc_trim returns its free pages) and sets `released`."""
+  import time
+
+  while libc.mallinfo2().arena <= cap:
+    time.sleep(_MALLOC_WATCH_SECONDS)
+  for option, value in MALLOC_RELEASE_SETTINGS:
+    libc.mallopt(option, value)
+  libc.malloc_trim(0)
+  released.set()
+  logging.getLogger("genjax").warning(
+    "glibc's heap passed %d MB: giving freed memory back to the system from now on (%s=on keeps it "
+    "mapped only up to that size; $%s sets it).",
+    cap >> 20,
+    MALLOC_TUNING_SWITCH,
+    MALLOC_HEAP_CAP_VARIABLE,
+  )
+
+
 def tune_malloc() -> bool:
-  """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (once per process);
-  returns whether they are in force. Call it before JAX starts its backend, whose threads would
-  otherwise take arenas of their own."""
-  global _malloc_tuned
+  """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (once per process), and
+  starts the thread that restores glibc's release of memory once the heap passes malloc_heap_cap;
+  returns whether the settings were applied. Call it before JAX starts its backend, whose threads
+  would otherwise take arenas of their own."""
+  global _malloc_tuned, _malloc_released
   if _malloc_tuned is None:
     _malloc_tuned = False
     if malloc_tuning_wanted():
       import ctypes
+      import threading
 
+      cap = malloc_heap_cap()
       libc = ctypes.CDLL(None)
-      if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
+      if all(hasattr(libc, f) for f in ("gnu_get_libc_version", "mallopt", "mallinfo2", "malloc_trim")):
+        libc.mallinfo2.restype = _malloc_info_struct()
         _malloc_tuned = all(libc.mallopt(option, value) == 1 for option, value in MALLOC_SETTINGS)
+        if _malloc_tuned:
+          _malloc_released = threading.Event()
+          watch = threading.Thread(
+            target=_watch_malloc_heap, args=(libc, cap, _malloc_released), name="genjax-heap-cap", daemon=True
+          )
+          watch.start()
   return _malloc_tuned
+
+
+def malloc_released() -> bool:
+  """Whether a tuned process has passed its heap cap and gives freed memory back again."""
+  return _malloc_released is not None and _malloc_released.is_set()
 
 
 def apply_cpu_tuning() -> None:

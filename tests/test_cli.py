@@ -161,9 +161,62 @@ def test_malloc_tuning_keeps_a_freed_buffer_mapped_only_when_asked_and_only_on_t
     tuned, faults = out.stdout.split()
     return tuned == "True", int(faults)
 
-  tuned, faults = run(GENJAX_MALLOC_TUNING="on")
+  tuned, faults = run(GENJAX_MALLOC_TUNING="on", GENJAX_MALLOC_HEAP_CAP_MB="4096")
   assert tuned and faults < 1000, faults
   tuned, faults = run()
   assert not tuned and faults > 30000, faults
   tuned, faults = run(GENJAX_MALLOC_TUNING="on", JAX_PLATFORMS="cuda")
   assert not tuned and faults > 30000, faults
+
+
+_CAPPED = """
+import ctypes, resource, time
+from genjax import cli
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mb():
+  return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() >> 20
+def cycle(size=256 << 20):  # allocate, write, free; returns the minor page faults it took
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  p = libc.malloc(size)
+  ctypes.memset(p, 1, size)
+  libc.free(p)
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+tuned = cli.tune_malloc()
+kept = [cycle(32 << 20) for _ in range(3)]  # under the 100 MB cap: kept mapped
+held = rss_mb()
+big = [libc.malloc(64 << 20) for _ in range(3)]  # the heap passes the cap while they live
+for p in big:
+  ctypes.memset(p, 1, 64 << 20)
+for p in big:
+  libc.free(p)
+deadline = time.time() + 20
+while not cli.malloc_released() and time.time() < deadline:
+  time.sleep(0.05)
+print(tuned, cli.malloc_released(), max(kept[1:]), held, rss_mb(), min(cycle() for _ in range(3)))
+"""
+
+
+def test_malloc_tuning_gives_memory_back_past_its_heap_cap():
+  """Under $GENJAX_MALLOC_HEAP_CAP_MB a tuned process keeps freed buffers mapped; once its heap
+  passes the cap it returns the free pages (its resident size falls back) and maps big buffers
+  afresh again, as glibc does by default. A cap that is not a positive number is one paragraph."""
+  if not sys.platform.startswith("linux"):
+    pytest.skip("glibc's mallopt: Linux only")
+  base = {k: v for k, v in os.environ.items() if k not in ("GENJAX_MALLOC_TUNING", "JAX_PLATFORMS")}
+  env = {**base, "GENJAX_MALLOC_TUNING": "on", "GENJAX_MALLOC_HEAP_CAP_MB": "100"}
+  out = subprocess.run([sys.executable, "-c", _CAPPED], env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  tuned, released, kept_faults, held_mb, after_mb, refaults = out.stdout.split()
+  assert tuned == "True" and released == "True", out.stdout
+  assert int(kept_faults) < 1000, out.stdout  # 32 MB freed and allocated again: not faulted in
+  # 192 MB written into the heap, then freed: handed back, so the process is no larger than before
+  assert int(after_mb) < int(held_mb) + 64, out.stdout
+  assert int(refaults) > 30000, out.stdout  # 256 MB buffers are mapped afresh (65,536 pages)
+  assert "giving freed memory back" in out.stderr, out.stderr[-2000:]
+  out = subprocess.run(
+    [sys.executable, "-c", _CAPPED], env={**env, "GENJAX_MALLOC_HEAP_CAP_MB": "lots"}, capture_output=True, text=True
+  )
+  assert out.returncode == 2 and "must be a positive whole number of megabytes" in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
