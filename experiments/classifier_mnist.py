@@ -33,4 +33,7 @@ def get_config(dataset: str = "mnist") -> C.Experiment:
     optim=C.Optim(name="adam", learning_rate=2e-3, schedule="warmup_cosine", warmup_steps=100, end_lr_ratio=0.01),
     train=C.Train(steps=1000, batch_size=128, log_every=100, eval_every=500, checkpoint_every=250, keep_checkpoints=1),
     eval=C.Eval(num_batches=10, batch_size=500, num_samples=16),
+    # XLA:CPU's per-step buffers kept mapped (genjax.cli.tune_malloc): the 1,000 steps took 76 s
+    # instead of 116 s on a 2-core CPU, the same losses (experiments/RESULTS.md, sixth session).
+    parallel=C.Parallel(keep_cpu_memory=True),
   )

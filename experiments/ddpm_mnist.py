@@ -75,6 +75,10 @@ def get_config(arg=None, dataset: str = "mnist") -> C.Experiment:
           exp.train, steps=600, batch_size=32, log_every=20, eval_every=600, checkpoint_every=100
         ),
         "eval": C.Eval(num_batches=2, batch_size=100, num_samples=16),
+        # XLA:CPU's per-step buffers kept mapped (genjax.cli.tune_malloc): the U-Net step took
+        # 0.86x diffusers' time instead of 1.09x on a 2-core CPU (experiments/RESULTS.md, sixth
+        # and seventh sessions); flow_mnist.py:cpu inherits it.
+        "parallel": dataclasses.replace(exp.parallel, keep_cpu_memory=True),
       }
     )
   elif arg is not None:

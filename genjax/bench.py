@@ -136,6 +136,8 @@ def main(argv=None) -> Dict[str, Any]:
   parser = build_parser()
   args = parser.parse_args(argv)
   check_flags(args)
+  if args.diffusers:  # the configs compared decide, before JAX starts, whether memory is kept mapped
+    cli.tune_malloc(peers.diffusers_configs_keep_memory(args.diffusers_configs))
   cli.setup_compilation_cache(args)
   if args.nanogpt:
     try:

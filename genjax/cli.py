@@ -85,24 +85,25 @@ UNROLLED_THREEFRY_JAXLIBS = ("0.10.2",)
 UNROLLED_THREEFRY_SWITCH = "GENJAX_UNROLLED_THREEFRY"  # "off": JAX's own (rolled) lowering
 
 
-# Opt-in ($GENJAX_MALLOC_TUNING=on): glibc's malloc, as it comes, hands every buffer over 32 MB to
-# a fresh mmap and unmaps it when freed, and gives each thread an arena whose emptied heaps it
-# unmaps too; XLA:CPU allocates a compiled program's temporary buffers at every call, so every
-# step faults its working memory in again, 4 KiB at a time (the MNIST classifier's 1,000 steps:
-# 24 million minor page faults, 66 s of system time in a 116 s run). One arena, no mmap'd chunks
-# and no trimming keep that memory mapped from one step to the next: the same run took 75 s with
-# 2 s of system time and the same losses to the last bit; the DDPM U-Net step 0.86x diffusers'
-# time instead of 1.09x. The cost: glibc's one heap never gives memory back, and it fragments.
-# The Shakespeare GPT at batch 8 allocates a 670 MB temporary buffer per call; small allocations
-# split the holes the freed ones leave, so new ones land past them, and the heap settled at
-# 3.2-3.9 GB for 1.1 GB in use (at batch 64 it passed 23 GB within four steps and was killed, where
-# the whole run peaks at 7 GB without; experiments/RESULTS.md, 2026-12-06, sixth and seventh
-# sessions). So a watchdog thread caps the heap (MALLOC_HEAP_CAP_FRACTION of the machine's
-# memory, or $GENJAX_MALLOC_HEAP_CAP_MB): past the cap the process goes back to handing memory
-# back as glibc does by default (MALLOC_RELEASE_SETTINGS) and returns its free heap pages. Still
-# opt-in: a process keeps up to the cap that it no longer uses. Set with mallopt before JAX starts
-# its threads, and never where JAX will find an accelerator.
-MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on": MALLOC_SETTINGS
+# Per experiment (config.parallel.keep_cpu_memory): glibc's malloc, as it comes, hands every buffer
+# over 32 MB to a fresh mmap and unmaps it when freed, and gives each thread an arena whose emptied
+# heaps it unmaps too; XLA:CPU allocates a compiled program's temporary buffers at every call, so
+# every step faults its working memory in again, 4 KiB at a time (the MNIST classifier's 1,000
+# steps: 24 million minor page faults, 66 s of system time in a 116 s run). One arena, no mmap'd
+# chunks and no trimming keep that memory mapped from one step to the next: the same run took 75 s
+# with 2 s of system time and the same losses to the last bit; the DDPM U-Net step 0.85-0.89x
+# diffusers' time instead of 1.04-1.09x. The cost: glibc's one heap never gives memory back, and it
+# fragments. The Shakespeare GPT at batch 8 allocates a 670 MB temporary buffer per call; small
+# allocations split the holes the freed ones leave, so new ones land past them, and the heap settled
+# at 3.2-3.9 GB for 1.1 GB in use (at batch 64 it passed 23 GB within four steps and was killed,
+# where the whole run peaks at 7 GB without; experiments/RESULTS.md, 2026-12-06, sixth and seventh
+# sessions). So a watchdog thread caps the heap (MALLOC_HEAP_CAP_FRACTION of the machine's memory,
+# or $GENJAX_MALLOC_HEAP_CAP_MB): past the cap the process goes back to handing memory back as glibc
+# does by default (MALLOC_RELEASE_SETTINGS) and returns its free heap pages. Only for the
+# experiments that ask (config.parallel.keep_cpu_memory: those measured faster with it) or where
+# $GENJAX_MALLOC_TUNING is "on": a process keeps up to its cap of memory it no longer uses. Set with
+# mallopt before JAX starts its threads, never where JAX will find an accelerator.
+MALLOC_TUNING_SWITCH = "GENJAX_MALLOC_TUNING"  # "on" / "off": MALLOC_SETTINGS or not, whatever the config
 MALLOC_HEAP_CAP_VARIABLE = "GENJAX_MALLOC_HEAP_CAP_MB"  # default: MALLOC_HEAP_CAP_FRACTION of memory
 MALLOC_HEAP_CAP_FRACTION = 0.25
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8  # <malloc.h>
@@ -164,10 +165,13 @@ def _runs_on_an_accelerator() -> bool:
   return importlib.util.find_spec("jax_plugins") is not None  # plugins found by module, not entry point
 
 
-def malloc_tuning_wanted() -> bool:
+def malloc_tuning_wanted(config_asks: bool = False) -> bool:
   """Whether this process should keep its freed memory mapped (MALLOC_SETTINGS): when
-  $GENJAX_MALLOC_TUNING is "on", on Linux, and JAX will run on the CPU."""
-  if os.environ.get(MALLOC_TUNING_SWITCH, "").lower() not in ("on", "1", "true"):
+  $GENJAX_MALLOC_TUNING is "on", or unset and the experiment asks (config.parallel.keep_cpu_memory),
+  on Linux, and where JAX will run on the CPU."""
+  if _switched_off(MALLOC_TUNING_SWITCH):
+    return False
+  if os.environ.get(MALLOC_TUNING_SWITCH, "").lower() not in ("on", "1", "true") and not config_asks:
     return False
   return sys.platform.startswith("linux") and not _runs_on_an_accelerator()
 
@@ -214,15 +218,16 @@ def _watch_malloc_heap(libc, cap: int, released) -> None:
   )
 
 
-def tune_malloc() -> bool:
-  """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (once per process), and
+def tune_malloc(config_asks: bool = False) -> bool:
+  """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (decided by the first
+  call in a process; `config_asks`: config.parallel.keep_cpu_memory), and
   starts the thread that restores glibc's release of memory once the heap passes malloc_heap_cap;
   returns whether the settings were applied. Call it before JAX starts its backend, whose threads
   would otherwise take arenas of their own."""
   global _malloc_tuned, _malloc_released
   if _malloc_tuned is None:
     _malloc_tuned = False
-    if malloc_tuning_wanted():
+    if malloc_tuning_wanted(config_asks):
       import ctypes
       import threading
 
@@ -240,18 +245,23 @@ def tune_malloc() -> bool:
   return _malloc_tuned
 
 
+def malloc_tuned() -> bool:
+  """Whether this process keeps its freed memory mapped (tune_malloc applied MALLOC_SETTINGS)."""
+  return bool(_malloc_tuned)
+
+
 def malloc_released() -> bool:
   """Whether a tuned process has passed its heap cap and gives freed memory back again."""
   return _malloc_released is not None and _malloc_released.is_set()
 
 
-def apply_cpu_tuning() -> None:
+def apply_cpu_tuning(keep_cpu_memory: bool = False) -> None:
   """Puts cpu_tuned_xla_flags into $XLA_FLAGS for this process (before JAX starts its backend)
   and the processes it starts, keeps freed memory mapped where asked (tune_malloc), and, where
   unrolled_threefry_wanted, lowers JAX's Threefry hash for XLA:CPU without its rolled loop
   (genjax.threefry: the same random bits, several times faster)."""
   os.environ["XLA_FLAGS"] = cpu_tuned_xla_flags(os.environ.get("XLA_FLAGS", ""))
-  tune_malloc()
+  tune_malloc(keep_cpu_memory)
   if unrolled_threefry_wanted():
     from genjax import threefry
 
@@ -266,14 +276,14 @@ def simulated_devices_xla_flags(devices: int, flags: str = "") -> str:
   return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}", *extra])
 
 
-def setup_devices(args, cpu_devices: Optional[int] = None):
+def setup_devices(args, cpu_devices: Optional[int] = None, keep_cpu_memory: bool = False):
   """Applies --cpu_devices (else `cpu_devices`, an experiment's validated config.parallel.cpu_devices) and
   joins a multi-process run when asked or when a cluster is detected, then turns on the persistent
   compilation cache (genjax.compile_cache) unless --no_compilation_cache. Also makes gs:// paths go
   through gcsfs, the backend genjax's bucket tests use, unless EPATH_USE_TF says otherwise
   (genjax.paths)."""
   os.environ.setdefault("EPATH_USE_TF", "false")
-  apply_cpu_tuning()
+  apply_cpu_tuning(keep_cpu_memory)
   if args.cpu_devices is not None:
     if not 0 < args.cpu_devices <= MAX_CPU_DEVICES:
       fail(

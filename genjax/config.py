@@ -153,12 +153,18 @@ class Parallel:
   parallelism over its cores can beat one device's threads: on 2 cores the small CPU GPT takes
   ~37 ms per step as 2 devices and ~50 ms as one (experiments/RESULTS.md). No effect on the
   accelerators; steps and losses do not depend on it.
+  keep_cpu_memory: `python -m genjax.train` keeps XLA:CPU's freed buffers mapped from one step to
+  the next instead of letting glibc unmap them and fault them in again (genjax.cli.tune_malloc,
+  its heap capped at a quarter of the machine's memory): for configs whose CPU step was measured
+  faster with it (the MNIST U-Net 0.86x diffusers' time instead of 1.09x). $GENJAX_MALLOC_TUNING
+  wins ("on" or "off"). No effect on the accelerators or on the numbers.
   """
 
   mode: Literal["jit", "fsdp", "pmap"] = "jit"
   num_devices: Optional[int] = None  # None: every device of every process
   model_parallel: int = 1
   cpu_devices: Optional[int] = None
+  keep_cpu_memory: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,7 +93,7 @@ def main(argv=None):
     config_lib.validate(exp)  # before JAX starts: config.parallel.cpu_devices decides its devices
   except config_lib.ConfigError as e:
     cli.fail(e)
-  cli.setup_devices(args, exp.parallel.cpu_devices)
+  cli.setup_devices(args, exp.parallel.cpu_devices, exp.parallel.keep_cpu_memory)
   cli.configure_logging()
   if args.print_config:
     return print_config(exp)

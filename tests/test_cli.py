@@ -220,3 +220,44 @@ def test_malloc_tuning_gives_memory_back_past_its_heap_cap():
   )
   assert out.returncode == 2 and "must be a positive whole number of megabytes" in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
+
+
+def test_an_experiment_asks_to_keep_cpu_memory_and_the_switch_wins(monkeypatch):
+  """config.parallel.keep_cpu_memory turns the malloc tuning on where $GENJAX_MALLOC_TUNING is unset,
+  "off" turns it off whatever the config says, "on" turns it on for every config, and never where
+  JAX would run on an accelerator; `genjax.train` hands its config's value (ddpm_mnist.py:cpu asks,
+  the default VAE does not) to setup_devices, which applies it before JAX starts; `genjax.bench
+  --diffusers` keeps memory only when every config it compares asks."""
+  from genjax import cli, train
+
+  monkeypatch.delenv(cli.MALLOC_TUNING_SWITCH, raising=False)
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  monkeypatch.setattr(cli, "_runs_on_an_accelerator", lambda: False)
+  monkeypatch.setattr(cli.sys, "platform", "linux")
+  assert cli.malloc_tuning_wanted(config_asks=True) and not cli.malloc_tuning_wanted()
+  monkeypatch.setenv(cli.MALLOC_TUNING_SWITCH, "off")
+  assert not cli.malloc_tuning_wanted(config_asks=True)
+  monkeypatch.setenv(cli.MALLOC_TUNING_SWITCH, "on")
+  assert cli.malloc_tuning_wanted()
+  monkeypatch.setattr(cli, "_runs_on_an_accelerator", lambda: True)
+  assert not cli.malloc_tuning_wanted(config_asks=True)
+
+  class Stop(Exception):
+    pass
+
+  asked = []
+
+  def setup_devices(args, cpu_devices=None, keep_cpu_memory=False):
+    asked.append(keep_cpu_memory)
+    raise Stop  # train.main goes on to JAX: the test only reads what it asks for
+
+  monkeypatch.setattr(cli, "setup_devices", setup_devices)
+  for spec in ("experiments/ddpm_mnist.py:cpu", "experiments/flow_mnist.py:cpu", "experiments/default.py"):
+    with pytest.raises(Stop):
+      train.main(["--config", spec, "--no_compilation_cache"])
+  assert asked == [True, True, False], asked
+  from genjax.perf import peers
+
+  assert peers.diffusers_configs_keep_memory("experiments/ddpm_mnist.py:cpu")
+  assert not peers.diffusers_configs_keep_memory(None)  # the default pair includes the full ddpm_mnist.py
+  assert not peers.diffusers_configs_keep_memory("experiments/no_such_config.py")

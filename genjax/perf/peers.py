@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from genjax import cli, errors
 from genjax import config as config_lib
-from genjax import errors
 from genjax.perf.registry import repo_path
 
 # nanoGPT README, "I only have a MacBook": the setting experiments/gpt_shakespeare_char.py:cpu copies.
@@ -184,6 +184,20 @@ def unet_spec(exp, info) -> Dict[str, Any]:
   }
 
 
+def _diffusers_specs(configs: Optional[str]) -> List[str]:
+  return [s.strip() for s in (configs or ",".join(DIFFUSERS_CONFIGS)).split(",") if s.strip()]
+
+
+def diffusers_configs_keep_memory(configs: Optional[str]) -> bool:
+  """Whether every config --diffusers compares asks to keep XLA:CPU's memory mapped
+  (config.parallel.keep_cpu_memory): the process then runs as their `genjax.train` would. Reads
+  the config files only (no JAX backend); a config that does not load is left to diffusers_run."""
+  try:
+    return all(config_lib.load_config_file(repo_path(s)).parallel.keep_cpu_memory for s in _diffusers_specs(configs))
+  except errors.UserError:  # diffusers_run reports the bad config in one paragraph
+    return False
+
+
 def _genjax_unet_program(spec_path: str):
   from genjax import data as data_lib
   from genjax.trainer import program as program_lib
@@ -209,7 +223,7 @@ def diffusers_run(
 
   from genjax.perf.measure import measure_train
 
-  specs = [s.strip() for s in (configs or ",".join(DIFFUSERS_CONFIGS)).split(",") if s.strip()]
+  specs = _diffusers_specs(configs)
   if rounds < 1 or steps < 2:
     raise errors.ConfigError(f"--rounds={rounds} and --diffusers_steps={steps} must be at least 1 and 2.")
   rows = []
@@ -236,10 +250,12 @@ def diffusers_run(
         "torch": theirs["torch"],
         "torch_threads": theirs["threads"],
         "load_average": list(os.getloadavg()),
+        "genjax_keeps_cpu_memory": cli.malloc_tuned(),
       }
       rows.append(row)
       print(
-        f"{spec_path} round {r}: genjax {row['genjax_ms_per_step']:8.1f} ms/step ({params:,} params), diffusers "
+        f"{spec_path} round {r}: genjax {row['genjax_ms_per_step']:8.1f} ms/step ({params:,} params"
+        f"{', memory kept mapped' if row['genjax_keeps_cpu_memory'] else ''}), diffusers "
         f"{row['diffusers_ms_per_step']:8.1f} ms/step ({theirs['params']:,} params), batch {spec['batch_size']}, "
         f"load {row['load_average'][0]:.2f}",
         flush=True,
