@@ -165,10 +165,22 @@ class Placement:
 
   def one_copy(self, state):
     """The state as a single copy (what is checkpointed). On a mesh it stays a global array that
-    spans every process, so every process must take part in whatever uses it."""
+    spans every process, so every process must take part in whatever uses it. Under pmap it is the
+    first device's copy, read from that device's buffer when one process holds every copy:
+    indexing (x[0]) would run, for each leaf, a program over all the devices whose partitioned
+    gather ends in an all-reduce, and with those dispatched back to back a CI worker's simulated
+    devices deadlocked in one (7 of 8 arrived; XLA:CPU's collective timeout aborted the worker,
+    2026-12-06)."""
     if self.on_mesh:
       return state
-    return jax.tree.map(lambda x: x[0], state)
+
+    def first(x):
+      if isinstance(x, jax.Array) and x.is_fully_addressable and len(x.sharding.device_set) > 1:
+        shard = next(s for s in x.addressable_shards if s.index[0].start in (0, None))
+        return shard.data.reshape(x.shape[1:])  # [1, ...] or [...], by jax version
+      return x[0]
+
+    return jax.tree.map(first, state)
 
   def local_copy(self, state):
     """One whole copy on this process's first device, with no tie to other processes: what
