@@ -184,8 +184,9 @@ def malloc_heap_cap() -> int:
     if not value.isdigit() or int(value) <= 0:
       fail(
         f"${MALLOC_HEAP_CAP_VARIABLE}={value!r} must be a positive whole number of megabytes: the size "
-        f"of glibc's heap past which a process run with {MALLOC_TUNING_SWITCH}=on gives freed memory back "
-        f"again. Unset it for {MALLOC_HEAP_CAP_FRACTION:.0%} of this machine's memory."
+        f"of glibc's heap past which a process that keeps its freed memory mapped ({MALLOC_TUNING_SWITCH}=on, "
+        f"or an experiment with parallel.keep_cpu_memory) gives it back again. Unset it for "
+        f"{MALLOC_HEAP_CAP_FRACTION:.0%} of this machine's memory."
       )
     return int(value) << 20
   return int(MALLOC_HEAP_CAP_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
