@@ -76,7 +76,7 @@ def get_config(arg=None, dataset: str = "mnist") -> C.Experiment:
         ),
         "eval": C.Eval(num_batches=2, batch_size=100, num_samples=16),
         # XLA:CPU's per-step buffers kept mapped (genjax.cli.tune_malloc): the U-Net step took
-        # 0.86x diffusers' time instead of 1.09x on a 2-core CPU (experiments/RESULTS.md, sixth
+        # 0.85-0.89x diffusers' time instead of 1.04x on a 2-core CPU (experiments/RESULTS.md, sixth
         # and seventh sessions); flow_mnist.py:cpu inherits it.
         "parallel": dataclasses.replace(exp.parallel, keep_cpu_memory=True),
       }

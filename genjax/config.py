@@ -156,7 +156,7 @@ class Parallel:
   keep_cpu_memory: `python -m genjax.train` keeps XLA:CPU's freed buffers mapped from one step to
   the next instead of letting glibc unmap them and fault them in again (genjax.cli.tune_malloc,
   its heap capped at a quarter of the machine's memory): for configs whose CPU step was measured
-  faster with it (the MNIST U-Net 0.86x diffusers' time instead of 1.09x). $GENJAX_MALLOC_TUNING
+  faster with it (the MNIST U-Net 0.85-0.89x diffusers' time instead of 1.04x). $GENJAX_MALLOC_TUNING
   wins ("on" or "off"). No effect on the accelerators or on the numbers.
   """
 
