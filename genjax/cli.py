@@ -211,19 +211,18 @@ def _watch_malloc_heap(libc, cap: int, released) -> None:
   libc.malloc_trim(0)
   released.set()
   logging.getLogger("genjax").warning(
-    "glibc's heap passed %d MB: giving freed memory back to the system from now on (%s=on keeps it "
+    "glibc's heap passed %d MB: giving freed memory back to the system from now on (it is kept "
     "mapped only up to that size; $%s sets it).",
     cap >> 20,
-    MALLOC_TUNING_SWITCH,
     MALLOC_HEAP_CAP_VARIABLE,
   )
 
 
 def tune_malloc(config_asks: bool = False) -> bool:
   """Applies MALLOC_SETTINGS with glibc's mallopt where malloc_tuning_wanted (decided by the first
-  call in a process; `config_asks`: config.parallel.keep_cpu_memory), and
-  starts the thread that restores glibc's release of memory once the heap passes malloc_heap_cap;
-  returns whether the settings were applied. Call it before JAX starts its backend, whose threads
+  call in a process; `config_asks`: config.parallel.keep_cpu_memory), and starts the thread that
+  restores glibc's release of memory once the heap passes malloc_heap_cap; returns whether the
+  settings were applied. Call it before JAX starts its backend, whose threads
   would otherwise take arenas of their own."""
   global _malloc_tuned, _malloc_released
   if _malloc_tuned is None:
