@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -135,36 +134,6 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
 
 def _train_command(config, workdir):
   return [sys.executable, "-m", "genjax.train", "--config", config, "--workdir", workdir]
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_logs_identical_losses(tmp_path):
-  """A real training subprocess is SIGKILLed (mid-step or mid-save) and rerun until it finishes."""
-  config = write_config(tmp_path / "exp.py", steps=40, checkpoint_every=5, eval_every=20)
-  env = {**os.environ, "PYTHONPATH": REPO}
-  full = str(tmp_path / "full")
-  subprocess.run(_train_command(config, full), check=True, env=env, capture_output=True, cwd=REPO)
-  expected = losses(full)
-  assert sorted(expected) == list(range(1, 41))
-
-  killed = str(tmp_path / "killed")
-  rng = random.Random(0)
-  kills = 0
-  for kill_after in sorted(rng.sample(range(3, 38), 2)):
-    proc = subprocess.Popen(
-      _train_command(config, killed), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-      if max(losses(killed), default=0) >= kill_after:
-        proc.send_signal(signal.SIGKILL)
-        kills += 1
-        break
-      time.sleep(0.01)
-    proc.wait()
-  assert kills >= 1
-  subprocess.run(_train_command(config, killed), check=True, env=env, capture_output=True, cwd=REPO)
-  assert losses(killed) == expected  # bit for bit, every step
 
 
 def test_cli_errors_are_one_paragraph(tmp_path):
